@@ -1,0 +1,32 @@
+# The one task runner. CI (.ci/run) calls `make test`, exactly as the README says.
+CARGO ?= cargo
+
+.PHONY: build image demo test lint unit e2e leftovers
+
+build:
+	$(CARGO) build --release
+
+image: build
+	./target/x86_64-unknown-linux-gnu/release/idagent image build
+
+# The main job: run the Go victim in a sealed guest and show where its audit log went.
+demo: build
+	./target/x86_64-unknown-linux-gnu/release/idagent run victims/go-escape
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Every test: lints, unit tests, and the end-to-end tests that start real containers.
+# Needs root and a Docker Engine. Two test threads: each e2e test runs its own guest.
+test: lint
+	$(CARGO) test --workspace -- --test-threads=2
+	$(MAKE) leftovers
+
+# Fails if any run left a container, control folder or TUN device behind.
+leftovers:
+	@left=$$(docker ps -aq --filter label=idagent | wc -l); \
+	 if [ "$$left" -ne 0 ]; then echo "leftovers: $$left idagent container(s)"; docker ps -a --filter label=idagent; exit 1; fi
+	@if [ -d /run/idagent ] && [ -n "$$(ls -A /run/idagent)" ]; then echo "leftovers: /run/idagent not empty"; ls -la /run/idagent; exit 1; fi
+	@if ip -o link show type tun | grep -q .; then echo "leftovers: TUN device in the host namespace"; exit 1; fi
+	@echo "leftovers: none"

@@ -1,0 +1,116 @@
+//! Both halves of the control protocol in one process, over a real socket in a tempdir, with a
+//! real seccomp listener passed as the fd.
+
+use super::*;
+use std::os::fd::AsFd;
+
+/// A seccomp listener made on a short-lived thread: the allow-everything filter stays on that
+/// thread alone and dies with it, leaving the process-wide fd.
+fn real_listener() -> OwnedFd {
+    let allow = [libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: libc::SECCOMP_RET_ALLOW,
+    }];
+    std::thread::spawn(move || crate::filter::install_with_listener(&allow))
+        .join()
+        .expect("filter thread")
+        .expect("install filter")
+}
+
+fn server() -> (tempfile::TempDir, CtlServer) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = CtlServer::bind(&dir.path().join("ctl.sock")).expect("bind");
+    (dir, server)
+}
+
+#[test]
+fn hello_with_listener_then_go_and_abort() {
+    let (_dir, server) = server();
+    let mode = std::fs::metadata(server.path()).expect("stat").permissions().mode();
+    assert_eq!(mode & 0o777, 0o666);
+    let listener = real_listener();
+    let path = server.path().to_owned();
+    let client = std::thread::spawn(move || {
+        let mut stream = connect(&path).expect("connect");
+        send_hello(&stream, 1, listener.as_fd()).expect("hello");
+        drop(listener);
+        let first = read_reply(&mut stream).expect("reply");
+        let second = read_reply(&mut stream).expect("reply");
+        let third = read_reply(&mut stream).expect("reply");
+        (first, second, third)
+    });
+    let mut conn = server.accept_init(Duration::from_secs(10)).expect("accept");
+    assert_eq!(conn.hello, Hello { version: 1, guest_pid: 1 });
+    assert_eq!(conn.peer_pid, Some(std::process::id() as i32));
+    check_listener(&conn.listener).expect("still a listener on this side");
+    conn.go().expect("go");
+    conn.abort("bad\nthing");
+    drop(conn);
+    let (first, second, third) = client.join().expect("client");
+    assert_eq!(first, Reply::Go);
+    assert_eq!(second, Reply::Abort("bad thing".into()));
+    assert_eq!(third, Reply::Abort("host closed the control connection".into()));
+}
+
+#[test]
+fn a_pipe_is_not_a_listener() {
+    let (_dir, server) = server();
+    let (r, _w) = std::io::pipe().expect("pipe");
+    let stream = connect(server.path()).expect("connect");
+    send_hello(&stream, 1, r.as_fd()).expect("hello");
+    match server.accept_init(Duration::from_secs(10)) {
+        Err(CtlError::NotListener(what)) => assert!(what.starts_with("pipe:"), "{what}"),
+        other => panic!("expected NotListener, got {other:?}"),
+    }
+}
+
+#[test]
+fn hello_without_fd_is_refused() {
+    let (_dir, server) = server();
+    let mut stream = connect(server.path()).expect("connect");
+    stream.write_all(b"idagent-init 1 1\n").expect("write");
+    assert!(matches!(
+        server.accept_init(Duration::from_secs(10)),
+        Err(CtlError::FdCount(0))
+    ));
+}
+
+#[test]
+fn no_client_times_out() {
+    let (_dir, server) = server();
+    assert!(matches!(
+        server.accept_init(Duration::from_millis(50)),
+        Err(CtlError::Timeout(_))
+    ));
+}
+
+#[test]
+fn hello_parsing() {
+    assert_eq!(
+        parse_hello(b"idagent-init 1 1\n").expect("ok"),
+        Hello { version: 1, guest_pid: 1 }
+    );
+    assert!(matches!(parse_hello(b"idagent-init 2 1\n"), Err(CtlError::Version(2))));
+    for bad in [
+        &b"idagent-init 1 1"[..],
+        b"idagent-init 1\n",
+        b"idagent-init 1 0\n",
+        b"idagent-init 1 -4\n",
+        b"idagent-init 1 1 extra\n",
+        b"hello 1 1\n",
+        b"idagent-init x 1\n",
+        b"\xff\xfe\n",
+    ] {
+        assert!(matches!(parse_hello(bad), Err(CtlError::BadHello(_))), "{bad:?}");
+    }
+}
+
+#[test]
+fn reply_parsing() {
+    assert_eq!(parse_reply(b"GO").expect("go"), Reply::Go);
+    assert_eq!(parse_reply(b"ABORT x y").expect("abort"), Reply::Abort("x y".into()));
+    assert!(parse_reply(b"go").is_err());
+    assert!(parse_reply(b"").is_err());
+}

@@ -1,0 +1,286 @@
+//! `idagent guest-init --ctl PATH -- CMD ARGS...`: the guest container's PID 1.
+//!
+//! Owns: the order of the guest's start-up and PID 1's duties afterwards. In order:
+//! 1. connect to the host's control socket at PATH (retrying for up to
+//!    [`CONNECT_ATTEMPTS`] × [`CONNECT_RETRY`] while the socket is missing or refusing);
+//! 2. set `PR_SET_NO_NEW_PRIVS` and install [`crate::filter::program`] with a notification
+//!    listener;
+//! 3. send the hello and the listener fd ([`crate::ctl`]), then close our copy of the listener
+//!    (the untrusted program must never hold it: it could steal its own notifications);
+//! 4. wait for the host: `ABORT <reason>` or EOF → print the reason, exit [`EXIT_SETUP`];
+//! 5. on `GO`, fork; the child execvp's CMD (printing one line and exiting [`EXIT_EXEC`] if
+//!    that fails); PID 1 forwards SIGTERM, SIGINT, SIGHUP and SIGQUIT to it, reaps every zombie
+//!    (orphans are re-parented to PID 1) and, when the command exits, exits with its code, or
+//!    128 + the signal that killed it.
+//!
+//! Any start-up failure before the fork prints one line and exits [`EXIT_SETUP`].
+//!
+//! Runs before any thread exists (`main.rs` dispatches here first) and uses libc directly: no
+//! async runtime, no logging framework. Does not own: the filter program or the wire format.
+
+#![allow(unsafe_code)] // OS module: sigprocmask, fork, execvp, waitpid, kill
+
+use crate::ctl::{self, Reply};
+use crate::filter;
+use std::ffi::{CString, OsString};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Exit code for a start-up failure or a host abort (as `docker run` uses 125).
+pub const EXIT_SETUP: i32 = 125;
+/// Exit code when the command cannot be executed.
+pub const EXIT_EXEC: i32 = 127;
+/// Connection attempts while the control socket is not there yet.
+pub const CONNECT_ATTEMPTS: u32 = 50;
+pub const CONNECT_RETRY: Duration = Duration::from_millis(100);
+
+/// Signals PID 1 passes on to the command.
+const FORWARDED: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
+
+/// Parsed `guest-init` arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitArgs {
+    pub ctl: PathBuf,
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("usage: idagent guest-init --ctl PATH -- CMD [ARGS...]")]
+    Usage,
+    #[error("argument contains a NUL byte: {0:?}")]
+    NulInArgument(OsString),
+    #[error(transparent)]
+    Ctl(#[from] ctl::CtlError),
+    #[error("install seccomp filter: {0}")]
+    InstallFilter(std::io::Error),
+    #[error("{0}: {1}")]
+    Os(&'static str, std::io::Error),
+}
+
+/// Parses the arguments after `guest-init`: `--ctl PATH -- CMD [ARGS...]`.
+pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<InitArgs, InitError> {
+    let mut args = args.into_iter();
+    if args.next().as_deref() != Some("--ctl".as_ref()) {
+        return Err(InitError::Usage);
+    }
+    let ctl = PathBuf::from(args.next().ok_or(InitError::Usage)?);
+    if args.next().as_deref() != Some("--".as_ref()) {
+        return Err(InitError::Usage);
+    }
+    let command: Vec<OsString> = args.collect();
+    if command.is_empty() || ctl.as_os_str().is_empty() {
+        return Err(InitError::Usage);
+    }
+    Ok(InitArgs { ctl, command })
+}
+
+/// Entry point for `idagent guest-init ...` (`argv[1] == "guest-init"`). Never returns.
+pub fn main() -> ! {
+    match parse_args(std::env::args_os().skip(2)) {
+        Ok(args) => run(&args),
+        Err(e) => fail(&e),
+    }
+}
+
+/// Runs init with parsed arguments. Never returns.
+pub fn run(args: &InitArgs) -> ! {
+    let argv = match to_cstrings(&args.command) {
+        Ok(argv) => argv,
+        Err(e) => fail(&e),
+    };
+    let mut stream = match handshake(args) {
+        Ok(stream) => stream,
+        Err(e) => fail(&e),
+    };
+    match ctl::read_reply(&mut stream) {
+        Ok(Reply::Go) => {}
+        Ok(Reply::Abort(reason)) => {
+            eprintln!("idagent guest-init: aborted by host: {reason}");
+            std::process::exit(EXIT_SETUP);
+        }
+        Err(e) => fail(&e.into()),
+    }
+    match supervise(&argv) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => fail(&e),
+    }
+    // `stream` stays open until exit so the host sees EOF exactly when PID 1 is gone.
+}
+
+fn fail(e: &InitError) -> ! {
+    eprintln!("idagent guest-init: {e}");
+    std::process::exit(EXIT_SETUP)
+}
+
+fn to_cstrings(command: &[OsString]) -> Result<Vec<CString>, InitError> {
+    command
+        .iter()
+        .map(|a| CString::new(a.as_bytes()).map_err(|_| InitError::NulInArgument(a.clone())))
+        .collect()
+}
+
+/// Steps 1–3: connect, install the filter, hand over the listener.
+fn handshake(args: &InitArgs) -> Result<UnixStream, InitError> {
+    let stream = connect_with_retry(&args.ctl)?;
+    let listener =
+        filter::install_with_listener(&filter::program()).map_err(InitError::InstallFilter)?;
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    ctl::send_hello(&stream, pid, listener.as_fd())?;
+    drop(listener);
+    Ok(stream)
+}
+
+fn connect_with_retry(path: &std::path::Path) -> Result<UnixStream, InitError> {
+    let mut attempt = 1;
+    loop {
+        match ctl::connect(path) {
+            Ok(stream) => return Ok(stream),
+            Err(ctl::CtlError::Connect { source, .. })
+                if attempt < CONNECT_ATTEMPTS
+                    && matches!(
+                        source.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                    ) =>
+            {
+                // Nothing to wait on: the socket appears when the host creates it.
+                std::thread::sleep(CONNECT_RETRY);
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn os_err(what: &'static str) -> InitError {
+    InitError::Os(what, std::io::Error::last_os_error())
+}
+
+/// Step 5: fork, exec in the child; in PID 1 forward signals and reap until the command exits.
+/// Returns the exit code to exit with.
+fn supervise(argv: &[CString]) -> Result<i32, InitError> {
+    let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` and `old` are valid sigset_t for the calls; the signal numbers are valid.
+    // Blocking before the fork means no SIGCHLD or forwarded signal can be lost between the
+    // fork and the first sigwaitinfo.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for sig in FORWARDED.into_iter().chain([libc::SIGCHLD]) {
+            libc::sigaddset(&mut set, sig);
+        }
+        if libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old) != 0 {
+            return Err(os_err("block signals"));
+        }
+    }
+    // SAFETY: init is single-threaded here (main.rs dispatches before any thread starts), so
+    // the child may do anything; it only restores the mask and execs.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(os_err("fork"));
+    }
+    if child == 0 {
+        exec_child(&ptrs, &old);
+    }
+    loop {
+        // SAFETY: siginfo_t is plain data that sigwaitinfo fills in.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a valid sigset_t and `info` is writable.
+        let sig = unsafe { libc::sigwaitinfo(&set, &mut info) };
+        if sig < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(os_err("wait for signals"));
+        }
+        if sig != libc::SIGCHLD {
+            // SAFETY: kill with a pid we forked and a valid signal number; if the child is
+            // already gone the ESRCH is harmless.
+            unsafe { libc::kill(child, sig) };
+            continue;
+        }
+        if let Some(code) = reap(child) {
+            return Ok(code);
+        }
+    }
+}
+
+/// Reaps every exited child; returns the exit code once `main` is among them.
+fn reap(main: libc::pid_t) -> Option<i32> {
+    let mut code = None;
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is writable; WNOHANG never blocks.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            return code;
+        }
+        if pid == main {
+            code = Some(if libc::WIFSIGNALED(status) {
+                128 + libc::WTERMSIG(status)
+            } else {
+                libc::WEXITSTATUS(status)
+            });
+        }
+    }
+}
+
+/// In the forked child: restore the signal mask and exec. Never returns.
+fn exec_child(argv: &[*const libc::c_char], mask: &libc::sigset_t) -> ! {
+    // SAFETY: `mask` is the valid mask saved before the fork; `argv` is a NULL-terminated
+    // array of pointers into CStrings that live until exec replaces the image.
+    unsafe {
+        libc::sigprocmask(libc::SIG_SETMASK, mask, std::ptr::null_mut());
+        libc::execvp(argv[0], argv.as_ptr());
+    }
+    let err = std::io::Error::last_os_error();
+    // SAFETY: argv[0] is a valid NUL-terminated string (see above).
+    let name = unsafe { std::ffi::CStr::from_ptr(argv[0]) };
+    eprintln!(
+        "idagent guest-init: cannot execute {}: {err}",
+        name.to_string_lossy()
+    );
+    // SAFETY: _exit skips atexit handlers and stdio buffers inherited from the parent.
+    unsafe { libc::_exit(EXIT_EXEC) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn parses_ctl_and_command() {
+        let a = parse_args(os(&["--ctl", "/c.sock", "--", "sh", "-c", "x"])).expect("ok");
+        assert_eq!(a.ctl, PathBuf::from("/c.sock"));
+        assert_eq!(a.command, os(&["sh", "-c", "x"]));
+        let a = parse_args(os(&["--ctl", "/c", "--", "--"])).expect("ok");
+        assert_eq!(a.command, os(&["--"]));
+    }
+
+    #[test]
+    fn rejects_bad_usage() {
+        for bad in [
+            &[][..],
+            &["--ctl"],
+            &["--ctl", "/c"],
+            &["--ctl", "/c", "--"],
+            &["--ctl", "/c", "sh"],
+            &["sh"],
+            &["--ctl", "", "--", "sh"],
+        ] {
+            assert!(matches!(parse_args(os(bad)), Err(InitError::Usage)), "{bad:?}");
+        }
+    }
+}

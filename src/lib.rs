@@ -1,0 +1,20 @@
+//! idagent: run an untrusted program in a sealed guest container and record everything it does.
+//!
+//! See `ARCHITECTURE.md` for the map of these modules, the data flow and the trust boundaries.
+#![deny(unsafe_code)]
+
+pub mod attribution;
+pub mod audit;
+pub mod fswatch;
+pub mod procevents;
+pub mod supervisor;
+
+/// Where the guest's one writable directory is mounted, as the guest sees it.
+pub const GUEST_WORKSPACE: &str = "/tmp/workspace";
+pub mod cli;
+pub mod config;
+pub mod runtime;
+pub mod netns;
+pub mod tundrv;
+pub mod image;
+pub mod sandbox;

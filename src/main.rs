@@ -1,0 +1,144 @@
+//! The composition root: parse arguments, start tracing, run one command, map the outcome to
+//! an exit code. Every setup failure is one line on stderr and exit code 2.
+
+use anyhow::Context;
+use clap::Parser;
+use idagent::cli::{Cli, Command, ImageCommand};
+use idagent::config::{RunConfig, GUEST_IMAGE};
+use idagent::runtime::{self, docker::DockerRuntime, ContainerRuntime, RuntimeError};
+use idagent::{image, sandbox};
+use std::process::ExitCode;
+
+/// Exit code for every failure of idagent itself (bad input, missing prerequisite).
+const EXIT_SETUP: u8 = 2;
+
+fn main() -> ExitCode {
+    // PID 1 inside the guest: no runtime, no threads, before anything else.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "guest-init") {
+        idagent_guest::init::main();
+    }
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => return fail(&anyhow::anyhow!("start async runtime: {e}"), None),
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err((e, hint)) => fail(&e, hint),
+    }
+}
+
+fn fail(e: &anyhow::Error, hint: Option<String>) -> ExitCode {
+    let hint = hint.map(|h| format!(" (hint: {h})")).unwrap_or_default();
+    eprintln!("idagent: error: {e:#}{hint}");
+    ExitCode::from(EXIT_SETUP)
+}
+
+type Failure = (anyhow::Error, Option<String>);
+
+async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
+    match cli.command {
+        Command::GuestInit => Err((anyhow::anyhow!("guest-init runs only as the guest's PID 1"), None)),
+        Command::Gc => {
+            require_root()?;
+            let rt = connect(&cli.docker_host).await?;
+            let removed = runtime::gc(&rt, false).await.map_err(runtime_failure)?;
+            idagent::sandbox::gc_ctl_dirs();
+            println!("idagent: removed {} leftover container(s)", removed.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Image {
+            command: ImageCommand::Build(args),
+        } => {
+            let rt = connect(&cli.docker_host).await?;
+            let ctx = image::resolve_context(args.context.as_deref()).map_err(|e| (e.into(), None))?;
+            image::build(&rt, &ctx, args.bootstrap)
+                .await
+                .map_err(|e| (e.into(), Some("see the build output above".to_owned())))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(args) => {
+            let cfg = RunConfig::from_args(args).map_err(|e| {
+                (e.into(), Some("idagent run victims/NAME, or idagent run --image IMAGE -- CMD...".to_owned()))
+            })?;
+            require_root()?;
+            let rt = connect(&cli.docker_host).await?;
+            let stale = runtime::gc(&rt, false).await.map_err(runtime_failure)?;
+            if !stale.is_empty() {
+                tracing::warn!(count = stale.len(), "removed leftover containers of dead runs");
+            }
+            ensure_image(&rt, &cfg).await?;
+            let outcome = sandbox::run(&rt, &cfg)
+                .await
+                .context("run failed")
+                .map_err(|e| (e, None))?;
+            eprintln!(
+                "idagent: run {} ended ({:?}); audit log {}",
+                outcome.run_id,
+                outcome.ending,
+                outcome.run_dir.join("audit.jsonl").display()
+            );
+            Ok(ExitCode::from(outcome.ending.exit_code() as u8))
+        }
+    }
+}
+
+async fn connect(host: &str) -> Result<DockerRuntime, Failure> {
+    DockerRuntime::connect(host).await.map_err(runtime_failure)
+}
+
+fn runtime_failure(e: RuntimeError) -> Failure {
+    let hint = match &e {
+        RuntimeError::Unreachable { .. } => {
+            Some("start dockerd, or point --docker-host / DOCKER_HOST at its socket".to_owned())
+        }
+        _ => None,
+    };
+    (e.into(), hint)
+}
+
+/// The host side needs root: it enters the guest's namespaces, creates the TUN, reads guest
+/// memory for syscall arguments and listens to the kernel's process events.
+fn require_root() -> Result<(), Failure> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    // CAP_NET_ADMIN (12), CAP_SYS_PTRACE (19), CAP_SYS_ADMIN (21).
+    let needed = (1u64 << 12) | (1 << 19) | (1 << 21);
+    if cap_eff & needed != needed {
+        return Err((
+            anyhow::anyhow!("idagent needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN and CAP_SYS_PTRACE) on the host"),
+            Some("run it with sudo".to_owned()),
+        ));
+    }
+    Ok(())
+}
+
+async fn ensure_image(rt: &DockerRuntime, cfg: &RunConfig) -> Result<(), Failure> {
+    if rt.image_exists(&cfg.image).await.map_err(runtime_failure)? {
+        return Ok(());
+    }
+    let is_guest = cfg.image == GUEST_IMAGE || cfg.image == image::versioned_tag();
+    if !is_guest {
+        return Err((
+            anyhow::anyhow!("image {} is not present", cfg.image),
+            Some(format!("docker pull {} (or docker load) first", cfg.image)),
+        ));
+    }
+    eprintln!("idagent: {} is missing; building it", cfg.image);
+    let ctx = image::resolve_context(cfg.context.as_deref()).map_err(|e| {
+        (e.into(), Some("build it with `idagent image build --context DIR`".to_owned()))
+    })?;
+    image::build(rt, &ctx, false)
+        .await
+        .map_err(|e| (anyhow::Error::from(e).context(format!("image {} is missing and cannot be built", cfg.image)), None))?;
+    Ok(())
+}

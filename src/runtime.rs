@@ -1,0 +1,128 @@
+//! The container engine behind a narrow trait.
+//!
+//! Owns: the [`ContainerSpec`] (what a sealed guest container is, as plain data) and the
+//! [`ContainerRuntime`] trait the sandbox drives. The real implementation is
+//! [`docker::DockerRuntime`] (bollard, Docker Engine API; Podman's compatible socket works);
+//! lifecycle logic is unit-tested against a fake. Does not own: networking inside the
+//! container (see `netns`) or what runs in it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub mod docker;
+
+/// Label put on every container idagent creates; `idagent gc` reaps by it.
+pub const LABEL: &str = "idagent";
+/// Label with the run id.
+pub const LABEL_RUN: &str = "idagent.run";
+/// Label with the host pid of the idagent process that owns the container.
+pub const LABEL_OWNER_PID: &str = "idagent.owner-pid";
+
+/// A bind mount into the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    pub host: PathBuf,
+    pub guest: String,
+    pub read_only: bool,
+}
+
+/// Everything that defines a sealed guest container, independent of the engine.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    /// Replaces the image's entrypoint (idagent's guest init).
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub user: String,
+    pub workdir: String,
+    pub binds: Vec<Bind>,
+    pub memory_bytes: i64,
+    pub pids: i64,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A container created by idagent, as listed by the engine.
+#[derive(Debug, Clone)]
+pub struct Labelled {
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot reach the Docker Engine at {socket}: {reason}")]
+    Unreachable { socket: String, reason: String },
+    #[error("image {image} not found")]
+    ImageMissing { image: String },
+    #[error("{op} container {id}: {reason}")]
+    Container {
+        op: &'static str,
+        id: String,
+        reason: String,
+    },
+    #[error("{op} image {image}: {reason}")]
+    Image {
+        op: &'static str,
+        image: String,
+        reason: String,
+    },
+}
+
+/// Output chunk from the guest's stdout or stderr.
+#[derive(Debug, Clone)]
+pub enum Output {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+}
+
+/// The operations the sandbox needs from a container engine, and no more.
+#[allow(async_fn_in_trait)] // used with concrete types only (generic sandbox), never as dyn
+pub trait ContainerRuntime {
+    async fn ping(&self) -> Result<(), RuntimeError>;
+    async fn image_exists(&self, image: &str) -> Result<bool, RuntimeError>;
+    /// Creates the container (not started) and returns its id.
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError>;
+    /// Streams the container's output to `out` until it ends. Call before `start`.
+    async fn attach(
+        &self,
+        id: &str,
+        out: tokio::sync::mpsc::Sender<Output>,
+    ) -> Result<(), RuntimeError>;
+    async fn start(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Host pid of the container's PID 1.
+    async fn init_pid(&self, id: &str) -> Result<i32, RuntimeError>;
+    /// Waits for the container to stop and returns its exit code.
+    async fn wait(&self, id: &str) -> Result<i64, RuntimeError>;
+    async fn kill(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Force-removes the container; a container already gone is not an error.
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Every container (running or not) carrying [`LABEL`].
+    async fn list_labelled(&self) -> Result<Vec<Labelled>, RuntimeError>;
+}
+
+/// Reaps containers whose owning idagent process is gone (or all of them with `all`).
+/// Returns the ids removed.
+pub async fn gc<R: ContainerRuntime>(rt: &R, all: bool) -> Result<Vec<String>, RuntimeError> {
+    let mut removed = Vec::new();
+    for c in rt.list_labelled().await? {
+        let owner_alive = c
+            .labels
+            .get(LABEL_OWNER_PID)
+            .and_then(|p| p.parse::<i32>().ok())
+            .is_some_and(|pid| pid == std::process::id() as i32 || process_is_idagent(pid));
+        if all || !owner_alive {
+            rt.remove(&c.id).await?;
+            removed.push(c.id);
+        }
+    }
+    Ok(removed)
+}
+
+/// Whether `pid` is a live idagent process (a recycled pid running something else is not).
+fn process_is_idagent(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|comm| comm.trim_end().starts_with("idagent"))
+        .unwrap_or(false)
+}

@@ -1,0 +1,467 @@
+//! One run, start to end: the lifecycle of a sealed guest.
+//!
+//! Owns: the order of things (run folder → audit log → container → sealed network → observers
+//! → go → wait → teardown) and making teardown happen on every path, error or not. Does not
+//! own: any mechanism (each lives in its module: `runtime`, `netns`, `supervisor`, `fswatch`,
+//! `procevents`, `tundrv`).
+
+use crate::attribution::Attribution;
+use crate::audit::{AuditLog, AuditSink, EventBody, Limits, Notice, RunEnd, RunId, RunStart};
+use crate::config::{user_ids, RunConfig};
+use crate::runtime::{self, Bind, ContainerRuntime, ContainerSpec, Output};
+use crate::{fswatch, netns, procevents, supervisor, tundrv, GUEST_WORKSPACE};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tracing::{info, info_span, warn, Instrument};
+
+/// Where idagent's own binary appears in the guest (it is the guest's PID 1).
+pub const GUEST_INIT_PATH: &str = "/.idagent/idagent";
+/// Where the control socket's folder appears in the guest.
+pub const GUEST_CTL_DIR: &str = "/.idagent/ctl";
+/// Host folder for per-run control sockets and generated /etc files (not part of the capture).
+pub const HOST_CTL_ROOT: &str = "/run/idagent";
+/// How long the guest init gets to connect back after the container starts.
+pub const INIT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Exited(i64),
+    Timeout,
+    Interrupted,
+}
+
+impl Ending {
+    /// idagent's own exit code: the guest's, or the conventional ones for timeout (124) and
+    /// interruption (130).
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Ending::Exited(c) => c.clamp(0, 255) as i32,
+            Ending::Timeout => 124,
+            Ending::Interrupted => 130,
+        }
+    }
+}
+
+/// What the caller learns from a finished run.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub run_id: RunId,
+    pub run_dir: PathBuf,
+    pub ending: Ending,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("create run folder {path}: {source}")]
+    RunDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    #[error(transparent)]
+    Runtime(#[from] runtime::RuntimeError),
+    #[error(transparent)]
+    Netns(#[from] netns::NetnsError),
+    #[error("guest init: {0}")]
+    Ctl(#[from] idagent_guest::ctl::CtlError),
+    #[error("guest init connected from pid {got:?}, expected the container's pid {expected}")]
+    WrongPeer { got: Option<i32>, expected: i32 },
+    #[error("start observer {what}: {reason}")]
+    Observer { what: &'static str, reason: String },
+}
+
+/// Per-run resources that teardown must release, filled in as setup progresses.
+#[derive(Default)]
+struct Live {
+    container: Option<String>,
+    net: Option<netns::GuestNs>,
+    tun_stop: Option<tokio::sync::watch::Sender<bool>>,
+    tun_task: Option<tokio::task::JoinHandle<std::io::Result<tundrv::TunStats>>>,
+    supervisor: Option<supervisor::SupervisorHandle>,
+    fswatch: Option<fswatch::WorkspaceWatcher>,
+    procs: Option<procevents::ProcWatcher>,
+    output_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Runs `cfg` to completion in a sealed guest. The image must exist.
+pub async fn run<R: ContainerRuntime>(rt: &R, cfg: &RunConfig) -> Result<RunOutcome, SandboxError> {
+    let run_id = RunId::generate();
+    let span = info_span!("run", run.id = %run_id);
+    run_inner(rt, cfg, run_id).instrument(span).await
+}
+
+async fn run_inner<R: ContainerRuntime>(
+    rt: &R,
+    cfg: &RunConfig,
+    run_id: RunId,
+) -> Result<RunOutcome, SandboxError> {
+    let started = Instant::now();
+    let run_dir = cfg
+        .run_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("captures").join(run_id.as_str()));
+    let ctl_dir = PathBuf::from(HOST_CTL_ROOT).join(run_id.as_str());
+    let workspace = prepare_dirs(cfg, &run_dir, &ctl_dir)?;
+    let audit = AuditLog::create(&run_dir.join("audit.jsonl"), run_id.clone(), crate::audit::DEFAULT_AUDIT_QUEUE)?;
+    let sink = audit.sink();
+    let name = format!("idagent-{run_id}");
+    sink.emit_reliable(EventBody::RunStart(RunStart {
+        idagent_version: env!("CARGO_PKG_VERSION").into(),
+        image: cfg.image.clone(),
+        command: cfg.command.clone(),
+        user: cfg.user.clone(),
+        workspace: GUEST_WORKSPACE.into(),
+        limits: Limits {
+            memory_bytes: cfg.memory_bytes,
+            pids: cfg.pids,
+            timeout_secs: cfg.timeout.map(|t| t.as_secs()),
+        },
+        offline: cfg.offline,
+        container: name.clone(),
+    }))
+    .await;
+
+    let mut live = Live::default();
+    let result = setup_and_wait(rt, cfg, &run_id, &name, &run_dir, &ctl_dir, &workspace, &sink, &mut live).await;
+    let end = teardown(rt, &mut live, &sink).await;
+    let _ = std::fs::remove_dir_all(&ctl_dir);
+    let (ending, reason) = match &result {
+        Ok(Ending::Exited(_)) => (result.as_ref().ok().copied(), "exited"),
+        Ok(Ending::Timeout) => (Some(Ending::Timeout), "timeout"),
+        Ok(Ending::Interrupted) => (Some(Ending::Interrupted), "interrupted"),
+        Err(e) => {
+            sink.emit(EventBody::Notice(Notice {
+                what: "run_error".into(),
+                detail: e.to_string(),
+            }));
+            (None, "error")
+        }
+    };
+    audit
+        .finish(RunEnd {
+            exit_code: match ending {
+                Some(Ending::Exited(c)) => Some(c),
+                _ => None,
+            },
+            reason: reason.into(),
+            duration_ms: started.elapsed().as_millis() as u64,
+            ..end
+        })
+        .await?;
+    let ending = result?;
+    Ok(RunOutcome {
+        run_id,
+        run_dir,
+        ending,
+    })
+}
+
+/// Creates the run folder, the workspace (seeded, owned by the guest user) and the control
+/// folder with the guest's /etc files. Returns the workspace path.
+fn prepare_dirs(cfg: &RunConfig, run_dir: &Path, ctl_dir: &Path) -> Result<PathBuf, SandboxError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| SandboxError::RunDir { path, source }
+    };
+    std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
+    let workspace = std::fs::canonicalize(run_dir).map_err(io(run_dir))?.join("workspace");
+    std::fs::create_dir(&workspace).map_err(io(&workspace))?;
+    if let Some(seed) = &cfg.workspace_seed {
+        copy_tree(seed, &workspace).map_err(io(seed))?;
+    }
+    let (uid, gid) = user_ids(&cfg.user);
+    chown_tree(&workspace, uid, gid).map_err(io(&workspace))?;
+    let etc = ctl_dir.join("etc");
+    std::fs::create_dir_all(&etc).map_err(io(&etc))?;
+    let hostname = "idagent-guest";
+    let files = [
+        ("hostname", format!("{hostname}\n")),
+        (
+            "hosts",
+            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\t{hostname}\n"),
+        ),
+        (
+            "resolv.conf",
+            format!("# idagent: every DNS query goes to the gateway, whatever resolver is named\nnameserver {}\noptions edns0\n", netns::GATEWAY_V4),
+        ),
+    ];
+    for (file, text) in files {
+        std::fs::write(etc.join(file), text).map_err(io(&etc))?;
+    }
+    Ok(workspace)
+}
+
+#[allow(clippy::too_many_arguments)] // the run's context, threaded once through setup
+async fn setup_and_wait<R: ContainerRuntime>(
+    rt: &R,
+    cfg: &RunConfig,
+    run_id: &RunId,
+    name: &str,
+    run_dir: &Path,
+    ctl_dir: &Path,
+    workspace: &Path,
+    sink: &AuditSink,
+    live: &mut Live,
+) -> Result<Ending, SandboxError> {
+    let sock = ctl_dir.join("ctl.sock");
+    let ctl = idagent_guest::ctl::CtlServer::bind(&sock)?;
+    let spec = container_spec(cfg, run_id, name, ctl_dir, workspace)?;
+    let id = rt.create(&spec).await?;
+    live.container = Some(id.clone());
+
+    let (out_tx, out_rx) = tokio::sync::mpsc::channel(256);
+    rt.attach(&id, out_tx).await?;
+    live.output_task = Some(tokio::spawn(forward_output(out_rx, run_dir.to_owned())));
+    rt.start(&id).await?;
+    let pid = rt.init_pid(&id).await?;
+    info!(container.id = %id, init.pid = pid, "guest started");
+
+    // Seal the network before the app exists: the init is parked waiting for our GO.
+    let net = netns::seal(pid)?;
+    sink.emit(EventBody::NetSetup(net.describe()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let device = net_device(live, net)?;
+    live.tun_task = Some(tokio::spawn(tundrv::run_drop_driver(device, sink.clone(), stop_rx)));
+    live.tun_stop = Some(stop_tx);
+
+    let mut conn = tokio::task::spawn_blocking(move || {
+        let conn = ctl.accept_init(INIT_CONNECT_TIMEOUT);
+        // Unlink at once: the app, started later, must find no socket to talk to.
+        let _ = std::fs::remove_file(ctl.path());
+        conn
+    })
+    .await
+    .map_err(|e| SandboxError::Observer {
+        what: "ctl",
+        reason: e.to_string(),
+    })??;
+    if conn.peer_pid.is_some_and(|p| p != pid) {
+        conn.abort("unexpected peer");
+        return Err(SandboxError::WrongPeer {
+            got: conn.peer_pid,
+            expected: pid,
+        });
+    }
+    let attribution = Arc::new(Attribution::default());
+    let listener = conn.listener.try_clone().map_err(|e| observer("supervisor", e))?;
+    live.supervisor = Some(supervisor::spawn(listener, sink.clone(), attribution.clone()).map_err(|e| observer("supervisor", e))?);
+    live.fswatch = Some(fswatch::start(workspace, sink.clone(), attribution).map_err(|e| observer("fswatch", e))?);
+    live.procs = Some(procevents::start(pid, conn.hello.guest_pid, sink.clone()).map_err(|e| observer("procevents", e))?);
+    conn.go()?;
+    info!("guest command started");
+
+    let timeout = async {
+        match cfg.timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| observer("signals", e))?;
+    let ending = tokio::select! {
+        code = rt.wait(&id) => Ending::Exited(code?),
+        _ = timeout => Ending::Timeout,
+        _ = tokio::signal::ctrl_c() => Ending::Interrupted,
+        _ = sigterm.recv() => Ending::Interrupted,
+    };
+    if !matches!(ending, Ending::Exited(_)) {
+        warn!(?ending, "stopping guest");
+        rt.kill(&id).await?;
+        let _ = rt.wait(&id).await;
+    }
+    Ok(ending)
+}
+
+fn observer(what: &'static str, e: impl std::fmt::Display) -> SandboxError {
+    SandboxError::Observer {
+        what,
+        reason: e.to_string(),
+    }
+}
+
+/// Moves the TUN device out for the driver; the namespace handle stays for teardown.
+fn net_device(live: &mut Live, net: netns::GuestNet) -> Result<tun::Device, SandboxError> {
+    let (device, rest) = net.split();
+    live.net = Some(rest);
+    Ok(device)
+}
+
+fn container_spec(
+    cfg: &RunConfig,
+    run_id: &RunId,
+    name: &str,
+    ctl_dir: &Path,
+    workspace: &Path,
+) -> Result<ContainerSpec, SandboxError> {
+    let exe = std::env::current_exe().map_err(|source| SandboxError::RunDir {
+        path: PathBuf::from("/proc/self/exe"),
+        source,
+    })?;
+    let bind = |host: PathBuf, guest: &str, read_only| Bind {
+        host,
+        guest: guest.to_owned(),
+        read_only,
+    };
+    let etc = ctl_dir.join("etc");
+    let mut entrypoint = vec![
+        GUEST_INIT_PATH.to_owned(),
+        "guest-init".to_owned(),
+        "--ctl".to_owned(),
+        format!("{GUEST_CTL_DIR}/ctl.sock"),
+        "--".to_owned(),
+    ];
+    entrypoint.shrink_to_fit();
+    let mut env = cfg.env.clone();
+    env.entry("HOME".into()).or_insert_with(|| GUEST_WORKSPACE.into());
+    Ok(ContainerSpec {
+        name: name.to_owned(),
+        image: cfg.image.clone(),
+        entrypoint,
+        cmd: cfg.command.clone(),
+        env,
+        user: cfg.user.clone(),
+        workdir: GUEST_WORKSPACE.into(),
+        binds: vec![
+            bind(exe, GUEST_INIT_PATH, true),
+            bind(ctl_dir.to_owned(), GUEST_CTL_DIR, true),
+            bind(workspace.to_owned(), GUEST_WORKSPACE, false),
+            bind(etc.join("hosts"), "/etc/hosts", true),
+            bind(etc.join("hostname"), "/etc/hostname", true),
+            bind(etc.join("resolv.conf"), "/etc/resolv.conf", true),
+        ],
+        memory_bytes: cfg.memory_bytes,
+        pids: cfg.pids,
+        labels: BTreeMap::from([
+            (runtime::LABEL.to_owned(), "1".to_owned()),
+            (runtime::LABEL_RUN.to_owned(), run_id.to_string()),
+            (runtime::LABEL_OWNER_PID.to_owned(), std::process::id().to_string()),
+        ]),
+    })
+}
+
+/// Releases everything in `live`, in the order that loses no event: observers drain first,
+/// then the namespace (after its counters are read), then the container.
+async fn teardown<R: ContainerRuntime>(rt: &R, live: &mut Live, sink: &AuditSink) -> RunEnd {
+    let mut end = RunEnd::default();
+    if let Some(id) = &live.container {
+        // Whatever state we are in, the guest must be gone before observers close.
+        if let Err(e) = rt.kill(id).await {
+            notice(sink, "teardown", e);
+        }
+        let _ = rt.wait(id).await;
+    }
+    if let Some(procs) = live.procs.take() {
+        let _ = tokio::task::spawn_blocking(move || procs.stop()).await;
+    }
+    if let Some(sup) = live.supervisor.take() {
+        let _ = tokio::task::spawn_blocking(move || sup.join()).await;
+    }
+    if let Some(w) = live.fswatch.take() {
+        w.stop().await;
+    }
+    if let Some(stop) = live.tun_stop.take() {
+        let _ = stop.send(true);
+    }
+    if let Some(task) = live.tun_task.take() {
+        if let Ok(Ok(stats)) = task.await {
+            end.tun_packets_dropped = stats.packets;
+            end.tun_bytes_dropped = stats.bytes;
+        }
+    }
+    if let Some(net) = live.net.take() {
+        match tokio::task::spawn_blocking(move || net.firewall_drops()).await {
+            Ok(Ok(n)) => end.firewall_packets_dropped = Some(n),
+            Ok(Err(e)) => notice(sink, "firewall_counters", e),
+            Err(e) => notice(sink, "firewall_counters", e),
+        }
+    }
+    if let Some(id) = live.container.take() {
+        if let Err(e) = rt.remove(&id).await {
+            notice(sink, "teardown", e);
+        }
+    }
+    if let Some(task) = live.output_task.take() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    end
+}
+
+fn notice(sink: &AuditSink, what: &str, e: impl std::fmt::Display) {
+    warn!(what, error = %e, "teardown step failed");
+    sink.emit(EventBody::Notice(Notice {
+        what: what.into(),
+        detail: e.to_string(),
+    }));
+}
+
+/// Copies the guest's output to our stdout/stderr and to `stdout.log`/`stderr.log`.
+async fn forward_output(mut rx: tokio::sync::mpsc::Receiver<Output>, run_dir: PathBuf) {
+    let open = |name: &str| {
+        let path = run_dir.join(name);
+        async move { tokio::fs::File::create(path).await.ok() }
+    };
+    let (mut out_log, mut err_log) = (open("stdout.log").await, open("stderr.log").await);
+    let (mut stdout, mut stderr) = (tokio::io::stdout(), tokio::io::stderr());
+    while let Some(chunk) = rx.recv().await {
+        let (data, term, log) = match &chunk {
+            Output::Stdout(d) => (d, &mut stdout as &mut (dyn tokio::io::AsyncWrite + Unpin + Send), &mut out_log),
+            Output::Stderr(d) => (d, &mut stderr as &mut (dyn tokio::io::AsyncWrite + Unpin + Send), &mut err_log),
+        };
+        let _ = term.write_all(data).await;
+        let _ = term.flush().await;
+        if let Some(f) = log {
+            let _ = f.write_all(data).await;
+        }
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let dest = to.join(entry.file_name());
+        if kind.is_dir() {
+            std::fs::create_dir(&dest)?;
+            copy_tree(&entry.path(), &dest)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &dest)?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &dest)?;
+        }
+    }
+    Ok(())
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    if std::fs::symlink_metadata(path)?.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            chown_tree(&entry?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes control folders of runs whose idagent process is gone.
+pub fn gc_ctl_dirs() {
+    let Ok(entries) = std::fs::read_dir(HOST_CTL_ROOT) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        // A live run's socket has been unlinked already; its etc/ stays until teardown. Runs of
+        // this process are never stale; others are judged by whether any idagent container
+        // still names them, which `runtime::gc` has just settled.
+        let stale = std::fs::metadata(entry.path())
+            .and_then(|m| m.modified())
+            .map(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(24 * 3600))
+            .unwrap_or(true);
+        if stale {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! What the supervisor learns about a guest process from the host's `/proc/<pid>`: its
+//! memory (syscall string and pointer arguments), `status` (guest pid, parent, uid),
+//! `mountinfo` (which mount holds a path, and whether it is read-only) and the `cwd`, `exe` and
+//! `fd/<n>` links (paths as the guest sees them).
+//!
+//! Parsers are pure functions over text and never panic on odd input; readers are thin. Does not
+//! own: deciding what to emit (the parent module).
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+/// Longest path or argument string read from guest memory (`PATH_MAX`).
+pub(super) const MAX_STRING: usize = 4096;
+/// Most argv entries read for one exec.
+pub(super) const MAX_ARGV: usize = 256;
+const PAGE: u64 = 4096;
+
+/// A guest process's memory, opened once per notification.
+#[derive(Debug)]
+pub(super) struct GuestMem(File);
+
+impl GuestMem {
+    pub(super) fn open(pid: u32) -> io::Result<Self> {
+        File::open(format!("/proc/{pid}/mem")).map(Self)
+    }
+
+    /// A NUL-terminated string at `addr`, read page by page so a string that ends just before
+    /// an unmapped page is still read; at most [`MAX_STRING`] bytes.
+    pub(super) fn read_cstr(&self, addr: u64) -> io::Result<String> {
+        if addr == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EFAULT));
+        }
+        let mut out = Vec::new();
+        let mut at = addr;
+        while out.len() < MAX_STRING {
+            let to_page_end = PAGE - at % PAGE;
+            let want = (to_page_end as usize).min(MAX_STRING - out.len());
+            let mut buf = vec![0u8; want];
+            let n = self.0.read_at(&mut buf, at)?;
+            if n == 0 {
+                return Err(io::Error::from_raw_os_error(libc::EFAULT));
+            }
+            if let Some(end) = buf[..n].iter().position(|&b| b == 0) {
+                out.extend_from_slice(&buf[..end]);
+                return Ok(String::from_utf8_lossy(&out).into_owned());
+            }
+            out.extend_from_slice(&buf[..n]);
+            at = at.checked_add(n as u64).ok_or_else(|| io::Error::from_raw_os_error(libc::EFAULT))?;
+        }
+        // Longer than PATH_MAX: the kernel refuses such a path (ENAMETOOLONG); keep the prefix.
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    pub(super) fn read_u64(&self, addr: u64) -> io::Result<u64> {
+        let mut buf = [0u8; 8];
+        self.0.read_exact_at(&mut buf, addr)?;
+        Ok(u64::from_ne_bytes(buf))
+    }
+
+    /// The NULL-terminated argv array at `addr`: at most [`MAX_ARGV`] entries (a NULL array is
+    /// empty, as Linux treats it).
+    pub(super) fn read_argv(&self, addr: u64) -> io::Result<Vec<String>> {
+        let mut argv = Vec::new();
+        if addr == 0 {
+            return Ok(argv);
+        }
+        for i in 0..MAX_ARGV as u64 {
+            let ptr = self.read_u64(addr.wrapping_add(i * 8))?;
+            if ptr == 0 {
+                break;
+            }
+            argv.push(self.read_cstr(ptr)?);
+        }
+        Ok(argv)
+    }
+}
+
+/// `readlink(/proc/<pid>/<what>)` as a string (lossy UTF-8).
+pub(super) fn read_link(pid: u32, what: &str) -> io::Result<String> {
+    std::fs::read_link(format!("/proc/{pid}/{what}"))
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// The fields of `/proc/<pid>/status` the audit log needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Status {
+    /// Pid in each pid namespace, outermost first (`NSpid:`).
+    pub nspid: Vec<i32>,
+    /// Parent's pid in the reader's namespace (`PPid:`).
+    pub ppid: Option<i32>,
+    /// Real uid (`Uid:`).
+    pub uid: Option<u32>,
+}
+
+impl Status {
+    pub(super) fn read(pid: u32) -> io::Result<Self> {
+        std::fs::read_to_string(format!("/proc/{pid}/status")).map(|t| Self::parse(&t))
+    }
+
+    pub(super) fn parse(text: &str) -> Self {
+        let mut s = Status::default();
+        for line in text.lines() {
+            let Some((key, value)) = line.split_once(':') else {
+                continue;
+            };
+            let mut fields = value.split_whitespace();
+            match key {
+                "NSpid" => s.nspid = fields.filter_map(|f| f.parse().ok()).collect(),
+                "PPid" => s.ppid = fields.next().and_then(|f| f.parse().ok()),
+                "Uid" => s.uid = fields.next().and_then(|f| f.parse().ok()),
+                _ => {}
+            }
+        }
+        s
+    }
+
+    /// The pid as the process's own (innermost) namespace sees it.
+    pub(super) fn guest_pid(&self) -> Option<i32> {
+        self.nspid.last().copied()
+    }
+}
+
+/// The parent's pid as the child's namespace sees it: the parent's innermost pid when it lives
+/// at the same namespace depth (a parent is always in the same or an outer namespace, so equal
+/// depth means the same one), else 0 (the guest's PID 1, whose parent is outside).
+pub(super) fn guest_ppid(child: &Status, parent: &Status) -> i32 {
+    if !child.nspid.is_empty() && parent.nspid.len() == child.nspid.len() {
+        parent.guest_pid().unwrap_or(0)
+    } else {
+        0
+    }
+}
+
+/// One line of `mountinfo`: where it is mounted and whether writes there fail with `EROFS`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Mount {
+    pub point: String,
+    pub read_only: bool,
+}
+
+/// Parses `/proc/<pid>/mountinfo` (mount points as that process sees them, in mount order).
+/// Malformed lines are skipped.
+pub(super) fn parse_mountinfo(text: &str) -> Vec<Mount> {
+    text.lines().filter_map(parse_mount_line).collect()
+}
+
+fn parse_mount_line(line: &str) -> Option<Mount> {
+    // id parent maj:min root point options [optional...] - fstype source super-options
+    let fields: Vec<&str> = line.split(' ').collect();
+    let point = fields.get(4)?;
+    let options = fields.get(5)?;
+    let sep = fields.iter().skip(6).position(|f| *f == "-")? + 6;
+    let super_options = fields.get(sep + 3).copied().unwrap_or("");
+    let has_ro = |opts: &str| opts.split(',').any(|o| o == "ro");
+    Some(Mount {
+        point: unescape_octal(point),
+        read_only: has_ro(options) || has_ro(super_options),
+    })
+}
+
+/// Undoes the kernel's `\ooo` escaping of space, tab, newline and backslash in mountinfo.
+fn unescape_octal(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let digits = b.get(i + 1..i + 4);
+        match digits {
+            Some(d) if b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)) => {
+                let v = d.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
+                out.push(u8::try_from(v).unwrap_or(b'?'));
+                i += 4;
+            }
+            _ => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The mount holding `path`: the longest mount point that is `path` or one of its ancestors;
+/// among equal points the last (topmost) one.
+pub(super) fn mount_for<'a>(mounts: &'a [Mount], path: &str) -> Option<&'a Mount> {
+    mounts
+        .iter()
+        .filter(|m| is_within(path, &m.point))
+        .fold(None, |best: Option<&Mount>, m| match best {
+            Some(b) if b.point.len() > m.point.len() => Some(b),
+            _ => Some(m),
+        })
+}
+
+/// Whether `path` is `dir` or below it, component-wise (`/a/bc` is not within `/a/b`).
+pub(crate) fn is_within(path: &str, dir: &str) -> bool {
+    if dir == "/" {
+        return path.starts_with('/');
+    }
+    let dir = dir.trim_end_matches('/');
+    match path.strip_prefix(dir) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// Joins `rel` onto the absolute directory `base` (ignored when `rel` is absolute) and removes
+/// `.`, `..` and repeated slashes lexically. `None` when there is no absolute base to join to
+/// (e.g. `base` is `pipe:[123]`).
+pub(super) fn resolve(base: Option<&str>, rel: &str) -> Option<String> {
+    let joined = if rel.starts_with('/') {
+        rel.to_owned()
+    } else {
+        let base = base.filter(|b| b.starts_with('/'))?;
+        if rel.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}/{rel}")
+        }
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for part in joined.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    Some(format!("/{}", parts.join("/")))
+}
+
+/// Device nodes and kernel interfaces on writable mounts: writing `/dev/null` or `/proc/self/…`
+/// is not a file write. `/dev/shm` and `/dev/mqueue` hold real, guest-created objects.
+pub(super) fn is_pseudo(path: &str) -> bool {
+    if is_within(path, "/dev/shm") || is_within(path, "/dev/mqueue") {
+        return false;
+    }
+    is_within(path, "/dev") || is_within(path, "/proc") || is_within(path, "/sys")
+}
+
+#[cfg(test)]
+#[path = "procfs_tests.rs"]
+mod tests;

@@ -1,0 +1,146 @@
+//! Shared helpers for the end-to-end tests: they drive the real `idagent` binary against the
+//! real Docker engine and kernel, then read what a user would read (audit log, files, exit
+//! code) and check that nothing was left behind.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Once;
+
+pub const IDAGENT: &str = env!("CARGO_BIN_EXE_idagent");
+pub const GUEST_IMAGE: &str = "idagent-guest:latest";
+
+static IMAGE: Once = Once::new();
+
+/// Builds the guest image once per test binary if it is missing.
+pub fn ensure_image() {
+    IMAGE.call_once(|| {
+        let present = Command::new("docker")
+            .args(["image", "inspect", GUEST_IMAGE])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !present {
+            let st = Command::new(IDAGENT)
+                .args(["image", "build", "--context", env!("CARGO_MANIFEST_DIR")])
+                .status()
+                .expect("start idagent image build");
+            assert!(st.success(), "idagent image build failed");
+        }
+    });
+}
+
+/// A finished run: its folder, output and parsed audit log.
+pub struct Run {
+    pub dir: tempfile::TempDir,
+    pub out: Output,
+    pub events: Vec<Value>,
+}
+
+impl Run {
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.out.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+    pub fn code(&self) -> Option<i32> {
+        self.out.status.code()
+    }
+    pub fn of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+        self.events.iter().filter(move |e| e["kind"] == kind)
+    }
+    pub fn run_id(&self) -> String {
+        self.events
+            .first()
+            .and_then(|e| e["run"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    }
+    /// Everything a reviewer needs when an assertion fails.
+    pub fn explain(&self) -> String {
+        format!(
+            "exit {:?}\n--- stdout\n{}\n--- stderr\n{}\n--- audit\n{}",
+            self.code(),
+            self.stdout(),
+            self.stderr(),
+            self.events
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    }
+}
+
+/// Runs `idagent run ARGS` with a fresh run folder, then checks the audit log's invariants and
+/// that the run left nothing behind.
+pub fn idagent_run(args: &[&str]) -> Run {
+    ensure_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run_dir = dir.path().join("run");
+    let out = Command::new(IDAGENT)
+        .arg("run")
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("start idagent");
+    let events = read_audit(&run_dir.join("audit.jsonl"));
+    let run = Run { dir, out, events };
+    check_audit_invariants(&run);
+    assert_no_leftovers(&run.run_id());
+    run
+}
+
+pub fn read_audit(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// `seq` contiguous from 1; `v`, `ts`, `run`, `kind` on every record; `run_start` first and
+/// `run_end` last.
+pub fn check_audit_invariants(run: &Run) {
+    assert!(!run.events.is_empty(), "empty audit log\n{}", run.explain());
+    for (i, e) in run.events.iter().enumerate() {
+        assert_eq!(e["seq"].as_u64(), Some(i as u64 + 1), "seq hole at line {}\n{}", i + 1, run.explain());
+        assert_eq!(e["v"], 1);
+        assert!(e["ts"].as_str().is_some_and(|t| t.ends_with('Z')), "ts not UTC RFC 3339: {e}");
+        assert!(e["kind"].is_string() && e["run"].is_string());
+    }
+    assert_eq!(run.events[0]["kind"], "run_start", "{}", run.explain());
+    assert_eq!(run.events.last().map(|e| e["kind"].clone()), Some("run_end".into()), "{}", run.explain());
+}
+
+/// No container, control folder, TUN or process of this run remains.
+pub fn assert_no_leftovers(run_id: &str) {
+    assert!(!run_id.is_empty());
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=idagent.run={run_id}")])
+        .output()
+        .expect("docker ps");
+    assert!(out.stdout.is_empty(), "container of run {run_id} left behind");
+    assert!(!Path::new("/run/idagent").join(run_id).exists(), "control folder of run {run_id} left behind");
+    let links = Command::new("ip").args(["-o", "link", "show", "type", "tun"]).output().expect("ip link");
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains("tun0"),
+        "a tun0 device appeared in the host namespace"
+    );
+    let ps = Command::new("ps").args(["-eo", "args"]).output().expect("ps");
+    assert!(
+        !String::from_utf8_lossy(&ps.stdout).contains(&format!("idagent-{run_id}")),
+        "a process of run {run_id} is still alive"
+    );
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}

@@ -1,0 +1,3 @@
+module idagent.local/go-escape
+
+go 1.19

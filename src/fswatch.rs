@@ -1,0 +1,232 @@
+//! The workspace watcher: every change the guest makes under `/tmp/workspace`, observed on the
+//! host side of the bind mount with inotify and recorded as `file` audit events (`outcome: ok`)
+//! with the guest's path, the content's sha256 and, where the supervisor saw it, the process.
+//!
+//! Owns: the inotify instance, the dedicated thread that reads it and hashes files, and the
+//! final reconciliation scan at stop (catching files still open, mmapped or written during a
+//! queue overflow). Does not own: write attempts outside the workspace (the seccomp
+//! supervisor), or who did what (looked up in [`Attribution`], filled by the supervisor).
+//!
+//! The guest controls every name and link under the directory: paths are never resolved
+//! through a symlink (see `tree`), names are kept as bytes for I/O and converted lossily only
+//! for the audit record, and every per-run structure has a cap.
+
+use crate::attribution::Attribution;
+use crate::audit::AuditSink;
+use inotify::Inotify;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::stat::Mode;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+mod state;
+mod tree;
+
+use self::state::{Core, ScanMode};
+
+/// Directories watched at once; deeper or later directories are seen only by rescans.
+pub const DEFAULT_MAX_WATCHES: usize = 8_192;
+/// Workspace paths whose state (size, mtime, hash) is remembered.
+pub const DEFAULT_MAX_ENTRIES: usize = 262_144;
+/// Files larger than this are reported with their size but no sha256 (and a notice).
+pub const DEFAULT_MAX_HASH_BYTES: u64 = 1 << 30;
+/// Directory depth below the workspace that scans descend to.
+pub const DEFAULT_MAX_DEPTH: usize = 512;
+/// How long an unpaired `MOVED_FROM` waits for its `MOVED_TO` before it counts as a move out.
+const MOVE_PAIR_WAIT_MS: u16 = 20;
+const READ_BUF: usize = 64 << 10;
+
+/// The caps one watcher runs with.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_watches: usize,
+    pub max_entries: usize,
+    pub max_hash_bytes: u64,
+    pub max_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_watches: DEFAULT_MAX_WATCHES,
+            max_entries: DEFAULT_MAX_ENTRIES,
+            max_hash_bytes: DEFAULT_MAX_HASH_BYTES,
+            max_depth: DEFAULT_MAX_DEPTH,
+        }
+    }
+}
+
+/// What a watcher did, returned by [`WorkspaceWatcher::stop`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchStats {
+    /// `file` events emitted.
+    pub events: u64,
+    /// Directories watched when the watcher stopped.
+    pub watched_dirs: u64,
+    /// inotify queue overflows (each followed by a rescan).
+    pub overflows: u64,
+    /// Directories not watched because of [`Limits::max_watches`].
+    pub watch_cap_hits: u64,
+    /// Watches the kernel refused (e.g. its per-user limit).
+    pub watch_errors: u64,
+    /// Paths not remembered because of [`Limits::max_entries`].
+    pub entry_cap_hits: u64,
+    /// Files reported without a hash because of [`Limits::max_hash_bytes`].
+    pub hash_skipped: u64,
+}
+
+/// Failure to start watching the workspace.
+#[derive(Debug, thiserror::Error)]
+pub enum FsWatchError {
+    #[error("open workspace directory {path}: {source}")]
+    OpenRoot { path: PathBuf, source: Errno },
+    #[error("create inotify instance: {0}")]
+    Init(std::io::Error),
+    #[error("watch workspace directory {path}: the watch could not be added")]
+    WatchRoot { path: PathBuf },
+    #[error("create stop pipe: {0}")]
+    StopPipe(Errno),
+    #[error("spawn workspace watcher thread: {0}")]
+    Spawn(std::io::Error),
+}
+
+/// A running watcher. Dropping it stops the thread without waiting (and without the final
+/// scan); [`WorkspaceWatcher::stop`] is the orderly end.
+#[derive(Debug)]
+pub struct WorkspaceWatcher {
+    /// Closing it wakes the thread (POLLHUP on the read end).
+    stop_tx: Option<OwnedFd>,
+    thread: Option<JoinHandle<WatchStats>>,
+}
+
+/// Starts watching `host_dir` (the host side of the guest's workspace) with the default
+/// [`Limits`]. Watches are in place when this returns, and the tree as it is now (the seeded
+/// workspace) is the silent baseline: only later changes are reported.
+pub fn start(
+    host_dir: &Path,
+    audit: AuditSink,
+    attribution: Arc<Attribution>,
+) -> Result<WorkspaceWatcher, FsWatchError> {
+    start_with(host_dir, audit, attribution, Limits::default())
+}
+
+/// [`start`] with explicit caps.
+pub fn start_with(
+    host_dir: &Path,
+    audit: AuditSink,
+    attribution: Arc<Attribution>,
+    limits: Limits,
+) -> Result<WorkspaceWatcher, FsWatchError> {
+    let root = nix::fcntl::open(
+        host_dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|source| FsWatchError::OpenRoot {
+        path: host_dir.to_owned(),
+        source,
+    })?;
+    let inotify = Inotify::init().map_err(FsWatchError::Init)?;
+    let mut core = Core::new(root, inotify.watches(), audit, attribution, limits);
+    core.scan(Path::new(""), ScanMode::Seed);
+    if core.watched_dirs() == 0 {
+        return Err(FsWatchError::WatchRoot {
+            path: host_dir.to_owned(),
+        });
+    }
+    let (stop_rx, stop_tx) = nix::unistd::pipe().map_err(FsWatchError::StopPipe)?;
+    let thread = std::thread::Builder::new()
+        .name("fswatch".into())
+        .spawn(move || run(core, inotify, stop_rx))
+        .map_err(FsWatchError::Spawn)?;
+    Ok(WorkspaceWatcher {
+        stop_tx: Some(stop_tx),
+        thread: Some(thread),
+    })
+}
+
+impl WorkspaceWatcher {
+    /// Reads the events still queued, reconciles the tree with what was reported (files
+    /// changed without a close event are reported as modified, with their hash) and returns
+    /// the stats. Call it once the guest has exited.
+    pub async fn stop(mut self) -> WatchStats {
+        drop(self.stop_tx.take());
+        let Some(thread) = self.thread.take() else {
+            return WatchStats::default();
+        };
+        match tokio::task::spawn_blocking(move || thread.join()).await {
+            Ok(Ok(stats)) => stats,
+            _ => WatchStats::default(),
+        }
+    }
+}
+
+/// The watcher thread: read events until stopped, then drain and reconcile.
+fn run(mut core: Core, mut inotify: Inotify, stop_rx: OwnedFd) -> WatchStats {
+    let mut buf = vec![0u8; READ_BUF];
+    let mut batch = 0u64;
+    loop {
+        let timeout = if core.has_pending() {
+            PollTimeout::from(MOVE_PAIR_WAIT_MS)
+        } else {
+            PollTimeout::NONE
+        };
+        let mut fds = [
+            PollFd::new(inotify.as_fd(), PollFlags::POLLIN),
+            PollFd::new(stop_rx.as_fd(), PollFlags::POLLIN),
+        ];
+        let ready = match poll(&mut fds, timeout) {
+            Ok(n) => n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "poll on inotify failed");
+                break;
+            }
+        };
+        if fds[1].any().unwrap_or(false) {
+            break;
+        }
+        if ready == 0 {
+            core.flush_pending(u64::MAX); // no MOVED_TO came: moved out
+            continue;
+        }
+        batch += 1;
+        if !read_available(&mut inotify, &mut buf, &mut core, batch) {
+            break;
+        }
+        core.flush_pending(batch);
+    }
+    batch += 1;
+    read_available(&mut inotify, &mut buf, &mut core, batch);
+    core.flush_pending(u64::MAX);
+    core.scan(Path::new(""), ScanMode::Report);
+    let mut stats = core.stats.clone();
+    stats.watched_dirs = core.watched_dirs() as u64;
+    stats
+}
+
+/// Handles every queued event; false when the inotify descriptor failed.
+fn read_available(inotify: &mut Inotify, buf: &mut [u8], core: &mut Core, batch: u64) -> bool {
+    loop {
+        match inotify.read_events(buf) {
+            Ok(events) => {
+                for ev in events {
+                    core.handle(&ev.wd, ev.mask, ev.cookie, ev.name, batch);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "read inotify failed");
+                return false;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -72,6 +72,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             if !stale.is_empty() {
                 tracing::warn!(count = stale.len(), "removed leftover containers of dead runs");
             }
+            sandbox::gc_ctl_dirs();
             ensure_image(&rt, &cfg).await?;
             let outcome = sandbox::run(&rt, &cfg)
                 .await

@@ -64,7 +64,11 @@ pub struct ProcWatcher {
 /// Starts watching the tree rooted at `root_host_pid` (the container's PID 1, whose pid in
 /// the guest is `root_guest_pid`). The socket is subscribed when this returns: no event after
 /// it is missed, short of a kernel buffer overrun (which is reported and reconciled).
-pub fn start(root_host_pid: i32, root_guest_pid: i32, audit: AuditSink) -> Result<ProcWatcher, ProcEventsError> {
+pub fn start(
+    root_host_pid: i32,
+    root_guest_pid: i32,
+    audit: AuditSink,
+) -> Result<ProcWatcher, ProcEventsError> {
     let sock = open_socket()?;
     let mut tracker = tracker::Tracker::new(
         procfs::ProcFs::default(),

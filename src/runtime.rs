@@ -111,7 +111,7 @@ pub async fn gc<R: ContainerRuntime>(rt: &R, all: bool) -> Result<Vec<String>, R
             .labels
             .get(LABEL_OWNER_PID)
             .and_then(|p| p.parse::<i32>().ok())
-            .is_some_and(|pid| pid == std::process::id() as i32 || process_is_idagent(pid));
+            .is_some_and(|pid| process_is_idagent(pid));
         if all || !owner_alive {
             rt.remove(&c.id).await?;
             removed.push(c.id);
@@ -121,7 +121,7 @@ pub async fn gc<R: ContainerRuntime>(rt: &R, all: bool) -> Result<Vec<String>, R
 }
 
 /// Whether `pid` is a live idagent process (a recycled pid running something else is not).
-fn process_is_idagent(pid: i32) -> bool {
+pub fn process_is_idagent(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|comm| comm.trim_end().starts_with("idagent"))
         .unwrap_or(false)

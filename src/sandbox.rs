@@ -178,6 +178,8 @@ fn prepare_dirs(cfg: &RunConfig, run_dir: &Path, ctl_dir: &Path) -> Result<PathB
     chown_tree(&workspace, uid, gid).map_err(io(&workspace))?;
     let etc = ctl_dir.join("etc");
     std::fs::create_dir_all(&etc).map_err(io(&etc))?;
+    // Lets `idagent gc` tell a live run's folder from a dead one's.
+    std::fs::write(ctl_dir.join("owner"), std::process::id().to_string()).map_err(io(ctl_dir))?;
     let hostname = "idagent-guest";
     let files = [
         ("hostname", format!("{hostname}\n")),
@@ -229,30 +231,44 @@ async fn setup_and_wait<R: ContainerRuntime>(
     live.tun_task = Some(tokio::spawn(tundrv::run_drop_driver(device, sink.clone(), stop_rx)));
     live.tun_stop = Some(stop_tx);
 
-    let mut conn = tokio::task::spawn_blocking(move || {
+    let conn = tokio::task::spawn_blocking(move || {
         let conn = ctl.accept_init(INIT_CONNECT_TIMEOUT);
         // Unlink at once: the app, started later, must find no socket to talk to.
         let _ = std::fs::remove_file(ctl.path());
         conn
     })
     .await
-    .map_err(|e| SandboxError::Observer {
-        what: "ctl",
-        reason: e.to_string(),
-    })??;
-    if conn.peer_pid.is_some_and(|p| p != pid) {
-        conn.abort("unexpected peer");
+    .map_err(|e| observer("ctl", e))??;
+    // The listener moves to the supervisor; no duplicate may stay behind, or a stopped
+    // supervisor would leave the guest hanging instead of failing its syscalls.
+    let idagent_guest::ctl::InitConn {
+        listener,
+        hello,
+        peer_pid,
+        mut reply,
+    } = conn;
+    if peer_pid.is_some_and(|p| p != pid) {
+        reply.abort("unexpected peer");
         return Err(SandboxError::WrongPeer {
-            got: conn.peer_pid,
+            got: peer_pid,
             expected: pid,
         });
     }
     let attribution = Arc::new(Attribution::default());
-    let listener = conn.listener.try_clone().map_err(|e| observer("supervisor", e))?;
-    live.supervisor = Some(supervisor::spawn(listener, sink.clone(), attribution.clone()).map_err(|e| observer("supervisor", e))?);
-    live.fswatch = Some(fswatch::start(workspace, sink.clone(), attribution).map_err(|e| observer("fswatch", e))?);
-    live.procs = Some(procevents::start(pid, conn.hello.guest_pid, sink.clone()).map_err(|e| observer("procevents", e))?);
-    conn.go()?;
+    live.supervisor = Some(
+        supervisor::spawn(listener, sink.clone(), attribution.clone())
+            .map_err(|e| observer("supervisor", e))?,
+    );
+    let observers = (|| {
+        live.fswatch = Some(fswatch::start(workspace, sink.clone(), attribution).map_err(|e| observer("fswatch", e))?);
+        live.procs = Some(procevents::start(pid, hello.guest_pid, sink.clone()).map_err(|e| observer("procevents", e))?);
+        Ok::<_, SandboxError>(())
+    })();
+    if let Err(e) = observers {
+        reply.abort(&e.to_string());
+        return Err(e);
+    }
+    reply.go()?;
     info!("guest command started");
 
     let timeout = async {
@@ -453,14 +469,10 @@ pub fn gc_ctl_dirs() {
         return;
     };
     for entry in entries.flatten() {
-        // A live run's socket has been unlinked already; its etc/ stays until teardown. Runs of
-        // this process are never stale; others are judged by whether any idagent container
-        // still names them, which `runtime::gc` has just settled.
-        let stale = std::fs::metadata(entry.path())
-            .and_then(|m| m.modified())
-            .map(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(24 * 3600))
-            .unwrap_or(true);
-        if stale {
+        let owner = std::fs::read_to_string(entry.path().join("owner"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok());
+        if !owner.is_some_and(runtime::process_is_idagent) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }

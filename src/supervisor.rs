@@ -1,0 +1,522 @@
+//! The host end of the guest's seccomp filter: one std thread that receives every notification
+//! from the listener fd, reads what the guest asked for from `/proc/<pid>`, lets the call
+//! continue, and turns it into audit events.
+//!
+//! Owns: the listener fd (closing it makes every notified syscall in the guest fail with
+//! `ENOSYS`, so the thread runs until the run ends), the per-notification protocol
+//! (`RECV` → read arguments → `ID_VALID` → `SEND` with `FLAG_CONTINUE`), and the mapping to
+//! events:
+//! - `execve`/`execveat` → an `exec` event with argv (at most [`procfs::MAX_ARGV`] entries of
+//!   [`procfs::MAX_STRING`] bytes);
+//! - a path-changing call under [`crate::GUEST_WORKSPACE`] → no event, only an
+//!   [`Attribution`] record (the workspace watcher reports it with size and hash);
+//! - elsewhere on a read-only mount → a `file` event `denied`, `EROFS`;
+//! - elsewhere on a writable mount → a `file` event `ok` ("allowed by the mount", not "it
+//!   succeeded": the supervisor never sees the result), except device nodes and kernel
+//!   interfaces (`/dev` but `/dev/shm` and `/dev/mqueue`, `/proc`, `/sys`), which are skipped.
+//!
+//! A `file` event's `path` is the path changed (the new name of a rename or link, the link of a
+//! symlink); `from` is the old name of a rename, the existing file of a link, or the contents of
+//! a symlink.
+//!
+//! The supervisor only observes: it always replies `CONTINUE`, so the kernel re-reads the
+//! arguments after we did (the documented seccomp_unotify TOCTOU: a second guest thread can
+//! change a path between our read and the kernel's). Unreadable arguments (the call will fault)
+//! are counted in [`SupervisorStats::read_failures`], not reported. Paths are resolved
+//! lexically; a symlink inside the workspace that points out of it is judged by its name.
+//!
+//! Does not own: installing the filter or receiving the listener (`idagent_guest`), the
+//! workspace's contents (`fswatch`).
+
+#![allow(unsafe_code)] // OS module: seccomp ioctls and /proc/<pid>/mem
+
+mod procfs;
+mod syscalls;
+
+use crate::attribution::{Actor, Attribution};
+use crate::audit::{AuditSink, EventBody, ExecEvent, FileEvent, FileOp, Outcome};
+use procfs::{GuestMem, Mount, Status};
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use syscalls::{Call, Flags, PathArg};
+
+/// How long a mount namespace's parsed mountinfo is reused (guests cannot mount: no caps).
+const MOUNT_CACHE_TTL: Duration = Duration::from_secs(2);
+/// Mount namespaces remembered at once; the cache is cleared when it would grow past this.
+const MAX_MOUNT_CACHE: usize = 16;
+
+/// What the supervisor saw over a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SupervisorStats {
+    /// Notifications received.
+    pub notifications: u64,
+    pub exec_events: u64,
+    pub file_events: u64,
+    /// Workspace paths recorded for the watcher instead of an event.
+    pub attributions: u64,
+    /// Notifications whose arguments or process could not be read (nothing was emitted).
+    pub read_failures: u64,
+}
+
+/// The running supervisor thread. Dropping it tells the thread to stop without waiting.
+#[derive(Debug)]
+pub struct SupervisorHandle {
+    stop: Option<UnixStream>,
+    thread: Option<std::thread::JoinHandle<SupervisorStats>>,
+}
+
+impl SupervisorHandle {
+    /// Asks the thread to handle the notifications already queued and stop. Only call this
+    /// when the guest is gone or going: afterwards its notified syscalls fail with `ENOSYS`.
+    pub fn stop(&mut self) {
+        // Closing our end wakes the thread's poll with POLLHUP.
+        self.stop = None;
+    }
+
+    /// Stops the thread (see [`Self::stop`]) and returns its counts.
+    pub fn join(mut self) -> SupervisorStats {
+        self.stop();
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+/// Starts the supervisor thread on `listener` (the guest filter's notification fd).
+pub fn spawn(
+    listener: OwnedFd,
+    audit: AuditSink,
+    attribution: Arc<Attribution>,
+) -> io::Result<SupervisorHandle> {
+    check_notif_sizes()?;
+    let (stop, stop_rx) = UnixStream::pair()?;
+    let supervisor = Supervisor {
+        listener,
+        audit,
+        attribution,
+        stats: SupervisorStats::default(),
+        mounts: HashMap::new(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("seccomp-supervisor".into())
+        .spawn(move || supervisor.run(stop_rx))?;
+    Ok(SupervisorHandle {
+        stop: Some(stop),
+        thread: Some(thread),
+    })
+}
+
+/// The kernel copies its own struct sizes in and out of the ioctls; refuse to run if they
+/// differ from libc's definitions rather than let it write past our structs.
+fn check_notif_sizes() -> io::Result<()> {
+    let mut sizes = libc::seccomp_notif_sizes {
+        seccomp_notif: 0,
+        seccomp_notif_resp: 0,
+        seccomp_data: 0,
+    };
+    // SAFETY: SECCOMP_GET_NOTIF_SIZES writes one seccomp_notif_sizes into `sizes`.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_GET_NOTIF_SIZES,
+            0,
+            &mut sizes as *mut libc::seccomp_notif_sizes,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let ours = (
+        std::mem::size_of::<libc::seccomp_notif>(),
+        std::mem::size_of::<libc::seccomp_notif_resp>(),
+        std::mem::size_of::<libc::seccomp_data>(),
+    );
+    let kernel = (
+        usize::from(sizes.seccomp_notif),
+        usize::from(sizes.seccomp_notif_resp),
+        usize::from(sizes.seccomp_data),
+    );
+    if ours != kernel {
+        return Err(io::Error::other(format!(
+            "seccomp notification struct sizes differ: kernel {kernel:?}, idagent {ours:?}"
+        )));
+    }
+    Ok(())
+}
+
+struct Supervisor {
+    listener: OwnedFd,
+    audit: AuditSink,
+    attribution: Arc<Attribution>,
+    stats: SupervisorStats,
+    /// Parsed mountinfo per mount namespace (`/proc/<pid>/ns/mnt`), with when it was read.
+    mounts: HashMap<String, (Instant, Arc<Vec<Mount>>)>,
+}
+
+/// What one notification turned into, decided before replying and applied after.
+enum Observed {
+    Event(EventBody),
+    Attribute(Vec<String>, Actor),
+}
+
+enum Next {
+    Continue,
+    End,
+}
+
+impl Supervisor {
+    fn run(mut self, stop: UnixStream) -> SupervisorStats {
+        tracing::debug!("seccomp supervisor started");
+        loop {
+            let mut fds = [
+                libc::pollfd {
+                    fd: self.listener.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: stop.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: two valid pollfds for the duration of the call.
+            if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                tracing::warn!(error = %e, "seccomp supervisor poll failed");
+                break;
+            }
+            if fds[1].revents != 0 {
+                self.drain();
+                break;
+            }
+            if fds[0].revents & libc::POLLIN != 0 {
+                if let Next::End = self.handle_one() {
+                    break;
+                }
+            } else if fds[0].revents != 0 {
+                // POLLHUP: every process the filter was attached to is gone.
+                break;
+            }
+        }
+        tracing::debug!(?self.stats, "seccomp supervisor stopped");
+        self.stats
+    }
+
+    /// Handles what is already queued, without waiting for more.
+    fn drain(&mut self) {
+        loop {
+            let mut fd = libc::pollfd {
+                fd: self.listener.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd; timeout 0 never blocks.
+            let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+            if ready <= 0 || fd.revents & libc::POLLIN == 0 {
+                return;
+            }
+            if let Next::End = self.handle_one() {
+                return;
+            }
+        }
+    }
+
+    fn handle_one(&mut self) -> Next {
+        // SAFETY: seccomp_notif is plain data; the kernel requires it zeroed before RECV.
+        let mut notif: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+        // SAFETY: RECV writes one seccomp_notif (sizes checked in `spawn`) into `notif`.
+        let rc = unsafe {
+            libc::ioctl(
+                self.listener.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_RECV,
+                &mut notif as *mut libc::seccomp_notif,
+            )
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                // Interrupted, or the target died between poll and recv.
+                Some(libc::EINTR) | Some(libc::ENOENT) => Next::Continue,
+                _ => {
+                    tracing::debug!(error = %e, "seccomp notification receive ended");
+                    Next::End
+                }
+            };
+        }
+        self.stats.notifications += 1;
+        let observed = self.observe(&notif);
+        // Only trust what we read if the target is still the one that made the call (the pid
+        // could have been reused while we read /proc/<pid>).
+        let valid = self.id_valid(notif.id);
+        self.reply_continue(notif.id);
+        match observed {
+            Some(o) if valid => self.apply(o),
+            Some(_) => self.stats.read_failures += 1,
+            None => {}
+        }
+        Next::Continue
+    }
+
+    fn id_valid(&self, id: u64) -> bool {
+        let mut id = id;
+        // SAFETY: ID_VALID reads one u64 from `id`.
+        let rc = unsafe {
+            libc::ioctl(
+                self.listener.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
+                &mut id as *mut u64,
+            )
+        };
+        rc == 0
+    }
+
+    fn reply_continue(&self, id: u64) {
+        let mut resp = libc::seccomp_notif_resp {
+            id,
+            val: 0,
+            error: 0,
+            flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+        };
+        // SAFETY: SEND reads one seccomp_notif_resp (size checked in `spawn`) from `resp`.
+        let rc = unsafe {
+            libc::ioctl(
+                self.listener.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_SEND,
+                &mut resp as *mut libc::seccomp_notif_resp,
+            )
+        };
+        if rc < 0 {
+            // ENOENT: the target died or a signal interrupted its syscall; nothing to do.
+            tracing::debug!(error = %io::Error::last_os_error(), "seccomp reply not delivered");
+        }
+    }
+
+    fn apply(&mut self, observed: Observed) {
+        match observed {
+            Observed::Event(body) => {
+                match body {
+                    EventBody::Exec(_) => self.stats.exec_events += 1,
+                    _ => self.stats.file_events += 1,
+                }
+                self.audit.emit(body);
+            }
+            Observed::Attribute(paths, actor) => {
+                for path in paths {
+                    self.stats.attributions += 1;
+                    self.attribution.record(&path, actor.clone());
+                }
+            }
+        }
+    }
+
+    /// Reads everything the notification's event needs while the caller is still blocked.
+    fn observe(&mut self, notif: &libc::seccomp_notif) -> Option<Observed> {
+        let spec = syscalls::lookup(i64::from(notif.data.nr))?;
+        let (pid, args) = (notif.pid, notif.data.args);
+        let result = match spec.call {
+            Call::Exec { target, argv } => self.observe_exec(pid, &args, target, argv).map(Some),
+            Call::File {
+                op,
+                flags,
+                target,
+                from,
+                from_changes,
+            } => {
+                let call = FileCall {
+                    name: spec.name,
+                    op,
+                    flags,
+                    target,
+                    from,
+                    from_changes,
+                };
+                self.observe_file(pid, &args, &call)
+            }
+        };
+        result.unwrap_or_else(|e| {
+            tracing::debug!(syscall = spec.name, pid, error = %e, "seccomp argument read failed");
+            self.stats.read_failures += 1;
+            None
+        })
+    }
+
+    fn observe_exec(
+        &self,
+        pid: u32,
+        args: &[u64; 6],
+        target: PathArg,
+        argv_arg: usize,
+    ) -> io::Result<Observed> {
+        let mem = GuestMem::open(pid)?;
+        let path = match resolve(&mem, pid, args, target)? {
+            Resolved::Path(p) => p,
+            Resolved::NotAFile(p) => p,
+        };
+        let argv = mem.read_argv(arg(args, argv_arg))?;
+        let status = Status::read(pid)?;
+        let ppid = status
+            .ppid
+            .and_then(|pp| u32::try_from(pp).ok())
+            .and_then(|pp| Status::read(pp).ok())
+            .map(|parent| procfs::guest_ppid(&status, &parent))
+            .unwrap_or(0);
+        Ok(Observed::Event(EventBody::Exec(ExecEvent {
+            pid: status.guest_pid().unwrap_or(0),
+            ppid,
+            path,
+            argv,
+            caller: procfs::read_link(pid, "exe").ok(),
+            uid: status.uid.unwrap_or(u32::MAX),
+        })))
+    }
+
+    /// `Ok(None)` when the call is not a file write worth reporting.
+    fn observe_file(
+        &mut self,
+        pid: u32,
+        args: &[u64; 6],
+        call: &FileCall,
+    ) -> io::Result<Option<Observed>> {
+        let mem = GuestMem::open(pid)?;
+        let flags_value = match call.flags {
+            Flags::None => 0,
+            Flags::Open(i) | Flags::Unlink(i) => arg(args, i),
+            Flags::OpenHow(i) => mem.read_u64(arg(args, i))?,
+        };
+        let Some(op) = syscalls::file_op(call.op, call.flags, flags_value) else {
+            return Ok(None);
+        };
+        let Resolved::Path(path) = resolve(&mem, pid, args, call.target)? else {
+            // An fd that is a pipe, socket or memfd: not a file in any mount.
+            return Ok(None);
+        };
+        let from = match call.from {
+            Some(f) => Some(match resolve(&mem, pid, args, f)? {
+                Resolved::Path(p) | Resolved::NotAFile(p) => p,
+            }),
+            None => None,
+        };
+        let status = Status::read(pid)?;
+        let actor = Actor {
+            pid: status.guest_pid().unwrap_or(0),
+            exe: procfs::read_link(pid, "exe").unwrap_or_default(),
+        };
+        let changed: Vec<&String> = std::iter::once(&path)
+            .chain(from.as_ref().filter(|_| call.from_changes))
+            .collect();
+        let outside = changed
+            .iter()
+            .find(|p| !procfs::is_within(p, crate::GUEST_WORKSPACE));
+        let Some(decisive) = outside else {
+            let paths = changed.into_iter().cloned().collect();
+            return Ok(Some(Observed::Attribute(paths, actor)));
+        };
+        let mounts = self.mounts_of(pid)?;
+        let Some(mount) = procfs::mount_for(&mounts, decisive) else {
+            return Err(io::Error::other(format!("no mount holds {decisive}")));
+        };
+        let (outcome, errno) = if mount.read_only {
+            (Outcome::Denied, Some("EROFS".to_owned()))
+        } else if procfs::is_pseudo(decisive) {
+            return Ok(None);
+        } else {
+            (Outcome::Ok, None)
+        };
+        Ok(Some(Observed::Event(EventBody::File(FileEvent {
+            op,
+            path,
+            outcome,
+            errno,
+            size: None,
+            sha256: None,
+            from,
+            pid: Some(actor.pid),
+            exe: Some(actor.exe).filter(|e| !e.is_empty()),
+            syscall: Some(call.name.to_owned()),
+        }))))
+    }
+
+    /// `pid`'s mounts, from a short-lived cache keyed by its mount namespace.
+    fn mounts_of(&mut self, pid: u32) -> io::Result<Arc<Vec<Mount>>> {
+        let ns = procfs::read_link(pid, "ns/mnt")?;
+        if let Some((at, mounts)) = self.mounts.get(&ns) {
+            if at.elapsed() < MOUNT_CACHE_TTL {
+                return Ok(mounts.clone());
+            }
+        }
+        let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))?;
+        let mounts = Arc::new(procfs::parse_mountinfo(&text));
+        if self.mounts.len() >= MAX_MOUNT_CACHE {
+            self.mounts.clear();
+        }
+        self.mounts.insert(ns, (Instant::now(), mounts.clone()));
+        Ok(mounts)
+    }
+}
+
+/// The parts of a file syscall's spec `observe_file` needs.
+struct FileCall {
+    name: &'static str,
+    op: FileOp,
+    flags: Flags,
+    target: PathArg,
+    from: Option<PathArg>,
+    from_changes: bool,
+}
+
+enum Resolved {
+    /// An absolute path as the guest sees it.
+    Path(String),
+    /// Something that is not a path in any mount (`pipe:[1]`, a raw symlink body).
+    NotAFile(String),
+}
+
+fn arg(args: &[u64; 6], i: usize) -> u64 {
+    args.get(i).copied().unwrap_or(0)
+}
+
+/// Reads and resolves one path argument against the guest's cwd or dirfd.
+fn resolve(mem: &GuestMem, pid: u32, args: &[u64; 6], which: PathArg) -> io::Result<Resolved> {
+    let fd_link = |fd: u64| -> io::Result<String> {
+        // dirfds and fds are C ints: the kernel ignores the upper half.
+        let fd = fd as u32 as i32;
+        if fd == libc::AT_FDCWD {
+            procfs::read_link(pid, "cwd")
+        } else {
+            procfs::read_link(pid, &format!("fd/{fd}"))
+        }
+    };
+    let (base, rel) = match which {
+        PathArg::Raw(i) => return mem.read_cstr(arg(args, i)).map(Resolved::NotAFile),
+        PathArg::Fd(i) => (fd_link(arg(args, i))?, String::new()),
+        PathArg::At { dirfd, path } => {
+            let rel = mem.read_cstr(arg(args, path))?;
+            if rel.starts_with('/') {
+                (String::new(), rel)
+            } else {
+                let dirfd = dirfd.map_or(libc::AT_FDCWD as u32 as u64, |d| arg(args, d));
+                (fd_link(dirfd)?, rel)
+            }
+        }
+    };
+    Ok(match procfs::resolve(Some(&base), &rel) {
+        Some(p) => Resolved::Path(p),
+        None => Resolved::NotAFile(if rel.is_empty() {
+            base
+        } else {
+            format!("{base}/{rel}")
+        }),
+    })
+}
+
+#[cfg(test)]
+mod smoke_tests;

@@ -230,7 +230,9 @@ fn read_hello(
     let mut fds = Vec::new();
     while !line.contains(&b'\n') {
         if line.len() >= HELLO_MAX {
-            return Err(CtlError::BadHello(String::from_utf8_lossy(&line).into_owned()));
+            return Err(CtlError::BadHello(
+                String::from_utf8_lossy(&line).into_owned(),
+            ));
         }
         wait_readable(stream.as_fd(), deadline).map_err(|e| match e {
             WaitError::Timeout => CtlError::Timeout(timeout),
@@ -402,7 +404,10 @@ pub fn send_hello(
         if n >= 0 {
             // A partial write of ~20 bytes on a fresh unix socket does not happen in practice;
             // resending would duplicate the fd, so call it an error.
-            return Err(CtlError::Send(io::Error::new(io::ErrorKind::WriteZero, "short hello")));
+            return Err(CtlError::Send(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "short hello",
+            )));
         }
         if e.kind() != io::ErrorKind::Interrupted {
             return Err(CtlError::Send(e));
@@ -424,7 +429,9 @@ pub fn read_reply(stream: &mut UnixStream) -> Result<Reply, CtlError> {
             Err(e) => return Err(CtlError::Recv(e)),
         }
     }
-    Err(CtlError::BadReply(String::from_utf8_lossy(&line).into_owned()))
+    Err(CtlError::BadReply(
+        String::from_utf8_lossy(&line).into_owned(),
+    ))
 }
 
 fn parse_reply(line: &[u8]) -> Result<Reply, CtlError> {

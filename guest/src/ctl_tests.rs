@@ -28,7 +28,10 @@ fn server() -> (tempfile::TempDir, CtlServer) {
 #[test]
 fn hello_with_listener_then_go_and_abort() {
     let (_dir, server) = server();
-    let mode = std::fs::metadata(server.path()).expect("stat").permissions().mode();
+    let mode = std::fs::metadata(server.path())
+        .expect("stat")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o666);
     let listener = real_listener();
     let path = server.path().to_owned();
@@ -42,7 +45,13 @@ fn hello_with_listener_then_go_and_abort() {
         (first, second, third)
     });
     let mut conn = server.accept_init(Duration::from_secs(10)).expect("accept");
-    assert_eq!(conn.hello, Hello { version: 1, guest_pid: 1 });
+    assert_eq!(
+        conn.hello,
+        Hello {
+            version: 1,
+            guest_pid: 1
+        }
+    );
     assert_eq!(conn.peer_pid, Some(std::process::id() as i32));
     check_listener(&conn.listener).expect("still a listener on this side");
     conn.go().expect("go");
@@ -51,7 +60,10 @@ fn hello_with_listener_then_go_and_abort() {
     let (first, second, third) = client.join().expect("client");
     assert_eq!(first, Reply::Go);
     assert_eq!(second, Reply::Abort("bad thing".into()));
-    assert_eq!(third, Reply::Abort("host closed the control connection".into()));
+    assert_eq!(
+        third,
+        Reply::Abort("host closed the control connection".into())
+    );
 }
 
 #[test]
@@ -90,9 +102,15 @@ fn no_client_times_out() {
 fn hello_parsing() {
     assert_eq!(
         parse_hello(b"idagent-init 1 1\n").expect("ok"),
-        Hello { version: 1, guest_pid: 1 }
+        Hello {
+            version: 1,
+            guest_pid: 1
+        }
     );
-    assert!(matches!(parse_hello(b"idagent-init 2 1\n"), Err(CtlError::Version(2))));
+    assert!(matches!(
+        parse_hello(b"idagent-init 2 1\n"),
+        Err(CtlError::Version(2))
+    ));
     for bad in [
         &b"idagent-init 1 1"[..],
         b"idagent-init 1\n",
@@ -103,14 +121,20 @@ fn hello_parsing() {
         b"idagent-init x 1\n",
         b"\xff\xfe\n",
     ] {
-        assert!(matches!(parse_hello(bad), Err(CtlError::BadHello(_))), "{bad:?}");
+        assert!(
+            matches!(parse_hello(bad), Err(CtlError::BadHello(_))),
+            "{bad:?}"
+        );
     }
 }
 
 #[test]
 fn reply_parsing() {
     assert_eq!(parse_reply(b"GO").expect("go"), Reply::Go);
-    assert_eq!(parse_reply(b"ABORT x y").expect("abort"), Reply::Abort("x y".into()));
+    assert_eq!(
+        parse_reply(b"ABORT x y").expect("abort"),
+        Reply::Abort("x y".into())
+    );
     assert!(parse_reply(b"go").is_err());
     assert!(parse_reply(b"").is_err());
 }

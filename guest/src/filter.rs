@@ -113,15 +113,30 @@ struct Insn {
 }
 
 fn stmt(code: u16, k: u32) -> Insn {
-    Insn { code, k, jt: Label::Next, jf: Label::Next, label: None }
+    Insn {
+        code,
+        k,
+        jt: Label::Next,
+        jf: Label::Next,
+        label: None,
+    }
 }
 
 fn jump(code: u16, k: u32, jt: Label, jf: Label) -> Insn {
-    Insn { code, k, jt, jf, label: None }
+    Insn {
+        code,
+        k,
+        jt,
+        jf,
+        label: None,
+    }
 }
 
 fn labelled(label: Label, insn: Insn) -> Insn {
-    Insn { label: Some(label), ..insn }
+    Insn {
+        label: Some(label),
+        ..insn
+    }
 }
 
 /// The filter program (see the module docs for what it does).
@@ -138,13 +153,26 @@ pub fn program() -> Vec<libc::sock_filter> {
     for &nr in DENIED_SYSCALLS {
         p.push(jump(JEQ_K, nr as u32, Label::Eperm, Label::Next));
     }
-    p.push(jump(JEQ_K, libc::SYS_open as u32, Label::OpenFlags, Label::Next));
-    p.push(jump(JEQ_K, libc::SYS_openat as u32, Label::OpenatFlags, Label::Allow));
+    p.push(jump(
+        JEQ_K,
+        libc::SYS_open as u32,
+        Label::OpenFlags,
+        Label::Next,
+    ));
+    p.push(jump(
+        JEQ_K,
+        libc::SYS_openat as u32,
+        Label::OpenatFlags,
+        Label::Allow,
+    ));
     p.push(labelled(Label::OpenFlags, stmt(LD_ABS_W, off_arg_low(1))));
     p.push(jump(JSET_K, WRITE_FLAGS, Label::Notify, Label::Allow));
     p.push(labelled(Label::OpenatFlags, stmt(LD_ABS_W, off_arg_low(2))));
     p.push(jump(JSET_K, WRITE_FLAGS, Label::Notify, Label::Allow));
-    p.push(labelled(Label::Notify, stmt(RET_K, libc::SECCOMP_RET_USER_NOTIF)));
+    p.push(labelled(
+        Label::Notify,
+        stmt(RET_K, libc::SECCOMP_RET_USER_NOTIF),
+    ));
     p.push(labelled(
         Label::Eperm,
         stmt(RET_K, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
@@ -153,7 +181,10 @@ pub fn program() -> Vec<libc::sock_filter> {
         Label::Enosys,
         stmt(RET_K, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
     ));
-    p.push(labelled(Label::Kill, stmt(RET_K, libc::SECCOMP_RET_KILL_PROCESS)));
+    p.push(labelled(
+        Label::Kill,
+        stmt(RET_K, libc::SECCOMP_RET_KILL_PROCESS),
+    ));
     // Classic BPF only jumps forward, so every target sits after every jump to it.
     p.push(labelled(Label::Allow, stmt(RET_K, libc::SECCOMP_RET_ALLOW)));
 

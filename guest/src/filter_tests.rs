@@ -20,7 +20,7 @@ fn run(prog: &[libc::sock_filter], nr: i64, arch: u32, args: [u64; 6]) -> u32 {
         pc = match insn.code {
             LD_ABS_W => {
                 let at = insn.k as usize;
-                assert!(at % 4 == 0 && at + 4 <= data.len(), "load at {at}");
+                assert!(at.is_multiple_of(4) && at + 4 <= data.len(), "load at {at}");
                 acc = u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes"));
                 pc + 1
             }
@@ -115,7 +115,11 @@ fn opens_notify_only_with_write_flags() {
     ];
     for flags in write_flags {
         let f = flags as u32 as u64;
-        assert_eq!(verdict(libc::SYS_open, [0, f, 0, 0, 0, 0]), NOTIFY, "open {flags:#o}");
+        assert_eq!(
+            verdict(libc::SYS_open, [0, f, 0, 0, 0, 0]),
+            NOTIFY,
+            "open {flags:#o}"
+        );
         assert_eq!(
             verdict(libc::SYS_openat, [0, 0, f, 0, 0, 0]),
             NOTIFY,
@@ -124,7 +128,11 @@ fn opens_notify_only_with_write_flags() {
     }
     for flags in read_flags {
         let f = flags as u32 as u64;
-        assert_eq!(verdict(libc::SYS_open, [0, f, 0, 0, 0, 0]), ALLOW, "open {flags:#o}");
+        assert_eq!(
+            verdict(libc::SYS_open, [0, f, 0, 0, 0, 0]),
+            ALLOW,
+            "open {flags:#o}"
+        );
         assert_eq!(
             verdict(libc::SYS_openat, [0, 0, f, 0, 0, 0]),
             ALLOW,

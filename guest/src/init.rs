@@ -280,7 +280,10 @@ mod tests {
             &["sh"],
             &["--ctl", "", "--", "sh"],
         ] {
-            assert!(matches!(parse_args(os(bad)), Err(InitError::Usage)), "{bad:?}");
+            assert!(
+                matches!(parse_args(os(bad)), Err(InitError::Usage)),
+                "{bad:?}"
+            );
         }
     }
 }

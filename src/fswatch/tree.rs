@@ -3,11 +3,11 @@
 //! Owns: resolving a path relative to the workspace root one component at a time with
 //! `O_NOFOLLOW` (a guest symlink such as `a -> /etc` must never make the host read or watch its
 //! own `/etc`), `lstat` beneath the root, and streaming sha256 with a byte cap.
-//! Does not own: deciding what a change means (see `core`).
+//! Does not own: deciding what a change means (see `state`).
 
+use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{fstat, fstatat, FileStat, Mode, SFlag};
-use nix::errno::Errno;
 use sha2::{Digest, Sha256};
 use std::ffi::OsStr;
 use std::io::Read;
@@ -158,8 +158,12 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), dir.path().join("a")).expect("symlink");
         std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("s"))
             .expect("symlink");
-        let root = nix::fcntl::open(dir.path(), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())
-            .expect("open root");
+        let root = nix::fcntl::open(
+            dir.path(),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+            Mode::empty(),
+        )
+        .expect("open root");
         assert!(hash_beneath(&root, Path::new("a/secret"), 1 << 20).is_err());
         assert!(hash_beneath(&root, Path::new("s"), 1 << 20).is_err());
         assert_eq!(
@@ -173,8 +177,12 @@ mod tests {
     fn hash_is_capped() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("f"), b"hello").expect("write");
-        let root = nix::fcntl::open(dir.path(), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())
-            .expect("open root");
+        let root = nix::fcntl::open(
+            dir.path(),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+            Mode::empty(),
+        )
+        .expect("open root");
         let h = hash_beneath(&root, Path::new("f"), 5).expect("hash");
         assert_eq!(
             h.sha256.as_deref(),

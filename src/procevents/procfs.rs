@@ -53,7 +53,9 @@ pub fn parse_stat(stat: &str) -> Option<ProcStat> {
 
 /// Children pids listed in a `/proc/<pid>/task/<tid>/children` text.
 pub fn parse_children(text: &str) -> Vec<i32> {
-    text.split_whitespace().filter_map(|p| p.parse().ok()).collect()
+    text.split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
 }
 
 /// The real `/proc` (the host's: idagent runs in the initial pid namespace).

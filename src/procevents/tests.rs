@@ -33,7 +33,10 @@ async fn records_child_exit_code_and_root_signal() {
         .await
         .expect("join")
         .expect("wait");
-    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(15));
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(15)
+    );
     let stats = tokio::task::spawn_blocking(move || watcher.stop())
         .await
         .expect("join");
@@ -47,7 +50,9 @@ async fn records_child_exit_code_and_root_signal() {
         .filter(|v| v["kind"] == "exit")
         .collect();
     assert!(
-        exits.iter().any(|e| e["code"] == 7 && e["pid"] != pid && e["exe"].is_string()),
+        exits
+            .iter()
+            .any(|e| e["code"] == 7 && e["pid"] != pid && e["exe"].is_string()),
         "{text}"
     );
     assert!(

@@ -141,7 +141,13 @@ impl<S: ProcSource> Tracker<S> {
         true
     }
 
-    fn emit_exit(&mut self, host_pid: i32, p: Tracked, status: Option<u32>, out: &mut Vec<EventBody>) {
+    fn emit_exit(
+        &mut self,
+        host_pid: i32,
+        p: Tracked,
+        status: Option<u32>,
+        out: &mut Vec<EventBody>,
+    ) {
         let guest_pid = p
             .guest_pid
             .or_else(|| self.src.guest_pid(host_pid))
@@ -259,7 +265,11 @@ mod tests {
             self.stats.borrow().get(&host_pid).copied()
         }
         fn children(&self, host_pid: i32) -> Vec<i32> {
-            self.children.borrow().get(&host_pid).cloned().unwrap_or_default()
+            self.children
+                .borrow()
+                .get(&host_pid)
+                .cloned()
+                .unwrap_or_default()
         }
     }
 
@@ -294,11 +304,45 @@ mod tests {
         t.on_event(fork(1001, 1002, 1002), &mut out);
         t.on_event(fork(1001, 1003, 1001), &mut out); // a thread: not a process
         t.on_event(fork(9999, 1004, 1004), &mut out); // not ours
-        t.on_event(ProcEvent::Exec { pid: 1002, tgid: 1002 }, &mut out);
-        t.on_event(ProcEvent::Exit { pid: 1003, tgid: 1001, status: 0 }, &mut out);
-        t.on_event(ProcEvent::Exit { pid: 1004, tgid: 1004, status: 0 }, &mut out);
-        t.on_event(ProcEvent::Exit { pid: 1002, tgid: 1002, status: 7 << 8 }, &mut out);
-        t.on_event(ProcEvent::Exit { pid: 1001, tgid: 1001, status: 15 }, &mut out);
+        t.on_event(
+            ProcEvent::Exec {
+                pid: 1002,
+                tgid: 1002,
+            },
+            &mut out,
+        );
+        t.on_event(
+            ProcEvent::Exit {
+                pid: 1003,
+                tgid: 1001,
+                status: 0,
+            },
+            &mut out,
+        );
+        t.on_event(
+            ProcEvent::Exit {
+                pid: 1004,
+                tgid: 1004,
+                status: 0,
+            },
+            &mut out,
+        );
+        t.on_event(
+            ProcEvent::Exit {
+                pid: 1002,
+                tgid: 1002,
+                status: 7 << 8,
+            },
+            &mut out,
+        );
+        t.on_event(
+            ProcEvent::Exit {
+                pid: 1001,
+                tgid: 1001,
+                status: 15,
+            },
+            &mut out,
+        );
         assert_eq!(exits(&out), vec![(2, Some(7), None), (1, None, Some(15))]);
         assert!(t.root_exited());
         assert_eq!(t.stats().tracked, 2);
@@ -320,7 +364,12 @@ mod tests {
                 &mut out,
             );
         }
-        assert_eq!(out.iter().filter(|e| matches!(e, EventBody::Notice(_))).count(), 1);
+        assert_eq!(
+            out.iter()
+                .filter(|e| matches!(e, EventBody::Notice(_)))
+                .count(),
+            1
+        );
         assert_eq!(t.stats().cap_refusals, 7);
     }
 
@@ -351,7 +400,14 @@ mod tests {
         assert_eq!(exits(&out), vec![(1, Some(3), None), (3, None, None)]);
         assert!(t.root_exited());
         // The later event for the already-swept root is not a duplicate.
-        t.on_event(ProcEvent::Exit { pid: 1001, tgid: 1001, status: 3 << 8 }, &mut out);
+        t.on_event(
+            ProcEvent::Exit {
+                pid: 1001,
+                tgid: 1001,
+                status: 3 << 8,
+            },
+            &mut out,
+        );
         assert_eq!(exits(&out).len(), 2);
     }
 

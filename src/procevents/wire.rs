@@ -49,11 +49,15 @@ pub enum ProcEvent {
         status: u32,
     },
     /// The kernel's answer to our subscribe request (`err` 0 means subscribed).
-    Ack { err: u32 },
+    Ack {
+        err: u32,
+    },
     /// The kernel said netlink messages were lost (`NLMSG_OVERRUN`).
     Overrun,
     /// A well-formed event of a kind we do not track (uid, gid, sid, comm, ptrace, coredump).
-    Other { what: u32 },
+    Other {
+        what: u32,
+    },
 }
 
 /// Why a datagram could not be parsed. Parsing stops at the first bad message.
@@ -72,7 +76,12 @@ pub enum WireError {
     Netlink { errno: i32 },
 }
 
-fn slice<'a>(buf: &'a [u8], at: usize, need: usize, what: &'static str) -> Result<&'a [u8], WireError> {
+fn slice<'a>(
+    buf: &'a [u8],
+    at: usize,
+    need: usize,
+    what: &'static str,
+) -> Result<&'a [u8], WireError> {
     at.checked_add(need)
         .and_then(|end| buf.get(at..end))
         .ok_or(WireError::Truncated {
@@ -84,12 +93,14 @@ fn slice<'a>(buf: &'a [u8], at: usize, need: usize, what: &'static str) -> Resul
 }
 
 fn u32_at(buf: &[u8], at: usize, what: &'static str) -> Result<u32, WireError> {
-    let b: [u8; 4] = slice(buf, at, 4, what)?.try_into().map_err(|_| WireError::Truncated {
-        what,
-        at,
-        need: 4,
-        have: 0,
-    })?;
+    let b: [u8; 4] = slice(buf, at, 4, what)?
+        .try_into()
+        .map_err(|_| WireError::Truncated {
+            what,
+            at,
+            need: 4,
+            have: 0,
+        })?;
     Ok(u32::from_ne_bytes(b))
 }
 
@@ -98,12 +109,14 @@ fn i32_at(buf: &[u8], at: usize, what: &'static str) -> Result<i32, WireError> {
 }
 
 fn u16_at(buf: &[u8], at: usize, what: &'static str) -> Result<u16, WireError> {
-    let b: [u8; 2] = slice(buf, at, 2, what)?.try_into().map_err(|_| WireError::Truncated {
-        what,
-        at,
-        need: 2,
-        have: 0,
-    })?;
+    let b: [u8; 2] = slice(buf, at, 2, what)?
+        .try_into()
+        .map_err(|_| WireError::Truncated {
+            what,
+            at,
+            need: 2,
+            have: 0,
+        })?;
     Ok(u16::from_ne_bytes(b))
 }
 
@@ -137,7 +150,10 @@ pub fn parse_datagram(buf: &[u8]) -> Result<Vec<ProcEvent>, WireError> {
             _ => {}
         }
         // NLMSG_ALIGN: messages are padded to 4 bytes.
-        let step = len_usize.checked_add(3).map(|n| n & !3).unwrap_or(usize::MAX);
+        let step = len_usize
+            .checked_add(3)
+            .map(|n| n & !3)
+            .unwrap_or(usize::MAX);
         at = at.saturating_add(step);
     }
     Ok(out)
@@ -245,7 +261,10 @@ pub(crate) mod tests {
             }])
         );
         let exec = event_datagram(PROC_EVENT_EXEC, &[11, 11]);
-        assert_eq!(parse_datagram(&exec), Ok(vec![ProcEvent::Exec { pid: 11, tgid: 11 }]));
+        assert_eq!(
+            parse_datagram(&exec),
+            Ok(vec![ProcEvent::Exec { pid: 11, tgid: 11 }])
+        );
         let exit = event_datagram(PROC_EVENT_EXIT, &[11, 11, 7 << 8, 17, 10, 10]);
         assert_eq!(
             parse_datagram(&exit),
@@ -284,11 +303,17 @@ pub(crate) mod tests {
         // A cn_msg that claims more data than the message carries.
         let mut lying = event_datagram(PROC_EVENT_EXEC, &[5, 5]);
         lying[NLMSG_HDR_LEN + 16] = 0xff;
-        assert!(matches!(parse_datagram(&lying), Err(WireError::Truncated { .. })));
+        assert!(matches!(
+            parse_datagram(&lying),
+            Err(WireError::Truncated { .. })
+        ));
         // A length smaller than the header, and a huge one.
         let mut bad = full.clone();
         bad[..4].copy_from_slice(&3u32.to_ne_bytes());
-        assert!(matches!(parse_datagram(&bad), Err(WireError::BadLength { .. })));
+        assert!(matches!(
+            parse_datagram(&bad),
+            Err(WireError::BadLength { .. })
+        ));
         bad[..4].copy_from_slice(&u32::MAX.to_ne_bytes());
         assert!(parse_datagram(&bad).is_err());
     }

@@ -46,7 +46,9 @@ impl GuestMem {
                 return Ok(String::from_utf8_lossy(&out).into_owned());
             }
             out.extend_from_slice(&buf[..n]);
-            at = at.checked_add(n as u64).ok_or_else(|| io::Error::from_raw_os_error(libc::EFAULT))?;
+            at = at
+                .checked_add(n as u64)
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::EFAULT))?;
         }
         // Longer than PATH_MAX: the kernel refuses such a path (ENAMETOOLONG); keep the prefix.
         Ok(String::from_utf8_lossy(&out).into_owned())
@@ -78,8 +80,7 @@ impl GuestMem {
 
 /// `readlink(/proc/<pid>/<what>)` as a string (lossy UTF-8).
 pub(super) fn read_link(pid: u32, what: &str) -> io::Result<String> {
-    std::fs::read_link(format!("/proc/{pid}/{what}"))
-        .map(|p| p.to_string_lossy().into_owned())
+    std::fs::read_link(format!("/proc/{pid}/{what}")).map(|p| p.to_string_lossy().into_owned())
 }
 
 /// The fields of `/proc/<pid>/status` the audit log needs.

@@ -36,14 +36,29 @@ fn mountinfo_longest_prefix_and_read_only() {
     assert_eq!(ro("/proc/self/attr"), Some(("/proc", false)));
     assert_eq!(ro("/sys/fs/cgroup"), Some(("/sys", true)));
     assert_eq!(ro("/mnt/with space/f"), Some(("/mnt/with space", false)));
-    assert_eq!(ro("/mnt/superro/f"), Some(("/mnt/superro", true)), "super options count");
-    assert_eq!(ro("/dev/shm/x"), Some(("/dev/shm", true)), "the later of two equal points wins");
+    assert_eq!(
+        ro("/mnt/superro/f"),
+        Some(("/mnt/superro", true)),
+        "super options count"
+    );
+    assert_eq!(
+        ro("/dev/shm/x"),
+        Some(("/dev/shm", true)),
+        "the later of two equal points wins"
+    );
     assert_eq!(ro("relative"), None);
 }
 
 #[test]
 fn mountinfo_never_panics_on_garbage() {
-    for text in ["", "\n\n", "1 2 3", "1 2 3 4 /x rw -", "1 2 3 4 /x rw - t", "\\\\\\0"] {
+    for text in [
+        "",
+        "\n\n",
+        "1 2 3",
+        "1 2 3 4 /x rw -",
+        "1 2 3 4 /x rw - t",
+        "\\\\\\0",
+    ] {
         let _ = parse_mountinfo(text);
     }
     assert_eq!(unescape_octal("a\\040b\\134\\0"), "a b\\\\0");
@@ -76,11 +91,23 @@ fn parent_pid_in_the_guest_namespace() {
 #[test]
 fn path_resolution() {
     assert_eq!(resolve(Some("/home"), "a/b").as_deref(), Some("/home/a/b"));
-    assert_eq!(resolve(Some("/home/"), "./a//b/").as_deref(), Some("/home/a/b"));
-    assert_eq!(resolve(Some("/x"), "/etc/passwd").as_deref(), Some("/etc/passwd"));
-    assert_eq!(resolve(None, "/etc/../etc/./passwd").as_deref(), Some("/etc/passwd"));
+    assert_eq!(
+        resolve(Some("/home/"), "./a//b/").as_deref(),
+        Some("/home/a/b")
+    );
+    assert_eq!(
+        resolve(Some("/x"), "/etc/passwd").as_deref(),
+        Some("/etc/passwd")
+    );
+    assert_eq!(
+        resolve(None, "/etc/../etc/./passwd").as_deref(),
+        Some("/etc/passwd")
+    );
     assert_eq!(resolve(Some("/"), "../../..").as_deref(), Some("/"));
-    assert_eq!(resolve(Some("/tmp/workspace"), "").as_deref(), Some("/tmp/workspace"));
+    assert_eq!(
+        resolve(Some("/tmp/workspace"), "").as_deref(),
+        Some("/tmp/workspace")
+    );
     assert_eq!(
         resolve(Some("/tmp/workspace"), "../etc").as_deref(),
         Some("/tmp/etc"),
@@ -97,10 +124,22 @@ fn within_and_pseudo() {
     assert!(!is_within("/tmp/workspacex", "/tmp/workspace"));
     assert!(!is_within("/tmp", "/tmp/workspace"));
     assert!(is_within("/anything", "/"));
-    for p in ["/dev/null", "/dev/tty", "/dev", "/proc/self/fd/1", "/sys/kernel/x"] {
+    for p in [
+        "/dev/null",
+        "/dev/tty",
+        "/dev",
+        "/proc/self/fd/1",
+        "/sys/kernel/x",
+    ] {
         assert!(is_pseudo(p), "{p}");
     }
-    for p in ["/dev/shm/x", "/dev/mqueue/q", "/devices", "/etc/x", "/tmp/x"] {
+    for p in [
+        "/dev/shm/x",
+        "/dev/mqueue/q",
+        "/devices",
+        "/etc/x",
+        "/tmp/x",
+    ] {
         assert!(!is_pseudo(p), "{p}");
     }
 }
@@ -110,13 +149,22 @@ fn reads_own_memory() {
     let pid = std::process::id();
     let mem = GuestMem::open(pid).expect("open own mem");
     let s = std::ffi::CString::new("/tmp/workspace/hello").expect("cstring");
-    assert_eq!(mem.read_cstr(s.as_ptr() as u64).expect("read"), "/tmp/workspace/hello");
+    assert_eq!(
+        mem.read_cstr(s.as_ptr() as u64).expect("read"),
+        "/tmp/workspace/hello"
+    );
     let long = std::ffi::CString::new(vec![b'a'; 10_000]).expect("cstring");
-    assert_eq!(mem.read_cstr(long.as_ptr() as u64).expect("read").len(), MAX_STRING);
+    assert_eq!(
+        mem.read_cstr(long.as_ptr() as u64).expect("read").len(),
+        MAX_STRING
+    );
     let a = std::ffi::CString::new("ls").expect("cstring");
     let b = std::ffi::CString::new("-l").expect("cstring");
     let argv = [a.as_ptr(), b.as_ptr(), std::ptr::null()];
-    assert_eq!(mem.read_argv(argv.as_ptr() as u64).expect("argv"), vec!["ls", "-l"]);
+    assert_eq!(
+        mem.read_argv(argv.as_ptr() as u64).expect("argv"),
+        vec!["ls", "-l"]
+    );
     assert_eq!(mem.read_argv(0).expect("null argv"), Vec::<String>::new());
     assert!(mem.read_cstr(0).is_err());
     assert!(mem.read_cstr(8).is_err(), "unmapped page");

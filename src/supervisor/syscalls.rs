@@ -194,7 +194,10 @@ mod tests {
     #[test]
     fn every_notified_syscall_has_a_spec() {
         for &nr in idagent_guest::filter::NOTIFIED_SYSCALLS {
-            assert!(lookup(nr).is_some(), "syscall {nr} is notified but has no spec");
+            assert!(
+                lookup(nr).is_some(),
+                "syscall {nr} is notified but has no spec"
+            );
         }
         for nr in [libc::SYS_open, libc::SYS_openat] {
             assert!(lookup(nr).is_some());
@@ -253,7 +256,13 @@ mod tests {
                 from_changes,
                 ..
             }) => {
-                assert_eq!(target, PathArg::At { dirfd: Some(1), path: 2 });
+                assert_eq!(
+                    target,
+                    PathArg::At {
+                        dirfd: Some(1),
+                        path: 2
+                    }
+                );
                 assert_eq!(from, Some(PathArg::Raw(0)));
                 assert!(!from_changes);
             }

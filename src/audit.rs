@@ -34,7 +34,9 @@ impl RunId {
     pub fn generate() -> Self {
         let now = time::OffsetDateTime::now_utc();
         let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
-        let stamp = now.format(&fmt).unwrap_or_else(|_| "00000000T000000Z".into());
+        let stamp = now
+            .format(&fmt)
+            .unwrap_or_else(|_| "00000000T000000Z".into());
         let mut rnd = [0u8; 3];
         if std::fs::File::open("/dev/urandom")
             .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut rnd))
@@ -209,14 +211,18 @@ impl Writer {
                 }
                 Msg::Close(done) => {
                     self.write_gap_if_any()?;
-                    self.file.sync_all().map_err(|e| format!("sync audit log: {e}"))?;
+                    self.file
+                        .sync_all()
+                        .map_err(|e| format!("sync audit log: {e}"))?;
                     let _ = done.send(self.counts.clone());
                     return Ok(());
                 }
             }
         }
         self.write_gap_if_any()?;
-        self.file.sync_all().map_err(|e| format!("sync audit log: {e}"))
+        self.file
+            .sync_all()
+            .map_err(|e| format!("sync audit log: {e}"))
     }
 
     fn write_gap_if_any(&mut self) -> Result<(), String> {
@@ -273,21 +279,23 @@ mod tests {
         }
         let counts = log.finish(RunEnd::default()).await.expect("finish");
         let text = std::fs::read_to_string(&path).expect("read");
-        let mut expected = 1;
         let mut notices = 0u64;
         let mut gap_total = 0u64;
-        for line in text.lines() {
+        for (expected, line) in (1u64..).zip(text.lines()) {
             let v: serde_json::Value = serde_json::from_str(line).expect("json line");
             assert_eq!(v["v"], SCHEMA_VERSION);
             assert_eq!(v["seq"], expected);
-            expected += 1;
             match v["kind"].as_str() {
                 Some("notice") => notices += 1,
                 Some("gap") => gap_total += v["dropped"].as_u64().expect("dropped"),
                 _ => {}
             }
         }
-        assert_eq!(notices + gap_total, 200, "every event is written or counted in a gap");
+        assert_eq!(
+            notices + gap_total,
+            200,
+            "every event is written or counted in a gap"
+        );
         assert_eq!(counts.get("run_end"), Some(&1));
         assert!(text.lines().last().expect("last").contains("\"run_end\""));
     }

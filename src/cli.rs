@@ -9,7 +9,12 @@ use std::path::PathBuf;
 #[command(name = "idagent", version, about, long_about = None)]
 pub struct Cli {
     /// Docker Engine socket (also DOCKER_HOST); Podman's Docker-compatible socket works too.
-    #[arg(long, global = true, env = "DOCKER_HOST", default_value = "unix:///var/run/docker.sock")]
+    #[arg(
+        long,
+        global = true,
+        env = "DOCKER_HOST",
+        default_value = "unix:///var/run/docker.sock"
+    )]
     pub docker_host: String,
     /// Log filter for idagent's own diagnostics on stderr (the audit log is separate).
     #[arg(long, global = true, env = "IDAGENT_LOG", default_value = "warn")]
@@ -22,7 +27,7 @@ pub struct Cli {
 pub enum Command {
     /// Run TARGET (a victim directory with an idagent.toml, or --image IMAGE -- CMD...) in a
     /// sealed guest and write its audit log.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Build the guest image (idagent-guest:<version> and :latest).
     Image {
         #[command(subcommand)]

@@ -66,12 +66,12 @@ impl RunConfig {
     pub fn from_args(args: RunArgs) -> Result<Self, ConfigError> {
         let (image, mut command, mut env) = match (&args.image, &args.target) {
             (Some(image), None) => (image.clone(), Vec::new(), BTreeMap::new()),
-            (Some(_), Some(t)) => {
-                return Err(ConfigError::Target {
-                    target: t.clone(),
-                    reason: "give either a victim directory or --image, not both (put the command after --)".into(),
-                })
-            }
+            (Some(_), Some(t)) => return Err(ConfigError::Target {
+                target: t.clone(),
+                reason:
+                    "give either a victim directory or --image, not both (put the command after --)"
+                        .into(),
+            }),
             (None, Some(t)) => {
                 let m = load_manifest(Path::new(t))?;
                 (

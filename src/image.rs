@@ -49,7 +49,10 @@ pub fn versioned_tag() -> String {
 pub fn resolve_context(given: Option<&Path>) -> Result<PathBuf, ImageError> {
     let candidates: Vec<PathBuf> = match given {
         Some(p) => vec![p.to_owned()],
-        None => vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from(".")],
+        None => vec![
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+            PathBuf::from("."),
+        ],
     };
     candidates
         .iter()
@@ -59,10 +62,17 @@ pub fn resolve_context(given: Option<&Path>) -> Result<PathBuf, ImageError> {
 }
 
 /// Builds the guest image, printing progress lines to stderr.
-pub async fn build(rt: &DockerRuntime, context: &Path, bootstrap: bool) -> Result<String, ImageError> {
+pub async fn build(
+    rt: &DockerRuntime,
+    context: &Path,
+    bootstrap: bool,
+) -> Result<String, ImageError> {
     let base = choose_base(rt, context, bootstrap).await?;
     let tag = versioned_tag();
-    eprintln!("idagent: building {tag} from {} (base {base})", context.join("Dockerfile.guest").display());
+    eprintln!(
+        "idagent: building {tag} from {} (base {base})",
+        context.join("Dockerfile.guest").display()
+    );
     let body = pack_context(context)?;
     let opts = BuildImageOptionsBuilder::default()
         .dockerfile("Dockerfile.guest")
@@ -80,7 +90,10 @@ pub async fn build(rt: &DockerRuntime, context: &Path, bootstrap: bool) -> Resul
             reason: e.to_string(),
         })?;
         if let Some(err) = info.error_detail.and_then(|d| d.message) {
-            return Err(ImageError::Build { image: tag, reason: err });
+            return Err(ImageError::Build {
+                image: tag,
+                reason: err,
+            });
         }
         if let Some(line) = info.stream {
             let line = line.trim_end();
@@ -104,7 +117,11 @@ pub async fn build(rt: &DockerRuntime, context: &Path, bootstrap: bool) -> Resul
     Ok(tag)
 }
 
-async fn choose_base(rt: &DockerRuntime, context: &Path, bootstrap: bool) -> Result<String, ImageError> {
+async fn choose_base(
+    rt: &DockerRuntime,
+    context: &Path,
+    bootstrap: bool,
+) -> Result<String, ImageError> {
     use crate::runtime::ContainerRuntime;
     if rt.image_exists(BASE_LOCAL).await.unwrap_or(false) {
         return Ok(BASE_LOCAL.into());
@@ -116,8 +133,13 @@ async fn choose_base(rt: &DockerRuntime, context: &Path, bootstrap: bool) -> Res
         eprintln!("idagent: pulling {BASE_REGISTRY}");
         match tokio::time::timeout(PULL_TIMEOUT, pull(rt, BASE_REGISTRY)).await {
             Ok(Ok(())) => return Ok(BASE_REGISTRY.into()),
-            Ok(Err(reason)) => eprintln!("idagent: pull failed ({reason}); bootstrapping a Debian base offline"),
-            Err(_) => eprintln!("idagent: no registry answered in {}s; bootstrapping a Debian base offline", PULL_TIMEOUT.as_secs()),
+            Ok(Err(reason)) => {
+                eprintln!("idagent: pull failed ({reason}); bootstrapping a Debian base offline")
+            }
+            Err(_) => eprintln!(
+                "idagent: no registry answered in {}s; bootstrapping a Debian base offline",
+                PULL_TIMEOUT.as_secs()
+            ),
         }
     }
     bootstrap_base(rt, context).await?;
@@ -125,7 +147,9 @@ async fn choose_base(rt: &DockerRuntime, context: &Path, bootstrap: bool) -> Res
 }
 
 async fn pull(rt: &DockerRuntime, image: &str) -> Result<(), String> {
-    let opts = CreateImageOptionsBuilder::default().from_image(image).build();
+    let opts = CreateImageOptionsBuilder::default()
+        .from_image(image)
+        .build();
     let mut stream = rt.client().create_image(Some(opts), None, None);
     while let Some(item) = stream.next().await {
         let info = item.map_err(|e| e.to_string().lines().next().unwrap_or_default().to_owned())?;
@@ -162,10 +186,12 @@ async fn bootstrap_base(rt: &DockerRuntime, context: &Path) -> Result<(), ImageE
             reason: format!("{status} (is mmdebstrap installed and a Debian mirror reachable?)"),
         });
     }
-    let file = tokio::fs::File::open(&tarball).await.map_err(|e| ImageError::Import {
-        image: BASE_LOCAL.into(),
-        reason: e.to_string(),
-    })?;
+    let file = tokio::fs::File::open(&tarball)
+        .await
+        .map_err(|e| ImageError::Import {
+            image: BASE_LOCAL.into(),
+            reason: e.to_string(),
+        })?;
     // Stream the tarball (hundreds of MiB) rather than reading it into memory.
     let body = bollard::body_try_stream(futures_util::stream::unfold(file, |mut f| async move {
         use tokio::io::AsyncReadExt;

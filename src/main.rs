@@ -14,7 +14,10 @@ const EXIT_SETUP: u8 = 2;
 
 fn main() -> ExitCode {
     // PID 1 inside the guest: no runtime, no threads, before anything else.
-    if std::env::args_os().nth(1).is_some_and(|a| a == "guest-init") {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "guest-init")
+    {
         idagent_guest::init::main();
     }
     let cli = Cli::parse();
@@ -43,7 +46,10 @@ type Failure = (anyhow::Error, Option<String>);
 
 async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
-        Command::GuestInit => Err((anyhow::anyhow!("guest-init runs only as the guest's PID 1"), None)),
+        Command::GuestInit => Err((
+            anyhow::anyhow!("guest-init runs only as the guest's PID 1"),
+            None,
+        )),
         Command::Gc => {
             require_root()?;
             let rt = connect(&cli.docker_host).await?;
@@ -56,21 +62,31 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             command: ImageCommand::Build(args),
         } => {
             let rt = connect(&cli.docker_host).await?;
-            let ctx = image::resolve_context(args.context.as_deref()).map_err(|e| (e.into(), None))?;
+            let ctx =
+                image::resolve_context(args.context.as_deref()).map_err(|e| (e.into(), None))?;
             image::build(&rt, &ctx, args.bootstrap)
                 .await
                 .map_err(|e| (e.into(), Some("see the build output above".to_owned())))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => {
-            let cfg = RunConfig::from_args(args).map_err(|e| {
-                (e.into(), Some("idagent run victims/NAME, or idagent run --image IMAGE -- CMD...".to_owned()))
+            let cfg = RunConfig::from_args(*args).map_err(|e| {
+                (
+                    e.into(),
+                    Some(
+                        "idagent run victims/NAME, or idagent run --image IMAGE -- CMD..."
+                            .to_owned(),
+                    ),
+                )
             })?;
             require_root()?;
             let rt = connect(&cli.docker_host).await?;
             let stale = runtime::gc(&rt, false).await.map_err(runtime_failure)?;
             if !stale.is_empty() {
-                tracing::warn!(count = stale.len(), "removed leftover containers of dead runs");
+                tracing::warn!(
+                    count = stale.len(),
+                    "removed leftover containers of dead runs"
+                );
             }
             sandbox::gc_ctl_dirs();
             ensure_image(&rt, &cfg).await?;
@@ -116,7 +132,9 @@ fn require_root() -> Result<(), Failure> {
     let needed = (1u64 << 12) | (1 << 19) | (1 << 21);
     if cap_eff & needed != needed {
         return Err((
-            anyhow::anyhow!("idagent needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN and CAP_SYS_PTRACE) on the host"),
+            anyhow::anyhow!(
+                "idagent needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN and CAP_SYS_PTRACE) on the host"
+            ),
             Some("run it with sudo".to_owned()),
         ));
     }
@@ -136,10 +154,19 @@ async fn ensure_image(rt: &DockerRuntime, cfg: &RunConfig) -> Result<(), Failure
     }
     eprintln!("idagent: {} is missing; building it", cfg.image);
     let ctx = image::resolve_context(cfg.context.as_deref()).map_err(|e| {
-        (e.into(), Some("build it with `idagent image build --context DIR`".to_owned()))
+        (
+            e.into(),
+            Some("build it with `idagent image build --context DIR`".to_owned()),
+        )
     })?;
-    image::build(rt, &ctx, false)
-        .await
-        .map_err(|e| (anyhow::Error::from(e).context(format!("image {} is missing and cannot be built", cfg.image)), None))?;
+    image::build(rt, &ctx, false).await.map_err(|e| {
+        (
+            anyhow::Error::from(e).context(format!(
+                "image {} is missing and cannot be built",
+                cfg.image
+            )),
+            None,
+        )
+    })?;
     Ok(())
 }

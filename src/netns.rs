@@ -68,26 +68,70 @@ pub struct GuestNs {
 pub fn seal(pid: i32) -> Result<GuestNet, NetnsError> {
     let netns = File::open(format!("/proc/{pid}/ns/net"))
         .map_err(|source| NetnsError::OpenNetns { pid, source })?;
-    let ns = netns.try_clone().map_err(|source| NetnsError::OpenNetns { pid, source })?;
+    let ns = netns
+        .try_clone()
+        .map_err(|source| NetnsError::OpenNetns { pid, source })?;
     let (tun, routes) = in_netns(ns, pid, move || {
         let tun = create_tun()?;
         // Docker may leave IPv6 disabled in a --network none namespace; the guest's v6 traffic
         // must still reach the TUN rather than fail in a way the app could route around.
         for knob in ["all", "default", TUN_NAME] {
-            let _ = std::fs::write(
-                format!("/proc/sys/net/ipv6/conf/{knob}/disable_ipv6"),
-                "0",
-            );
+            let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{knob}/disable_ipv6"), "0");
         }
         let v6 = format!("{GUEST_V6}/{PREFIX_V6}");
-        run(&["ip", "-6", "addr", "add", &v6, "dev", TUN_NAME, "nodad"], None)?;
+        run(
+            &["ip", "-6", "addr", "add", &v6, "dev", TUN_NAME, "nodad"],
+            None,
+        )?;
         let routes = [
             vec!["ip", "-4", "route", "replace", "default", "dev", TUN_NAME],
             vec!["ip", "-6", "route", "replace", "default", "dev", TUN_NAME],
-            vec!["ip", "-4", "route", "replace", "default", "dev", TUN_NAME, "table", ROUTE_TABLE],
-            vec!["ip", "-6", "route", "replace", "default", "dev", TUN_NAME, "table", ROUTE_TABLE],
-            vec!["ip", "-4", "rule", "add", "fwmark", FWMARK, "lookup", ROUTE_TABLE, "pref", "100"],
-            vec!["ip", "-6", "rule", "add", "fwmark", FWMARK, "lookup", ROUTE_TABLE, "pref", "100"],
+            vec![
+                "ip",
+                "-4",
+                "route",
+                "replace",
+                "default",
+                "dev",
+                TUN_NAME,
+                "table",
+                ROUTE_TABLE,
+            ],
+            vec![
+                "ip",
+                "-6",
+                "route",
+                "replace",
+                "default",
+                "dev",
+                TUN_NAME,
+                "table",
+                ROUTE_TABLE,
+            ],
+            vec![
+                "ip",
+                "-4",
+                "rule",
+                "add",
+                "fwmark",
+                FWMARK,
+                "lookup",
+                ROUTE_TABLE,
+                "pref",
+                "100",
+            ],
+            vec![
+                "ip",
+                "-6",
+                "rule",
+                "add",
+                "fwmark",
+                FWMARK,
+                "lookup",
+                ROUTE_TABLE,
+                "pref",
+                "100",
+            ],
         ];
         for r in &routes {
             run(r, None)?;
@@ -101,7 +145,9 @@ pub fn seal(pid: i32) -> Result<GuestNet, NetnsError> {
         let routes = listed
             .iter()
             .flat_map(|s| s.lines())
-            .filter(|l| !l.starts_with("local") && !l.starts_with("multicast") && !l.contains("fe80::"))
+            .filter(|l| {
+                !l.starts_with("local") && !l.starts_with("multicast") && !l.contains("fe80::")
+            })
             .map(str::to_owned)
             .collect();
         Ok((tun, routes))
@@ -114,7 +160,9 @@ pub fn seal(pid: i32) -> Result<GuestNet, NetnsError> {
 
 impl std::fmt::Debug for GuestNet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GuestNet").field("ns", &self.ns).finish_non_exhaustive()
+        f.debug_struct("GuestNet")
+            .field("ns", &self.ns)
+            .finish_non_exhaustive()
     }
 }
 
@@ -135,7 +183,10 @@ impl GuestNs {
         let ns = self
             .netns
             .try_clone()
-            .map_err(|source| NetnsError::OpenNetns { pid: self.pid, source })?;
+            .map_err(|source| NetnsError::OpenNetns {
+                pid: self.pid,
+                source,
+            })?;
         in_netns(ns, self.pid, || {
             let mut total = 0;
             for tool in ["iptables", "ip6tables"] {
@@ -151,7 +202,10 @@ impl GuestNs {
         crate::audit::NetSetup {
             tun: TUN_NAME.into(),
             mtu: u32::from(TUN_MTU),
-            guest_addrs: vec![format!("{GUEST_V4}/{PREFIX_V4}"), format!("{GUEST_V6}/{PREFIX_V6}")],
+            guest_addrs: vec![
+                format!("{GUEST_V4}/{PREFIX_V4}"),
+                format!("{GUEST_V6}/{PREFIX_V6}"),
+            ],
             gateway_addrs: vec![GATEWAY_V4.to_string(), GATEWAY_V6.to_string()],
             routes: self.routes.clone(),
             rules_sha256: {
@@ -203,16 +257,27 @@ fn run(argv: &[&str], stdin: Option<&str>) -> Result<String, NetnsError> {
         command: command.clone(),
         reason,
     };
-    let (prog, args) = argv.split_first().ok_or_else(|| fail("empty command".into()))?;
+    let (prog, args) = argv
+        .split_first()
+        .ok_or_else(|| fail("empty command".into()))?;
     let mut child = Command::new(prog)
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| fail(format!("cannot start {prog}: {e} (is it installed on the host?)")))?;
+        .map_err(|e| {
+            fail(format!(
+                "cannot start {prog}: {e} (is it installed on the host?)"
+            ))
+        })?;
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes()).map_err(|e| fail(e.to_string()))?;
+        pipe.write_all(text.as_bytes())
+            .map_err(|e| fail(e.to_string()))?;
     }
     let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
     if !out.status.success() {

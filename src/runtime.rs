@@ -111,7 +111,7 @@ pub async fn gc<R: ContainerRuntime>(rt: &R, all: bool) -> Result<Vec<String>, R
             .labels
             .get(LABEL_OWNER_PID)
             .and_then(|p| p.parse::<i32>().ok())
-            .is_some_and(|pid| process_is_idagent(pid));
+            .is_some_and(process_is_idagent);
         if all || !owner_alive {
             rt.remove(&c.id).await?;
             removed.push(c.id);

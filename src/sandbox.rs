@@ -107,7 +107,11 @@ async fn run_inner<R: ContainerRuntime>(
         .unwrap_or_else(|| PathBuf::from("captures").join(run_id.as_str()));
     let ctl_dir = PathBuf::from(HOST_CTL_ROOT).join(run_id.as_str());
     let workspace = prepare_dirs(cfg, &run_dir, &ctl_dir)?;
-    let audit = AuditLog::create(&run_dir.join("audit.jsonl"), run_id.clone(), crate::audit::DEFAULT_AUDIT_QUEUE)?;
+    let audit = AuditLog::create(
+        &run_dir.join("audit.jsonl"),
+        run_id.clone(),
+        crate::audit::DEFAULT_AUDIT_QUEUE,
+    )?;
     let sink = audit.sink();
     let name = format!("idagent-{run_id}");
     sink.emit_reliable(EventBody::RunStart(RunStart {
@@ -127,7 +131,10 @@ async fn run_inner<R: ContainerRuntime>(
     .await;
 
     let mut live = Live::default();
-    let result = setup_and_wait(rt, cfg, &run_id, &name, &run_dir, &ctl_dir, &workspace, &sink, &mut live).await;
+    let result = setup_and_wait(
+        rt, cfg, &run_id, &name, &run_dir, &ctl_dir, &workspace, &sink, &mut live,
+    )
+    .await;
     let end = teardown(rt, &mut live, &sink).await;
     let _ = std::fs::remove_dir_all(&ctl_dir);
     let (ending, reason) = match &result {
@@ -169,7 +176,9 @@ fn prepare_dirs(cfg: &RunConfig, run_dir: &Path, ctl_dir: &Path) -> Result<PathB
         move |source| SandboxError::RunDir { path, source }
     };
     std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
-    let workspace = std::fs::canonicalize(run_dir).map_err(io(run_dir))?.join("workspace");
+    let workspace = std::fs::canonicalize(run_dir)
+        .map_err(io(run_dir))?
+        .join("workspace");
     std::fs::create_dir(&workspace).map_err(io(&workspace))?;
     if let Some(seed) = &cfg.workspace_seed {
         copy_tree(seed, &workspace).map_err(io(seed))?;
@@ -228,7 +237,11 @@ async fn setup_and_wait<R: ContainerRuntime>(
     sink.emit(EventBody::NetSetup(net.describe()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let device = net_device(live, net)?;
-    live.tun_task = Some(tokio::spawn(tundrv::run_drop_driver(device, sink.clone(), stop_rx)));
+    live.tun_task = Some(tokio::spawn(tundrv::run_drop_driver(
+        device,
+        sink.clone(),
+        stop_rx,
+    )));
     live.tun_stop = Some(stop_tx);
 
     let conn = tokio::task::spawn_blocking(move || {
@@ -260,8 +273,14 @@ async fn setup_and_wait<R: ContainerRuntime>(
             .map_err(|e| observer("supervisor", e))?,
     );
     let observers = (|| {
-        live.fswatch = Some(fswatch::start(workspace, sink.clone(), attribution).map_err(|e| observer("fswatch", e))?);
-        live.procs = Some(procevents::start(pid, hello.guest_pid, sink.clone()).map_err(|e| observer("procevents", e))?);
+        live.fswatch = Some(
+            fswatch::start(workspace, sink.clone(), attribution)
+                .map_err(|e| observer("fswatch", e))?,
+        );
+        live.procs = Some(
+            procevents::start(pid, hello.guest_pid, sink.clone())
+                .map_err(|e| observer("procevents", e))?,
+        );
         Ok::<_, SandboxError>(())
     })();
     if let Err(e) = observers {
@@ -333,7 +352,8 @@ fn container_spec(
     ];
     entrypoint.shrink_to_fit();
     let mut env = cfg.env.clone();
-    env.entry("HOME".into()).or_insert_with(|| GUEST_WORKSPACE.into());
+    env.entry("HOME".into())
+        .or_insert_with(|| GUEST_WORKSPACE.into());
     Ok(ContainerSpec {
         name: name.to_owned(),
         image: cfg.image.clone(),
@@ -355,7 +375,10 @@ fn container_spec(
         labels: BTreeMap::from([
             (runtime::LABEL.to_owned(), "1".to_owned()),
             (runtime::LABEL_RUN.to_owned(), run_id.to_string()),
-            (runtime::LABEL_OWNER_PID.to_owned(), std::process::id().to_string()),
+            (
+                runtime::LABEL_OWNER_PID.to_owned(),
+                std::process::id().to_string(),
+            ),
         ]),
     })
 }
@@ -425,8 +448,16 @@ async fn forward_output(mut rx: tokio::sync::mpsc::Receiver<Output>, run_dir: Pa
     let (mut stdout, mut stderr) = (tokio::io::stdout(), tokio::io::stderr());
     while let Some(chunk) = rx.recv().await {
         let (data, term, log) = match &chunk {
-            Output::Stdout(d) => (d, &mut stdout as &mut (dyn tokio::io::AsyncWrite + Unpin + Send), &mut out_log),
-            Output::Stderr(d) => (d, &mut stderr as &mut (dyn tokio::io::AsyncWrite + Unpin + Send), &mut err_log),
+            Output::Stdout(d) => (
+                d,
+                &mut stdout as &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+                &mut out_log,
+            ),
+            Output::Stderr(d) => (
+                d,
+                &mut stderr as &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+                &mut err_log,
+            ),
         };
         let _ = term.write_all(data).await;
         let _ = term.flush().await;

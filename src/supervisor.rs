@@ -369,9 +369,12 @@ impl Supervisor {
             .and_then(|pp| Status::read(pp).ok())
             .map(|parent| procfs::guest_ppid(&status, &parent))
             .unwrap_or(0);
+        let error =
+            (procfs::exists_in_guest(pid, &path) == Some(false)).then(|| "ENOENT".to_owned());
         Ok(Observed::Event(EventBody::Exec(ExecEvent {
             pid: status.guest_pid().unwrap_or(0),
             ppid,
+            error,
             path,
             argv,
             caller: procfs::read_link(pid, "exe").ok(),

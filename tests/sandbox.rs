@@ -50,16 +50,37 @@ print(json.dumps(res))
     assert_eq!(created["op"], "create");
     assert_eq!(created["size"], data.len());
     assert_eq!(created["sha256"], sha256_hex(data));
-    assert!(created["exe"].as_str().is_some_and(|e| e.contains("python")), "{created}");
-    assert_eq!(std::fs::read(run.run_dir().join("workspace/x")).expect("workspace kept"), data);
+    assert!(
+        created["exe"]
+            .as_str()
+            .is_some_and(|e| e.contains("python")),
+        "{created}"
+    );
+    assert_eq!(
+        std::fs::read(run.run_dir().join("workspace/x")).expect("workspace kept"),
+        data
+    );
     // Each attempt outside is logged as denied with EROFS.
     let denied = denied_paths(&run);
     for p in OUTSIDE {
-        assert!(denied.contains(&(p.to_owned(), "EROFS".to_owned())), "{p} not logged as denied\n{}", run.explain());
+        assert!(
+            denied.contains(&(p.to_owned(), "EROFS".to_owned())),
+            "{p} not logged as denied\n{}",
+            run.explain()
+        );
     }
     // The exec of the command and its exit are in the log.
-    assert!(run.of_kind("exec").any(|e| e["argv"][0] == "python3" && e["argv"][1] == "-c"), "{}", run.explain());
-    assert!(run.of_kind("exit").any(|e| e["code"] == 0), "{}", run.explain());
+    assert!(
+        run.of_kind("exec")
+            .any(|e| e["argv"][0] == "python3" && e["argv"][1] == "-c"),
+        "{}",
+        run.explain()
+    );
+    assert!(
+        run.of_kind("exit").any(|e| e["code"] == 0),
+        "{}",
+        run.explain()
+    );
     let end = run.events.last().expect("run_end");
     assert_eq!(end["exit_code"], 0);
     assert_eq!(end["reason"], "exited");
@@ -68,22 +89,49 @@ print(json.dumps(res))
 #[test]
 fn static_go_binary_is_refused_outside_workspace() {
     let run = idagent_run(&["victims/go-escape"]);
-    assert_eq!(run.code(), Some(0), "go-escape reports an escape\n{}", run.explain());
+    assert_eq!(
+        run.code(),
+        Some(0),
+        "go-escape reports an escape\n{}",
+        run.explain()
+    );
     let denied = denied_paths(&run);
-    for p in ["/etc/idagent-escape", "/usr/local/bin/idagent-escape", "/idagent-escape"] {
-        assert!(denied.contains(&(p.to_owned(), "EROFS".to_owned())), "{p} not logged as denied\n{}", run.explain());
+    for p in [
+        "/etc/idagent-escape",
+        "/usr/local/bin/idagent-escape",
+        "/idagent-escape",
+    ] {
+        assert!(
+            denied.contains(&(p.to_owned(), "EROFS".to_owned())),
+            "{p} not logged as denied\n{}",
+            run.explain()
+        );
         assert!(!std::path::Path::new(p).exists(), "{p} exists on the host");
     }
     assert!(
-        run.of_kind("file").any(|e| e["path"] == "/tmp/workspace/go-escape.txt" && e["outcome"] == "ok" && e["sha256"].is_string()),
+        run.of_kind("file")
+            .any(|e| e["path"] == "/tmp/workspace/go-escape.txt"
+                && e["outcome"] == "ok"
+                && e["sha256"].is_string()),
         "{}",
         run.explain()
     );
     // Statically linked: no dynamic loader, so this is seccomp's doing, not LD_PRELOAD's.
-    assert!(run.of_kind("exec").any(|e| e["path"].as_str().is_some_and(|p| p.ends_with("go-escape"))));
+    assert!(run
+        .of_kind("exec")
+        .any(|e| e["path"].as_str().is_some_and(|p| p.ends_with("go-escape"))));
     // Nothing persisted in the image either.
     let out = std::process::Command::new("docker")
-        .args(["run", "--rm", "--network", "none", GUEST_IMAGE, "ls", "/etc/idagent-escape", "/idagent-escape"])
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            GUEST_IMAGE,
+            "ls",
+            "/etc/idagent-escape",
+            "/idagent-escape",
+        ])
         .output()
         .expect("docker run");
     assert!(!out.status.success(), "escape files exist in the image");
@@ -108,13 +156,30 @@ for line in open('/proc/self/mountinfo'):
         .collect();
     writable.sort();
     // Non-persistent kernel or tmpfs mounts (documented in README "What the guest can write").
-    let allowed_scratch = ["/dev", "/dev/shm", "/dev/mqueue", "/dev/pts", "/proc"];
+    // Docker's masks over sensitive /proc files are its /dev/null, bind-mounted from tmpfs.
+    let allowed_scratch = [
+        ("/dev", "tmpfs"),
+        ("/dev/shm", "tmpfs"),
+        ("/dev/mqueue", "mqueue"),
+        ("/dev/pts", "devpts"),
+        ("/proc", "proc"),
+        ("/sys/fs/cgroup", "tmpfs"),
+    ];
     for (mount, fstype) in &writable {
         let ok = mount == "/tmp/workspace"
-            || (allowed_scratch.contains(&mount.as_str()) && ["tmpfs", "devpts", "mqueue", "proc"].contains(&fstype.as_str()));
-        assert!(ok, "unexpected writable mount {mount} ({fstype})\n{}", run.explain());
+            || allowed_scratch.contains(&(mount.as_str(), fstype.as_str()))
+            || (mount.starts_with("/proc/") && fstype == "tmpfs");
+        assert!(
+            ok,
+            "unexpected writable mount {mount} ({fstype})\n{}",
+            run.explain()
+        );
     }
-    assert!(writable.iter().any(|(m, _)| m == "/tmp/workspace"), "{}", run.explain());
+    assert!(
+        writable.iter().any(|(m, _)| m == "/tmp/workspace"),
+        "{}",
+        run.explain()
+    );
 }
 
 #[test]
@@ -149,23 +214,45 @@ print(json.dumps(res))
     );
     let run = idagent_run(&["--image", GUEST_IMAGE, "--", "python3", "-c", &script]);
     assert_eq!(run.code(), Some(0), "{}", run.explain());
-    assert!(server.accept().is_err(), "the host's loopback server was reached");
+    assert!(
+        server.accept().is_err(),
+        "the host's loopback server was reached"
+    );
     let res: Value = serde_json::from_str(run.stdout().trim()).expect("guest printed JSON");
     let r4 = res["routes4"].as_str().unwrap_or_default();
     let r6 = res["routes6"].as_str().unwrap_or_default();
-    assert!(r4.lines().count() == 1 && r4.contains("dev tun0"), "v4 default routes: {r4}");
-    assert!(r6.lines().count() == 1 && r6.contains("dev tun0"), "v6 default routes: {r6}");
+    assert!(
+        r4.lines().count() == 1 && r4.contains("dev tun0"),
+        "v4 default routes: {r4}"
+    );
+    assert!(
+        r6.lines().count() == 1 && r6.contains("dev tun0"),
+        "v6 default routes: {r6}"
+    );
     let links = res["links"].as_str().unwrap_or_default();
-    let names: Vec<&str> = links.lines().filter_map(|l| l.split(':').nth(1)).map(str::trim).collect();
+    let names: Vec<&str> = links
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .map(str::trim)
+        .collect();
     assert_eq!(names, ["lo", "tun0"], "interfaces in the guest: {links}");
     assert_ne!(res["host_loopback"], "connected");
     assert_ne!(res["iptables_flush"], 0, "iptables -F worked in the guest");
-    assert_ne!(res["ip6tables_flush"], 0, "ip6tables -F worked in the guest");
+    assert_ne!(
+        res["ip6tables_flush"], 0,
+        "ip6tables -F worked in the guest"
+    );
     assert_ne!(res["route_add"], 0, "the guest changed its routes");
     assert_eq!(res["raw"], "PermissionError");
     assert_ne!(res["unshare_net"], 0, "unshare -n worked in the guest");
-    assert_ne!(res["unshare_user_net"], 0, "unshare -Urn worked in the guest");
-    let setup = run.of_kind("net_setup").next().unwrap_or_else(|| panic!("no net_setup\n{}", run.explain()));
+    assert_ne!(
+        res["unshare_user_net"], 0,
+        "unshare -Urn worked in the guest"
+    );
+    let setup = run
+        .of_kind("net_setup")
+        .next()
+        .unwrap_or_else(|| panic!("no net_setup\n{}", run.explain()));
     assert_eq!(setup["tun"], "tun0");
 }
 
@@ -174,13 +261,28 @@ fn unreachable_docker_is_one_clear_line_and_exit_2() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sock = dir.path().join("nothing-here.sock");
     let out = std::process::Command::new(IDAGENT)
-        .args(["--docker-host", &format!("unix://{}", sock.display()), "run", "--image", GUEST_IMAGE, "--", "true"])
+        .args([
+            "--docker-host",
+            &format!("unix://{}", sock.display()),
+            "run",
+            "--image",
+            GUEST_IMAGE,
+            "--",
+            "true",
+        ])
         .output()
         .expect("start idagent");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.trim_end().lines().count(), 1, "more than one line: {err}");
-    assert!(err.contains(&sock.display().to_string()), "socket not named: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "more than one line: {err}"
+    );
+    assert!(
+        err.contains(&sock.display().to_string()),
+        "socket not named: {err}"
+    );
 }
 
 #[test]
@@ -192,19 +294,36 @@ fn bad_target_is_exit_2_with_a_hint() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    assert!(err.contains("/nonexistent/victim") && err.contains("hint"), "{err}");
+    assert!(
+        err.contains("/nonexistent/victim") && err.contains("hint"),
+        "{err}"
+    );
 }
 
 #[test]
 fn guest_exit_code_is_idagent_exit_code() {
     let run = idagent_run(&["--image", GUEST_IMAGE, "--", "sh", "-c", "exit 7"]);
     assert_eq!(run.code(), Some(7), "{}", run.explain());
-    assert_eq!(run.events.last().map(|e| e["exit_code"].clone()), Some(7.into()));
+    assert_eq!(
+        run.events.last().map(|e| e["exit_code"].clone()),
+        Some(7.into())
+    );
 }
 
 #[test]
 fn timeout_stops_the_guest_and_cleans_up() {
-    let run = idagent_run(&["--timeout", "3", "--image", GUEST_IMAGE, "--", "sleep", "600"]);
+    let run = idagent_run(&[
+        "--timeout",
+        "3",
+        "--image",
+        GUEST_IMAGE,
+        "--",
+        "sleep",
+        "600",
+    ]);
     assert_eq!(run.code(), Some(124), "{}", run.explain());
-    assert_eq!(run.events.last().map(|e| e["reason"].clone()), Some("timeout".into()));
+    assert_eq!(
+        run.events.last().map(|e| e["reason"].clone()),
+        Some("timeout".into())
+    );
 }

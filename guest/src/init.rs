@@ -104,7 +104,10 @@ pub fn run(args: &InitArgs) -> ! {
         }
         Err(e) => fail(&e.into()),
     }
-    match supervise(&argv) {
+    // Search PATH here, once, so the guest's log shows one exec of the real program rather
+    // than execvp's failed attempts in every PATH directory.
+    let file = resolve_program(&argv[0]);
+    match supervise(&file, &argv) {
         Ok(code) => std::process::exit(code),
         Err(e) => fail(&e),
     }
@@ -162,7 +165,7 @@ fn os_err(what: &'static str) -> InitError {
 
 /// Step 5: fork, exec in the child; in PID 1 forward signals and reap until the command exits.
 /// Returns the exit code to exit with.
-fn supervise(argv: &[CString]) -> Result<i32, InitError> {
+fn supervise(file: &CString, argv: &[CString]) -> Result<i32, InitError> {
     let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     ptrs.push(std::ptr::null());
     // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
@@ -188,7 +191,7 @@ fn supervise(argv: &[CString]) -> Result<i32, InitError> {
         return Err(os_err("fork"));
     }
     if child == 0 {
-        exec_child(&ptrs, &old);
+        exec_child(file.as_ptr(), &ptrs, &old);
     }
     loop {
         // SAFETY: siginfo_t is plain data that sigwaitinfo fills in.
@@ -233,13 +236,45 @@ fn reap(main: libc::pid_t) -> Option<i32> {
     }
 }
 
+/// The program `name` names: itself if it contains a `/`, else the first executable regular
+/// file of that name in `PATH` (execvp's default `PATH` when unset). Falls back to `name`, so
+/// execvp reports the error the user expects.
+fn resolve_program(name: &CString) -> CString {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.contains(&b'/') {
+        return name.clone();
+    }
+    let path = std::env::var_os("PATH")
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    for dir in path
+        .as_bytes()
+        .split(|b| *b == b':')
+        .filter(|d| !d.is_empty())
+    {
+        let mut candidate = dir.to_vec();
+        candidate.push(b'/');
+        candidate.extend_from_slice(bytes);
+        let os = std::ffi::OsStr::from_bytes(&candidate);
+        let executable =
+            std::fs::metadata(os).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        if executable {
+            if let Ok(c) = CString::new(candidate) {
+                return c;
+            }
+        }
+    }
+    name.clone()
+}
+
 /// In the forked child: restore the signal mask and exec. Never returns.
-fn exec_child(argv: &[*const libc::c_char], mask: &libc::sigset_t) -> ! {
+fn exec_child(file: *const libc::c_char, argv: &[*const libc::c_char], mask: &libc::sigset_t) -> ! {
     // SAFETY: `mask` is the valid mask saved before the fork; `argv` is a NULL-terminated
     // array of pointers into CStrings that live until exec replaces the image.
     unsafe {
         libc::sigprocmask(libc::SIG_SETMASK, mask, std::ptr::null_mut());
-        libc::execvp(argv[0], argv.as_ptr());
+        libc::execvp(file, argv.as_ptr());
     }
     let err = std::io::Error::last_os_error();
     // SAFETY: argv[0] is a valid NUL-terminated string (see above).

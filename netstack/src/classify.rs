@@ -10,7 +10,9 @@ use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
     /// TCP, with the SYN-without-ACK bit pair (a connection attempt) called out.
-    Tcp { syn: bool },
+    Tcp {
+        syn: bool,
+    },
     Udp,
     Icmp,
     /// Any other IP protocol number (or an IPv6 extension chain we do not follow).

@@ -152,6 +152,10 @@ pub struct ExecEvent {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub caller: Option<String>,
     pub uid: u32,
+    /// `ENOENT` when `path` does not exist in the guest's filesystem, so the exec is bound to
+    /// fail (a shell or `execvp` searching `PATH` makes such attempts). Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A guest process ended.

@@ -36,10 +36,13 @@ impl DockerRuntime {
             Docker::connect_with_unix(&socket, 120, bollard::API_DEFAULT_VERSION)
         }
         .map_err(|e| unreachable(e.to_string()))?;
-        let docker = tokio::time::timeout(std::time::Duration::from_secs(10), docker.negotiate_version())
-            .await
-            .map_err(|_| unreachable("no answer within 10s".into()))?
-            .map_err(|e| unreachable(short(&e)))?;
+        let docker = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            docker.negotiate_version(),
+        )
+        .await
+        .map_err(|_| unreachable("no answer within 10s".into()))?
+        .map_err(|e| unreachable(short(&e)))?;
         Ok(Self { docker, socket })
     }
 
@@ -274,14 +277,12 @@ impl ContainerRuntime for DockerRuntime {
             .all(true)
             .filters(&filters)
             .build();
-        let list = self
-            .docker
-            .list_containers(Some(opts))
-            .await
-            .map_err(|e| RuntimeError::Unreachable {
+        let list = self.docker.list_containers(Some(opts)).await.map_err(|e| {
+            RuntimeError::Unreachable {
                 socket: self.socket.clone(),
                 reason: short(&e),
-            })?;
+            }
+        })?;
         Ok(list
             .into_iter()
             .filter_map(|c| {

@@ -245,3 +245,18 @@ pub(super) fn is_pseudo(path: &str) -> bool {
 #[cfg(test)]
 #[path = "procfs_tests.rs"]
 mod tests;
+
+/// Whether absolute `path` exists in the filesystem of guest process `pid`, resolved the way
+/// the guest would (symlinks stay inside its root: `RESOLVE_IN_ROOT`). `None` when unknowable.
+pub fn exists_in_guest(pid: u32, path: &str) -> Option<bool> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    let root = std::fs::File::open(format!("/proc/{pid}/root")).ok()?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    match openat2(&root, path, how) {
+        Ok(_) => Some(true),
+        Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR) => Some(false),
+        Err(_) => None,
+    }
+}

@@ -101,7 +101,9 @@ pub fn idagent_run(args: &[&str]) -> Run {
 pub fn read_audit(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}")))
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}"))
+        })
         .collect()
 }
 
@@ -110,30 +112,61 @@ pub fn read_audit(path: &Path) -> Vec<Value> {
 pub fn check_audit_invariants(run: &Run) {
     assert!(!run.events.is_empty(), "empty audit log\n{}", run.explain());
     for (i, e) in run.events.iter().enumerate() {
-        assert_eq!(e["seq"].as_u64(), Some(i as u64 + 1), "seq hole at line {}\n{}", i + 1, run.explain());
+        assert_eq!(
+            e["seq"].as_u64(),
+            Some(i as u64 + 1),
+            "seq hole at line {}\n{}",
+            i + 1,
+            run.explain()
+        );
         assert_eq!(e["v"], 1);
-        assert!(e["ts"].as_str().is_some_and(|t| t.ends_with('Z')), "ts not UTC RFC 3339: {e}");
+        assert!(
+            e["ts"].as_str().is_some_and(|t| t.ends_with('Z')),
+            "ts not UTC RFC 3339: {e}"
+        );
         assert!(e["kind"].is_string() && e["run"].is_string());
     }
     assert_eq!(run.events[0]["kind"], "run_start", "{}", run.explain());
-    assert_eq!(run.events.last().map(|e| e["kind"].clone()), Some("run_end".into()), "{}", run.explain());
+    assert_eq!(
+        run.events.last().map(|e| e["kind"].clone()),
+        Some("run_end".into()),
+        "{}",
+        run.explain()
+    );
 }
 
 /// No container, control folder, TUN or process of this run remains.
 pub fn assert_no_leftovers(run_id: &str) {
     assert!(!run_id.is_empty());
     let out = Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label=idagent.run={run_id}")])
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=idagent.run={run_id}"),
+        ])
         .output()
         .expect("docker ps");
-    assert!(out.stdout.is_empty(), "container of run {run_id} left behind");
-    assert!(!Path::new("/run/idagent").join(run_id).exists(), "control folder of run {run_id} left behind");
-    let links = Command::new("ip").args(["-o", "link", "show", "type", "tun"]).output().expect("ip link");
+    assert!(
+        out.stdout.is_empty(),
+        "container of run {run_id} left behind"
+    );
+    assert!(
+        !Path::new("/run/idagent").join(run_id).exists(),
+        "control folder of run {run_id} left behind"
+    );
+    let links = Command::new("ip")
+        .args(["-o", "link", "show", "type", "tun"])
+        .output()
+        .expect("ip link");
     assert!(
         !String::from_utf8_lossy(&links.stdout).contains("tun0"),
         "a tun0 device appeared in the host namespace"
     );
-    let ps = Command::new("ps").args(["-eo", "args"]).output().expect("ps");
+    let ps = Command::new("ps")
+        .args(["-eo", "args"])
+        .output()
+        .expect("ps");
     assert!(
         !String::from_utf8_lossy(&ps.stdout).contains(&format!("idagent-{run_id}")),
         "a process of run {run_id} is still alive"

@@ -72,12 +72,21 @@ pub fn seal(pid: i32) -> Result<GuestNet, NetnsError> {
         .try_clone()
         .map_err(|source| NetnsError::OpenNetns { pid, source })?;
     let (tun, routes) = in_netns(ns, pid, move || {
-        let tun = create_tun()?;
-        // Docker may leave IPv6 disabled in a --network none namespace; the guest's v6 traffic
+        // /proc/sys/net follows the writing thread's namespace, so these are the guest's.
+        // Docker leaves IPv6 disabled in a --network none namespace; the guest's v6 traffic
         // must still reach the TUN rather than fail in a way the app could route around.
-        for knob in ["all", "default", TUN_NAME] {
-            let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{knob}/disable_ipv6"), "0");
+        for knob in ["all", "default"] {
+            write_sysctl(&format!("ipv6/conf/{knob}/disable_ipv6"), "0")?;
         }
+        let tun = create_tun()?;
+        write_sysctl(&format!("ipv6/conf/{TUN_NAME}/disable_ipv6"), "0")?;
+        // Brought up with no link-local address: no router solicitations or MLD reports from
+        // the guest kernel, which are not guest behaviour.
+        run(
+            &["ip", "link", "set", "dev", TUN_NAME, "addrgenmode", "none"],
+            None,
+        )?;
+        run(&["ip", "link", "set", "dev", TUN_NAME, "up"], None)?;
         let v6 = format!("{GUEST_V6}/{PREFIX_V6}");
         run(
             &["ip", "-6", "addr", "add", &v6, "dev", TUN_NAME, "nodad"],
@@ -242,10 +251,16 @@ fn create_tun() -> Result<tun::Device, NetnsError> {
         .tun_name(TUN_NAME)
         .address(GUEST_V4)
         .netmask(Ipv4Addr::from(u32::MAX << (32 - PREFIX_V4)))
-        .mtu(TUN_MTU)
-        .up();
+        .mtu(TUN_MTU);
     tun::create(&config).map_err(|e| NetnsError::OpenTun {
         name: TUN_NAME,
+        reason: e.to_string(),
+    })
+}
+
+fn write_sysctl(key: &str, value: &str) -> Result<(), NetnsError> {
+    std::fs::write(format!("/proc/sys/net/{key}"), value).map_err(|e| NetnsError::Command {
+        command: format!("sysctl net.{key}={value}"),
         reason: e.to_string(),
     })
 }

@@ -107,7 +107,7 @@ pub fn run(args: &InitArgs) -> ! {
     // Search PATH here, once, so the guest's log shows one exec of the real program rather
     // than execvp's failed attempts in every PATH directory.
     let file = resolve_program(&argv[0]);
-    match supervise(&file, &argv) {
+    match supervise(&file, &argv, std::os::fd::AsRawFd::as_raw_fd(&stream)) {
         Ok(code) => std::process::exit(code),
         Err(e) => fail(&e),
     }
@@ -165,7 +165,12 @@ fn os_err(what: &'static str) -> InitError {
 
 /// Step 5: fork, exec in the child; in PID 1 forward signals and reap until the command exits.
 /// Returns the exit code to exit with.
-fn supervise(file: &CString, argv: &[CString]) -> Result<i32, InitError> {
+///
+/// Dead-man switch: the control stream to the host stays open for the whole run and raises
+/// SIGIO when it changes state. EOF on it means idagent is gone (killed, crashed): nobody is
+/// observing any more, so init kills everything in the guest and exits rather than let an
+/// unobserved guest run on.
+fn supervise(file: &CString, argv: &[CString], ctl: libc::c_int) -> Result<i32, InitError> {
     let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     ptrs.push(std::ptr::null());
     // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
@@ -177,12 +182,29 @@ fn supervise(file: &CString, argv: &[CString]) -> Result<i32, InitError> {
     // fork and the first sigwaitinfo.
     unsafe {
         libc::sigemptyset(&mut set);
-        for sig in FORWARDED.into_iter().chain([libc::SIGCHLD]) {
+        for sig in FORWARDED.into_iter().chain([libc::SIGCHLD, libc::SIGIO]) {
             libc::sigaddset(&mut set, sig);
         }
         if libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old) != 0 {
             return Err(os_err("block signals"));
         }
+    }
+    // SAFETY: fcntl on the control socket we own; F_SETOWN to ourselves and O_ASYNC make the
+    // kernel queue SIGIO (blocked above, so it waits for sigwaitinfo) when the host hangs up.
+    unsafe {
+        let flags = libc::fcntl(ctl, libc::F_GETFL);
+        if flags < 0
+            || libc::fcntl(ctl, libc::F_SETOWN, libc::getpid()) != 0
+            || libc::fcntl(ctl, libc::F_SETFL, flags | libc::O_ASYNC) != 0
+        {
+            return Err(os_err("arm control socket"));
+        }
+    }
+    if host_gone(ctl) {
+        return Err(InitError::Os(
+            "host hung up before start",
+            std::io::Error::from_raw_os_error(libc::EPIPE),
+        ));
     }
     // SAFETY: init is single-threaded here (main.rs dispatches before any thread starts), so
     // the child may do anything; it only restores the mask and execs.
@@ -204,6 +226,17 @@ fn supervise(file: &CString, argv: &[CString]) -> Result<i32, InitError> {
             }
             return Err(os_err("wait for signals"));
         }
+        if sig == libc::SIGIO {
+            if host_gone(ctl) {
+                eprintln!("idagent guest-init: idagent on the host is gone; stopping the guest");
+                // SAFETY: kill(-1) from PID 1 signals every other process of the guest's pid
+                // namespace; init itself is not signalled.
+                unsafe { libc::kill(-1, libc::SIGKILL) };
+                let _ = reap(child);
+                return Ok(128 + libc::SIGKILL);
+            }
+            continue;
+        }
         if sig != libc::SIGCHLD {
             // SAFETY: kill with a pid we forked and a valid signal number; if the child is
             // already gone the ESRCH is harmless.
@@ -214,6 +247,21 @@ fn supervise(file: &CString, argv: &[CString]) -> Result<i32, InitError> {
             return Ok(code);
         }
     }
+}
+
+/// Whether the host end of the control stream has closed (EOF or error on a peek).
+fn host_gone(ctl: libc::c_int) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: one-byte peek into a valid buffer; MSG_DONTWAIT never blocks.
+    let n = unsafe {
+        libc::recv(
+            ctl,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n == 0 || (n < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN))
 }
 
 /// Reaps every exited child; returns the exit code once `main` is among them.

@@ -327,3 +327,168 @@ fn timeout_stops_the_guest_and_cleans_up() {
         Some("timeout".into())
     );
 }
+
+#[test]
+fn env_and_seeded_workspace_reach_the_guest() {
+    let seed = tempfile::tempdir().expect("seed");
+    std::fs::create_dir(seed.path().join("sub")).expect("mkdir");
+    std::fs::write(seed.path().join("sub/in.txt"), b"seeded\n").expect("seed file");
+    let run = idagent_run(&[
+        "--env",
+        "GREETING=hello there",
+        "--workspace",
+        seed.path().to_str().expect("utf-8 path"),
+        "--image",
+        GUEST_IMAGE,
+        "--",
+        "sh",
+        "-c",
+        "printf '%s|' \"$GREETING\" \"$(cat /tmp/workspace/sub/in.txt)\" \"$(id -u)\"; echo more >> /tmp/workspace/sub/in.txt",
+    ]);
+    assert_eq!(run.code(), Some(0), "{}", run.explain());
+    assert_eq!(run.stdout(), "hello there|seeded|65534|");
+    // The seed is copied, never written through.
+    assert_eq!(
+        std::fs::read(seed.path().join("sub/in.txt")).expect("seed"),
+        b"seeded\n"
+    );
+    let after = b"seeded\nmore\n";
+    assert_eq!(
+        std::fs::read(run.run_dir().join("workspace/sub/in.txt")).expect("kept"),
+        after
+    );
+    assert!(
+        run.of_kind("file")
+            .any(|e| e["path"] == "/tmp/workspace/sub/in.txt"
+                && e["op"] == "modify"
+                && e["sha256"] == sha256_hex(after)),
+        "{}",
+        run.explain()
+    );
+}
+
+#[test]
+fn sigterm_tears_everything_down() {
+    ensure_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run_dir = dir.path().join("run");
+    let mut child = std::process::Command::new(IDAGENT)
+        .arg("run")
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .args(["--image", GUEST_IMAGE, "--", "sleep", "600"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start idagent");
+    // Wait until the guest command is running (its exec is in the log), then SIGTERM idagent.
+    let audit = run_dir.join("audit.jsonl");
+    let started = std::time::Instant::now();
+    while !read_audit(&audit).iter().any(|e| e["kind"] == "exec") {
+        assert!(started.elapsed().as_secs() < 60, "guest never started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("kill");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(130));
+    let events = read_audit(&audit);
+    let end = events.last().expect("events");
+    assert_eq!(end["kind"], "run_end");
+    assert_eq!(end["reason"], "interrupted");
+    assert_no_leftovers(events[0]["run"].as_str().expect("run id"));
+}
+
+#[test]
+fn killed_idagent_stops_its_guest_and_gc_reaps_it() {
+    ensure_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run_dir = dir.path().join("run");
+    let mut child = std::process::Command::new(IDAGENT)
+        .arg("run")
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .args(["--image", GUEST_IMAGE, "--", "sleep", "600"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start idagent");
+    let audit = run_dir.join("audit.jsonl");
+    let started = std::time::Instant::now();
+    while !read_audit(&audit).iter().any(|e| e["kind"] == "exec") {
+        assert!(started.elapsed().as_secs() < 60, "guest never started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill().expect("SIGKILL idagent");
+    child.wait().expect("reap");
+    let events = read_audit(&audit);
+    let run_id = events[0]["run"].as_str().expect("run id").to_owned();
+    // Every line written before the kill is intact and numbered without a hole.
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["seq"].as_u64(), Some(i as u64 + 1));
+    }
+    // The guest's init notices that nobody observes it any more and stops the guest.
+    let filter = format!("label=idagent.run={run_id}");
+    let started = std::time::Instant::now();
+    loop {
+        let out = std::process::Command::new("docker")
+            .args(["ps", "-q", "--filter", &filter])
+            .output()
+            .expect("docker ps");
+        if out.stdout.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "guest kept running without idagent"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let gc = std::process::Command::new(IDAGENT)
+        .arg("gc")
+        .output()
+        .expect("idagent gc");
+    assert!(
+        gc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+    assert_no_leftovers(&run_id);
+}
+
+#[test]
+fn missing_image_is_exit_2() {
+    let out = std::process::Command::new(IDAGENT)
+        .args([
+            "run",
+            "--image",
+            "idagent-test/no-such-image:0",
+            "--",
+            "true",
+        ])
+        .output()
+        .expect("start idagent");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("idagent-test/no-such-image:0"), "{err}");
+}
+
+#[test]
+fn not_root_is_exit_2_with_a_hint() {
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(IDAGENT)
+        .args(["run", "--image", GUEST_IMAGE, "--", "true"])
+        .output()
+        .expect("start idagent as nobody");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("root") && err.contains("hint"), "{err}");
+}

@@ -126,3 +126,102 @@ pub fn process_is_idagent(pid: i32) -> bool {
         .map(|comm| comm.trim_end().starts_with("idagent"))
         .unwrap_or(false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// An engine that only lists and removes: enough for `gc`'s decisions.
+    #[derive(Default)]
+    struct FakeRuntime {
+        containers: Mutex<Vec<Labelled>>,
+    }
+
+    impl FakeRuntime {
+        fn with(owners: &[Option<&str>]) -> Self {
+            let containers = owners
+                .iter()
+                .enumerate()
+                .map(|(i, owner)| {
+                    let mut labels = BTreeMap::from([(LABEL.to_owned(), "1".to_owned())]);
+                    if let Some(o) = owner {
+                        labels.insert(LABEL_OWNER_PID.to_owned(), (*o).to_owned());
+                    }
+                    Labelled {
+                        id: format!("c{i}"),
+                        labels,
+                    }
+                })
+                .collect();
+            Self {
+                containers: Mutex::new(containers),
+            }
+        }
+        fn ids(&self) -> Vec<String> {
+            let list = self.containers.lock().expect("lock");
+            list.iter().map(|c| c.id.clone()).collect()
+        }
+    }
+
+    impl ContainerRuntime for FakeRuntime {
+        async fn ping(&self) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+        async fn image_exists(&self, _: &str) -> Result<bool, RuntimeError> {
+            Ok(true)
+        }
+        async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+            Ok(spec.name.clone())
+        }
+        async fn attach(
+            &self,
+            _: &str,
+            _: tokio::sync::mpsc::Sender<Output>,
+        ) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+        async fn start(&self, _: &str) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+        async fn init_pid(&self, _: &str) -> Result<i32, RuntimeError> {
+            Ok(1)
+        }
+        async fn wait(&self, _: &str) -> Result<i64, RuntimeError> {
+            Ok(0)
+        }
+        async fn kill(&self, _: &str) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+        async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+            self.containers.lock().expect("lock").retain(|c| c.id != id);
+            Ok(())
+        }
+        async fn list_labelled(&self) -> Result<Vec<Labelled>, RuntimeError> {
+            Ok(self.containers.lock().expect("lock").clone())
+        }
+    }
+
+    #[tokio::test]
+    async fn gc_keeps_live_runs_and_reaps_the_rest() {
+        // Owners that are not a live idagent process — pid 1 (init), no label, garbage, a pid
+        // that cannot exist — all mean a dead run. (Live owners are covered end to end: the
+        // e2e tests run `idagent gc` while other runs are alive.)
+        let rt = FakeRuntime::with(&[Some("1"), None, Some("not-a-pid"), Some("999999999")]);
+        let removed = gc(&rt, false).await.expect("gc");
+        assert_eq!(removed.len(), 4);
+        assert!(rt.ids().is_empty());
+    }
+
+    #[tokio::test]
+    async fn gc_all_reaps_everything() {
+        let rt = FakeRuntime::with(&[Some("1"), Some("2")]);
+        assert_eq!(gc(&rt, true).await.expect("gc").len(), 2);
+    }
+
+    #[test]
+    fn only_idagent_processes_count_as_owners() {
+        assert!(!process_is_idagent(1), "pid 1 is not idagent");
+        assert!(!process_is_idagent(i32::MAX));
+    }
+}

@@ -33,6 +33,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ImageCommand,
     },
+    /// A run that writes its packet capture to --pcap FILE (same options as `run`).
+    Capture(Box<CaptureArgs>),
+    /// The gateway alone on a host: serve connections that an iptables REDIRECT rule sends to
+    /// --listen (original destination from SO_ORIGINAL_DST), and explicit-proxy requests.
+    Gateway(Box<GatewayArgs>),
     /// Remove leftovers (containers labelled by idagent whose run is no longer alive).
     Gc,
     /// Internal: PID 1 inside the guest. Not for direct use.
@@ -87,10 +92,63 @@ pub struct RunArgs {
     /// Where the run's audit log, capture and workspace go (default captures/<run-id>).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
-    /// Hermetic mode: no upstream dial leaves the machine unless mapped (interceptor milestone).
-    #[arg(long)]
-    pub offline: bool,
+    #[command(flatten)]
+    pub net: NetArgs,
     /// The source checkout, used to build the guest image when it is missing.
     #[arg(long, env = "IDAGENT_SOURCE")]
     pub context: Option<PathBuf>,
+}
+
+/// Network interception options, shared by `run`, `capture` and `gateway`.
+#[derive(Debug, Args, Clone)]
+pub struct NetArgs {
+    /// Hermetic mode: every upstream dial that is not mapped is refused (and logged); unmapped
+    /// names get NXDOMAIN.
+    #[arg(long)]
+    pub offline: bool,
+    /// Send HOST[:PORT] to ADDR:PORT instead (repeatable), e.g. api.openai.com=127.0.0.1:8443.
+    #[arg(long = "upstream-map", value_name = "HOST[:PORT]=ADDR:PORT")]
+    pub upstream_map: Vec<String>,
+    /// Read more --upstream-map entries from FILE (one per line, # comments).
+    #[arg(long, value_name = "FILE")]
+    pub upstream_map_file: Option<PathBuf>,
+    /// Also trust this CA (PEM) when verifying upstream TLS servers.
+    #[arg(long, value_name = "FILE")]
+    pub upstream_ca: Option<PathBuf>,
+    /// Allow dials to loopback, private, link-local and metadata addresses without a map entry.
+    #[arg(long)]
+    pub allow_private: bool,
+    /// Bytes of each HTTP body (and of each direction of other flows) kept in the audit log.
+    #[arg(long, default_value_t = 65536)]
+    pub capture_bytes: usize,
+    /// TLS handling: intercept (log the HTTP inside) or passthrough (log SNI only).
+    #[arg(long, value_enum, default_value = "intercept")]
+    pub tls: crate::gateway::TlsMode,
+    /// Bytes kept of each packet in the pcapng (0: whole packets).
+    #[arg(long, default_value_t = 0)]
+    pub snaplen: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    /// Where the pcapng capture goes.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: PathBuf,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Address to listen on (the REDIRECT target), e.g. 127.0.0.1:5000.
+    #[arg(long, default_value = "127.0.0.1:5000")]
+    pub listen: std::net::SocketAddr,
+    /// Where the audit log goes (default captures/<run-id>).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Stop after this long (e.g. 90, 90s, 5m); default: until Ctrl-C or SIGTERM.
+    #[arg(long)]
+    pub timeout: Option<String>,
+    #[command(flatten)]
+    pub net: NetArgs,
 }

@@ -58,7 +58,9 @@ pub struct RunConfig {
     pub memory_bytes: i64,
     pub pids: i64,
     pub run_dir: Option<PathBuf>,
-    pub offline: bool,
+    pub net: crate::cli::NetArgs,
+    /// Where the pcapng goes (default `RUN_DIR/traffic.pcapng`).
+    pub pcap: Option<PathBuf>,
     pub context: Option<PathBuf>,
 }
 
@@ -123,7 +125,8 @@ impl RunConfig {
             memory_bytes,
             pids: args.pids,
             run_dir: args.run_dir,
-            offline: args.offline,
+            net: args.net,
+            pcap: None,
             context: args.context,
         })
     }

@@ -125,7 +125,7 @@ async fn run_inner<R: ContainerRuntime>(
             pids: cfg.pids,
             timeout_secs: cfg.timeout.map(|t| t.as_secs()),
         },
-        offline: cfg.offline,
+        offline: cfg.net.offline,
         container: name.clone(),
     }))
     .await;

@@ -1,9 +1,12 @@
 //! `idagent-netstack`: the sans-IO userspace network stack that terminates every guest flow.
 //!
-//! Owns: IP packet classification for packets read from the guest's TUN. Does not own: the TUN
-//! fd, tokio, clocks or sockets — the driver in the `idagent` crate feeds packets in and takes
-//! packets out. Milestone 1 ships only the classifier that lets the driver count what it drops;
-//! the smoltcp interface arrives with the interceptor milestone.
+//! Owns: triage of IP packets read from the guest's TUN ([`classify`]) and the any-IP smoltcp
+//! stack that terminates the guest's TCP flows and surfaces its UDP datagrams ([`stack`]).
+//! Does not own: the TUN fd, tokio, clocks or sockets — the driver in the `idagent` crate feeds
+//! packets in with the current time, takes packets out, and re-originates each flow.
 #![forbid(unsafe_code)]
 
 pub mod classify;
+pub mod stack;
+
+pub use stack::{Stack, StackConfig, StackEvent, StackStats};

@@ -16,6 +16,12 @@ pub enum EventBody {
     Exit(ExitEvent),
     Gap(Gap),
     Notice(Notice),
+    Dns(DnsEvent),
+    Tcp(TcpEvent),
+    Udp(UdpEvent),
+    Tls(TlsEvent),
+    Http(HttpEvent),
+    Blocked(BlockedEvent),
 }
 
 impl EventBody {
@@ -30,6 +36,12 @@ impl EventBody {
             EventBody::Exit(_) => "exit",
             EventBody::Gap(_) => "gap",
             EventBody::Notice(_) => "notice",
+            EventBody::Dns(_) => "dns",
+            EventBody::Tcp(_) => "tcp",
+            EventBody::Udp(_) => "udp",
+            EventBody::Tls(_) => "tls",
+            EventBody::Http(_) => "http",
+            EventBody::Blocked(_) => "blocked",
         }
     }
 }
@@ -183,4 +195,131 @@ pub struct Gap {
 pub struct Notice {
     pub what: String,
     pub detail: String,
+}
+
+/// Identifies one guest flow across its `tcp`, `tls` and `http` events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct FlowId(pub u64);
+
+impl std::fmt::Display for FlowId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "f{}", self.0)
+    }
+}
+
+/// A DNS query the guest made (any resolver address, UDP or TCP) and idagent's answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct DnsEvent {
+    pub transport: &'static str,
+    /// The resolver address the guest asked.
+    pub server: String,
+    pub name: String,
+    pub qtype: String,
+    pub rcode: String,
+    pub answers: Vec<String>,
+    /// `mapped` (upstream map / synthetic), `resolver` (host resolver) or `refused`.
+    pub source: String,
+}
+
+/// A guest TCP connection: one event when it opens, one when it closes.
+#[derive(Debug, Clone, Serialize)]
+pub struct TcpEvent {
+    pub flow: FlowId,
+    /// `open` or `close`.
+    pub phase: &'static str,
+    pub src: String,
+    /// The original destination the guest dialled.
+    pub dst: String,
+    /// The name the guest resolved for `dst`, when it did (`api.openai.com:443`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Where idagent connected on the guest's behalf (after the upstream map).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// What the gateway found on the flow: `http`, `tls`, `relay`, `proxy`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_up: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_down: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub close_reason: Option<String>,
+    /// First bytes each way of a flow that is neither HTTP nor TLS (escaped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_bytes_up: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_bytes_down: Option<String>,
+}
+
+/// A guest UDP flow (other than DNS), logged when it goes idle or the run ends.
+#[derive(Debug, Clone, Serialize)]
+pub struct UdpEvent {
+    pub src: String,
+    pub dst: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub datagrams_up: u64,
+    pub datagrams_down: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+}
+
+/// A TLS session on a guest flow.
+#[derive(Debug, Clone, Serialize)]
+pub struct TlsEvent {
+    pub flow: FlowId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alpn: Option<String>,
+    /// `intercepted`, `passthrough`, or `rejected` (the guest refused our certificate:
+    /// pinning, or a CA it does not trust).
+    pub mode: &'static str,
+    /// Upstream certificate verification: `ok`, `failed: …`, or absent when not dialled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_verify: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One HTTP exchange, logged when the response body ends (or fails).
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpEvent {
+    pub flow: FlowId,
+    pub method: String,
+    /// Full URL, credentials in it redacted to fingerprints.
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    pub req_headers: Vec<(String, String)>,
+    pub resp_headers: Vec<(String, String)>,
+    pub req_bytes: u64,
+    pub resp_bytes: u64,
+    pub req_sha256: String,
+    pub resp_sha256: String,
+    /// The first `--capture-bytes` of each body (lossy UTF-8, credentials redacted).
+    pub req_body: String,
+    pub resp_body: String,
+    /// Fingerprints of credentials seen in this exchange (headers, URL, bodies).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<String>,
+    /// `upgrade` for a 101 switch (WebSocket), `error` when the exchange failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    pub duration_ms: u64,
+}
+
+/// Something the guest tried that idagent refused.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockedEvent {
+    /// `dns`, `tcp`, `udp`.
+    pub what: &'static str,
+    pub target: String,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow: Option<FlowId>,
 }

@@ -1,0 +1,387 @@
+//! The Identity Agent gateway: every guest TCP flow ends here and is completed on the guest's
+//! behalf.
+//!
+//! Owns: sniffing a flow's first bytes (HTTP/1.x, TLS, anything else), choosing the upstream
+//! (through the pure `upstream::evaluate`), and the `tcp`, `blocked` audit events. HTTP and
+//! TLS live in `gateway/http.rs` and `gateway/intercept.rs`; byte taps in `gateway/tap.rs`.
+//! Does not own: where flows come from — the netstack driver (transparent), the explicit
+//! proxy on port 5000, and `idagent gateway` behind an iptables REDIRECT all hand it a stream
+//! plus the original destination, so all three produce the same events.
+
+use crate::audit::{AuditSink, BlockedEvent, EventBody, FlowId, TcpEvent};
+use crate::upstream::{DialRequest, NameTable, Policy, Verdict};
+use bytes::{Bytes, BytesMut};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::TcpStream;
+use tracing::{debug, info_span, Instrument};
+
+pub mod http;
+pub mod intercept;
+pub mod tap;
+
+use tap::{escape_bytes, Counters, GuestStream};
+
+/// Default bytes of each body (and of each direction of an opaque flow) kept in the log.
+pub const DEFAULT_CAPTURE_BYTES: usize = 64 * 1024;
+/// How long the gateway waits for a client to speak first before treating the flow as
+/// server-first and relaying it.
+pub const SNIFF_TIMEOUT: Duration = Duration::from_millis(500);
+/// Most bytes read while sniffing (a TLS ClientHello can span several records).
+pub const MAX_SNIFF_BYTES: usize = 16 * 1024;
+/// Upstream connect timeout.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The gateway's own explicit-proxy port (inside the sandbox and standalone).
+pub const PROXY_PORT: u16 = 5000;
+
+/// How TLS flows are treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlsMode {
+    /// Terminate with a per-run CA the guest trusts, log the HTTP inside.
+    Intercept,
+    /// Relay the bytes; log SNI only.
+    Passthrough,
+}
+
+/// Everything the gateway needs, shared by all flows of a run.
+pub struct Gateway {
+    pub audit: AuditSink,
+    pub policy: Arc<Policy>,
+    pub names: Arc<Mutex<NameTable>>,
+    pub capture_bytes: usize,
+    pub tls_mode: TlsMode,
+    pub tls: Option<intercept::TlsContext>,
+    next_flow: AtomicU64,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("tls_mode", &self.tls_mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A flow as the guest made it.
+#[derive(Debug, Clone)]
+pub struct FlowMeta {
+    pub id: FlowId,
+    pub src: SocketAddr,
+    /// The original destination.
+    pub dst: SocketAddr,
+    /// The name the guest resolved for `dst`, if it did.
+    pub name: Option<String>,
+}
+
+impl FlowMeta {
+    /// `name:port` when the name is known, else the address.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(n) => format!("{n}:{}", self.dst.port()),
+            None => self.dst.to_string(),
+        }
+    }
+}
+
+/// Why an upstream dial did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("refused by policy: {0}")]
+    Refused(String),
+    #[error("connect {addr}: {reason}")]
+    Connect { addr: SocketAddr, reason: String },
+}
+
+impl Gateway {
+    pub fn new(
+        audit: AuditSink,
+        policy: Arc<Policy>,
+        names: Arc<Mutex<NameTable>>,
+        capture_bytes: usize,
+        tls_mode: TlsMode,
+        tls: Option<intercept::TlsContext>,
+    ) -> Self {
+        Self {
+            audit,
+            policy,
+            names,
+            capture_bytes,
+            tls_mode,
+            tls,
+            next_flow: AtomicU64::new(1),
+        }
+    }
+
+    /// A new flow id and the name the guest resolved for `dst`.
+    pub fn open_flow(&self, src: SocketAddr, dst: SocketAddr) -> FlowMeta {
+        let name = self
+            .names
+            .lock()
+            .ok()
+            .and_then(|t| t.name_of(dst.ip()).map(str::to_owned));
+        FlowMeta {
+            id: FlowId(self.next_flow.fetch_add(1, Ordering::Relaxed)),
+            src,
+            dst,
+            name,
+        }
+    }
+
+    /// Serves one guest TCP flow to its end: logs `tcp` open and close around it.
+    pub async fn serve_flow<S>(self: Arc<Self>, stream: S, meta: FlowMeta)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let span = info_span!("flow", flow.id = %meta.id, dst.addr = %meta.dst);
+        async move {
+            let started = Instant::now();
+            self.audit.emit(EventBody::Tcp(TcpEvent {
+                flow: meta.id,
+                phase: "open",
+                src: meta.src.to_string(),
+                dst: meta.dst.to_string(),
+                name: meta.name.clone(),
+                upstream: None,
+                protocol: None,
+                bytes_up: None,
+                bytes_down: None,
+                duration_ms: None,
+                close_reason: None,
+                first_bytes_up: None,
+                first_bytes_down: None,
+            }));
+            let counters = Arc::new(Counters::default());
+            let mut close = self.clone().dispatch(stream, &meta, counters.clone()).await;
+            close.flow = meta.id;
+            close.phase = "close";
+            close.src = meta.src.to_string();
+            close.dst = meta.dst.to_string();
+            close.name = meta.name.clone();
+            close.bytes_up = Some(counters.up.load(Ordering::Relaxed));
+            close.bytes_down = Some(counters.down.load(Ordering::Relaxed));
+            close.duration_ms = Some(started.elapsed().as_millis() as u64);
+            self.audit.emit(EventBody::Tcp(close));
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Sniffs and hands the flow to the right handler; returns the close event to fill in.
+    async fn dispatch<S>(
+        self: Arc<Self>,
+        mut stream: S,
+        meta: &FlowMeta,
+        counters: Arc<Counters>,
+    ) -> TcpEvent
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut close = empty_close();
+        let first = match sniff(&mut stream).await {
+            Ok(b) => b,
+            Err(e) => {
+                close.close_reason = Some(format!("guest read error: {e}"));
+                return close;
+            }
+        };
+        counters.up.fetch_add(first.len() as u64, Ordering::Relaxed);
+        let guest = GuestStream::new(stream, first.clone(), counters.clone());
+        let result = if crate::tls::looks_like_tls(&first) {
+            close.protocol = Some("tls");
+            intercept::serve(self.clone(), guest, meta, &first).await
+        } else if http::looks_like_http(&first) {
+            close.protocol = Some("http");
+            http::serve_plain(self.clone(), guest, meta).await
+        } else {
+            close.protocol = Some("relay");
+            self.relay(guest, meta, &first, &mut close).await
+        };
+        match result {
+            Ok(upstream) => {
+                close.upstream = upstream.map(|a| a.to_string());
+                close.close_reason.get_or_insert_with(|| "closed".into());
+            }
+            Err(reason) => close.close_reason = Some(reason),
+        }
+        close
+    }
+
+    /// Applies the upstream policy to a dial toward `dst` for the guest's `name`; refusals are
+    /// logged as `blocked` events.
+    pub async fn dial(
+        &self,
+        meta: &FlowMeta,
+        name: Option<&str>,
+    ) -> Result<(TcpStream, SocketAddr), DialError> {
+        let name = name.map(str::to_owned).or_else(|| meta.name.clone());
+        let request = DialRequest {
+            name: name.clone(),
+            addr: meta.dst.ip(),
+            port: meta.dst.port(),
+        };
+        let target = match crate::upstream::evaluate(&self.policy, &request) {
+            Verdict::Mapped(addr) | Verdict::Direct(addr) => addr,
+            Verdict::Refuse(reason) => {
+                let reason = reason.to_string();
+                self.audit.emit(EventBody::Blocked(BlockedEvent {
+                    what: "tcp",
+                    target: match &name {
+                        Some(n) => format!("{n}:{} ({})", meta.dst.port(), meta.dst),
+                        None => meta.dst.to_string(),
+                    },
+                    reason: reason.clone(),
+                    flow: Some(meta.id),
+                }));
+                return Err(DialError::Refused(reason));
+            }
+        };
+        debug!(upstream = %target, "dialing");
+        match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(target)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                Ok((s, target))
+            }
+            Ok(Err(e)) => Err(DialError::Connect {
+                addr: target,
+                reason: e.to_string(),
+            }),
+            Err(_) => Err(DialError::Connect {
+                addr: target,
+                reason: "timed out".into(),
+            }),
+        }
+    }
+
+    /// Opaque flow: relay both ways, keep the first bytes of each direction.
+    async fn relay<S>(
+        &self,
+        mut guest: GuestStream<S>,
+        meta: &FlowMeta,
+        first: &[u8],
+        close: &mut TcpEvent,
+    ) -> Result<Option<SocketAddr>, String>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        close.first_bytes_up = Some(escape_bytes(&first[..first.len().min(self.capture_bytes)]));
+        let (mut upstream, addr) = self.dial(meta, None).await.map_err(|e| e.to_string())?;
+        let mut down_first = CaptureWriter::new(self.capture_bytes);
+        let (mut ur, mut uw) = upstream.split();
+        let (mut gr, mut gw) = tokio::io::split(&mut guest);
+        let up = async {
+            let r = tokio::io::copy(&mut gr, &mut uw).await;
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut uw).await;
+            r
+        };
+        let down = async {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = ur.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                down_first.observe(&buf[..n]);
+                tokio::io::AsyncWriteExt::write_all(&mut gw, &buf[..n]).await?;
+            }
+            tokio::io::AsyncWriteExt::shutdown(&mut gw).await
+        };
+        let (r1, r2) = tokio::join!(up, down);
+        close.first_bytes_down = Some(escape_bytes(&down_first.data));
+        match (r1, r2) {
+            (Err(e), _) | (_, Err(e)) => close.close_reason = Some(format!("relay: {e}")),
+            _ => {}
+        }
+        Ok(Some(addr))
+    }
+}
+
+/// Keeps the first `cap` bytes written through it.
+struct CaptureWriter {
+    data: Vec<u8>,
+    cap: usize,
+}
+
+impl CaptureWriter {
+    fn new(cap: usize) -> Self {
+        Self {
+            data: Vec::new(),
+            cap,
+        }
+    }
+    fn observe(&mut self, bytes: &[u8]) {
+        let room = self.cap.saturating_sub(self.data.len());
+        self.data.extend_from_slice(&bytes[..room.min(bytes.len())]);
+    }
+}
+
+fn empty_close() -> TcpEvent {
+    TcpEvent {
+        flow: FlowId(0),
+        phase: "close",
+        src: String::new(),
+        dst: String::new(),
+        name: None,
+        upstream: None,
+        protocol: None,
+        bytes_up: None,
+        bytes_down: None,
+        duration_ms: None,
+        close_reason: None,
+        first_bytes_up: None,
+        first_bytes_down: None,
+    }
+}
+
+/// Reads what the client sends first: until a TLS ClientHello is complete, an HTTP request
+/// line is visible, [`MAX_SNIFF_BYTES`], or [`SNIFF_TIMEOUT`] of silence (server-first
+/// protocols). Returns the bytes read (possibly empty).
+async fn sniff<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<Bytes> {
+    let mut buf = BytesMut::with_capacity(4096);
+    let deadline = tokio::time::Instant::now() + SNIFF_TIMEOUT;
+    loop {
+        let read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await;
+        match read {
+            Err(_) => break,
+            Ok(Ok(0)) => break,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+        }
+        if buf.len() >= MAX_SNIFF_BYTES || enough_to_decide(&buf) {
+            break;
+        }
+    }
+    Ok(buf.freeze())
+}
+
+fn enough_to_decide(buf: &[u8]) -> bool {
+    if crate::tls::looks_like_tls(buf) {
+        return !matches!(
+            crate::tls::parse_client_hello(buf),
+            Err(crate::tls::SniError::Incomplete { .. })
+        );
+    }
+    // Anything else: the first bytes decide (an HTTP method, or not).
+    buf.len() >= 8 || buf.contains(&b' ')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sniff_returns_early_for_http_and_waits_out_silence() {
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        tokio::io::AsyncWriteExt::write_all(&mut a, b"GET / HTTP/1.1\r\n")
+            .await
+            .expect("write");
+        let got = sniff(&mut b).await.expect("sniff");
+        assert!(got.starts_with(b"GET "));
+        let (_c, mut d) = tokio::io::duplex(1024);
+        let started = std::time::Instant::now();
+        let got = sniff(&mut d).await.expect("sniff");
+        assert!(got.is_empty() && started.elapsed() >= SNIFF_TIMEOUT);
+    }
+}

@@ -1,0 +1,404 @@
+//! HTTP/1.x through the gateway: hyper on both legs.
+//!
+//! Owns: serving the guest's requests (plain, or inside an intercepted TLS session), keeping
+//! one upstream connection per guest connection (keep-alive), streaming bodies both ways
+//! through taps (nothing buffers a whole body; SSE and chunked responses reach the guest as
+//! they arrive), `Upgrade` (WebSocket) tunnels, and the `http` audit event with credentials
+//! redacted. `Expect: 100-continue` is hyper's: the guest's body is read only once forwarded.
+
+use super::tap::{escape_bytes, Tap, TapBody};
+use super::{FlowMeta, Gateway};
+use crate::audit::{EventBody, HttpEvent};
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+type GuestBody = BoxBody<Bytes, hyper::Error>;
+type UpstreamSender = hyper::client::conn::http1::SendRequest<TapBody<Incoming>>;
+
+/// Anything we can speak HTTP over upstream (plain TCP or TLS).
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+const METHODS: [&[u8]; 9] = [
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"HEAD ",
+    b"DELETE ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"CONNECT ",
+    b"TRACE ",
+];
+
+/// Whether a flow's first bytes start an HTTP/1.x request.
+pub fn looks_like_http(first: &[u8]) -> bool {
+    METHODS.iter().any(|m| first.starts_with(m))
+}
+
+/// How the gateway reaches the upstream of one guest connection.
+#[derive(Debug, Clone)]
+pub enum UpstreamKind {
+    Plain,
+    /// TLS toward the upstream with this server name (the guest's SNI, or the address).
+    Tls {
+        server_name: String,
+    },
+}
+
+/// Per-guest-connection state shared by its requests.
+struct Conn {
+    gw: Arc<Gateway>,
+    meta: FlowMeta,
+    kind: UpstreamKind,
+    sender: tokio::sync::Mutex<Option<UpstreamSender>>,
+    upstream: Mutex<Option<SocketAddr>>,
+    /// Result of upstream TLS verification, for the `tls` event.
+    verify: Mutex<Option<String>>,
+}
+
+/// What an HTTP session reports back to its flow.
+#[derive(Debug, Default)]
+pub struct SessionEnd {
+    pub upstream: Option<SocketAddr>,
+    pub upstream_verify: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Serves HTTP/1.x requests from `guest` until it closes.
+pub async fn serve<S>(gw: Arc<Gateway>, guest: S, meta: &FlowMeta, kind: UpstreamKind) -> SessionEnd
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = Arc::new(Conn {
+        gw,
+        meta: meta.clone(),
+        kind,
+        sender: tokio::sync::Mutex::new(None),
+        upstream: Mutex::new(None),
+        verify: Mutex::new(None),
+    });
+    let svc_conn = conn.clone();
+    let service = hyper::service::service_fn(move |req| svc_conn.clone().forward(req));
+    let served = hyper::server::conn::http1::Builder::new()
+        .preserve_header_case(true)
+        .serve_connection(TokioIo::new(guest), service)
+        .with_upgrades()
+        .await;
+    SessionEnd {
+        upstream: conn.upstream.lock().ok().and_then(|u| *u),
+        upstream_verify: conn.verify.lock().ok().and_then(|v| v.clone()),
+        error: served.err().map(|e| format!("guest http: {e}")),
+    }
+}
+
+/// Plain HTTP flow: serve it, report the upstream.
+pub async fn serve_plain<S>(
+    gw: Arc<Gateway>,
+    guest: S,
+    meta: &FlowMeta,
+) -> Result<Option<SocketAddr>, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let end = serve(gw, guest, meta, UpstreamKind::Plain).await;
+    match end.error {
+        Some(e) => Err(e),
+        None => Ok(end.upstream),
+    }
+}
+
+impl Conn {
+    fn scheme(&self) -> &'static str {
+        match self.kind {
+            UpstreamKind::Plain => "http",
+            UpstreamKind::Tls { .. } => "https",
+        }
+    }
+
+    /// The full URL of a request as the guest meant it.
+    fn url(&self, uri: &Uri, headers: &HeaderMap) -> (String, Option<String>) {
+        let host_header = headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned);
+        let authority = uri
+            .authority()
+            .map(|a| a.to_string())
+            .or(host_header)
+            .unwrap_or_else(|| self.meta.label());
+        let host = authority
+            .rsplit_once(':')
+            .filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
+            .map(|(h, _)| h.to_owned())
+            .unwrap_or_else(|| authority.clone());
+        let default_port = if self.scheme() == "https" { 443 } else { 80 };
+        let authority = if authority.contains(':') || self.meta.dst.port() == default_port {
+            authority
+        } else {
+            format!("{authority}:{}", self.meta.dst.port())
+        };
+        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        (format!("{}://{authority}{path}", self.scheme()), Some(host))
+    }
+
+    /// Sends `req` on this guest connection's upstream connection, (re)connecting when there
+    /// is none or it went away. Requests of one guest connection are sequential (HTTP/1.1), so
+    /// holding the lock for the send is no contention.
+    async fn send(
+        &self,
+        host: Option<&str>,
+        req: Request<TapBody<Incoming>>,
+    ) -> Result<Response<Incoming>, String> {
+        let mut slot = self.sender.lock().await;
+        let reusable = match slot.as_mut() {
+            Some(s) => s.ready().await.is_ok(),
+            None => false,
+        };
+        if !reusable {
+            *slot = Some(self.connect(host).await?);
+        }
+        let sender = slot.as_mut().ok_or("no upstream connection")?;
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("upstream: {e}"))
+    }
+
+    async fn connect(&self, host: Option<&str>) -> Result<UpstreamSender, String> {
+        let name = match &self.kind {
+            UpstreamKind::Tls { server_name } => Some(server_name.as_str()),
+            UpstreamKind::Plain => host,
+        };
+        let (tcp, addr) = self
+            .gw
+            .dial(&self.meta, name)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Ok(mut u) = self.upstream.lock() {
+            *u = Some(addr);
+        }
+        let io: Box<dyn Io> = match &self.kind {
+            UpstreamKind::Plain => Box::new(tcp),
+            UpstreamKind::Tls { server_name } => {
+                let tls = self.gw.tls.as_ref().ok_or("no TLS context")?;
+                match tls.connect_upstream(server_name, tcp).await {
+                    Ok(s) => {
+                        self.set_verify("ok".into());
+                        Box::new(s)
+                    }
+                    Err(e) => {
+                        self.set_verify(format!("failed: {e}"));
+                        return Err(format!("upstream tls: {e}"));
+                    }
+                }
+            }
+        };
+        let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
+            .preserve_header_case(true)
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| format!("upstream http handshake: {e}"))?;
+        tokio::spawn(async move {
+            let _ = connection.with_upgrades().await;
+        });
+        sender
+            .ready()
+            .await
+            .map_err(|e| format!("upstream not ready: {e}"))?;
+        Ok(sender)
+    }
+
+    fn set_verify(&self, v: String) {
+        if let Ok(mut slot) = self.verify.lock() {
+            slot.get_or_insert(v);
+        }
+    }
+
+    async fn forward(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<GuestBody>, std::convert::Infallible> {
+        let started = Instant::now();
+        let (url, host) = self.url(req.uri(), req.headers());
+        let method = req.method().clone();
+        if method == Method::CONNECT {
+            return Ok(plain_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT is served on the proxy port only\n",
+            ));
+        }
+        let guest_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+        let capture = self.gw.capture_bytes;
+        let req_tap = Tap::new(capture);
+        let resp_tap = Tap::new(capture);
+        let req_headers = header_list(req.headers());
+        let (mut parts, body) = req.into_parts();
+        // Upstream gets origin-form; absolute-form (explicit proxy) is rewritten.
+        parts.uri = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .parse()
+            .unwrap_or_else(|_| Uri::from_static("/"));
+        strip_hop_by_hop(&mut parts.headers, guest_upgrade.is_some());
+        let upstream_req = Request::from_parts(parts, TapBody::new(body, req_tap.clone()));
+        let mut event = HttpEvent {
+            flow: self.meta.id,
+            method: method.to_string(),
+            url,
+            status: None,
+            req_headers,
+            resp_headers: Vec::new(),
+            req_bytes: 0,
+            resp_bytes: 0,
+            req_sha256: String::new(),
+            resp_sha256: String::new(),
+            req_body: String::new(),
+            resp_body: String::new(),
+            credentials: Vec::new(),
+            note: None,
+            duration_ms: 0,
+        };
+        let mut resp = match self.send(host.as_deref(), upstream_req).await {
+            Ok(r) => r,
+            Err(e) => {
+                event.note = Some(format!("error: {e}"));
+                finish_event(&self.gw, event, &req_tap, &resp_tap, started);
+                return Ok(plain_response(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("idagent gateway: {e}\n"),
+                ));
+            }
+        };
+        event.status = Some(resp.status().as_u16());
+        event.resp_headers = header_list(resp.headers());
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(guest_up) = guest_upgrade {
+                let upstream_up = hyper::upgrade::on(&mut resp);
+                tokio::spawn(async move {
+                    if let (Ok(g), Ok(u)) = (guest_up.await, upstream_up.await) {
+                        let (mut g, mut u) = (TokioIo::new(g), TokioIo::new(u));
+                        let _ = tokio::io::copy_bidirectional(&mut g, &mut u).await;
+                    }
+                });
+            }
+            event.note = Some("upgrade".into());
+            finish_event(&self.gw, event, &req_tap, &resp_tap, started);
+            let (parts, _) = resp.into_parts();
+            return Ok(Response::from_parts(parts, empty_body()));
+        }
+        let (parts, body) = resp.into_parts();
+        let gw = self.gw.clone();
+        let (rq, rs) = (req_tap.clone(), resp_tap.clone());
+        let body = TapBody::new(body, resp_tap)
+            .on_end(move || finish_event(&gw, event, &rq, &rs, started));
+        Ok(Response::from_parts(parts, body.boxed()))
+    }
+}
+
+/// Fills the body summaries into `event`, redacts, and emits it.
+fn finish_event(gw: &Gateway, mut event: HttpEvent, req: &Tap, resp: &Tap, started: Instant) {
+    let (rq, rs) = (req.summary(), resp.summary());
+    let mut creds = Vec::new();
+    let (url, found) = crate::redact::redact_text(&event.url);
+    event.url = url;
+    creds.extend(found.iter().map(|f| f.to_string()));
+    for (name, value) in event
+        .req_headers
+        .iter_mut()
+        .chain(event.resp_headers.iter_mut())
+    {
+        if let Some(redacted) = crate::redact::redact_header(name, value) {
+            creds.push(redacted.clone());
+            *value = redacted;
+        } else {
+            let (v, found) = crate::redact::redact_text(value);
+            creds.extend(found.iter().map(|f| f.to_string()));
+            *value = v;
+        }
+    }
+    let (req_body, found) = crate::redact::redact_text(&escape_bytes(&rq.prefix));
+    creds.extend(found.iter().map(|f| f.to_string()));
+    let (resp_body, found) = crate::redact::redact_text(&escape_bytes(&rs.prefix));
+    creds.extend(found.iter().map(|f| f.to_string()));
+    creds.sort();
+    creds.dedup();
+    event.req_bytes = rq.bytes;
+    event.resp_bytes = rs.bytes;
+    event.req_sha256 = rq.sha256;
+    event.resp_sha256 = rs.sha256;
+    event.req_body = req_body;
+    event.resp_body = resp_body;
+    event.credentials = creds;
+    if !rs.complete && event.note.is_none() && event.status.is_some() {
+        event.note = Some("response incomplete".into());
+    }
+    event.duration_ms = started.elapsed().as_millis() as u64;
+    gw.audit.emit(EventBody::Http(event));
+}
+
+fn header_list(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), escape_bytes(v.as_bytes())))
+        .collect()
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(http::header::UPGRADE)
+}
+
+/// Hop-by-hop headers belong to one leg; `Connection: upgrade` must survive for upgrades.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    for h in [
+        "proxy-connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "te",
+        "trailer",
+    ] {
+        headers.remove(h);
+    }
+    if !upgrade {
+        headers.remove(http::header::CONNECTION);
+    }
+}
+
+fn plain_response(status: StatusCode, text: &str) -> Response<GuestBody> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from(text.to_owned()))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp
+}
+
+fn empty_body() -> GuestBody {
+    Full::new(Bytes::new())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_methods_are_recognised() {
+        assert!(looks_like_http(b"GET / HTTP/1.1\r\n"));
+        assert!(looks_like_http(b"CONNECT a:443 HTTP/1.1\r\n"));
+        assert!(!looks_like_http(b"\x16\x03\x01"));
+        assert!(!looks_like_http(b"SSH-2.0-"));
+        assert!(!looks_like_http(b"GE"));
+    }
+}

@@ -1,0 +1,225 @@
+//! TLS flows: interception with the run's CA, or passthrough.
+//!
+//! Owns: reading the guest's ClientHello (already sniffed), terminating TLS with a leaf minted
+//! for its SNI (or for the dialled address when there is none), opening TLS to the upstream
+//! with verification against the host's roots plus `--upstream-ca`, and the `tls` audit event.
+//! A guest that refuses our certificate (pinning, or a CA it does not trust) is logged as
+//! `mode: rejected` with the alert it sent. Does not own: HTTP inside (see `http.rs`).
+
+use super::http::{self, UpstreamKind};
+use super::tap::{Counters, GuestStream};
+use super::{sniff, FlowMeta, Gateway, TlsMode};
+use crate::audit::{EventBody, TlsEvent};
+use crate::tls::{self, LeafName, RunCa};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, KeyLog, ServerConfig};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+/// The run's TLS material: CA, guest-facing and upstream configs, key log.
+pub struct TlsContext {
+    pub ca: Arc<RunCa>,
+    keylog: Arc<dyn KeyLog>,
+    server: Arc<ServerConfig>,
+    client: Arc<ClientConfig>,
+}
+
+impl std::fmt::Debug for TlsContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsContext")
+            .field("ca", &self.ca)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsContext {
+    pub fn new(
+        ca: Arc<RunCa>,
+        keylog: Arc<dyn KeyLog>,
+        upstream_ca_pem: Option<&[u8]>,
+    ) -> Result<Self, tls::TlsError> {
+        let server = tls::server_config(ca.clone(), keylog.clone())?;
+        let client = tls::upstream_client_config(upstream_ca_pem, None)?;
+        Ok(Self {
+            ca,
+            keylog,
+            server,
+            client,
+        })
+    }
+
+    /// TLS to the upstream, verified for `server_name` (a DNS name or an IP literal).
+    pub async fn connect_upstream(
+        &self,
+        server_name: &str,
+        tcp: TcpStream,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let name = ServerName::try_from(server_name.to_owned())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        tokio_rustls::TlsConnector::from(self.client.clone())
+            .connect(name, tcp)
+            .await
+    }
+
+    fn server_for(
+        &self,
+        sni: Option<&str>,
+        dst: SocketAddr,
+    ) -> Result<Arc<ServerConfig>, tls::TlsError> {
+        match sni {
+            Some(_) => Ok(self.server.clone()),
+            // No SNI: the guest dialled an address; a leaf for that IP passes its name check.
+            None => {
+                tls::server_config_for(self.ca.clone(), self.keylog.clone(), LeafName::Ip(dst.ip()))
+            }
+        }
+    }
+}
+
+/// Serves a flow whose first bytes are a TLS ClientHello.
+pub async fn serve<S>(
+    gw: Arc<Gateway>,
+    guest: GuestStream<S>,
+    meta: &FlowMeta,
+    first: &[u8],
+) -> Result<Option<SocketAddr>, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let hello = match tls::parse_client_hello(first) {
+        Ok(h) => h,
+        Err(e) => {
+            emit(
+                &gw,
+                meta,
+                None,
+                None,
+                "rejected",
+                None,
+                Some(format!("malformed ClientHello: {e}")),
+            );
+            return Err(format!("malformed ClientHello: {e}"));
+        }
+    };
+    let sni = hello.server_name.clone();
+    let ctx = match (&gw.tls, gw.tls_mode) {
+        (Some(ctx), TlsMode::Intercept) => ctx,
+        _ => return passthrough(gw.clone(), guest, meta, sni).await,
+    };
+    let config = ctx
+        .server_for(sni.as_deref(), meta.dst)
+        .map_err(|e| e.to_string())?;
+    let accepted = tokio_rustls::TlsAcceptor::from(config).accept(guest).await;
+    let tls_stream = match accepted {
+        Ok(s) => s,
+        Err(e) => {
+            let err = format!("guest refused the handshake: {e}");
+            emit(&gw, meta, sni, None, "rejected", None, Some(err.clone()));
+            return Err(err);
+        }
+    };
+    let alpn = tls_stream
+        .get_ref()
+        .1
+        .alpn_protocol()
+        .map(|p| String::from_utf8_lossy(p).into_owned());
+    let server_name = sni
+        .clone()
+        .or_else(|| meta.name.clone())
+        .unwrap_or_else(|| meta.dst.ip().to_string());
+    // What runs inside: HTTP/1.x (the only ALPN we offer), or opaque bytes relayed over TLS.
+    let mut tls_stream = tls_stream;
+    let inner_first = sniff(&mut tls_stream)
+        .await
+        .map_err(|e| format!("read inside tls: {e}"))?;
+    let inner = GuestStream::new(
+        tls_stream,
+        inner_first.clone(),
+        Arc::new(Counters::default()),
+    );
+    let (upstream, verify, error) = if http::looks_like_http(&inner_first) {
+        let end = http::serve(gw.clone(), inner, meta, UpstreamKind::Tls { server_name }).await;
+        (end.upstream, end.upstream_verify, end.error)
+    } else {
+        relay_inside(&gw, ctx, inner, meta, &server_name).await
+    };
+    emit(&gw, meta, sni, alpn, "intercepted", verify, error.clone());
+    match error {
+        Some(e) => Err(e),
+        None => Ok(upstream),
+    }
+}
+
+/// Non-HTTP bytes inside an intercepted session: relayed over a verified upstream TLS session.
+async fn relay_inside<S>(
+    gw: &Gateway,
+    ctx: &TlsContext,
+    mut inner: S,
+    meta: &FlowMeta,
+    server_name: &str,
+) -> (Option<SocketAddr>, Option<String>, Option<String>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (tcp, addr) = match gw.dial(meta, Some(server_name)).await {
+        Ok(x) => x,
+        Err(e) => return (None, None, Some(e.to_string())),
+    };
+    let mut up = match ctx.connect_upstream(server_name, tcp).await {
+        Ok(s) => s,
+        Err(e) => {
+            return (
+                Some(addr),
+                Some(format!("failed: {e}")),
+                Some(format!("upstream tls: {e}")),
+            )
+        }
+    };
+    let err = tokio::io::copy_bidirectional(&mut inner, &mut up)
+        .await
+        .err()
+        .map(|e| format!("relay: {e}"));
+    (Some(addr), Some("ok".into()), err)
+}
+
+/// `--tls passthrough`: relay the encrypted bytes, log the SNI.
+async fn passthrough<S>(
+    gw: Arc<Gateway>,
+    mut guest: GuestStream<S>,
+    meta: &FlowMeta,
+    sni: Option<String>,
+) -> Result<Option<SocketAddr>, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    emit(&gw, meta, sni.clone(), None, "passthrough", None, None);
+    let (mut up, addr) = gw
+        .dial(meta, sni.as_deref())
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::io::copy_bidirectional(&mut guest, &mut up)
+        .await
+        .map_err(|e| format!("relay: {e}"))?;
+    Ok(Some(addr))
+}
+
+fn emit(
+    gw: &Gateway,
+    meta: &FlowMeta,
+    sni: Option<String>,
+    alpn: Option<String>,
+    mode: &'static str,
+    upstream_verify: Option<String>,
+    error: Option<String>,
+) {
+    gw.audit.emit(EventBody::Tls(TlsEvent {
+        flow: meta.id,
+        sni,
+        alpn,
+        mode,
+        upstream_verify,
+        error,
+    }));
+}

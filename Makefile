@@ -29,4 +29,5 @@ leftovers:
 	 if [ "$$left" -ne 0 ]; then echo "leftovers: $$left idagent container(s)"; docker ps -a --filter label=idagent; exit 1; fi
 	@if [ -d /run/idagent ] && [ -n "$$(ls -A /run/idagent)" ]; then echo "leftovers: /run/idagent not empty"; ls -la /run/idagent; exit 1; fi
 	@if ip -o link show type tun | grep -q .; then echo "leftovers: TUN device in the host namespace"; exit 1; fi
+	@if [ -n "$$(ip netns list)" ]; then echo "leftovers: network namespaces: $$(ip netns list)"; exit 1; fi
 	@echo "leftovers: none"

@@ -32,7 +32,7 @@ impl core::fmt::Display for FlowId {
 pub enum TcpCloseReason {
     /// Both sides sent FIN and it was acknowledged.
     Graceful,
-    /// The guest sent RST, or it stayed silent (keep-alive probes included) for
+    /// The guest sent RST, or (if configured) it stayed silent for
     /// [`StackConfig::tcp_timeout`]; smoltcp does not tell the two apart.
     ///
     /// [`StackConfig::tcp_timeout`]: super::StackConfig::tcp_timeout

@@ -224,6 +224,7 @@ impl GuestNs {
                 h.update(RULES_V6);
                 hex::encode(h.finalize())
             },
+            ca_sha256: None,
         }
     }
 }

@@ -195,7 +195,7 @@ fn redact_authorization(value: &str, found: &mut Vec<Fingerprint>) -> String {
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+.^_`|~-".contains(&b))
     };
-    match trimmed.split_once(|c: char| c == ' ' || c == '\t') {
+    match trimmed.split_once([' ', '\t']) {
         Some((scheme, credentials)) if scheme_ok(scheme) => {
             let credentials = credentials.trim();
             let kind = scheme.to_ascii_lowercase();

@@ -3,13 +3,13 @@
 //! Owns: the order of things (run folder → audit log → container → sealed network → observers
 //! → go → wait → teardown) and making teardown happen on every path, error or not. Does not
 //! own: any mechanism (each lives in its module: `runtime`, `netns`, `supervisor`, `fswatch`,
-//! `procevents`, `tundrv`).
+//! `procevents`, `net`, `netdrv`).
 
 use crate::attribution::Attribution;
 use crate::audit::{AuditLog, AuditSink, EventBody, Limits, Notice, RunEnd, RunId, RunStart};
 use crate::config::{user_ids, RunConfig};
 use crate::runtime::{self, Bind, ContainerRuntime, ContainerSpec, Output};
-use crate::{fswatch, netns, procevents, supervisor, tundrv, GUEST_WORKSPACE};
+use crate::{fswatch, net, netdrv, netns, procevents, supervisor, GUEST_WORKSPACE};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -71,6 +71,8 @@ pub enum SandboxError {
     Ctl(#[from] idagent_guest::ctl::CtlError),
     #[error("guest init connected from pid {got:?}, expected the container's pid {expected}")]
     WrongPeer { got: Option<i32>, expected: i32 },
+    #[error(transparent)]
+    Net(#[from] net::NetSetupError),
     #[error("start observer {what}: {reason}")]
     Observer { what: &'static str, reason: String },
 }
@@ -81,7 +83,8 @@ struct Live {
     container: Option<String>,
     net: Option<netns::GuestNs>,
     tun_stop: Option<tokio::sync::watch::Sender<bool>>,
-    tun_task: Option<tokio::task::JoinHandle<std::io::Result<tundrv::TunStats>>>,
+    tun_task: Option<tokio::task::JoinHandle<std::io::Result<netdrv::DriverStats>>>,
+    pcap: Option<crate::pcap::PcapHandle>,
     supervisor: Option<supervisor::SupervisorHandle>,
     fswatch: Option<fswatch::WorkspaceWatcher>,
     procs: Option<procevents::ProcWatcher>,
@@ -221,7 +224,30 @@ async fn setup_and_wait<R: ContainerRuntime>(
 ) -> Result<Ending, SandboxError> {
     let sock = ctl_dir.join("ctl.sock");
     let ctl = idagent_guest::ctl::CtlServer::bind(&sock)?;
-    let spec = container_spec(cfg, run_id, name, ctl_dir, workspace)?;
+    let pcap_path = cfg
+        .pcap
+        .clone()
+        .unwrap_or_else(|| run_dir.join("traffic.pcapng"));
+    let mut icpt = net::build(&cfg.net, run_id, sink.clone(), Some(&pcap_path))?;
+    let mut spec = container_spec(cfg, run_id, name, ctl_dir, workspace)?;
+    if let Some(ca) = &icpt.ca {
+        // The guest trusts the run CA without writing its read-only root: a combined bundle
+        // mounted over the system bundle, and the variables common runtimes read.
+        let (bundle, ca_only) = net::write_ca_files(ca, &ctl_dir.join("ca"))?;
+        spec.binds.push(Bind {
+            host: bundle,
+            guest: net::GUEST_CA_BUNDLE.into(),
+            read_only: true,
+        });
+        spec.binds.push(Bind {
+            host: ca_only,
+            guest: net::GUEST_CA_ONLY.into(),
+            read_only: true,
+        });
+        for (k, v) in net::ca_env() {
+            spec.env.entry(k.into()).or_insert_with(|| v.into());
+        }
+    }
     let id = rt.create(&spec).await?;
     live.container = Some(id.clone());
 
@@ -234,14 +260,19 @@ async fn setup_and_wait<R: ContainerRuntime>(
 
     // Seal the network before the app exists: the init is parked waiting for our GO.
     let net = netns::seal(pid)?;
-    sink.emit(EventBody::NetSetup(net.describe()));
+    let mut setup = net.describe();
+    setup.ca_sha256 = icpt.ca.as_ref().map(|ca| ca.fingerprint_sha256());
+    sink.emit(EventBody::NetSetup(setup));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let device = net_device(live, net)?;
-    live.tun_task = Some(tokio::spawn(tundrv::run_drop_driver(
-        device,
-        sink.clone(),
-        stop_rx,
-    )));
+    let parts = netdrv::DriverParts {
+        gateway: icpt.gateway.clone(),
+        dns: icpt.dns.clone(),
+        pcap: icpt.pcap.as_ref().map(|p| p.sender()),
+        audit: sink.clone(),
+    };
+    live.pcap = icpt.pcap.take();
+    live.tun_task = Some(tokio::spawn(netdrv::run(device, parts, stop_rx)));
     live.tun_stop = Some(stop_tx);
 
     let conn = tokio::task::spawn_blocking(move || {
@@ -408,8 +439,15 @@ async fn teardown<R: ContainerRuntime>(rt: &R, live: &mut Live, sink: &AuditSink
     }
     if let Some(task) = live.tun_task.take() {
         if let Ok(Ok(stats)) = task.await {
-            end.tun_packets_dropped = stats.packets;
-            end.tun_bytes_dropped = stats.bytes;
+            end.tun_packets_in = stats.packets_in;
+            end.tun_packets_out = stats.packets_out;
+            end.tun_packets_dropped = stats.dropped;
+        }
+    }
+    if let Some(pcap) = live.pcap.take() {
+        if let Ok(stats) = tokio::task::spawn_blocking(move || pcap.finish()).await {
+            end.pcap_packets = Some(stats.packets_written);
+            end.pcap_packets_dropped = Some(stats.packets_dropped);
         }
     }
     if let Some(net) = live.net.take() {

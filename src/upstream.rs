@@ -21,7 +21,9 @@
 //! Mapped names are answered with synthetic addresses, so the gateway learns the name from the
 //! address alone. Online, unmapped names are resolved by the host resolver and the guest gets
 //! the real addresses (it sees the truth; they are recorded in the [`NameTable`] to label
-//! flows). Offline, unmapped names are NXDOMAIN. Only A and AAAA are forwarded.
+//! flows). Offline, unmapped names are NXDOMAIN. Only A and AAAA are forwarded. Real answers
+//! in private ranges reach the guest unchanged (DNS rebinding gains nothing): it is the dial to
+//! them that [`evaluate`] refuses.
 
 pub mod map;
 pub mod names;

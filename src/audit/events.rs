@@ -76,9 +76,14 @@ pub struct RunEnd {
     pub reason: String,
     pub duration_ms: u64,
     pub counts: BTreeMap<&'static str, u64>,
-    /// Packets the guest sent into its TUN that were dropped, and their bytes.
+    /// Packets the guest sent into its TUN, and what idagent's stack sent back.
+    pub tun_packets_in: u64,
+    pub tun_packets_out: u64,
+    /// Guest packets the stack dropped (malformed, unsupported, over a cap).
     pub tun_packets_dropped: u64,
-    pub tun_bytes_dropped: u64,
+    /// Packets written to the pcapng, and packets it had to drop (queue or file cap).
+    pub pcap_packets: Option<u64>,
+    pub pcap_packets_dropped: Option<u64>,
     /// Packets that left by another interface and were dropped by the guest's firewall
     /// (iptables/ip6tables counters of the final DROP rules), when they could be read.
     pub firewall_packets_dropped: Option<u64>,
@@ -94,6 +99,9 @@ pub struct NetSetup {
     pub routes: Vec<String>,
     /// sha256 of the iptables/ip6tables rules applied in the guest's namespace.
     pub rules_sha256: String,
+    /// SHA-256 fingerprint of the run's interception CA (absent with `--tls passthrough`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_sha256: Option<String>,
 }
 
 /// What happened to a file.
@@ -211,15 +219,12 @@ impl std::fmt::Display for FlowId {
 /// A DNS query the guest made (any resolver address, UDP or TCP) and idagent's answer.
 #[derive(Debug, Clone, Serialize)]
 pub struct DnsEvent {
+    /// `udp` or `tcp`.
     pub transport: &'static str,
-    /// The resolver address the guest asked.
+    /// The resolver address the guest asked (any address: idagent answers for all).
     pub server: String,
-    pub name: String,
-    pub qtype: String,
-    pub rcode: String,
-    pub answers: Vec<String>,
-    /// `mapped` (upstream map / synthetic), `resolver` (host resolver) or `refused`.
-    pub source: String,
+    #[serde(flatten)]
+    pub data: crate::dns::DnsEventData,
 }
 
 /// A guest TCP connection: one event when it opens, one when it closes.

@@ -43,75 +43,22 @@ fn same_secret_correlates_across_kinds() {
 #[test]
 fn headers_table() {
     let fp = |kind: &str, s: &str| fingerprint(kind, s);
+    #[rustfmt::skip]
     let cases: Vec<(&str, String, Option<String>)> = vec![
-        (
-            "Authorization",
-            format!("Bearer {JWT}"),
-            Some(format!("Bearer {}", fp("bearer", JWT))),
-        ),
-        (
-            "authorization",
-            "Basic dXNlcjpwYXNz".to_string(),
-            Some(format!("Basic {}", fp("basic", "dXNlcjpwYXNz"))),
-        ),
-        (
-            "AUTHORIZATION",
-            "  bearer   tok123456  ".to_string(),
-            Some(format!("bearer {}", fp("bearer", "tok123456"))),
-        ),
-        (
-            "Authorization",
-            "Digest username=\"u\", response=\"r\"".to_string(),
-            Some(format!(
-                "Digest {}",
-                fp("digest", "username=\"u\", response=\"r\"")
-            )),
-        ),
-        (
-            "Authorization",
-            "rawtokenwithoutscheme".to_string(),
-            Some(fp("authorization", "rawtokenwithoutscheme")),
-        ),
+        ("Authorization", format!("Bearer {JWT}"), Some(format!("Bearer {}", fp("bearer", JWT)))),
+        ("authorization", "Basic dXNlcjpwYXNz".to_string(), Some(format!("Basic {}", fp("basic", "dXNlcjpwYXNz")))),
+        ("AUTHORIZATION", "  bearer   tok123456  ".to_string(), Some(format!("bearer {}", fp("bearer", "tok123456")))),
+        ("Authorization", "Digest username=\"u\", response=\"r\"".to_string(), Some(format!( "Digest {}", fp("digest", "username=\"u\", response=\"r\"") ))),
+        ("Authorization", "rawtokenwithoutscheme".to_string(), Some(fp("authorization", "rawtokenwithoutscheme"))),
         ("Authorization", "".to_string(), Some(String::new())),
-        (
-            "Proxy-Authorization",
-            "Basic Zm9vOmJhcg==".to_string(),
-            Some(format!("Basic {}", fp("basic", "Zm9vOmJhcg=="))),
-        ),
-        (
-            "Cookie",
-            "session=abc123; theme=dark".to_string(),
-            Some(format!(
-                "session={}; theme={}",
-                fp("cookie", "abc123"),
-                fp("cookie", "dark")
-            )),
-        ),
+        ("Proxy-Authorization", "Basic Zm9vOmJhcg==".to_string(), Some(format!("Basic {}", fp("basic", "Zm9vOmJhcg==")))),
+        ("Cookie", "session=abc123; theme=dark".to_string(), Some(format!( "session={}; theme={}", fp("cookie", "abc123"), fp("cookie", "dark") ))),
         ("cookie", "lonely".to_string(), Some(fp("cookie", "lonely"))),
-        (
-            "Set-Cookie",
-            "sid=s3cr3t; Path=/; HttpOnly; Secure".to_string(),
-            Some(format!(
-                "sid={}; Path=/; HttpOnly; Secure",
-                fp("cookie", "s3cr3t")
-            )),
-        ),
-        (
-            "set-cookie",
-            "sid=s3cr3t".to_string(),
-            Some(format!("sid={}", fp("cookie", "s3cr3t"))),
-        ),
+        ("Set-Cookie", "sid=s3cr3t; Path=/; HttpOnly; Secure".to_string(), Some(format!( "sid={}; Path=/; HttpOnly; Secure", fp("cookie", "s3cr3t") ))),
+        ("set-cookie", "sid=s3cr3t".to_string(), Some(format!("sid={}", fp("cookie", "s3cr3t")))),
         ("X-Api-Key", KEY.to_string(), Some(fp("x-api-key", KEY))),
-        (
-            "api-key",
-            " azurekey ".to_string(),
-            Some(fp("api-key", "azurekey")),
-        ),
-        (
-            "X-Goog-Api-Key",
-            "AIzaSyExample".to_string(),
-            Some(fp("x-goog-api-key", "AIzaSyExample")),
-        ),
+        ("api-key", " azurekey ".to_string(), Some(fp("api-key", "azurekey"))),
+        ("X-Goog-Api-Key", "AIzaSyExample".to_string(), Some(fp("x-goog-api-key", "AIzaSyExample"))),
         ("Content-Type", "application/json".to_string(), None),
         ("X-Api-Keys", "x".to_string(), None),
         ("Host", "api.openai.com".to_string(), None),
@@ -143,42 +90,19 @@ fn headers_are_idempotent_and_report_what_they_found() {
 
 #[test]
 fn text_table() {
+    #[rustfmt::skip]
     let cases: Vec<(String, &str, &str)> = vec![
         (format!("key is {KEY}."), KEY, "sk-proj"),
         (format!("\"{KEY}\""), KEY, "sk-proj"),
-        (
-            "x sk-ant-api03-AAAAAAAAAAAAAAAAAAAA y".to_string(),
-            "sk-ant-api03-AAAAAAAAAAAAAAAAAAAA",
-            "sk-ant",
-        ),
-        (
-            "sk-0123456789abcdefXYZ".to_string(),
-            "sk-0123456789abcdefXYZ",
-            "sk",
-        ),
+        ("x sk-ant-api03-AAAAAAAAAAAAAAAAAAAA y".to_string(), "sk-ant-api03-AAAAAAAAAAAAAAAAAAAA", "sk-ant"),
+        ("sk-0123456789abcdefXYZ".to_string(), "sk-0123456789abcdefXYZ", "sk"),
         (format!("Authorization: Bearer {JWT}\r\n"), JWT, "bearer"),
         (format!("{{\"auth\":\"bearer {JWT}\"}}"), JWT, "bearer"),
-        (
-            "GET /v1?api_key=s3cr3tvalue&x=1".to_string(),
-            "s3cr3tvalue",
-            "api_key",
-        ),
-        (
-            "https://h/cb#access_token=ya29.tok-en&state=1".to_string(),
-            "ya29.tok-en",
-            "access_token",
-        ),
+        ("GET /v1?api_key=s3cr3tvalue&x=1".to_string(), "s3cr3tvalue", "api_key"),
+        ("https://h/cb#access_token=ya29.tok-en&state=1".to_string(), "ya29.tok-en", "access_token"),
         ("?token=abc".to_string(), "abc", "token"),
-        (
-            "?Refresh_Token=r1r2r3".to_string(),
-            "r1r2r3",
-            "refresh_token",
-        ),
-        (
-            "?github_token=ghp_zzz".to_string(),
-            "ghp_zzz",
-            "github_token",
-        ),
+        ("?Refresh_Token=r1r2r3".to_string(), "r1r2r3", "refresh_token"),
+        ("?github_token=ghp_zzz".to_string(), "ghp_zzz", "github_token"),
         ("a.token=dotted".to_string(), "dotted", "token"),
     ];
     for (input, secret, kind) in cases {

@@ -2,8 +2,9 @@
 //!
 //! Owns finding and replacing: `sk-` keys (`sk-[A-Za-z0-9_-]{16,}`, including `sk-proj-`,
 //! `sk-ant-`, `sk-svcacct-`), `Bearer <token>`, and sensitive `name=value` parameters
-//! (`api_key`, `access_token`, `token`, `*_token`, `*_secret`, `password` …). Not JSON
-//! `"password": "…"` fields, not other vendors' key formats (see the module docs of `redact`).
+//! (`api_key`, `access_token`, `token`, `*_token`, `*_secret`, `password` …). Known gaps: JSON
+//! fields (`"password": "…"`), percent-encoded parameter names, other vendors' key formats
+//! (`ghp_…`, `AKIA…`, `AIza…`) unless they sit in a sensitive parameter or a bearer header.
 //!
 //! A hand scanner rather than regexes: detectors run only at word boundaries, each reads a
 //! bounded prefix or a run it then consumes, and a failed position skips its whole word run,

@@ -273,45 +273,16 @@ mod tests {
 
     #[test]
     fn parses_good_entries() {
+        #[rustfmt::skip]
         let cases: &[(&str, &str, Option<u16>, &str)] = &[
-            (
-                "api.openai.com=127.0.0.1:8443",
-                "api.openai.com",
-                None,
-                "127.0.0.1:8443",
-            ),
-            (
-                "API.OpenAI.com.:443=127.0.0.1:8443",
-                "api.openai.com",
-                Some(443),
-                "127.0.0.1:8443",
-            ),
+            ("api.openai.com=127.0.0.1:8443", "api.openai.com", None, "127.0.0.1:8443"),
+            ("API.OpenAI.com.:443=127.0.0.1:8443", "api.openai.com", Some(443), "127.0.0.1:8443"),
             (" x.test:80 = [::1]:8080 ", "x.test", Some(80), "[::1]:8080"),
             ("localhost=127.0.0.1:1", "localhost", None, "127.0.0.1:1"),
-            (
-                "1.2.3.4:443=127.0.0.1:9",
-                "1.2.3.4",
-                Some(443),
-                "127.0.0.1:9",
-            ),
-            (
-                "[2001:db8::1]:443=127.0.0.1:9",
-                "2001:db8::1",
-                Some(443),
-                "127.0.0.1:9",
-            ),
-            (
-                "[2001:DB8::1]=127.0.0.1:9",
-                "2001:db8::1",
-                None,
-                "127.0.0.1:9",
-            ),
-            (
-                "_srv.x-y.test=10.0.0.1:53",
-                "_srv.x-y.test",
-                None,
-                "10.0.0.1:53",
-            ),
+            ("1.2.3.4:443=127.0.0.1:9", "1.2.3.4", Some(443), "127.0.0.1:9"),
+            ("[2001:db8::1]:443=127.0.0.1:9", "2001:db8::1", Some(443), "127.0.0.1:9"),
+            ("[2001:DB8::1]=127.0.0.1:9", "2001:db8::1", None, "127.0.0.1:9"),
+            ("_srv.x-y.test=10.0.0.1:53", "_srv.x-y.test", None, "10.0.0.1:53"),
         ];
         for (text, host, port, target) in cases {
             let e: UpstreamEntry = text.parse().expect(text);
@@ -324,7 +295,9 @@ mod tests {
     #[test]
     fn rejects_bad_entries_naming_them() {
         let long = format!("{}.test=127.0.0.1:1", "a".repeat(64));
-        let cases: &[(&str, fn(&UpstreamEntryError) -> bool)] = &[
+        type Check = fn(&UpstreamEntryError) -> bool;
+        #[rustfmt::skip]
+        let cases: &[(&str, Check)] = &[
             ("api.openai.com", |e| {
                 matches!(e, UpstreamEntryError::MissingEquals { .. })
             }),

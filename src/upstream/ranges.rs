@@ -136,41 +136,35 @@ fn classify_v6(ip: Ipv6Addr) -> Option<SpecialRange> {
         SpecialRange::Loopback
     } else if ip == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) {
         SpecialRange::CloudMetadata
-    } else if in_net(v6_octets(Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0)), 96) {
+    } else if in_net(Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0).octets(), 96) {
         // NAT64 well-known prefix: the translator on the host's path dials the v4 address.
         return classify_v4(embedded_v4(12));
-    } else if in_net(v6_octets(Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0)), 16) {
+    } else if in_net(Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0).octets(), 16) {
         // 6to4: the relay dials the embedded v4 address.
         return classify_v4(embedded_v4(2));
     } else if in_net([0; 16], 96) {
         // IPv4-compatible (deprecated), `::` and `::1` handled above.
         SpecialRange::Reserved
-    } else if in_net(v6_octets(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0)), 10) {
+    } else if in_net(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0).octets(), 10) {
         SpecialRange::LinkLocal
-    } else if in_net(v6_octets(Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0)), 10) {
+    } else if in_net(Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0).octets(), 10) {
         SpecialRange::SiteLocal
-    } else if in_net(v6_octets(Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0)), 7) {
+    } else if in_net(Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0).octets(), 7) {
         SpecialRange::UniqueLocal
     } else if ip.is_multicast() {
         SpecialRange::Multicast
-    } else if in_net(
-        v6_octets(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0)),
-        32,
-    ) || in_net(v6_octets(Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 0)), 20)
+    } else if in_net(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0).octets(), 32)
+        || in_net(Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 0).octets(), 20)
     {
         SpecialRange::Documentation
-    } else if in_net(v6_octets(Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0)), 64)
-        || in_net(v6_octets(Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0)), 48)
+    } else if in_net(Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0).octets(), 64)
+        || in_net(Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0).octets(), 48)
     {
         SpecialRange::Reserved
     } else {
         return None;
     };
     Some(range)
-}
-
-fn v6_octets(ip: Ipv6Addr) -> [u8; 16] {
-    ip.octets()
 }
 
 /// Whether the first `bits` bits of `addr` equal those of `net` (both the same length).
@@ -197,6 +191,7 @@ mod tests {
 
     #[test]
     fn table() {
+        #[rustfmt::skip]
         let cases: &[(&str, Option<SpecialRange>)] = &[
             ("0.0.0.0", Some(Unspecified)),
             ("0.1.2.3", Some(Reserved)),

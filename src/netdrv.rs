@@ -1,0 +1,460 @@
+//! The one task that owns the guest's TUN fd and the userspace stack.
+//!
+//! Owns: the loop `select!`ing over TUN readable, the stack's next timer, UDP replies and the
+//! flows' wake-ups; moving bytes between smoltcp sockets and the gateway's [`FlowStream`]s
+//! (bounded both ways: back-pressure, never unbounded queues); the pcapng copy of every
+//! packet; DNS (UDP and TCP, any resolver address), QUIC refusal (UDP/443 gets ICMP port
+//! unreachable so clients fall back to TCP), and other UDP relayed per flow under the same
+//! upstream policy as TCP. Does not own: protocol logic (the sans-IO `idagent-netstack`),
+//! HTTP/TLS (the gateway).
+
+use crate::audit::{AuditSink, BlockedEvent, DnsEvent, EventBody, Notice, UdpEvent};
+use crate::dns::DnsService;
+use crate::gateway::Gateway;
+use crate::pcap::{Direction, PcapSender};
+use crate::upstream::{evaluate, DialRequest, Verdict};
+use bytes::Bytes;
+use idagent_netstack::classify::{classify, Transport};
+use idagent_netstack::stack::{FlowError, FlowId, Instant as StackInstant, UdpFlowKey};
+use idagent_netstack::{Stack, StackConfig, StackEvent};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, watch, Notify};
+
+pub mod flow;
+mod udp;
+
+use flow::{DriverEnds, FlowOut};
+
+/// Longest the loop sleeps without a timer, so counters and idle checks stay fresh.
+const MAX_IDLE: Duration = Duration::from_millis(200);
+/// UDP replies (DNS answers, relayed datagrams) queued toward the guest.
+const UDP_REPLY_QUEUE: usize = 1024;
+/// Bytes read from a smoltcp socket per chunk handed to the gateway.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// What the driver counted.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DriverStats {
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub dropped: u64,
+    pub tcp_flows: u64,
+    pub dns_queries: u64,
+    pub quic_refused: u64,
+}
+
+/// A UDP datagram to put into the stack, toward the guest.
+#[derive(Debug)]
+pub(crate) struct UdpReply {
+    pub from: SocketAddr,
+    pub to: SocketAddr,
+    pub payload: Vec<u8>,
+}
+
+struct FlowSlot {
+    ends: Option<DriverEnds>,
+    /// A chunk read from the stack that the gateway had no room for yet.
+    pending_in: Option<Bytes>,
+    /// The unsent tail of a chunk from the gateway.
+    pending_out: Option<Bytes>,
+    readable: bool,
+    closing: bool,
+}
+
+/// Everything the driver needs besides the TUN.
+pub struct DriverParts {
+    pub gateway: Arc<Gateway>,
+    pub dns: Arc<DnsService>,
+    pub pcap: Option<PcapSender>,
+    pub audit: AuditSink,
+}
+
+impl std::fmt::Debug for DriverParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DriverParts").finish_non_exhaustive()
+    }
+}
+
+/// Runs until `stop` flips to true or the TUN goes away.
+pub async fn run(
+    device: tun::Device,
+    parts: DriverParts,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<DriverStats> {
+    let dev = tun::AsyncDevice::new(device)?;
+    let epoch = std::time::Instant::now();
+    let now = || StackInstant::from_micros(epoch.elapsed().as_micros() as i64);
+    let config = StackConfig {
+        random_seed: random_seed(),
+        ..StackConfig::default()
+    };
+    let mut stack = Stack::new(config, now()).map_err(std::io::Error::other)?;
+    let mut drv = Driver {
+        parts,
+        flows: HashMap::new(),
+        wake: Arc::new(Notify::new()),
+        udp: udp::Relays::default(),
+        stats: DriverStats::default(),
+    };
+    let (udp_tx, mut udp_rx) = mpsc::channel::<UdpReply>(UDP_REPLY_QUEUE);
+    let mut buf = vec![0u8; usize::from(crate::netns::TUN_MTU) + 64];
+    loop {
+        while let Some(packet) = stack.transmit() {
+            drv.stats.packets_out += 1;
+            drv.stats.bytes_out += packet.len() as u64;
+            if let Some(p) = &drv.parts.pcap {
+                p.packet(Direction::ToGuest, SystemTime::now(), &packet);
+            }
+            if dev.send(&packet).await.is_err() {
+                return Ok(drv.stats);
+            }
+        }
+        let current = now();
+        let wait = stack
+            .poll_at(current)
+            .map(|at| {
+                if at > current {
+                    Duration::from_micros((at - current).total_micros())
+                } else {
+                    Duration::ZERO
+                }
+            })
+            .unwrap_or(MAX_IDLE)
+            .min(if drv.has_backlog() {
+                Duration::from_millis(1)
+            } else {
+                MAX_IDLE
+            });
+        let wake = drv.wake.clone();
+        tokio::select! {
+            r = dev.recv(&mut buf) => {
+                let n = match r {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                };
+                if let Some(packet) = buf.get(..n) {
+                    drv.ingress(&mut stack, packet, now());
+                }
+            }
+            Some(reply) = udp_rx.recv() => {
+                if stack.send_udp(reply.from, reply.to, &reply.payload).is_err() {
+                    drv.stats.dropped += 1;
+                }
+            }
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => break,
+        }
+        stack.poll(now());
+        while let Some(event) = stack.next_event() {
+            drv.on_event(&mut stack, event, &udp_tx);
+        }
+        drv.service_flows(&mut stack);
+        stack.poll(now());
+    }
+    drv.udp.finish(&drv.parts.audit);
+    Ok(drv.stats)
+}
+
+struct Driver {
+    parts: DriverParts,
+    flows: HashMap<FlowId, FlowSlot>,
+    wake: Arc<Notify>,
+    udp: udp::Relays,
+    stats: DriverStats,
+}
+
+impl Driver {
+    fn has_backlog(&self) -> bool {
+        self.flows
+            .values()
+            .any(|f| f.pending_in.is_some() || f.pending_out.is_some())
+    }
+
+    fn ingress(&mut self, stack: &mut Stack, packet: &[u8], now: StackInstant) {
+        self.stats.packets_in += 1;
+        self.stats.bytes_in += packet.len() as u64;
+        if let Some(p) = &self.parts.pcap {
+            p.packet(Direction::FromGuest, SystemTime::now(), packet);
+        }
+        if stack.receive(packet, now).is_err() {
+            self.stats.dropped += 1;
+            return;
+        }
+        // QUIC: refuse at once so clients fall back to TCP (where the gateway sees the HTTP).
+        if let Ok(meta) = classify(packet) {
+            if meta.transport == Transport::Udp
+                && meta.dst_port == Some(443)
+                && stack.reject_udp(packet).is_ok()
+            {
+                self.stats.quic_refused += 1;
+                if self.stats.quic_refused <= 64 {
+                    self.parts.audit.emit(EventBody::Blocked(BlockedEvent {
+                        what: "udp",
+                        target: format!("{}:443", meta.dst),
+                        reason:
+                            "QUIC refused (ICMP port unreachable) so the client falls back to TCP"
+                                .into(),
+                        flow: None,
+                    }));
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, stack: &mut Stack, event: StackEvent, udp_tx: &mpsc::Sender<UdpReply>) {
+        match event {
+            StackEvent::TcpOpened { id, src, dst } => self.open_flow(id, src, dst),
+            StackEvent::TcpReadable { id } | StackEvent::TcpWritable { id } => {
+                if let Some(f) = self.flows.get_mut(&id) {
+                    f.readable = true;
+                }
+            }
+            StackEvent::TcpClosed { id, .. } => {
+                self.flows.remove(&id);
+            }
+            StackEvent::UdpDatagram { flow, payload } => self.on_udp(stack, flow, payload, udp_tx),
+            StackEvent::UdpFlowExpired { flow } => self.udp.expire(&flow, &self.parts.audit),
+        }
+    }
+
+    fn open_flow(&mut self, id: FlowId, src: SocketAddr, dst: SocketAddr) {
+        self.stats.tcp_flows += 1;
+        let (stream, ends) = flow::pair(self.wake.clone());
+        self.flows.insert(
+            id,
+            FlowSlot {
+                ends: Some(ends),
+                pending_in: None,
+                pending_out: None,
+                readable: true,
+                closing: false,
+            },
+        );
+        if dst.port() == 53 {
+            let dns = self.parts.dns.clone();
+            let audit = self.parts.audit.clone();
+            tokio::spawn(dns_over_tcp(stream, dns, audit, dst));
+        } else {
+            let gw = self.parts.gateway.clone();
+            let meta = gw.open_flow(src, dst);
+            tokio::spawn(gw.serve_flow(stream, meta));
+        }
+    }
+
+    /// Moves bytes both ways for every flow, as far as buffers allow.
+    fn service_flows(&mut self, stack: &mut Stack) {
+        let mut chunk = vec![0u8; READ_CHUNK];
+        for (id, f) in self.flows.iter_mut() {
+            let Some(ends) = f.ends.as_mut() else {
+                continue;
+            };
+            // Guest → gateway.
+            while f.readable {
+                if let Some(p) = f.pending_in.take() {
+                    match ends.to_gateway.try_send(p) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(p)) => {
+                            f.pending_in = Some(p);
+                            break;
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            f.readable = false;
+                            break;
+                        }
+                    }
+                }
+                match stack.tcp_recv(*id, &mut chunk) {
+                    Ok(0) => f.readable = false,
+                    Ok(n) => f.pending_in = Some(Bytes::copy_from_slice(&chunk[..n])),
+                    Err(FlowError::Finished { .. }) => {
+                        // Guest sent FIN: the gateway reads EOF once its queue drains.
+                        let (closed_tx, _) = mpsc::channel(1);
+                        ends.to_gateway = closed_tx;
+                        f.readable = false;
+                    }
+                    Err(_) => f.readable = false,
+                }
+            }
+            // Gateway → guest.
+            loop {
+                if let Some(p) = f.pending_out.take() {
+                    match stack.tcp_send(*id, &p) {
+                        Ok(n) if n < p.len() => {
+                            f.pending_out = Some(p.slice(n..));
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+                match ends.from_gateway.try_recv() {
+                    Ok(FlowOut::Data(d)) => f.pending_out = Some(d),
+                    Ok(FlowOut::Shutdown) | Err(mpsc::error::TryRecvError::Disconnected) => {
+                        if !f.closing {
+                            f.closing = true;
+                            let _ = stack.tcp_close(*id);
+                        }
+                        break;
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                }
+            }
+        }
+    }
+
+    fn on_udp(
+        &mut self,
+        stack: &mut Stack,
+        flow: UdpFlowKey,
+        payload: Vec<u8>,
+        udp_tx: &mpsc::Sender<UdpReply>,
+    ) {
+        match flow.dst.port() {
+            53 => {
+                self.stats.dns_queries += 1;
+                let dns = self.parts.dns.clone();
+                let audit = self.parts.audit.clone();
+                let tx = udp_tx.clone();
+                tokio::spawn(async move {
+                    let outcome = dns.answer(&payload).await;
+                    audit.emit(EventBody::Dns(DnsEvent {
+                        transport: "udp",
+                        server: flow.dst.to_string(),
+                        data: outcome.event,
+                    }));
+                    if let Some(response) = outcome.response {
+                        let _ = tx
+                            .send(UdpReply {
+                                from: flow.dst,
+                                to: flow.src,
+                                payload: response,
+                            })
+                            .await;
+                    }
+                });
+            }
+            443 => {} // refused at ingress (QUIC)
+            _ => {
+                let name = self
+                    .parts
+                    .gateway
+                    .names
+                    .lock()
+                    .ok()
+                    .and_then(|t| t.name_of(flow.dst.ip()).map(str::to_owned));
+                let verdict = evaluate(
+                    &self.parts.gateway.policy,
+                    &DialRequest {
+                        name: name.clone(),
+                        addr: flow.dst.ip(),
+                        port: flow.dst.port(),
+                    },
+                );
+                match verdict {
+                    Verdict::Mapped(target) | Verdict::Direct(target) => {
+                        self.udp
+                            .send(flow, name, target, payload, udp_tx, &self.parts.audit);
+                    }
+                    Verdict::Refuse(reason) => {
+                        if self.udp.note_refused(flow) {
+                            self.parts.audit.emit(EventBody::Blocked(BlockedEvent {
+                                what: "udp",
+                                target: flow.dst.to_string(),
+                                reason: reason.to_string(),
+                                flow: None,
+                            }));
+                        }
+                        let _ = stack; // nothing to send back: the datagram is dropped
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// DNS over TCP (RFC 1035 §4.2.2 framing) to any resolver address.
+async fn dns_over_tcp(
+    mut stream: flow::FlowStream,
+    dns: Arc<DnsService>,
+    audit: AuditSink,
+    server: SocketAddr,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > 2 * 65_538 {
+            break; // a client that never completes a frame
+        }
+        let (messages, consumed) = crate::dns::split_tcp_messages(&buf);
+        let messages: Vec<Vec<u8>> = messages.into_iter().map(<[u8]>::to_vec).collect();
+        buf.drain(..consumed);
+        for m in messages {
+            let outcome = dns.answer(&m).await;
+            audit.emit(EventBody::Dns(DnsEvent {
+                transport: "tcp",
+                server: server.to_string(),
+                data: outcome.event,
+            }));
+            if let Some(resp) = outcome
+                .response
+                .and_then(|r| crate::dns::frame_tcp(&r).ok())
+            {
+                if stream.write_all(&resp).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = stream.shutdown().await;
+}
+
+fn random_seed() -> u64 {
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .is_err()
+    {
+        return epoch_nanos();
+    }
+    u64::from_le_bytes(b)
+}
+
+fn epoch_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Logs a notice once per run for a driver-level problem.
+pub(crate) fn notice(audit: &AuditSink, what: &str, detail: String) {
+    audit.emit(EventBody::Notice(Notice {
+        what: what.into(),
+        detail,
+    }));
+}
+
+pub(crate) fn udp_event(key: &UdpFlowKey, name: Option<String>, c: &udp::Counts) -> EventBody {
+    EventBody::Udp(UdpEvent {
+        src: key.src.to_string(),
+        dst: key.dst.to_string(),
+        name,
+        datagrams_up: c.datagrams_up,
+        datagrams_down: c.datagrams_down,
+        bytes_up: c.bytes_up,
+        bytes_down: c.bytes_down,
+    })
+}

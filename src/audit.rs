@@ -72,7 +72,7 @@ pub enum AuditError {
 }
 
 enum Msg {
-    Event(EventBody),
+    Event(Box<EventBody>),
     Close(std::sync::mpsc::Sender<BTreeMap<&'static str, u64>>),
 }
 
@@ -93,7 +93,7 @@ impl AuditSink {
     /// Queues an event without waiting. A full or closed queue counts the event as dropped;
     /// the writer turns the count into a `gap` record.
     pub fn emit(&self, body: EventBody) {
-        if self.tx.try_send(Msg::Event(body)).is_err() {
+        if self.tx.try_send(Msg::Event(Box::new(body))).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -101,7 +101,7 @@ impl AuditSink {
     /// Queues an event, waiting for room: for the few events a run must never drop
     /// (`run_start`, `run_end`).
     pub async fn emit_reliable(&self, body: EventBody) {
-        if self.tx.send(Msg::Event(body)).await.is_err() {
+        if self.tx.send(Msg::Event(Box::new(body))).await.is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -203,7 +203,7 @@ impl Writer {
             match msg {
                 Msg::Event(mut body) => {
                     self.write_gap_if_any()?;
-                    if let EventBody::RunEnd(end) = &mut body {
+                    if let EventBody::RunEnd(end) = &mut *body {
                         end.counts = self.counts.clone();
                         *end.counts.entry("run_end").or_default() += 1;
                     }

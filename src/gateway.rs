@@ -229,8 +229,10 @@ impl Gateway {
                 self.audit.emit(EventBody::Blocked(BlockedEvent {
                     what: "tcp",
                     target: match &name {
-                        Some(n) => format!("{n}:{} ({})", meta.dst.port(), meta.dst),
-                        None => meta.dst.to_string(),
+                        Some(n) if n.parse::<std::net::IpAddr>().is_err() => {
+                            format!("{n}:{} ({})", meta.dst.port(), meta.dst)
+                        }
+                        _ => meta.dst.to_string(),
                     },
                     reason: reason.clone(),
                     flow: Some(meta.id),

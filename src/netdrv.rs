@@ -324,11 +324,7 @@ impl Driver {
                 let tx = udp_tx.clone();
                 tokio::spawn(async move {
                     let outcome = dns.answer(&payload).await;
-                    audit.emit(EventBody::Dns(DnsEvent {
-                        transport: "udp",
-                        server: flow.dst.to_string(),
-                        data: outcome.event,
-                    }));
+                    log_dns(&audit, "udp", flow.dst, outcome.event);
                     if let Some(response) = outcome.response {
                         let _ = tx
                             .send(UdpReply {
@@ -403,11 +399,7 @@ async fn dns_over_tcp(
         buf.drain(..consumed);
         for m in messages {
             let outcome = dns.answer(&m).await;
-            audit.emit(EventBody::Dns(DnsEvent {
-                transport: "tcp",
-                server: server.to_string(),
-                data: outcome.event,
-            }));
+            log_dns(&audit, "tcp", server, outcome.event);
             if let Some(resp) = outcome
                 .response
                 .and_then(|r| crate::dns::frame_tcp(&r).ok())
@@ -419,6 +411,31 @@ async fn dns_over_tcp(
         }
     }
     let _ = stream.shutdown().await;
+}
+
+/// The `dns` event, plus a `blocked` event when policy (not the resolver) said no.
+fn log_dns(
+    audit: &AuditSink,
+    transport: &'static str,
+    server: SocketAddr,
+    data: crate::dns::DnsEventData,
+) {
+    if let Some(block) = data.blocked {
+        audit.emit(EventBody::Blocked(BlockedEvent {
+            what: "dns",
+            target: format!("{} {}", data.name, data.qtype),
+            reason: serde_json::to_value(block)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            flow: None,
+        }));
+    }
+    audit.emit(EventBody::Dns(DnsEvent {
+        transport,
+        server: server.to_string(),
+        data,
+    }));
 }
 
 fn random_seed() -> u64 {

@@ -160,7 +160,7 @@ struct Supervisor {
 
 /// What one notification turned into, decided before replying and applied after.
 enum Observed {
-    Event(EventBody),
+    Event(Box<EventBody>),
     Attribute(Vec<String>, Actor),
 }
 
@@ -303,6 +303,7 @@ impl Supervisor {
     fn apply(&mut self, observed: Observed) {
         match observed {
             Observed::Event(body) => {
+                let body = *body;
                 match body {
                     EventBody::Exec(_) => self.stats.exec_events += 1,
                     _ => self.stats.file_events += 1,
@@ -361,7 +362,13 @@ impl Supervisor {
             Resolved::Path(p) => p,
             Resolved::NotAFile(p) => p,
         };
-        let argv = mem.read_argv(arg(args, argv_arg))?;
+        // Credentials on a command line (`curl -H "Authorization: Bearer …"`) are logged as
+        // fingerprints, like everywhere else in the log.
+        let argv = mem
+            .read_argv(arg(args, argv_arg))?
+            .into_iter()
+            .map(|a| crate::redact::redact_text(&a).0)
+            .collect();
         let status = Status::read(pid)?;
         let ppid = status
             .ppid
@@ -371,7 +378,7 @@ impl Supervisor {
             .unwrap_or(0);
         let error =
             (procfs::exists_in_guest(pid, &path) == Some(false)).then(|| "ENOENT".to_owned());
-        Ok(Observed::Event(EventBody::Exec(ExecEvent {
+        Ok(Observed::Event(Box::new(EventBody::Exec(ExecEvent {
             pid: status.guest_pid().unwrap_or(0),
             ppid,
             error,
@@ -379,7 +386,7 @@ impl Supervisor {
             argv,
             caller: procfs::read_link(pid, "exe").ok(),
             uid: status.uid.unwrap_or(u32::MAX),
-        })))
+        }))))
     }
 
     /// `Ok(None)` when the call is not a file write worth reporting.
@@ -434,18 +441,20 @@ impl Supervisor {
         } else {
             (Outcome::Ok, None)
         };
-        Ok(Some(Observed::Event(EventBody::File(FileEvent {
-            op,
-            path,
-            outcome,
-            errno,
-            size: None,
-            sha256: None,
-            from,
-            pid: Some(actor.pid),
-            exe: Some(actor.exe).filter(|e| !e.is_empty()),
-            syscall: Some(call.name.to_owned()),
-        }))))
+        Ok(Some(Observed::Event(Box::new(EventBody::File(
+            FileEvent {
+                op,
+                path,
+                outcome,
+                errno,
+                size: None,
+                sha256: None,
+                from,
+                pid: Some(actor.pid),
+                exe: Some(actor.exe).filter(|e| !e.is_empty()),
+                syscall: Some(call.name.to_owned()),
+            },
+        )))))
     }
 
     /// `pid`'s mounts, from a short-lived cache keyed by its mount namespace.

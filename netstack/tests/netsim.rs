@@ -111,9 +111,13 @@ impl Link {
     }
 }
 
-/// A seeded byte stream, produced on one side and checked on the other.
+/// A seeded byte stream, produced on one side and checked on the other. Bytes are served from
+/// 64-byte blocks so the stream does not depend on how it is chunked (ChaCha's `fill_bytes`
+/// discards the unused part of a word).
 struct Stream {
     rng: ChaCha8Rng,
+    block: [u8; 64],
+    used: usize,
     left: usize,
     hash: u64,
 }
@@ -122,15 +126,28 @@ impl Stream {
     fn new(seed: u64, len: usize) -> Self {
         Self {
             rng: ChaCha8Rng::seed_from_u64(seed),
+            block: [0; 64],
+            used: 64,
             left: len,
             hash: 0xcbf2_9ce4_8422_2325,
+        }
+    }
+
+    fn next_bytes(&mut self, out: &mut [u8]) {
+        for b in out {
+            if self.used == self.block.len() {
+                self.rng.fill_bytes(&mut self.block);
+                self.used = 0;
+            }
+            *b = self.block[self.used];
+            self.used += 1;
         }
     }
 
     /// Fills up to `buf.len()` next bytes; returns how many.
     fn produce(&mut self, buf: &mut [u8]) -> usize {
         let n = buf.len().min(self.left);
-        self.rng.fill_bytes(&mut buf[..n]);
+        self.next_bytes(&mut buf[..n]);
         self.absorb(&buf[..n]);
         self.left -= n;
         n
@@ -140,7 +157,7 @@ impl Stream {
     fn verify(&mut self, got: &[u8]) {
         assert!(got.len() <= self.left, "received more than was sent");
         let mut want = vec![0; got.len()];
-        self.rng.fill_bytes(&mut want);
+        self.next_bytes(&mut want);
         assert!(
             want == got,
             "stream corrupted with {} bytes left",
@@ -252,6 +269,7 @@ fn simulate(dst: SocketAddr, direction: Direction, len: usize, seed: u64) {
     let mut pending_at = 0;
     let mut closed = None;
     let mut host_closed = false;
+    let mut finished_at = now;
 
     while closed.is_none() {
         assert!(now < Instant::ZERO + VIRTUAL_LIMIT, "simulation stalled");
@@ -281,6 +299,7 @@ fn simulate(dst: SocketAddr, direction: Direction, len: usize, seed: u64) {
                 StackEvent::TcpClosed { id, reason } => {
                     assert_eq!(Some(id), flow);
                     closed = Some(reason);
+                    finished_at = now;
                 }
                 _ => {}
             }
@@ -332,7 +351,7 @@ fn simulate(dst: SocketAddr, direction: Direction, len: usize, seed: u64) {
         }
         // Anything just delivered to the client is processed at the same instant; otherwise
         // jump to the next timer or arrival.
-        if client.device.rx.is_empty() {
+        if client.device.rx.is_empty() && closed.is_none() {
             let next = [
                 client.iface.poll_at(now, &client.sockets),
                 stack.poll_at(now),
@@ -375,7 +394,7 @@ fn simulate(dst: SocketAddr, direction: Direction, len: usize, seed: u64) {
         } else {
             "download"
         },
-        now.total_millis(),
+        finished_at.total_millis(),
         started.elapsed(),
         up.sent,
         up.lost,

@@ -120,7 +120,11 @@ impl phy::Device for CallDevice<'_> {
     }
 
     fn transmit(&mut self, _timestamp: Instant) -> Option<Self::TxToken<'_>> {
-        self.tx.has_room().then(|| TxToken(self.tx))
+        if self.tx.has_room() {
+            Some(TxToken(self.tx))
+        } else {
+            None
+        }
     }
 
     fn capabilities(&self) -> DeviceCapabilities {

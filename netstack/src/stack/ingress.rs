@@ -202,7 +202,7 @@ pub(crate) fn parse<'a>(packet: &'a [u8], net: &GuestNet) -> Result<Ingress<'a>,
             if src.port() == 0 || dst.port() == 0 {
                 return Err(malformed("tcp port 0"));
             }
-            if !(tcp.syn() && !tcp.ack()) {
+            if !tcp.syn() || tcp.ack() {
                 return Ok(Ingress::Tcp {
                     src,
                     dst,

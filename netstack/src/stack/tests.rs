@@ -266,8 +266,14 @@ fn half_open_flows_time_out_with_a_reset() {
     let deadline = stack.poll_at(Instant::ZERO).expect("a timer");
     assert!(deadline <= Instant::ZERO + DEFAULT_HALF_OPEN_TIMEOUT);
     let later = Instant::ZERO + DEFAULT_HALF_OPEN_TIMEOUT;
+    // The first poll aborts the socket, the second sends its RST and removes it.
     stack.poll(later);
     stack.poll(later);
+    let rst_sent = std::iter::from_fn(|| stack.transmit()).any(|p| {
+        let sliced = SlicedPacket::from_ip(&p).expect("parse");
+        matches!(sliced.transport, Some(TransportSlice::Tcp(t)) if t.rst())
+    });
+    assert!(rst_sent, "the guest is told with a RST");
     let stats = stack.stats();
     assert_eq!(stats.tcp_half_open_timeouts, 1);
     assert_eq!(

@@ -80,7 +80,7 @@ fn feed(stack: &mut Stack, tally: &mut Tally, packet: &[u8], now: Instant) {
     if stack.receive(packet, now).is_err() {
         tally.refused += 1;
     }
-    if tally.calls % 64 == 0 {
+    if tally.calls.is_multiple_of(64) {
         stack.poll(now);
         while stack.transmit().is_some() {}
         while stack.next_event().is_some() {}

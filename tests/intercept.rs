@@ -1,0 +1,326 @@
+//! Milestone 2 acceptance: guests that know nothing about idagent reach http and https names
+//! through the userspace stack and the gateway, hermetically (`--offline`, local fakes behind
+//! `--upstream-map`), and every flow lands in the audit log and the pcapng.
+
+mod common;
+use common::*;
+use idagent_fakes::{start_blocking, FakeServer, FakesHandle};
+use serde_json::Value;
+
+const KEY: &str = "sk-idagent-test-0123456789abcdefWXYZ";
+
+fn fakes() -> (tempfile::TempDir, FakesHandle) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fakes = start_blocking(dir.path()).expect("start fakes");
+    (dir, fakes)
+}
+
+/// `idagent run --offline <fakes' map and CA> ARGS`.
+fn run_with_fakes(fakes: &FakesHandle, args: &[&str]) -> Run {
+    let mut all: Vec<String> = vec!["--offline".into()];
+    all.extend(fakes.idagent_args());
+    all.extend(args.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    idagent_run(&refs)
+}
+
+fn http_events(run: &Run) -> Vec<&Value> {
+    run.of_kind("http").collect()
+}
+
+fn tshark_requests(pcap: &std::path::Path) -> Vec<String> {
+    let out = std::process::Command::new("tshark")
+        .arg("-r")
+        .arg(pcap)
+        .args([
+            "-Y",
+            "http.request",
+            "-T",
+            "fields",
+            "-e",
+            "http.request.method",
+            "-e",
+            "http.host",
+            "-e",
+            "http.request.uri",
+        ])
+        .output()
+        .expect("tshark (install it: apt-get install tshark)");
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.replace('\t', " "))
+        .collect()
+}
+
+#[test]
+fn python_node_and_curl_reach_http_and_https_names() {
+    let (_dir, fakes) = fakes();
+    let script = format!(
+        r#"set -e
+curl -sS -m 20 -o /dev/null -w 'curl %{{http_code}}\n' http://www.google.com/
+python3 - <<'PY'
+import urllib.request
+body = urllib.request.urlopen('https://www.google.com/', timeout=20).read()
+print('python', len(body))
+PY
+node -e '
+fetch("https://api.openai.com/v1/chat/completions", {{
+  method: "POST",
+  headers: {{ "Authorization": "Bearer {KEY}", "Content-Type": "application/json" }},
+  body: JSON.stringify({{ model: "gpt-4o-mini", messages: [{{ role: "user", content: "hello" }}] }}),
+}}).then(r => r.json()).then(j => console.log("node", j.choices[0].message.content))
+  .catch(e => {{ console.log("node error", e.cause || e); process.exit(1); }});
+'
+"#
+    );
+    let run = run_with_fakes(&fakes, &["--image", GUEST_IMAGE, "--", "sh", "-c", &script]);
+    assert_eq!(run.code(), Some(0), "{}", run.explain());
+    let out = run.stdout();
+    assert!(out.contains("curl 200"), "{out}");
+    assert!(
+        out.contains(&format!("python {}", idagent_fakes::google_html().len())),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("node {}", idagent_fakes::OPENAI_REPLY)),
+        "{out}"
+    );
+
+    // The fakes received exactly the requests made, with the real credential.
+    let got: Vec<(FakeServer, String, String)> = fakes
+        .requests()
+        .iter()
+        .map(|r| (r.server, r.method.clone(), r.path_and_query.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (FakeServer::GoogleHttp, "GET".into(), "/".into()),
+            (FakeServer::GoogleHttps, "GET".into(), "/".into()),
+            (
+                FakeServer::OpenAiHttps,
+                "POST".into(),
+                "/v1/chat/completions".into()
+            ),
+        ]
+    );
+    let chat = fakes.requests_to(FakeServer::OpenAiHttps).remove(0);
+    assert_eq!(
+        chat.header("authorization"),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+    let body: Value = serde_json::from_slice(&chat.body).expect("json body");
+    assert_eq!(body["messages"][0]["content"], "hello");
+
+    // dns, tcp, tls and http events, with names and byte counts.
+    for name in ["www.google.com", "api.openai.com"] {
+        assert!(
+            run.of_kind("dns")
+                .any(|e| e["name"] == name && e["rcode"] == "NOERROR" && e["source"] == "mapped"),
+            "no dns answer for {name}\n{}",
+            run.explain()
+        );
+        assert!(
+            run.of_kind("tcp")
+                .any(|e| e["phase"] == "open" && e["name"] == name),
+            "{}",
+            run.explain()
+        );
+    }
+    let tls: Vec<&Value> = run.of_kind("tls").collect();
+    assert!(tls.iter().any(|e| e["sni"] == "api.openai.com"
+        && e["mode"] == "intercepted"
+        && e["upstream_verify"] == "ok"));
+    assert!(tls
+        .iter()
+        .any(|e| e["sni"] == "www.google.com" && e["mode"] == "intercepted"));
+    let https_google = http_events(&run)
+        .into_iter()
+        .find(|e| e["url"] == "https://www.google.com/")
+        .unwrap_or_else(|| panic!("no https google event\n{}", run.explain()));
+    assert_eq!(https_google["method"], "GET");
+    assert_eq!(https_google["status"], 200);
+    assert_eq!(
+        https_google["resp_bytes"],
+        idagent_fakes::google_html().len()
+    );
+    assert_eq!(
+        https_google["resp_sha256"],
+        sha256_hex(idagent_fakes::google_html())
+    );
+    let chat_ev = http_events(&run)
+        .into_iter()
+        .find(|e| e["url"] == "https://api.openai.com/v1/chat/completions")
+        .unwrap_or_else(|| panic!("no chat event\n{}", run.explain()));
+    assert_eq!(chat_ev["method"], "POST");
+    assert_eq!(chat_ev["status"], 200);
+    assert_eq!(chat_ev["req_bytes"], chat.body.len());
+    assert_eq!(chat_ev["req_sha256"], sha256_hex(&chat.body));
+    assert!(chat_ev["req_body"]
+        .as_str()
+        .is_some_and(|b| b.contains("gpt-4o-mini")));
+    assert!(chat_ev["resp_body"]
+        .as_str()
+        .is_some_and(|b| b.contains("chat.completion")));
+    assert!(run
+        .of_kind("http")
+        .any(|e| e["url"] == "http://www.google.com/" && e["status"] == 200));
+    // A TCP close carries the byte counts of the guest's side of the flow.
+    let closes: Vec<&Value> = run
+        .of_kind("tcp")
+        .filter(|e| e["phase"] == "close")
+        .collect();
+    assert!(
+        closes
+            .iter()
+            .all(|e| e["bytes_up"].as_u64() > Some(0) && e["bytes_down"].as_u64() > Some(0)),
+        "{}",
+        run.explain()
+    );
+
+    // The credential appears only as a fingerprint.
+    let audit = std::fs::read_to_string(run.run_dir().join("audit.jsonl")).expect("audit");
+    assert!(
+        !audit.contains(KEY) && !audit.contains(&KEY[3..]),
+        "the key leaked into the audit log"
+    );
+    assert!(
+        audit.contains("bearer:…WXYZ:sha256="),
+        "no fingerprint of the key\n{}",
+        run.explain()
+    );
+
+    // tshark decodes the same requests, decrypted, from the pcapng with no extra option.
+    let seen = tshark_requests(&run.run_dir().join("traffic.pcapng"));
+    for want in [
+        "GET www.google.com /",
+        "POST api.openai.com /v1/chat/completions",
+    ] {
+        assert!(
+            seen.iter().any(|s| s == want),
+            "tshark did not show {want}: {seen:?}"
+        );
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+}
+
+#[test]
+fn unmapped_names_and_addresses_are_refused_and_logged() {
+    let (_dir, fakes) = fakes();
+    let script = r#"
+import socket, json
+res = {}
+try:
+    socket.getaddrinfo('exfil.example.net', 443); res['dns'] = 'resolved'
+except socket.gaierror as e:
+    res['dns'] = 'failed'
+s = socket.create_connection(('203.0.113.5', 80), timeout=10)
+s.sendall(b'GET / HTTP/1.1\r\nHost: 203.0.113.5\r\n\r\n')
+res['direct'] = s.recv(100).decode(errors='replace').split('\r\n')[0]
+print(json.dumps(res))
+"#;
+    let run = run_with_fakes(
+        &fakes,
+        &["--image", GUEST_IMAGE, "--", "python3", "-c", script],
+    );
+    assert_eq!(run.code(), Some(0), "{}", run.explain());
+    let res: Value = serde_json::from_str(run.stdout().trim()).expect("json");
+    assert_eq!(res["dns"], "failed");
+    assert_eq!(res["direct"], "HTTP/1.1 502 Bad Gateway");
+    assert!(
+        run.of_kind("dns")
+            .any(|e| e["name"] == "exfil.example.net" && e["rcode"] == "NXDOMAIN"),
+        "{}",
+        run.explain()
+    );
+    assert!(
+        run.of_kind("blocked").any(|e| e["what"] == "dns"
+            && e["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("exfil.example.net"))),
+        "{}",
+        run.explain()
+    );
+    assert!(
+        run.of_kind("blocked")
+            .any(|e| e["what"] == "tcp" && e["target"] == "203.0.113.5:80"),
+        "{}",
+        run.explain()
+    );
+    assert!(fakes.requests().is_empty(), "something reached a fake");
+}
+
+#[test]
+fn sse_reaches_the_guest_as_it_is_sent() {
+    let (_dir, fakes) = fakes();
+    // Read the first event, then ask the fake (on another connection) to send the last one.
+    // A gateway that buffered the response would deadlock here until the fake's timeout.
+    let script = r#"
+import urllib.request, ssl
+r = urllib.request.urlopen('https://api.openai.com/sse', timeout=30)
+first = r.readline().decode().strip()
+print('first', first, flush=True)
+urllib.request.urlopen('https://www.google.com/ack', timeout=30).read()
+rest = r.read().decode()
+print('rest', rest.strip())
+"#;
+    let run = run_with_fakes(
+        &fakes,
+        &["--image", GUEST_IMAGE, "--", "python3", "-c", script],
+    );
+    assert_eq!(run.code(), Some(0), "{}", run.explain());
+    assert!(run.stdout().contains("first data:"), "{}", run.explain());
+    assert!(
+        fakes.ack_seen_before_last(),
+        "the last event was sent before the guest saw the first\n{}",
+        run.explain()
+    );
+}
+
+#[test]
+fn garbage_from_the_guest_is_contained() {
+    let (_dir, fakes) = fakes();
+    let script = r#"
+import socket, urllib.request
+def poke(host, port, data):
+    try:
+        s = socket.create_connection((host, port), timeout=5)
+        s.sendall(data)
+        s.settimeout(5)
+        try: s.recv(1000)
+        except OSError: pass
+        s.close()
+    except OSError:
+        pass
+poke('api.openai.com', 443, b'\x16\x03\x01\xff\xff' + b'\x00' * 300)            # TLS garbage
+poke('api.openai.com', 443, b'\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00')         # truncated hello
+poke('www.google.com', 80, b'GET / HTTP/9.9\r\nHost: \x00\x01\r\n\r\n' * 3)      # HTTP garbage
+poke('www.google.com', 80, b'\x00\xff' * 500)                                    # neither
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.sendto(b'\xde\xad\xbe\xef' * 10, ('10.77.0.1', 53))                           # DNS garbage
+u.sendto(b'\x00', ('8.8.8.8', 53))
+print(len(urllib.request.urlopen('https://www.google.com/', timeout=20).read()))
+"#;
+    let run = run_with_fakes(
+        &fakes,
+        &["--image", GUEST_IMAGE, "--", "python3", "-c", script],
+    );
+    assert_eq!(run.code(), Some(0), "{}", run.explain());
+    assert_eq!(
+        run.stdout().trim(),
+        idagent_fakes::google_html().len().to_string()
+    );
+    assert!(
+        run.of_kind("tls").any(|e| e["mode"] == "rejected"),
+        "{}",
+        run.explain()
+    );
+    assert!(run
+        .of_kind("http")
+        .any(|e| e["url"] == "https://www.google.com/" && e["status"] == 200));
+}

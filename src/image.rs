@@ -250,8 +250,16 @@ fn pack_context(context: &Path) -> Result<Vec<u8>, ImageError> {
     builder
         .append_path_with_name(context.join("Dockerfile.guest"), "Dockerfile.guest")
         .map_err(pack_err)?;
-    builder
-        .append_dir_all("victims", context.join("victims"))
-        .map_err(pack_err)?;
+    // Every victim but the fakes (host-side test servers, a Rust crate: not guest material).
+    for entry in std::fs::read_dir(context.join("victims")).map_err(pack_err)? {
+        let entry = entry.map_err(pack_err)?;
+        if entry.file_name() == "fakes" || !entry.path().is_dir() {
+            continue;
+        }
+        let name = std::path::Path::new("victims").join(entry.file_name());
+        builder
+            .append_dir_all(&name, entry.path())
+            .map_err(pack_err)?;
+    }
     builder.into_inner().map_err(pack_err)
 }

@@ -55,6 +55,9 @@ pub struct Gateway {
     pub tls_mode: TlsMode,
     pub tls: Option<intercept::TlsContext>,
     next_flow: AtomicU64,
+    /// CONNECT tunnels to serve as flows of their own. A channel (not a direct spawn) so the
+    /// HTTP handler's future does not contain the flow handler's (a recursive type).
+    tunnels: tokio::sync::mpsc::UnboundedSender<(hyper::upgrade::OnUpgrade, FlowMeta)>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -74,6 +77,9 @@ pub struct FlowMeta {
     pub dst: SocketAddr,
     /// The name the guest resolved for `dst`, if it did.
     pub name: Option<String>,
+    /// The guest is talking to the gateway's explicit proxy (port 5000): absolute-form
+    /// requests and CONNECT name their own targets.
+    pub proxy: bool,
 }
 
 impl FlowMeta {
@@ -96,6 +102,8 @@ pub enum DialError {
 }
 
 impl Gateway {
+    /// The run's gateway. Must be called inside a tokio runtime (it starts the task that serves
+    /// CONNECT tunnels).
     pub fn new(
         audit: AuditSink,
         policy: Arc<Policy>,
@@ -103,8 +111,10 @@ impl Gateway {
         capture_bytes: usize,
         tls_mode: TlsMode,
         tls: Option<intercept::TlsContext>,
-    ) -> Self {
-        Self {
+    ) -> Arc<Self> {
+        let (tunnels, mut rx) =
+            tokio::sync::mpsc::unbounded_channel::<(hyper::upgrade::OnUpgrade, FlowMeta)>();
+        let gw = Arc::new(Self {
             audit,
             policy,
             names,
@@ -112,7 +122,26 @@ impl Gateway {
             tls_mode,
             tls,
             next_flow: AtomicU64::new(1),
-        }
+            tunnels,
+        });
+        let weak = Arc::downgrade(&gw);
+        tokio::spawn(async move {
+            while let Some((upgrade, meta)) = rx.recv().await {
+                let Some(gw) = weak.upgrade() else { break };
+                tokio::spawn(async move {
+                    if let Ok(upgraded) = upgrade.await {
+                        gw.serve_flow(hyper_util::rt::TokioIo::new(upgraded), meta)
+                            .await;
+                    }
+                });
+            }
+        });
+        gw
+    }
+
+    /// Hands an accepted CONNECT tunnel to the tunnel task.
+    pub(crate) fn serve_tunnel(&self, upgrade: hyper::upgrade::OnUpgrade, meta: FlowMeta) {
+        let _ = self.tunnels.send((upgrade, meta));
     }
 
     /// A new flow id and the name the guest resolved for `dst`.
@@ -127,6 +156,39 @@ impl Gateway {
             src,
             dst,
             name,
+            proxy: false,
+        }
+    }
+
+    /// A new flow for a target an explicit-proxy client named (`CONNECT host:port`, or an
+    /// absolute-form URL). Mapped names get their synthetic address (the policy maps them by
+    /// name); IP literals are taken as they are; other names are resolved by the host only
+    /// when online (offline they stay unresolved and the policy refuses them).
+    pub async fn proxy_target(&self, via: &FlowMeta, host: &str, port: u16) -> FlowMeta {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let addr = if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            Some(ip)
+        } else if self.policy.map.lookup(host, port).is_some() {
+            self.names
+                .lock()
+                .ok()
+                .and_then(|mut t| t.synthetic_for(host).ok())
+                .map(|(v4, _)| std::net::IpAddr::V4(v4))
+        } else if !self.policy.offline {
+            tokio::net::lookup_host((host, port))
+                .await
+                .ok()
+                .and_then(|mut it| it.next())
+                .map(|a| a.ip())
+        } else {
+            None
+        };
+        FlowMeta {
+            id: FlowId(self.next_flow.fetch_add(1, Ordering::Relaxed)),
+            src: via.src,
+            dst: SocketAddr::new(addr.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()), port),
+            name: (host.parse::<std::net::IpAddr>().is_err()).then(|| host.to_ascii_lowercase()),
+            proxy: false,
         }
     }
 

@@ -107,14 +107,14 @@ pub fn build(
         }
         TlsMode::Passthrough => (None, None, None),
     };
-    let gateway = Arc::new(Gateway::new(
+    let gateway = Gateway::new(
         audit,
         Arc::new(policy),
         dns.names(),
         args.capture_bytes,
         args.tls,
         tls,
-    ));
+    );
     Ok(Interceptor {
         gateway,
         dns,

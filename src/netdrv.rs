@@ -243,7 +243,9 @@ impl Driver {
             tokio::spawn(dns_over_tcp(stream, dns, audit, dst));
         } else {
             let gw = self.parts.gateway.clone();
-            let meta = gw.open_flow(src, dst);
+            let mut meta = gw.open_flow(src, dst);
+            meta.proxy = dst.port() == crate::gateway::PROXY_PORT
+                && (dst.ip() == crate::netns::GATEWAY_V4 || dst.ip() == crate::netns::GATEWAY_V6);
             tokio::spawn(gw.serve_flow(stream, meta));
         }
     }

@@ -34,7 +34,9 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let dst = original_dst(&stream).unwrap_or(local);
-        let meta = gw.open_flow(peer, dst);
+        let mut meta = gw.open_flow(peer, dst);
+        // Not redirected: the client dialled us on purpose, as its HTTP(S) proxy.
+        meta.proxy = dst == local || (dst.port() == local.port() && local.ip().is_unspecified());
         let gw = gw.clone();
         tokio::spawn(async move {
             gw.serve_flow(stream, meta).await;

@@ -158,6 +158,10 @@ fetch("https://api.openai.com/v1/chat/completions", {{
         .find(|e| e["url"] == "https://api.openai.com/v1/chat/completions")
         .unwrap_or_else(|| panic!("no chat event\n{}", run.explain()));
     assert_eq!(chat_ev["method"], "POST");
+    assert!(
+        chat_ev["note"].is_null(),
+        "exchange not complete: {chat_ev}"
+    );
     assert_eq!(chat_ev["status"], 200);
     assert_eq!(chat_ev["req_bytes"], chat.body.len());
     assert_eq!(chat_ev["req_sha256"], sha256_hex(&chat.body));
@@ -323,4 +327,102 @@ print(len(urllib.request.urlopen('https://www.google.com/', timeout=20).read()))
     assert!(run
         .of_kind("http")
         .any(|e| e["url"] == "https://www.google.com/" && e["status"] == 200));
+}
+
+#[test]
+fn explicit_proxy_on_port_5000_is_served_and_logged() {
+    let (_dir, fakes) = fakes();
+    let script = r#"set -e
+curl -sS -m 20 -x http://10.77.0.1:5000 -o /dev/null -w 'plain %{http_code}\n' http://www.google.com/
+curl -sS -m 20 -x http://10.77.0.1:5000 -o /dev/null -w 'connect %{http_code}\n' -H 'Authorization: Bearer sk-proxy-0123456789abcdefghij' https://api.openai.com/v1/models
+HTTPS_PROXY=http://10.77.0.1:5000 python3 -c "import urllib.request; print('python', urllib.request.urlopen('https://www.google.com/', timeout=20).status)"
+"#;
+    let run = run_with_fakes(&fakes, &["--image", GUEST_IMAGE, "--", "sh", "-c", script]);
+    assert_eq!(run.code(), Some(0), "{}", run.explain());
+    for want in ["plain 200", "connect 200", "python 200"] {
+        assert!(run.stdout().contains(want), "{want}\n{}", run.explain());
+    }
+    // Absolute-form and tunnelled requests are logged like transparent ones.
+    assert!(
+        run.of_kind("http")
+            .any(|e| e["url"] == "http://www.google.com/" && e["status"] == 200),
+        "{}",
+        run.explain()
+    );
+    assert!(
+        run.of_kind("http")
+            .any(|e| e["method"] == "CONNECT" && e["url"] == "api.openai.com:443"),
+        "{}",
+        run.explain()
+    );
+    assert!(
+        run.of_kind("http")
+            .any(|e| e["url"] == "https://api.openai.com/v1/models" && e["status"] == 200),
+        "{}",
+        run.explain()
+    );
+    assert!(
+        run.of_kind("tls")
+            .any(|e| e["sni"] == "www.google.com" && e["mode"] == "intercepted"),
+        "{}",
+        run.explain()
+    );
+    let servers: Vec<FakeServer> = fakes.requests().iter().map(|r| r.server).collect();
+    assert_eq!(
+        servers,
+        [
+            FakeServer::GoogleHttp,
+            FakeServer::OpenAiHttps,
+            FakeServer::GoogleHttps
+        ]
+    );
+}
+
+#[test]
+fn capture_writes_the_pcap_where_asked() {
+    let (_dir, fakes) = fakes();
+    ensure_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pcap = dir.path().join("out.pcapng");
+    let mut args: Vec<String> = vec![
+        "capture".into(),
+        "--pcap".into(),
+        pcap.display().to_string(),
+    ];
+    args.extend([
+        "--run-dir".into(),
+        dir.path().join("run").display().to_string(),
+        "--offline".into(),
+    ]);
+    args.extend(fakes.idagent_args());
+    args.extend(
+        [
+            "--image",
+            GUEST_IMAGE,
+            "--",
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "https://www.google.com/",
+        ]
+        .map(String::from),
+    );
+    let out = std::process::Command::new(IDAGENT)
+        .args(&args)
+        .output()
+        .expect("idagent capture");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !dir.path().join("run/traffic.pcapng").exists(),
+        "capture also wrote the default pcap"
+    );
+    assert_eq!(tshark_requests(&pcap), ["GET www.google.com /"]);
+    let events = read_audit(&dir.path().join("run/audit.jsonl"));
+    assert_no_leftovers(events[0]["run"].as_str().expect("run id"));
 }

@@ -58,7 +58,8 @@ struct Conn {
     gw: Arc<Gateway>,
     meta: FlowMeta,
     kind: UpstreamKind,
-    sender: tokio::sync::Mutex<Option<UpstreamSender>>,
+    /// The upstream connection and, for explicit-proxy clients, the target it was opened for.
+    sender: tokio::sync::Mutex<Option<(UpstreamSender, Option<String>)>>,
     upstream: Mutex<Option<SocketAddr>>,
     /// Result of upstream TLS verification, for the `tls` event.
     verify: Mutex<Option<String>>,
@@ -140,48 +141,51 @@ impl Conn {
             .map(|(h, _)| h.to_owned())
             .unwrap_or_else(|| authority.clone());
         let default_port = if self.scheme() == "https" { 443 } else { 80 };
-        let authority = if authority.contains(':') || self.meta.dst.port() == default_port {
-            authority
-        } else {
-            format!("{authority}:{}", self.meta.dst.port())
-        };
+        // An absolute-form URL (explicit proxy) names its own port; otherwise the port the
+        // guest dialled is the URL's when the Host header leaves it out.
+        let absolute = uri.authority().is_some();
+        let authority =
+            if absolute || authority.contains(':') || self.meta.dst.port() == default_port {
+                authority
+            } else {
+                format!("{authority}:{}", self.meta.dst.port())
+            };
         let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         (format!("{}://{authority}{path}", self.scheme()), Some(host))
     }
 
     /// Sends `req` on this guest connection's upstream connection, (re)connecting when there
-    /// is none or it went away. Requests of one guest connection are sequential (HTTP/1.1), so
-    /// holding the lock for the send is no contention.
+    /// is none, it went away, or (explicit proxy) the request names another target. Requests
+    /// of one guest connection are sequential (HTTP/1.1), so holding the lock is no contention.
     async fn send(
         &self,
         host: Option<&str>,
+        target: Option<FlowMeta>,
         req: Request<TapBody<Incoming>>,
     ) -> Result<Response<Incoming>, String> {
+        let key = target.as_ref().map(FlowMeta::label);
         let mut slot = self.sender.lock().await;
         let reusable = match slot.as_mut() {
-            Some(s) => s.ready().await.is_ok(),
-            None => false,
+            Some((s, k)) if *k == key => s.ready().await.is_ok(),
+            _ => false,
         };
         if !reusable {
-            *slot = Some(self.connect(host).await?);
+            let meta = target.unwrap_or_else(|| self.meta.clone());
+            *slot = Some((self.connect(&meta, host).await?, key));
         }
-        let sender = slot.as_mut().ok_or("no upstream connection")?;
+        let (sender, _) = slot.as_mut().ok_or("no upstream connection")?;
         sender
             .send_request(req)
             .await
             .map_err(|e| format!("upstream: {e}"))
     }
 
-    async fn connect(&self, host: Option<&str>) -> Result<UpstreamSender, String> {
+    async fn connect(&self, meta: &FlowMeta, host: Option<&str>) -> Result<UpstreamSender, String> {
         let name = match &self.kind {
             UpstreamKind::Tls { server_name } => Some(server_name.as_str()),
             UpstreamKind::Plain => host,
         };
-        let (tcp, addr) = self
-            .gw
-            .dial(&self.meta, name)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (tcp, addr) = self.gw.dial(meta, name).await.map_err(|e| e.to_string())?;
         if let Ok(mut u) = self.upstream.lock() {
             *u = Some(addr);
         }
@@ -216,6 +220,46 @@ impl Conn {
         Ok(sender)
     }
 
+    /// `CONNECT host:port` from an explicit-proxy client: answer 200, then serve the tunnel as
+    /// a new flow to that target (sniffed, intercepted and logged like any other).
+    async fn connect_tunnel(
+        &self,
+        mut req: Request<Incoming>,
+        started: Instant,
+    ) -> Response<GuestBody> {
+        let authority = req.uri().authority().cloned();
+        let Some(auth) = authority.filter(|_| self.meta.proxy) else {
+            return plain_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT is served on the proxy port only\n",
+            );
+        };
+        let target = self
+            .gw
+            .proxy_target(&self.meta, auth.host(), auth.port_u16().unwrap_or(443))
+            .await;
+        let event = HttpEvent {
+            flow: self.meta.id,
+            method: "CONNECT".into(),
+            url: auth.to_string(),
+            status: Some(200),
+            req_headers: header_list(req.headers()),
+            resp_headers: Vec::new(),
+            req_bytes: 0,
+            resp_bytes: 0,
+            req_sha256: String::new(),
+            resp_sha256: String::new(),
+            req_body: String::new(),
+            resp_body: String::new(),
+            credentials: Vec::new(),
+            note: Some(format!("tunnel as flow {}", target.id)),
+            duration_ms: 0,
+        };
+        finish_event(&self.gw, event, &Tap::new(0), &Tap::new(0), started);
+        self.gw.serve_tunnel(hyper::upgrade::on(&mut req), target);
+        Response::new(empty_body())
+    }
+
     fn set_verify(&self, v: String) {
         if let Ok(mut slot) = self.verify.lock() {
             slot.get_or_insert(v);
@@ -230,11 +274,16 @@ impl Conn {
         let (url, host) = self.url(req.uri(), req.headers());
         let method = req.method().clone();
         if method == Method::CONNECT {
-            return Ok(plain_response(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "CONNECT is served on the proxy port only\n",
-            ));
+            return Ok(self.connect_tunnel(req, started).await);
         }
+        // Explicit proxy, absolute-form: the URL names the target.
+        let target = match (self.meta.proxy, req.uri().authority()) {
+            (true, Some(auth)) => {
+                let port = auth.port_u16().unwrap_or(80);
+                Some(self.gw.proxy_target(&self.meta, auth.host(), port).await)
+            }
+            _ => None,
+        };
         let guest_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
         let capture = self.gw.capture_bytes;
         let req_tap = Tap::new(capture);
@@ -268,7 +317,7 @@ impl Conn {
             note: None,
             duration_ms: 0,
         };
-        let mut resp = match self.send(host.as_deref(), upstream_req).await {
+        let mut resp = match self.send(host.as_deref(), target, upstream_req).await {
             Ok(r) => r,
             Err(e) => {
                 event.note = Some(format!("error: {e}"));

@@ -144,6 +144,11 @@ where
                 if let Some(data) = frame.data_ref() {
                     this.tap.observe(data);
                 }
+                // A reader that knows the length (Content-Length) stops polling after the last
+                // byte and never sees `None`: the body is complete when the inner one says so.
+                if this.inner.is_end_stream() {
+                    this.end(true);
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {

@@ -1,0 +1,362 @@
+//! Interceptor bench (`cargo bench --bench interceptor`): the same static client program against
+//! the same host-side servers, (a) directly on host loopback, (b) from a plain Docker container
+//! on the default bridge, and (c) from an idagent guest through the TUN, the userspace stack and
+//! the intercepting gateway (`--offline`, `bench.test` mapped to the host servers), with full
+//! packet capture and with `--snaplen 96` (idagent has no switch that turns the capture off).
+//! A last idagent run holds 1,000 keep-alive connections open and reads idagent's RSS.
+//!
+//! Prints one table (value and ratio to (a)) plus PASS/BELOW per floor of the issue, and writes
+//! it as markdown to `target/bench-interceptor.md`. The floors are reported, never asserted.
+//!
+//! Owns: the cases, their processes and containers (always removed, also on error), and the
+//! report. The client is this very binary in `client` mode (`interceptor/client.rs`); the
+//! servers are in `interceptor/server.rs`. Network reach: host loopback, the docker bridge
+//! gateway (case b only) and addresses inside the guests.
+//!
+//! Environment: `IDAGENT_BENCH_BULK_MIB` (default 256), `IDAGENT_BENCH_REQUESTS` (2000),
+//! `IDAGENT_BENCH_CONN_SECS` (3), `IDAGENT_BENCH_CONNS` (1000).
+
+#[path = "interceptor/client.rs"]
+mod client;
+#[path = "interceptor/report.rs"]
+mod report;
+#[path = "interceptor/server.rs"]
+mod server;
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use report::{CaseResult, Rss};
+use serde_json::Value;
+
+type BoxError = Box<dyn std::error::Error>;
+
+const IDAGENT: &str = env!("CARGO_BIN_EXE_idagent");
+const GUEST_IMAGE: &str = "idagent-guest:latest";
+/// The docker default bridge's gateway address: case (b) only.
+const BRIDGE_GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 1);
+/// The client's name inside the workspace and the bridge container.
+const CLIENT_FILE: &str = "bench-client";
+/// Longest any one case may run before it is stopped.
+const CASE_DEADLINE: Duration = Duration::from_secs(600);
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("client") {
+        std::process::exit(client::main(&args[1..]));
+    }
+    if let Err(e) = run() {
+        eprintln!("interceptor bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn env_num(key: &str, default: u64) -> u64 {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The client options every case shares.
+fn client_opts() -> Vec<String> {
+    let bulk = env_num("IDAGENT_BENCH_BULK_MIB", 256) << 20;
+    [
+        ("--name", server::NAME.to_owned()),
+        ("--bulk-bytes", bulk.to_string()),
+        (
+            "--requests",
+            env_num("IDAGENT_BENCH_REQUESTS", 2000).to_string(),
+        ),
+        (
+            "--conn-secs",
+            env_num("IDAGENT_BENCH_CONN_SECS", 3).to_string(),
+        ),
+        ("--conns", env_num("IDAGENT_BENCH_CONNS", 1000).to_string()),
+    ]
+    .into_iter()
+    .flat_map(|(k, v)| [k.to_owned(), v])
+    .collect()
+}
+
+fn run() -> Result<(), BoxError> {
+    let image = Command::new("docker")
+        .args(["image", "inspect", GUEST_IMAGE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    if !image.success() {
+        return Err(format!("{GUEST_IMAGE} is missing: run `idagent image build` first").into());
+    }
+    let tmp = tempfile::tempdir()?;
+    let ws = tmp.path().join("ws");
+    std::fs::create_dir(&ws)?;
+    std::fs::copy(std::env::current_exe()?, ws.join(CLIENT_FILE))?;
+    let (ca_pem, tls) = server::tls_setup()?;
+    let ca_path = ws.join("ca.pem");
+    std::fs::write(&ca_path, ca_pem)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let local = rt.block_on(server::start(Ipv4Addr::LOCALHOST.into(), tls.clone()))?;
+    let client = ws.join(CLIENT_FILE);
+    let opts = client_opts();
+
+    eprintln!("== (a) host loopback");
+    let mut cmd = Command::new(&client);
+    cmd.arg("client").arg("suite").args(&opts);
+    cmd.args([
+        "--http",
+        &local.http.to_string(),
+        "--https",
+        &local.https.to_string(),
+    ]);
+    cmd.arg("--ca").arg(&ca_path);
+    let a = CaseResult::from_events(&drive(cmd, None, |_, _| {})?.events);
+
+    eprintln!("== (b) plain container on the default bridge");
+    let b = {
+        let bridge = rt.block_on(server::start(IpAddr::V4(BRIDGE_GATEWAY), tls))?;
+        let name = format!("idagent-bench-{}", std::process::id());
+        let mut cmd = Command::new("docker");
+        cmd.args(["run", "--rm", "--name", &name, "--network", "bridge"]);
+        cmd.args(["--user", "65534:65534", "-v"]);
+        cmd.arg(format!("{}:/bench:ro", ws.display()));
+        cmd.args([
+            GUEST_IMAGE,
+            &format!("/bench/{CLIENT_FILE}"),
+            "client",
+            "suite",
+        ]);
+        cmd.args(&opts);
+        cmd.args([
+            "--http",
+            &bridge.http.to_string(),
+            "--https",
+            &bridge.https.to_string(),
+        ]);
+        cmd.args(["--ca", "/bench/ca.pem"]);
+        let out = drive(cmd, Some(name), |_, _| {})?;
+        drop(bridge); // the bridge-gateway listeners live for this case only
+        CaseResult::from_events(&out.events)
+    };
+
+    let guest = GuestCase {
+        tmp: tmp.path(),
+        ws: &ws,
+        ca: &ca_path,
+        http_port: local.http.port(),
+        https_port: local.https.port(),
+        opts: &opts,
+    };
+    eprintln!("== (c) idagent guest, full pcap");
+    let c_full = guest.suite("c-full", 0)?;
+    eprintln!("== (c) idagent guest, pcap snaplen 96");
+    let c_snap = guest.suite("c-snap96", 96)?;
+    eprintln!("== (c) idagent guest, held connections");
+    let rss = guest.hold()?;
+    drop(local);
+
+    let cases = [
+        ("(a) host loopback", a),
+        ("(b) docker bridge", b),
+        ("(c) idagent, full pcap", c_full),
+        ("(c) idagent, snaplen 96", c_snap),
+    ];
+    let text = report::render(&cases, &rss);
+    println!("\n{text}");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let md = target.join("bench-interceptor.md");
+    std::fs::write(&md, text)?;
+    eprintln!("wrote {}", md.display());
+    Ok(())
+}
+
+/// What one client process printed, and idagent's memory seen while it ran.
+struct Outcome {
+    events: Vec<Value>,
+    /// Largest VmHWM (KiB) read from the process while it ran (idagent runs only).
+    hwm_kib: Option<u64>,
+}
+
+/// Runs `cmd` (stdout piped, stderr passed through), feeds each `BENCH` event to `on_event`
+/// with the process id, and stops it after [`CASE_DEADLINE`]. A non-zero exit is an error.
+fn drive(
+    mut cmd: Command,
+    container: Option<String>,
+    mut on_event: impl FnMut(&Value, u32),
+) -> Result<Outcome, BoxError> {
+    cmd.stdout(Stdio::piped()).stdin(Stdio::null());
+    let mut guard = Guard {
+        child: cmd.spawn()?,
+        container,
+    };
+    let pid = guard.child.id();
+    let stdout = guard.child.stdout.take().ok_or("no stdout pipe")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + CASE_DEADLINE;
+    let mut out = Outcome {
+        events: Vec::new(),
+        hwm_kib: None,
+    };
+    loop {
+        if Instant::now() > deadline {
+            return Err(format!("case did not finish within {CASE_DEADLINE:?}").into());
+        }
+        if let Some(hwm) = proc_status_kib(pid, "VmHWM:") {
+            out.hwm_kib = out.hwm_kib.max(Some(hwm));
+        }
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => match line.find("BENCH ") {
+                Some(at) => {
+                    let event: Value = serde_json::from_str(&line[at + 6..])?;
+                    eprintln!("   {event}");
+                    on_event(&event, pid);
+                    out.events.push(event);
+                }
+                None => eprintln!("   | {line}"),
+            },
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let status = guard.child.wait()?;
+    if !status.success() {
+        return Err(format!("client process exited with {status}").into());
+    }
+    Ok(out)
+}
+
+/// A field of `/proc/PID/status` in KiB (`VmRSS:`, `VmHWM:`).
+fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// Stops a still-running child (SIGTERM, so idagent tears its guest down, then SIGKILL after
+/// 30 s) and removes its container, whatever path left the case.
+struct Guard {
+    child: Child,
+    container: Option<String>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(30) {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if let Some(name) = &self.container {
+            let _ = Command::new("docker")
+                .args(["rm", "-f", name])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// The idagent runs of case (c).
+struct GuestCase<'a> {
+    tmp: &'a Path,
+    ws: &'a Path,
+    ca: &'a Path,
+    http_port: u16,
+    https_port: u16,
+    opts: &'a [String],
+}
+
+impl GuestCase<'_> {
+    /// `idagent run --offline …` with `bench.test` mapped to the host servers, running the
+    /// client in MODE against the address the guest resolves for `bench.test`.
+    fn command(&self, run_dir: &Path, snaplen: u32, mode: &str) -> Command {
+        let mut cmd = Command::new(IDAGENT);
+        cmd.arg("run").arg("--run-dir").arg(run_dir);
+        cmd.args([
+            "--offline",
+            "--timeout",
+            "9m",
+            "--snaplen",
+            &snaplen.to_string(),
+        ]);
+        cmd.arg("--upstream-map")
+            .arg(format!("{}:80=127.0.0.1:{}", server::NAME, self.http_port));
+        cmd.arg("--upstream-map").arg(format!(
+            "{}:443=127.0.0.1:{}",
+            server::NAME,
+            self.https_port
+        ));
+        cmd.arg("--upstream-ca").arg(self.ca);
+        cmd.arg("--workspace").arg(self.ws);
+        cmd.args(["--image", GUEST_IMAGE, "--", "sh", "-c"]);
+        let script = format!(
+            "ip=$(getent ahostsv4 {name} | head -n1 | cut -d' ' -f1)\n\
+             [ -n \"$ip\" ] || {{ echo 'no address for {name}' >&2; exit 3; }}\n\
+             exec /tmp/workspace/{CLIENT_FILE} client {mode} \"$@\" \
+             --http \"$ip:80\" --https \"$ip:443\" --ca \"$SSL_CERT_FILE\"",
+            name = server::NAME
+        );
+        cmd.arg(script).arg("bench-client").args(self.opts);
+        cmd
+    }
+
+    fn suite(&self, label: &str, snaplen: u32) -> Result<CaseResult, BoxError> {
+        let run_dir = self.tmp.join(label);
+        let out = drive(self.command(&run_dir, snaplen, "suite"), None, |_, _| {})?;
+        let mut result = CaseResult::from_events(&out.events);
+        result.idagent_hwm_kib = out.hwm_kib;
+        result.pcap_bytes = std::fs::metadata(run_dir.join("traffic.pcapng"))
+            .ok()
+            .map(|m| m.len());
+        // The capture of a bulk run is large: free the disk before the next case.
+        let _ = std::fs::remove_dir_all(&run_dir);
+        Ok(result)
+    }
+
+    fn hold(&self) -> Result<Rss, BoxError> {
+        let run_dir = self.tmp.join("c-hold");
+        let mut rss = Rss::default();
+        let out = drive(self.command(&run_dir, 0, "hold"), None, |event, pid| {
+            match event["metric"].as_str() {
+                Some("hold_start") => rss.idle_kib = proc_status_kib(pid, "VmRSS:"),
+                Some("hold_ready") => {
+                    rss.conns = event["conns"].as_u64();
+                    // Let the last flows settle, then read current and peak.
+                    std::thread::sleep(Duration::from_millis(1500));
+                    rss.held_kib = proc_status_kib(pid, "VmRSS:");
+                    rss.hwm_kib = proc_status_kib(pid, "VmHWM:");
+                }
+                Some("hold_end") => rss.alive = event["alive"].as_u64(),
+                _ => {}
+            }
+        })?;
+        rss.hwm_kib = rss.hwm_kib.max(out.hwm_kib);
+        let _ = std::fs::remove_dir_all(&run_dir);
+        Ok(rss)
+    }
+}

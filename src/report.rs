@@ -1,0 +1,392 @@
+//! The run report: what a reviewer reads after a run, built from `RUN_DIR/audit.jsonl` alone.
+//!
+//! Owns reading the audit log tolerantly ([`read_log`]: unknown kinds and fields are kept, a
+//! torn last line or a `seq` hole becomes a warning, not an error), folding it into a
+//! [`RunReport`] (destinations, requests, files, denied writes, processes, blocked attempts,
+//! credentials seen) and rendering it as text ([`render_text`]), JSON (`serde_json` of
+//! [`RunReport`]) or one self-contained HTML page ([`render_html`], [`write_html`]).
+//! It does not write or validate the audit log (that is `audit`), and it never redacts beyond
+//! what `redact` already did, except that argv and commands are passed through
+//! [`crate::redact::redact_text`] before they are shown (logs from before argv redaction).
+//!
+//! Everything in the log is guest-controlled: the text renderer replaces control characters
+//! (no terminal escapes reach the reviewer's terminal) and the HTML renderer escapes every
+//! value and pins a Content-Security-Policy that allows only its own inline script.
+//!
+//! Caps: [`MAX_ROWS`] rows per table, [`MAX_TIMELINE_EVENTS`] events in the HTML timeline,
+//! [`MAX_LINE_BYTES`] per log line, [`MAX_LOCATIONS`] places listed per credential.
+
+mod build;
+mod html;
+mod text;
+mod timeline;
+
+pub use html::render_html;
+pub use text::render_text;
+
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+/// Version of the [`RunReport`] JSON shape (`--format json`).
+pub const REPORT_SCHEMA_VERSION: u32 = 1;
+/// Rows kept per table; the rest are counted in [`RunReport::omitted`].
+pub const MAX_ROWS: usize = 10_000;
+/// Events shown in the HTML timeline; the rest are counted in a note.
+pub const MAX_TIMELINE_EVENTS: usize = 20_000;
+/// Longest audit line read; longer lines are skipped with a warning.
+pub const MAX_LINE_BYTES: usize = 16 << 20;
+/// Places listed per credential (URLs, argv); the rest are counted.
+pub const MAX_LOCATIONS: usize = 16;
+/// Warnings about the log itself kept; the rest are counted in the last one.
+const MAX_WARNINGS: usize = 100;
+
+/// The report could not be produced.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("open audit log {path}: {source}")]
+    OpenLog {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("read audit log {path}: {source}")]
+    ReadLog {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("write report {path}: {source}")]
+    WriteHtml {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The audit log as read: every parsed record in order, and what was wrong with the file.
+#[derive(Debug, Clone, Default)]
+pub struct AuditLog {
+    /// Parsed records (JSON objects), in file order.
+    pub events: Vec<Value>,
+    /// Problems with the log itself: torn or unparsable lines, `seq` holes.
+    pub warnings: Vec<String>,
+}
+
+/// Everything a reviewer needs from one run (the `--format json` output).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunReport {
+    /// [`REPORT_SCHEMA_VERSION`].
+    pub report_version: u32,
+    pub run: Option<String>,
+    pub idagent_version: Option<String>,
+    pub image: Option<String>,
+    /// The guest command (argv), credentials redacted.
+    pub command: Vec<String>,
+    pub user: Option<String>,
+    pub offline: Option<bool>,
+    /// RFC 3339 times of `run_start` and of `run_end` (or of the last record).
+    pub started: Option<String>,
+    pub ended: Option<String>,
+    pub duration_ms: Option<u64>,
+    /// The guest's exit code; absent when the run ended before the guest did.
+    pub exit_code: Option<i64>,
+    /// `exited`, `timeout`, `interrupted`, `error`; absent when the log has no `run_end`.
+    pub end_reason: Option<String>,
+    /// Records per kind, as counted in the file.
+    pub counts: BTreeMap<String, u64>,
+    pub destinations: Vec<Destination>,
+    pub requests: Vec<Request>,
+    pub files_written: Vec<FileWrite>,
+    pub writes_denied: Vec<DeniedWrite>,
+    pub processes: Vec<Process>,
+    pub blocked: Vec<Blocked>,
+    pub credentials: Vec<Credential>,
+    /// Distinct credentials per fingerprint kind (`bearer`, `cookie` …).
+    pub credential_kinds: BTreeMap<String, u64>,
+    /// `notice` and `gap` records.
+    pub notices: Vec<NoticeRow>,
+    /// Problems with the log itself (torn line, `seq` hole, missing `run_end` …).
+    pub warnings: Vec<String>,
+    /// Rows left out of a table over [`MAX_ROWS`], per table name.
+    pub omitted: BTreeMap<String, u64>,
+}
+
+/// One remote party: a name the guest resolved or dialled, or a bare address.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Destination {
+    /// The DNS name (from DNS, the flow, SNI or the HTTP host); absent for bare addresses.
+    pub name: Option<String>,
+    /// Addresses answered by DNS or dialled.
+    pub addresses: Vec<String>,
+    pub ports: Vec<u16>,
+    pub dns_queries: u64,
+    pub tcp_flows: u64,
+    pub udp_flows: u64,
+    pub requests: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    /// What the gateway found on the flows (`http`, `tls`, `relay` …), plus `udp`.
+    pub protocols: Vec<String>,
+    /// TLS modes seen (`intercepted`, `passthrough`, `rejected`).
+    pub tls_modes: Vec<String>,
+    pub blocked: bool,
+    pub blocked_reasons: Vec<String>,
+}
+
+/// One HTTP exchange.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Request {
+    pub seq: u64,
+    /// Milliseconds since `run_start`.
+    pub at_ms: Option<i64>,
+    pub flow: Option<u64>,
+    pub method: String,
+    pub url: String,
+    pub status: Option<u64>,
+    pub req_bytes: u64,
+    pub resp_bytes: u64,
+    pub duration_ms: Option<u64>,
+    pub note: Option<String>,
+    /// Fingerprints seen in this exchange.
+    pub credentials: Vec<String>,
+}
+
+/// A change the guest made where it may write (the workspace, scratch tmpfs).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FileWrite {
+    pub seq: u64,
+    pub at_ms: Option<i64>,
+    pub op: String,
+    pub path: String,
+    /// The old path of a rename.
+    pub from: Option<String>,
+    pub size: Option<u64>,
+    pub sha256: Option<String>,
+    pub pid: Option<i64>,
+    pub exe: Option<String>,
+}
+
+/// A write the read-only filesystem refused.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DeniedWrite {
+    pub seq: u64,
+    pub at_ms: Option<i64>,
+    pub op: String,
+    pub path: String,
+    pub errno: Option<String>,
+    pub pid: Option<i64>,
+    pub exe: Option<String>,
+    pub syscall: Option<String>,
+}
+
+/// One exec, joined with the exit of its pid.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Process {
+    pub seq: u64,
+    pub at_ms: Option<i64>,
+    pub pid: Option<i64>,
+    pub ppid: Option<i64>,
+    pub path: String,
+    /// Credentials redacted.
+    pub argv: Vec<String>,
+    pub caller: Option<String>,
+    /// `ENOENT` when the exec was bound to fail.
+    pub error: Option<String>,
+    pub exit_code: Option<i64>,
+    pub exit_signal: Option<i64>,
+    /// Whether an `exit` record was seen for this process.
+    pub exited: bool,
+}
+
+/// Something idagent refused, aggregated by what, target and reason.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Blocked {
+    /// Sequence number of the first occurrence.
+    pub seq: u64,
+    pub what: String,
+    pub target: String,
+    pub reason: String,
+    pub count: u64,
+}
+
+/// One distinct credential fingerprint and where it was seen.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Credential {
+    /// `KIND:…TAIL:sha256=HEX8`.
+    pub fingerprint: String,
+    pub kind: String,
+    /// Records it appeared in.
+    pub occurrences: u64,
+    /// Where: `GET https://host/path`, `argv of pid 8 (/usr/bin/curl)` … (at most
+    /// [`MAX_LOCATIONS`]; `locations_omitted` counts the rest).
+    pub locations: Vec<String>,
+    pub locations_omitted: u64,
+}
+
+/// A `notice` or `gap` record.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NoticeRow {
+    pub seq: u64,
+    pub at_ms: Option<i64>,
+    /// The notice's `what`, or `gap`.
+    pub what: String,
+    pub detail: String,
+}
+
+impl RunReport {
+    /// Pretty JSON (the `--format json` output), with a trailing newline.
+    pub fn to_json(&self) -> String {
+        // Serializing plain structs of strings and numbers cannot fail.
+        let mut out = serde_json::to_string_pretty(self).unwrap_or_default();
+        out.push('\n');
+        out
+    }
+
+    /// Short verdict line: counts a reviewer scans first.
+    pub fn headline(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            ("requests", self.requests.len()),
+            ("destinations", self.destinations.len()),
+            ("blocked", self.blocked.len()),
+            ("writes denied", self.writes_denied.len()),
+            ("files written", self.files_written.len()),
+            ("processes", self.processes.len()),
+            ("credentials", self.credentials.len()),
+        ]
+    }
+}
+
+/// The audit log of `run_dir`.
+pub fn log_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("audit.jsonl")
+}
+
+/// Reads `path` (an `audit.jsonl`) tolerantly; fails only when the file cannot be read.
+pub fn read_log(path: &Path) -> Result<AuditLog, ReportError> {
+    let file = File::open(path).map_err(|source| ReportError::OpenLog {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut reader = BufReader::new(file);
+    let mut log = AuditLog::default();
+    let mut line = Vec::new();
+    let mut number = 0u64;
+    let mut last_seq: Option<u64> = None;
+    let mut warnings = Vec::new();
+    loop {
+        line.clear();
+        let read = (&mut reader)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|source| ReportError::ReadLog {
+                path: path.to_owned(),
+                source,
+            })?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        let complete = line.last() == Some(&b'\n');
+        if !complete && line.len() > MAX_LINE_BYTES {
+            skip_rest_of_line(&mut reader).map_err(|source| ReportError::ReadLog {
+                path: path.to_owned(),
+                source,
+            })?;
+            warnings.push(format!(
+                "line {number}: longer than {MAX_LINE_BYTES} bytes, skipped"
+            ));
+            continue;
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<Value>(&line) {
+            Ok(value @ Value::Object(_)) => {
+                check_seq(&value, &mut last_seq, number, &mut warnings);
+                log.events.push(value);
+            }
+            Ok(_) => warnings.push(format!("line {number}: not a JSON object, skipped")),
+            Err(_) if !complete => warnings.push(format!(
+                "line {number}: torn last line ({} bytes, the writer was stopped mid-line), skipped",
+                line.len()
+            )),
+            Err(e) => warnings.push(format!("line {number}: not JSON ({e}), skipped")),
+        }
+    }
+    if warnings.len() > MAX_WARNINGS {
+        let more = warnings.len() - MAX_WARNINGS;
+        warnings.truncate(MAX_WARNINGS);
+        warnings.push(format!("… and {more} more warnings"));
+    }
+    log.warnings = warnings;
+    Ok(log)
+}
+
+fn skip_rest_of_line(reader: &mut impl BufRead) -> std::io::Result<()> {
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => {
+                reader.consume(i + 1);
+                return Ok(());
+            }
+            None => {
+                let n = buf.len();
+                reader.consume(n);
+            }
+        }
+    }
+}
+
+fn check_seq(value: &Value, last: &mut Option<u64>, line: u64, warnings: &mut Vec<String>) {
+    let Some(seq) = value.get("seq").and_then(Value::as_u64) else {
+        warnings.push(format!("line {line}: record without seq"));
+        return;
+    };
+    match *last {
+        Some(prev) if seq == prev + 1 => {}
+        Some(prev) if seq > prev + 1 => warnings.push(format!(
+            "seq hole: {} record(s) missing between seq {prev} and {seq} (line {line})",
+            seq - prev - 1
+        )),
+        Some(prev) => warnings.push(format!(
+            "seq out of order: {seq} after {prev} (line {line})"
+        )),
+        None if seq != 1 => warnings.push(format!(
+            "log starts at seq {seq}: {} record(s) missing before it",
+            seq.saturating_sub(1)
+        )),
+        None => {}
+    }
+    *last = Some(last.map_or(seq, |prev| prev.max(seq)));
+}
+
+/// Folds a read log into a report.
+pub fn summarize(log: &AuditLog) -> RunReport {
+    build::summarize(&log.events, &log.warnings)
+}
+
+/// Reads `RUN_DIR/audit.jsonl` and builds its report.
+pub fn load(run_dir: &Path) -> Result<RunReport, ReportError> {
+    Ok(summarize(&read_log(&log_path(run_dir))?))
+}
+
+/// Builds the report of `run_dir` and writes it to `RUN_DIR/report.html`; returns that path.
+pub fn write_html(run_dir: &Path) -> Result<PathBuf, ReportError> {
+    let log = read_log(&log_path(run_dir))?;
+    let report = summarize(&log);
+    let html = render_html(&report, &log.events);
+    let path = run_dir.join("report.html");
+    std::fs::write(&path, html).map_err(|source| ReportError::WriteHtml {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
+}

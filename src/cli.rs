@@ -38,6 +38,11 @@ pub enum Command {
     /// The gateway alone on a host: serve connections that an iptables REDIRECT rule sends to
     /// --listen (original destination from SO_ORIGINAL_DST), and explicit-proxy requests.
     Gateway(Box<GatewayArgs>),
+    /// The multi-language audit: run the Python, Node.js and Go victims (against local fakes
+    /// unless --real) and print the verdict against the success criterion. Exit 0 on PASS.
+    Audit(AuditArgs),
+    /// Summarise one run: destinations, requests, files, denied writes, processes, credentials.
+    Report(ReportArgs),
     /// Remove leftovers (containers labelled by idagent whose run is no longer alive).
     Gc,
     /// Internal: PID 1 inside the guest. Not for direct use.
@@ -151,4 +156,35 @@ pub struct GatewayArgs {
     pub timeout: Option<String>,
     #[command(flatten)]
     pub net: NetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Reach the real www.google.com and api.openai.com (needs internet and a real key).
+    #[arg(long)]
+    pub real: bool,
+    /// Where the three runs go (default captures/audit-<id>).
+    #[arg(long)]
+    pub run_root: Option<PathBuf>,
+    /// The key node-openai sends (against the fakes a made-up test key is used by default).
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    pub openai_key: Option<String>,
+    /// The source checkout holding victims/ (and Dockerfile.guest).
+    #[arg(long, env = "IDAGENT_SOURCE")]
+    pub context: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run folder (holding audit.jsonl).
+    pub run_dir: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ReportFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
 }

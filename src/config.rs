@@ -132,6 +132,34 @@ impl RunConfig {
     }
 }
 
+impl RunConfig {
+    /// A victim's manifest with default limits (what `idagent audit` runs).
+    pub fn for_victim(
+        dir: &Path,
+        net: crate::cli::NetArgs,
+        run_dir: PathBuf,
+        extra_env: BTreeMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let m = load_manifest(dir)?;
+        let mut env = m.env;
+        env.extend(extra_env);
+        Ok(Self {
+            image: m.image.unwrap_or_else(|| GUEST_IMAGE.to_owned()),
+            command: m.command,
+            env,
+            workspace_seed: None,
+            timeout: Some(Duration::from_secs(300)),
+            user: "65534:65534".into(),
+            memory_bytes: 1 << 30,
+            pids: 512,
+            run_dir: Some(run_dir),
+            net,
+            pcap: None,
+            context: None,
+        })
+    }
+}
+
 fn value_err(flag: &'static str, value: &str, reason: String) -> ConfigError {
     ConfigError::Value {
         flag,

@@ -26,3 +26,4 @@ pub mod sandbox;
 pub mod standalone;
 pub mod tls;
 pub mod upstream;
+pub mod verdict;

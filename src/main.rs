@@ -77,6 +77,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             run(&cli.docker_host, cfg).await
         }
         Command::Run(args) => run(&cli.docker_host, run_config(*args)?).await,
+        Command::Audit(args) => audit(&cli.docker_host, args).await,
+        Command::Report(args) => report(args),
     }
 }
 
@@ -267,4 +269,106 @@ async fn ensure_image(rt: &DockerRuntime, cfg: &RunConfig) -> Result<(), Failure
         )
     })?;
     Ok(())
+}
+
+/// `idagent report RUN_DIR`: the human (or JSON) summary of one run.
+fn report(args: idagent::cli::ReportArgs) -> Result<ExitCode, Failure> {
+    // REPORT-WIP: wired when the report module lands.
+    let _ = args;
+    Err((anyhow::anyhow!("report: not built yet"), None))
+}
+
+/// Test key sent by node-openai to the fake api.openai.com when no real key is given.
+const FAKE_OPENAI_KEY: &str = "sk-idagent-audit-0000000000000000DEMO";
+
+/// `idagent audit`: the three victims, one after another, and the Milestone 3 verdict.
+async fn audit(docker_host: &str, args: idagent::cli::AuditArgs) -> Result<ExitCode, Failure> {
+    use idagent::verdict::{judge, AuditVerdict, VICTIMS};
+    require_root()?;
+    let rt = connect(docker_host).await?;
+    runtime::gc(&rt, false).await.map_err(runtime_failure)?;
+    sandbox::gc_ctl_dirs();
+    let context = image::resolve_context(args.context.as_deref()).map_err(|e| (e.into(), None))?;
+    let root = args.run_root.clone().unwrap_or_else(|| {
+        std::path::PathBuf::from("captures")
+            .join(format!("audit-{}", idagent::audit::RunId::generate()))
+    });
+    std::fs::create_dir_all(&root)
+        .map_err(|e| (anyhow::anyhow!("create {}: {e}", root.display()), None))?;
+    let root = std::fs::canonicalize(&root).map_err(|e| (anyhow::anyhow!("{e}"), None))?;
+    let mut net = idagent::cli::NetArgs {
+        offline: !args.real,
+        upstream_map: Vec::new(),
+        upstream_map_file: None,
+        upstream_ca: None,
+        allow_private: false,
+        capture_bytes: idagent::gateway::DEFAULT_CAPTURE_BYTES,
+        tls: idagent::gateway::TlsMode::Intercept,
+        snaplen: 0,
+    };
+    let fakes = if args.real {
+        None
+    } else {
+        let fakes = idagent_fakes::start(&root.join("fakes"))
+            .await
+            .map_err(|e| (anyhow::anyhow!("start the fake upstreams: {e}"), None))?;
+        net.upstream_map = fakes.upstream_map_args();
+        net.upstream_ca = Some(fakes.ca_pem_path.clone());
+        Some(fakes)
+    };
+    let key = match (&args.openai_key, args.real) {
+        (Some(k), _) => k.clone(),
+        (None, false) => FAKE_OPENAI_KEY.to_owned(),
+        (None, true) => {
+            return Err((
+                anyhow::anyhow!("--real needs an OpenAI key"),
+                Some("set OPENAI_API_KEY or pass --openai-key".to_owned()),
+            ))
+        }
+    };
+    let mut verdicts = Vec::new();
+    for victim in VICTIMS {
+        let run_dir = root.join(victim.dir_name());
+        let env = match victim {
+            idagent::verdict::Victim::NodeOpenai => {
+                std::collections::BTreeMap::from([("OPENAI_API_KEY".to_owned(), key.clone())])
+            }
+            _ => Default::default(),
+        };
+        let cfg = RunConfig::for_victim(
+            &context.join("victims").join(victim.dir_name()),
+            net.clone(),
+            run_dir.clone(),
+            env,
+        )
+        .map_err(|e| (e.into(), None))?;
+        ensure_image(&rt, &cfg).await?;
+        eprintln!("idagent: audit: running {} …", victim.dir_name());
+        if let Err(e) = sandbox::run(&rt, &cfg).await {
+            eprintln!("idagent: audit: {} failed to run: {e:#}", victim.dir_name());
+        }
+        let events = read_events(&run_dir.join("audit.jsonl"));
+        verdicts.push(judge(victim, &run_dir.display().to_string(), &events));
+    }
+    if let Some(f) = fakes {
+        f.shutdown().await;
+    }
+    let verdict = AuditVerdict::new(verdicts, if args.real { "real" } else { "fakes" });
+    println!("{}", verdict.render());
+    if let Ok(json) = serde_json::to_string_pretty(&verdict) {
+        let _ = std::fs::write(root.join("verdict.json"), json);
+    }
+    Ok(if verdict.pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn read_events(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }

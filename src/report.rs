@@ -16,6 +16,7 @@
 //! Caps: [`MAX_ROWS`] rows per table, [`MAX_TIMELINE_EVENTS`] events in the HTML timeline,
 //! [`MAX_LINE_BYTES`] per log line, [`MAX_LOCATIONS`] places listed per credential.
 
+mod assets;
 mod build;
 mod html;
 mod text;

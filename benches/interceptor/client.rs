@@ -142,9 +142,11 @@ fn hold(o: &Opts) -> io::Result<()> {
     emit(json!({"metric": "hold_ready", "conns": held.len(),
                 "open_secs": started.elapsed().as_secs_f64()}));
     std::thread::sleep(Duration::from_secs_f64(o.hold_secs));
+    let req = small_request(&o.name, false);
     let alive = held
         .iter_mut()
-        .filter(|c| c.request(&small_request(&o.name, false)).is_ok())
+        .map(|c| c.request(&req))
+        .filter(Result::is_ok)
         .count();
     emit(json!({"metric": "hold_end", "alive": alive}));
     Ok(())

@@ -57,7 +57,11 @@ pub(super) fn parse_ts(s: &str) -> Option<i128> {
     let mut nanos: i128 = 0;
     if b.get(i) == Some(&b'.') {
         i += 1;
-        let digits = b.get(i..)?.iter().take_while(|c| c.is_ascii_digit()).count();
+        let digits = b
+            .get(i..)?
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
         let frac = s.get(i..i + digits.min(9))?;
         nanos = frac.parse::<i128>().ok()? * 10i128.pow(9 - frac.len() as u32);
         i += digits;
@@ -119,7 +123,9 @@ pub(super) fn strip_port(s: &str) -> &str {
     }
     match s.rsplit_once(':') {
         Some((host, port))
-            if !host.contains(':') && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) =>
+            if !host.contains(':')
+                && !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit()) =>
         {
             host
         }
@@ -242,6 +248,7 @@ impl Builder {
     }
 
     fn run_start(&mut self, e: &Value) {
+        self.start_ns = str_of(e, "ts").and_then(parse_ts).or(self.start_ns);
         let r = &mut self.report;
         r.run = str_of(e, "run").map(str::to_owned);
         r.idagent_version = str_of(e, "idagent_version").map(str::to_owned);
@@ -249,9 +256,8 @@ impl Builder {
         r.user = str_of(e, "user").map(str::to_owned);
         r.offline = e.get("offline").and_then(Value::as_bool);
         r.started = str_of(e, "ts").map(str::to_owned);
-        self.start_ns = str_of(e, "ts").and_then(parse_ts).or(self.start_ns);
-        let command = strings_of(e, "command");
-        r.command = self.redact_argv(command, "run command");
+        let command = self.redact_argv(strings_of(e, "command"), "run command");
+        self.report.command = command;
     }
 
     fn run_end(&mut self, e: &Value) {
@@ -413,12 +419,17 @@ impl Builder {
     fn tcp(&mut self, e: &Value) {
         let Some(f) = self.flow(e) else { return };
         f.dst = f.dst.take().or_else(|| str_of(e, "dst").map(str::to_owned));
-        f.name = f.name.take().or_else(|| str_of(e, "name").map(str::to_owned));
+        f.name = f
+            .name
+            .take()
+            .or_else(|| str_of(e, "name").map(str::to_owned));
         if let Some(p) = str_of(e, "protocol") {
             f.protocol = Some(p.to_owned());
         }
         f.bytes_up = f.bytes_up.max(u64_of(e, "bytes_up").unwrap_or_default());
-        f.bytes_down = f.bytes_down.max(u64_of(e, "bytes_down").unwrap_or_default());
+        f.bytes_down = f
+            .bytes_down
+            .max(u64_of(e, "bytes_down").unwrap_or_default());
     }
 
     fn udp(&mut self, e: &Value) {
@@ -455,12 +466,22 @@ impl Builder {
             .flat_map(|s| fingerprints_in(s))
             .collect();
         for headers in ["req_headers", "resp_headers"] {
-            for pair in e.get(headers).and_then(Value::as_array).into_iter().flatten() {
+            for pair in e
+                .get(headers)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let value = pair.get(1).and_then(Value::as_str).unwrap_or_default();
                 fps.extend(fingerprints_in(value));
             }
         }
-        let distinct: Vec<String> = fps.iter().collect::<BTreeSet<_>>().into_iter().cloned().collect();
+        let distinct: Vec<String> = fps
+            .iter()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .cloned()
+            .collect();
         self.credentials_seen(fps, &format!("{method} {url}"));
         let host = url_host(&url).map(str::to_owned);
         match self.flow(e) {
@@ -538,7 +559,10 @@ impl Builder {
         let (what, detail) = if str_of(e, "kind") == Some("gap") {
             let dropped = u64_of(e, "dropped").unwrap_or_default();
             let reason = str_of(e, "reason").unwrap_or_default();
-            ("gap".to_owned(), format!("{dropped} event(s) lost: {reason}"))
+            (
+                "gap".to_owned(),
+                format!("{dropped} event(s) lost: {reason}"),
+            )
         } else {
             (
                 str_of(e, "what").unwrap_or_default().to_owned(),
@@ -571,7 +595,11 @@ impl Builder {
         self.report.blocked.truncate(MAX_ROWS);
         for (fingerprint, c) in std::mem::take(&mut self.creds) {
             let kind = fingerprint.split(':').next().unwrap_or_default().to_owned();
-            *self.report.credential_kinds.entry(kind.clone()).or_default() += 1;
+            *self
+                .report
+                .credential_kinds
+                .entry(kind.clone())
+                .or_default() += 1;
             self.report.credentials.push(Credential {
                 fingerprint,
                 kind,
@@ -590,9 +618,8 @@ impl Builder {
             r.warnings.push("the log has no run_start record".into());
         }
         if r.end_reason.is_none() {
-            r.warnings.push(
-                "the log has no run_end record: the run was killed or is still going".into(),
-            );
+            r.warnings
+                .push("the log has no run_end record: the run was killed or is still going".into());
             r.ended = self.last_ts.clone();
         }
         if self.argv_with_secrets > 0 {
@@ -602,7 +629,8 @@ impl Builder {
             ));
         }
         for (table, n) in &r.omitted {
-            r.warnings.push(format!("{table}: {n} row(s) over the cap, not listed"));
+            r.warnings
+                .push(format!("{table}: {n} row(s) over the cap, not listed"));
         }
     }
 
@@ -611,12 +639,16 @@ impl Builder {
         let mut order: Vec<String> = Vec::new();
         let mut by_key: BTreeMap<String, Destination> = std::mem::take(&mut self.dns);
         order.extend(by_key.keys().cloned());
-        let mut entry = |key: String| -> &mut Destination {
+        fn entry<'a>(
+            order: &mut Vec<String>,
+            by_key: &'a mut BTreeMap<String, Destination>,
+            key: String,
+        ) -> &'a mut Destination {
             if !by_key.contains_key(&key) {
                 order.push(key.clone());
             }
             by_key.entry(key).or_default()
-        };
+        }
         for f in self.flows.values() {
             let (addr, port) = split_addr(f.dst.as_deref().unwrap_or_default());
             let name = (f.name.as_deref().map(strip_port))
@@ -624,7 +656,11 @@ impl Builder {
                 .or(f.host.as_deref())
                 .map(str::to_owned)
                 .or_else(|| self.addr_names.get(&addr).cloned());
-            let d = entry(name.unwrap_or_else(|| addr.clone()));
+            let d = entry(
+                &mut order,
+                &mut by_key,
+                name.unwrap_or_else(|| addr.clone()),
+            );
             if !addr.is_empty() {
                 push_distinct(&mut d.addresses, [addr]);
             }
@@ -639,7 +675,7 @@ impl Builder {
             push_distinct(&mut d.blocked_reasons, f.blocked.iter().cloned());
         }
         for (key, port, up, down) in std::mem::take(&mut self.udp) {
-            let d = entry(key);
+            let d = entry(&mut order, &mut by_key, key);
             push_distinct(&mut d.ports, port);
             d.udp_flows += 1;
             d.bytes_up += up;
@@ -647,7 +683,7 @@ impl Builder {
             push_distinct(&mut d.protocols, ["udp".to_owned()]);
         }
         for (key, reason) in std::mem::take(&mut self.unflowed) {
-            let d = entry(key);
+            let d = entry(&mut order, &mut by_key, key);
             match reason {
                 None => d.requests += 1,
                 Some(reason) => {
@@ -690,7 +726,10 @@ mod tests {
         assert_eq!((b - a) / 1_000_000, 3836);
         assert_eq!(parse_ts("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(parse_ts("1970-01-01T01:00:00+01:00"), Some(0));
-        assert_eq!(parse_ts("2000-03-01T00:00:00Z"), Some(951_868_800_000_000_000));
+        assert_eq!(
+            parse_ts("2000-03-01T00:00:00Z"),
+            Some(951_868_800_000_000_000)
+        );
         assert_eq!(parse_ts("garbage"), None);
         assert_eq!(parse_ts("2026-11-28T01:04:43"), None);
     }
@@ -709,7 +748,10 @@ mod tests {
     #[test]
     fn hosts_and_ports() {
         assert_eq!(url_host("https://u:p@[::1]:8443/x?y"), Some("::1"));
-        assert_eq!(url_host("http://example.test:15000/i?a=b"), Some("example.test"));
+        assert_eq!(
+            url_host("http://example.test:15000/i?a=b"),
+            Some("example.test")
+        );
         assert_eq!(url_host("nope"), None);
         assert_eq!(strip_port("api.openai.com:443"), "api.openai.com");
         assert_eq!(strip_port("fd00::1"), "fd00::1");

@@ -1,0 +1,532 @@
+//! The HTML rendering: one self-contained page (inline CSS, one small inline script that only
+//! filters the timeline; no external assets, no network). This is an XSS boundary: every value
+//! from the log goes through [`esc`], and a Content-Security-Policy allows no network access
+//! and no script but ours (by hash), so a missed escape still could not run or fetch anything.
+
+use super::assets::{CSS, SCRIPT};
+use super::build::str_of;
+use super::text::join_argv;
+use super::timeline::{fmt_bytes, fmt_duration, fmt_exit, fmt_offset, summary};
+use super::{RunReport, MAX_TIMELINE_EVENTS};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::fmt::Write as _;
+
+/// Characters of raw JSON shown per timeline event.
+const MAX_RAW_CHARS: usize = 16 * 1024;
+/// Characters of a timeline summary line.
+const MAX_SUMMARY_CHARS: usize = 400;
+
+/// `s` escaped for HTML text and quoted attribute values.
+pub(super) fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + s.len() / 8);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn cut(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let kept: String = s.chars().take(max).collect();
+    format!("{kept} … ({} more characters)", s.chars().count() - max)
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk.first().copied().unwrap_or(0),
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                let idx = (n >> (18 - 6 * i)) & 63;
+                out.push(char::from(
+                    ALPHABET.get(idx as usize).copied().unwrap_or(b'A'),
+                ));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A table: `head` are column titles (a leading `#` makes the column numeric); every cell
+/// is already HTML.
+fn table(out: &mut String, id: &str, title: &str, head: &[&str], rows: Vec<Vec<String>>) {
+    let _ = write!(
+        out,
+        "<section id=\"{id}\"><h2>{title} <span class=\"count\">{}</span></h2>",
+        rows.len()
+    );
+    if rows.is_empty() {
+        out.push_str("<p class=\"empty\">None.</p></section>\n");
+        return;
+    }
+    out.push_str("<div class=\"scroll\"><table><thead><tr>");
+    for h in head {
+        match h.strip_prefix('#') {
+            Some(h) => {
+                let _ = write!(out, "<th class=\"num\">{h}</th>");
+            }
+            None => {
+                let _ = write!(out, "<th>{h}</th>");
+            }
+        }
+    }
+    out.push_str("</tr></thead><tbody>\n");
+    for row in rows {
+        out.push_str("<tr>");
+        for (cell, h) in row.iter().zip(head) {
+            let class = if h.starts_with('#') {
+                " class=\"num\""
+            } else {
+                ""
+            };
+            let _ = write!(out, "<td{class}>{cell}</td>");
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</tbody></table></div></section>\n");
+}
+
+fn mono(s: &str) -> String {
+    format!("<span class=\"mono\">{}</span>", esc(s))
+}
+
+fn at(seq: u64, at_ms: Option<i64>) -> String {
+    format!("<a href=\"#e{seq}\">{}</a>", esc(&fmt_offset(at_ms)))
+}
+
+fn opt_text(s: Option<&str>) -> String {
+    s.map_or("<span class=\"dim\">—</span>".into(), esc)
+}
+
+fn pill(class: &str, text: &str) -> String {
+    format!("<span class=\"pill {class}\">{}</span>", esc(text))
+}
+
+fn header(out: &mut String, r: &RunReport) {
+    let run = r.run.as_deref().unwrap_or("unknown run");
+    let (class, result) = match (r.end_reason.as_deref(), r.exit_code) {
+        (Some("exited"), Some(0)) => ("good", "exited, exit code 0".to_owned()),
+        (Some(reason), Some(code)) => ("bad", format!("{reason}, exit code {code}")),
+        (Some(reason), None) => ("bad", format!("{reason}, no exit code")),
+        (None, _) => ("warn", "incomplete: no run_end record".to_owned()),
+    };
+    let _ = write!(
+        out,
+        "<header class=\"top\"><div class=\"brand\">idagent · run report</div>\
+         <h1 class=\"mono\">{}</h1><div class=\"result {class}\">{}{}</div>",
+        esc(run),
+        esc(&result),
+        r.duration_ms
+            .map_or(String::new(), |ms| format!(" · {}", esc(&fmt_duration(ms))))
+    );
+    out.push_str("<dl class=\"meta\">");
+    let offline = match r.offline {
+        Some(true) => "offline",
+        Some(false) => "online",
+        None => "—",
+    };
+    for (label, value) in [
+        ("image", mono(r.image.as_deref().unwrap_or("—"))),
+        ("command", mono(&cut(&join_argv(&r.command), 2000))),
+        ("user", opt_text(r.user.as_deref())),
+        ("network", esc(offline)),
+        ("started", opt_text(r.started.as_deref())),
+        ("ended", opt_text(r.ended.as_deref())),
+        ("idagent", opt_text(r.idagent_version.as_deref())),
+    ] {
+        let _ = write!(out, "<dt>{label}</dt><dd>{value}</dd>");
+    }
+    out.push_str("</dl><div class=\"cards\">");
+    for (label, n) in r.headline() {
+        let alert = matches!(label, "blocked" | "writes denied" | "credentials") && n > 0;
+        let anchor = label.replace(' ', "-");
+        let _ = write!(
+            out,
+            "<a class=\"card{}\" href=\"#{anchor}\"><b>{n}</b><span>{label}</span></a>",
+            if alert { " alert" } else { "" }
+        );
+    }
+    out.push_str("</div>");
+    if !r.warnings.is_empty() {
+        out.push_str("<ul class=\"warnings\">");
+        for w in &r.warnings {
+            let _ = write!(out, "<li>{}</li>", esc(w));
+        }
+        out.push_str("</ul>");
+    }
+    out.push_str("</header>\n");
+}
+
+fn network(out: &mut String, r: &RunReport) {
+    let rows = r
+        .destinations
+        .iter()
+        .map(|d| {
+            let ports: Vec<String> = d.ports.iter().map(u16::to_string).collect();
+            vec![
+                mono(d.name.as_deref().unwrap_or("(address)")),
+                mono(&d.addresses.join(" ")),
+                esc(&ports.join(", ")),
+                d.dns_queries.to_string(),
+                (d.tcp_flows + d.udp_flows).to_string(),
+                d.requests.to_string(),
+                esc(&fmt_bytes(d.bytes_up)),
+                esc(&fmt_bytes(d.bytes_down)),
+                esc(&d.protocols.join(", ")),
+                esc(&d.tls_modes.join(", ")),
+                if d.blocked {
+                    format!(
+                        "{} {}",
+                        pill("bad", "blocked"),
+                        esc(&d.blocked_reasons.join("; "))
+                    )
+                } else {
+                    pill("good", "allowed")
+                },
+            ]
+        })
+        .collect();
+    let head = [
+        "Destination",
+        "Addresses",
+        "Ports",
+        "#DNS",
+        "#Flows",
+        "#Reqs",
+        "#Up",
+        "#Down",
+        "Protocols",
+        "TLS",
+        "Verdict",
+    ];
+    table(out, "destinations", "Destinations", &head, rows);
+
+    let rows = r
+        .requests
+        .iter()
+        .map(|q| {
+            let status = match q.status {
+                Some(s) if s < 400 => pill("good", &s.to_string()),
+                Some(s) => pill("bad", &s.to_string()),
+                None => pill("warn", "none"),
+            };
+            let creds: Vec<String> = q.credentials.iter().map(|c| mono(c)).collect();
+            vec![
+                at(q.seq, q.at_ms),
+                format!("<b>{}</b>", esc(&q.method)),
+                format!("<span class=\"mono url\">{}</span>", esc(&q.url)),
+                status,
+                esc(&fmt_bytes(q.req_bytes)),
+                esc(&fmt_bytes(q.resp_bytes)),
+                q.duration_ms.map_or("—".into(), |d| format!("{d} ms")),
+                creds.join("<br>"),
+                opt_text(q.note.as_deref()),
+            ]
+        })
+        .collect();
+    let head = [
+        "#T+",
+        "Method",
+        "URL",
+        "Status",
+        "#Up",
+        "#Down",
+        "#Time",
+        "Credentials",
+        "Note",
+    ];
+    table(out, "requests", "Requests", &head, rows);
+}
+
+fn process_cell(pid: Option<i64>, exe: Option<&str>) -> String {
+    let pid = pid.map_or(String::new(), |p| format!("{p} "));
+    format!("{}{}", esc(&pid), mono(exe.unwrap_or("")))
+}
+
+fn files(out: &mut String, r: &RunReport) {
+    let rows = r
+        .files_written
+        .iter()
+        .map(|f| {
+            let path = match &f.from {
+                Some(from) => format!("{} → {}", mono(from), mono(&f.path)),
+                None => mono(&f.path),
+            };
+            vec![
+                at(f.seq, f.at_ms),
+                esc(&f.op),
+                path,
+                f.size.map_or("—".into(), |s| esc(&fmt_bytes(s))),
+                f.sha256.as_deref().map_or("—".into(), |h| {
+                    format!(
+                        "<span class=\"mono hash\" title=\"{}\">{}…</span>",
+                        esc(h),
+                        esc(&cut(h, 12))
+                    )
+                }),
+                process_cell(f.pid, f.exe.as_deref()),
+            ]
+        })
+        .collect();
+    let head = ["#T+", "Op", "Path", "#Size", "SHA-256", "Process"];
+    table(out, "files-written", "Files written", &head, rows);
+
+    let rows = r
+        .writes_denied
+        .iter()
+        .map(|d| {
+            vec![
+                at(d.seq, d.at_ms),
+                esc(&d.op),
+                mono(&d.path),
+                d.errno.as_deref().map_or("—".into(), |e| pill("bad", e)),
+                opt_text(d.syscall.as_deref()),
+                process_cell(d.pid, d.exe.as_deref()),
+            ]
+        })
+        .collect();
+    let head = ["#T+", "Op", "Path", "Errno", "Syscall", "Process"];
+    table(out, "writes-denied", "Writes denied", &head, rows);
+}
+
+fn processes(out: &mut String, r: &RunReport) {
+    let rows = r
+        .processes
+        .iter()
+        .map(|p| {
+            let exit = fmt_exit(p);
+            let exit = match (p.exit_code, &p.error) {
+                (Some(0), None) => pill("good", &exit),
+                (_, Some(_)) => pill("dim", &exit),
+                (Some(_), None) => pill("bad", &exit),
+                _ if p.exit_signal.is_some() => pill("bad", &exit),
+                _ => esc(&exit),
+            };
+            vec![
+                at(p.seq, p.at_ms),
+                p.pid.map_or("?".into(), |x| x.to_string()),
+                p.ppid.map_or("?".into(), |x| x.to_string()),
+                exit,
+                mono(&p.path),
+                format!(
+                    "<span class=\"mono argv\">{}</span>",
+                    esc(&cut(&join_argv(&p.argv), 4000))
+                ),
+            ]
+        })
+        .collect();
+    let head = ["#T+", "#PID", "#PPID", "Exit", "Path", "Argv"];
+    table(out, "processes", "Processes", &head, rows);
+}
+
+fn blocked_and_credentials(out: &mut String, r: &RunReport) {
+    let rows = r
+        .blocked
+        .iter()
+        .map(|b| {
+            vec![
+                format!("<a href=\"#e{}\">{}</a>", b.seq, esc(&b.what)),
+                mono(&b.target),
+                esc(&b.reason),
+                b.count.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        "blocked",
+        "Blocked",
+        &["What", "Target", "Reason", "#Count"],
+        rows,
+    );
+
+    let rows = r
+        .credentials
+        .iter()
+        .map(|c| {
+            let mut seen: Vec<String> = c.locations.iter().map(|l| mono(l)).collect();
+            if c.locations_omitted > 0 {
+                seen.push(format!("+{} more", c.locations_omitted));
+            }
+            vec![
+                mono(&c.fingerprint),
+                esc(&c.kind),
+                c.occurrences.to_string(),
+                seen.join("<br>"),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        "credentials",
+        "Credentials seen",
+        &["Fingerprint", "Kind", "#Records", "Seen in"],
+        rows,
+    );
+    if !r.credential_kinds.is_empty() {
+        let kinds: Vec<String> = r
+            .credential_kinds
+            .iter()
+            .map(|(k, n)| format!("{} {n}", esc(k)))
+            .collect();
+        let _ = write!(
+            out,
+            "<p class=\"kinds\">By kind: {}</p>\n",
+            kinds.join(" · ")
+        );
+    }
+
+    let rows = r
+        .notices
+        .iter()
+        .map(|n| vec![at(n.seq, n.at_ms), mono(&n.what), esc(&n.detail)])
+        .collect();
+    table(out, "notices", "Notices", &["#T+", "What", "Detail"], rows);
+}
+
+fn timeline(out: &mut String, events: &[Value], start_ns: Option<i128>) {
+    let shown = events.len().min(MAX_TIMELINE_EVENTS);
+    let mut kinds: Vec<&str> = events.iter().filter_map(|e| str_of(e, "kind")).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    let _ = write!(
+        out,
+        "<section id=\"timeline\"><h2>Timeline <span class=\"count\">{}</span></h2>\
+         <div class=\"filters\"><input id=\"tl-q\" type=\"search\" placeholder=\"Filter events…\">\
+         <select id=\"tl-kind\"><option value=\"\">all kinds</option>",
+        events.len()
+    );
+    for k in kinds.iter().take(64) {
+        let _ = write!(out, "<option value=\"{0}\">{0}</option>", esc(k));
+    }
+    out.push_str("</select><span id=\"tl-shown\" class=\"dim\"></span></div>");
+    if shown < events.len() {
+        let _ = write!(
+            out,
+            "<p class=\"note\">Showing the first {shown} of {} events; the rest are in audit.jsonl.</p>",
+            events.len()
+        );
+    }
+    out.push_str(
+        "<div class=\"scroll\"><table id=\"tl\"><thead><tr><th class=\"num\">T+</th>\
+         <th class=\"num\">Seq</th><th>Kind</th><th>Event</th></tr></thead><tbody>\n",
+    );
+    for e in events.iter().take(shown) {
+        timeline_row(out, e, start_ns);
+    }
+    out.push_str("</tbody></table></div></section>\n");
+}
+
+fn timeline_row(out: &mut String, e: &Value, start_ns: Option<i128>) {
+    let kind = str_of(e, "kind").unwrap_or("?");
+    let seq = e.get("seq").and_then(Value::as_u64);
+    let at_ms = str_of(e, "ts")
+        .and_then(super::build::parse_ts)
+        .zip(start_ns)
+        .and_then(|(t, s)| i64::try_from((t - s).div_euclid(1_000_000)).ok());
+    let badge = match kind {
+        "file" if str_of(e, "outcome") == Some("denied") => "denied",
+        "blocked" | "gap" => "bad",
+        k => k,
+    };
+    let badge: String = badge
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    let (line, _) = crate::redact::redact_text(&summary(e));
+    let raw = serde_json::to_string_pretty(e).unwrap_or_default();
+    let (raw, _) = crate::redact::redact_text(&cut(&raw, MAX_RAW_CHARS));
+    let _ = write!(
+        out,
+        "<tr{} data-kind=\"{}\"><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+         <td><span class=\"k k-{badge}\">{}</span></td><td><details><summary>{}</summary>\
+         <pre>{}</pre></details></td></tr>\n",
+        seq.map_or(String::new(), |s| format!(" id=\"e{s}\"")),
+        esc(kind),
+        esc(&fmt_offset(at_ms)),
+        seq.map_or("?".into(), |s| s.to_string()),
+        esc(kind),
+        esc(&cut(&line, MAX_SUMMARY_CHARS)),
+        esc(&raw),
+    );
+}
+
+/// The report and the timeline of `events` as one self-contained HTML page.
+pub fn render_html(report: &RunReport, events: &[Value]) -> String {
+    let script_hash = base64(&Sha256::digest(SCRIPT.as_bytes()));
+    let mut out = String::with_capacity(64 * 1024 + events.len() * 1024);
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n\
+         <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; \
+         style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'; base-uri 'none'; \
+         form-action 'none'\">\n<meta name=\"referrer\" content=\"no-referrer\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>idagent report · {}</title>\n<style>{CSS}</style></head><body>\n",
+        esc(report.run.as_deref().unwrap_or("unknown run"))
+    );
+    header(&mut out, report);
+    out.push_str(
+        "<nav><a href=\"#destinations\">Destinations</a><a href=\"#requests\">Requests</a>\
+         <a href=\"#files-written\">Files written</a><a href=\"#writes-denied\">Writes denied</a>\
+         <a href=\"#processes\">Processes</a><a href=\"#blocked\">Blocked</a>\
+         <a href=\"#credentials\">Credentials</a><a href=\"#notices\">Notices</a>\
+         <a href=\"#timeline\">Timeline</a></nav>\n<main>\n",
+    );
+    network(&mut out, report);
+    files(&mut out, report);
+    processes(&mut out, report);
+    blocked_and_credentials(&mut out, report);
+    let start_ns = report
+        .started
+        .as_deref()
+        .or_else(|| events.first().and_then(|e| str_of(e, "ts")))
+        .and_then(super::build::parse_ts);
+    timeline(&mut out, events, start_ns);
+    let _ = write!(
+        out,
+        "</main><footer>Generated by idagent from audit.jsonl. Every value above comes from the \
+         guest and is shown as text.</footer>\n<script>{SCRIPT}</script>\n</body></html>\n"
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_known_vectors() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn escapes_markup_and_quotes() {
+        assert_eq!(
+            esc("<a href=\"x\" onclick='y'>&</a>"),
+            "&lt;a href=&quot;x&quot; onclick=&#39;y&#39;&gt;&amp;&lt;/a&gt;"
+        );
+    }
+}

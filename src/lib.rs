@@ -21,6 +21,7 @@ pub mod netdrv;
 pub mod netns;
 pub mod pcap;
 pub mod redact;
+pub mod report;
 pub mod runtime;
 pub mod sandbox;
 pub mod standalone;

@@ -545,7 +545,17 @@ pub fn gc_ctl_dirs() {
         let owner = std::fs::read_to_string(entry.path().join("owner"))
             .ok()
             .and_then(|p| p.trim().parse::<i32>().ok());
-        if !owner.is_some_and(runtime::process_is_idagent) {
+        // A folder without its owner file yet may belong to a run being set up right now.
+        let young = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .map(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(300))
+            .unwrap_or(true);
+        let dead = match owner {
+            Some(pid) => !runtime::process_is_idagent(pid),
+            None => !young,
+        };
+        if dead {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }

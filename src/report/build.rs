@@ -179,6 +179,8 @@ struct Builder {
     flows: BTreeMap<u64, Flow>,
     /// DNS name → destination fields (addresses, query count, blocked reasons).
     dns: BTreeMap<String, Destination>,
+    /// DNS names in order of first query.
+    dns_order: Vec<String>,
     addr_names: HashMap<String, String>,
     /// UDP flows: (name or address, port, bytes up, bytes down).
     udp: Vec<(String, Option<u16>, u64, u64)>,
@@ -397,6 +399,9 @@ impl Builder {
         if name.is_empty() || (self.dns.len() >= MAX_TRACKED_KEYS && !self.dns.contains_key(&name))
         {
             return;
+        }
+        if !self.dns.contains_key(&name) {
+            self.dns_order.push(name.clone());
         }
         let d = self.dns.entry(name).or_default();
         d.dns_queries += 1;
@@ -638,7 +643,7 @@ impl Builder {
     fn destinations(&mut self) -> Vec<Destination> {
         let mut order: Vec<String> = Vec::new();
         let mut by_key: BTreeMap<String, Destination> = std::mem::take(&mut self.dns);
-        order.extend(by_key.keys().cloned());
+        order.append(&mut self.dns_order);
         fn entry<'a>(
             order: &mut Vec<String>,
             by_key: &'a mut BTreeMap<String, Destination>,

@@ -1,7 +1,7 @@
 # The one task runner. CI (.ci/run) calls `make test`, exactly as the README says.
 CARGO ?= cargo
 
-.PHONY: build image demo test lint unit e2e leftovers
+.PHONY: build image demo fakes captures bench test lint leftovers
 
 build:
 	$(CARGO) build --release
@@ -9,9 +9,21 @@ build:
 image: build
 	./target/x86_64-unknown-linux-gnu/release/idagent image build
 
-# The main job: run the Go victim in a sealed guest and show where its audit log went.
+# The main job: the multi-language audit — Python, Node.js and Go victims in sealed guests,
+# against local fake upstreams — and its PASS/FAIL verdict.
 demo: build
-	./target/x86_64-unknown-linux-gnu/release/idagent run victims/go-escape
+	./target/x86_64-unknown-linux-gnu/release/idagent audit
+
+# Hermetic fake www.google.com / api.openai.com for your own runs (prints the flags to pass).
+fakes:
+	$(CARGO) run --release -p idagent-fakes -- --dir captures/fakes
+
+# Reference captures of the three victims (see captures/README.md).
+captures: build
+	./scripts/regen-captures.sh
+
+bench:
+	$(CARGO) bench --bench interceptor
 
 lint:
 	$(CARGO) fmt --all -- --check

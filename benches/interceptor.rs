@@ -13,7 +13,8 @@
 //! servers are in `interceptor/server.rs`. Network reach: host loopback, the docker bridge
 //! gateway (case b only) and addresses inside the guests.
 //!
-//! Environment: `IDAGENT_BENCH_BULK_MIB` (default 256), `IDAGENT_BENCH_REQUESTS` (2000),
+//! Environment: `IDAGENT_BENCH_BULK_MIB` (default 256), `IDAGENT_BENCH_BULK_REPS` (5),
+//! `IDAGENT_BENCH_REQUESTS` (2000),
 //! `IDAGENT_BENCH_CONN_SECS` (3), `IDAGENT_BENCH_CONNS` (1000).
 
 #[path = "interceptor/client.rs"]
@@ -68,6 +69,10 @@ fn client_opts() -> Vec<String> {
     [
         ("--name", server::NAME.to_owned()),
         ("--bulk-bytes", bulk.to_string()),
+        (
+            "--bulk-reps",
+            env_num("IDAGENT_BENCH_BULK_REPS", 5).to_string(),
+        ),
         (
             "--requests",
             env_num("IDAGENT_BENCH_REQUESTS", 2000).to_string(),

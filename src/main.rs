@@ -273,9 +273,15 @@ async fn ensure_image(rt: &DockerRuntime, cfg: &RunConfig) -> Result<(), Failure
 
 /// `idagent report RUN_DIR`: the human (or JSON) summary of one run.
 fn report(args: idagent::cli::ReportArgs) -> Result<ExitCode, Failure> {
-    // REPORT-WIP: wired when the report module lands.
-    let _ = args;
-    Err((anyhow::anyhow!("report: not built yet"), None))
+    let report = idagent::report::load(&args.run_dir).map_err(|e| {
+        let hint = "give a run folder holding audit.jsonl, e.g. captures/<run-id>";
+        (e.into(), Some(hint.to_owned()))
+    })?;
+    match args.format {
+        idagent::cli::ReportFormat::Text => print!("{}", idagent::report::render_text(&report)),
+        idagent::cli::ReportFormat::Json => print!("{}", report.to_json()),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Test key sent by node-openai to the fake api.openai.com when no real key is given.

@@ -18,6 +18,7 @@
 
 mod assets;
 mod build;
+mod fields;
 mod html;
 mod text;
 mod timeline;
@@ -134,6 +135,8 @@ pub struct Destination {
     pub protocols: Vec<String>,
     /// TLS modes seen (`intercepted`, `passthrough`, `rejected`).
     pub tls_modes: Vec<String>,
+    /// `allowed`, `blocked` (nothing got through) or `partly blocked`.
+    pub verdict: String,
     pub blocked: bool,
     pub blocked_reasons: Vec<String>,
 }

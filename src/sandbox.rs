@@ -167,6 +167,11 @@ async fn run_inner<R: ContainerRuntime>(
             ..end
         })
         .await?;
+    // The reviewer's page, from the finished log; a failure here loses nothing (the log is
+    // complete) and is reported on stderr only.
+    if let Err(e) = crate::report::write_html(&run_dir) {
+        warn!(error = %e, "report.html not written");
+    }
     let ending = result?;
     Ok(RunOutcome {
         run_id,

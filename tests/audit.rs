@@ -91,6 +91,36 @@ fn python_scrape_is_logged_and_its_file_kept() {
         ),
         ["GET https://www.google.com/"]
     );
+    // `idagent report` summarises the run for a person.
+    let report = std::process::Command::new(IDAGENT)
+        .arg("report")
+        .arg(run.run_dir())
+        .output()
+        .expect("idagent report");
+    let text = String::from_utf8_lossy(&report.stdout);
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    assert!(
+        text.contains("https://www.google.com/") && text.contains("/tmp/workspace/google.html"),
+        "{text}"
+    );
+    // The run's report.html renders in a real browser and shows the victim's request.
+    let page = run.run_dir().join("report.html");
+    assert!(page.exists(), "no report.html");
+    if std::env::var("IDAGENT_SKIP_BROWSER").as_deref() != Ok("1") {
+        assert!(
+            chromium().is_some(),
+            "chromium missing (apt-get install -y chromium, or IDAGENT_SKIP_BROWSER=1)"
+        );
+        let dom = run_chromium(&page, &["--dump-dom"]);
+        assert!(
+            dom.contains("https://www.google.com/") && dom.contains("google.html"),
+            "report.html lacks the request"
+        );
+    }
 }
 
 #[test]

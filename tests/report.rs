@@ -5,6 +5,8 @@
 //! The browser test needs `/usr/bin/chromium` (Debian: `apt-get install chromium`); it fails
 //! when Chromium is missing unless `IDAGENT_SKIP_BROWSER=1` is set.
 
+mod common;
+use common::{chromium, run_chromium};
 use idagent::report::{self, RunReport};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -340,44 +342,6 @@ fn html_escapes_everything_from_the_guest() {
     assert!(html.contains("future_kind"));
 }
 
-fn chromium() -> Option<PathBuf> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-}
-
-/// Runs headless Chromium (killed after 60 s) on `page` with `args`; returns stdout.
-fn run_chromium(page: &Path, args: &[&str]) -> String {
-    let browser = chromium().expect("chromium present");
-    let profile = tempfile::tempdir().expect("profile dir");
-    let out = Command::new("timeout")
-        .args(["--kill-after=5", "60"])
-        .arg(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(args)
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .expect("start chromium under timeout(1)");
-    assert!(
-        out.status.success(),
-        "chromium failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn html_renders_in_a_real_browser() {
     if std::env::var("IDAGENT_SKIP_BROWSER").as_deref() == Ok("1") {
@@ -432,4 +396,21 @@ fn html_renders_in_a_real_browser() {
     );
     assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
     eprintln!("screenshot: {}", png.display());
+}
+
+#[test]
+fn timeline_is_capped() {
+    let n = report::MAX_TIMELINE_EVENTS + 5;
+    let events: Vec<Value> = (1..=n)
+        .map(|seq| json!({"v":1,"seq":seq,"ts":"2026-11-28T01:04:43Z","run":RUN,"kind":"exit","pid":seq}))
+        .collect();
+    let html = report::render_html(&RunReport::default(), &events);
+    assert!(html.contains(&format!(
+        "Showing the first {} of {n} events",
+        report::MAX_TIMELINE_EVENTS
+    )));
+    assert_eq!(
+        html.matches("<tr id=\"e").count(),
+        report::MAX_TIMELINE_EVENTS
+    );
 }

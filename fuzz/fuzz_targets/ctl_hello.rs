@@ -126,7 +126,7 @@ fn make_fds(n: usize, mix: u8) -> Vec<OwnedFd> {
                 a.into()
             }
             _ => {
-                let (a, b) = UnixStream::pair().expect("socketpair");
+                let (_a, b) = UnixStream::pair().expect("socketpair");
                 let _ = (&b).write_all(b"x");
                 b.into()
             }

@@ -53,6 +53,7 @@ tbody tr:last-child td{border-bottom:0}
 td.num,th.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
 td .mono{overflow-wrap:anywhere}
 td .url{word-break:break-all}
+td .host,td .fp,td .path{white-space:nowrap}
 td .argv{white-space:pre-wrap;word-break:break-all}
 .pill{display:inline-block;padding:0 8px;border-radius:999px;font-size:12px;font-weight:600;
 white-space:nowrap}

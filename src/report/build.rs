@@ -1,145 +1,26 @@
 //! Folds audit records (as `serde_json::Value`, so unknown kinds and fields never fail) into a
 //! [`RunReport`]. Pure: no I/O.
 
+mod destinations;
+
+use super::fields::{
+    fingerprints_in, i64_of, parse_ts, split_addr, str_of, strings_of, strip_port, u64_of, url_host,
+};
 use super::{
     Blocked, Credential, DeniedWrite, Destination, FileWrite, NoticeRow, Process, Request,
     RunReport, MAX_LOCATIONS, MAX_ROWS, REPORT_SCHEMA_VERSION,
 };
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::SocketAddr;
 
 /// Flows tracked for the destinations table; later flows are counted in `omitted["flows"]`.
 const MAX_TRACKED_FLOWS: usize = 100_000;
 /// Distinct DNS names, credentials and blocked targets tracked (each).
 const MAX_TRACKED_KEYS: usize = 100_000;
-
-pub(super) fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Value::as_str)
-}
-
-pub(super) fn u64_of(v: &Value, key: &str) -> Option<u64> {
-    v.get(key).and_then(Value::as_u64)
-}
-
-pub(super) fn i64_of(v: &Value, key: &str) -> Option<i64> {
-    v.get(key).and_then(Value::as_i64)
-}
-
-pub(super) fn strings_of(v: &Value, key: &str) -> Vec<String> {
-    v.get(key)
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .map(|s| s.as_str().map_or_else(|| s.to_string(), str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Nanoseconds since the Unix epoch of an RFC 3339 time (`2026-11-28T01:04:43.836678245Z`,
-/// or with a `±HH:MM` offset). `time`'s parser is not enabled in this crate, and the writer's
-/// format is fixed.
-pub(super) fn parse_ts(s: &str) -> Option<i128> {
-    let b = s.as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let t = s.get(r)?;
-        t.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| t.parse().ok())?
-    };
-    if b.len() < 20 || b.get(4) != Some(&b'-') || !matches!(b.get(10), Some(b'T' | b't' | b' ')) {
-        return None;
-    }
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut i = 19;
-    let mut nanos: i128 = 0;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        let digits = b
-            .get(i..)?
-            .iter()
-            .take_while(|c| c.is_ascii_digit())
-            .count();
-        let frac = s.get(i..i + digits.min(9))?;
-        nanos = frac.parse::<i128>().ok()? * 10i128.pow(9 - frac.len() as u32);
-        i += digits;
-    }
-    let offset_s: i64 = match b.get(i) {
-        Some(b'Z' | b'z') => 0,
-        Some(sign @ (b'+' | b'-')) => {
-            let off = num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60;
-            if *sign == b'+' {
-                off
-            } else {
-                -off
-            }
-        }
-        _ => return None,
-    };
-    // Days from civil (Howard Hinnant's algorithm).
-    let yy = if mo <= 2 { y - 1 } else { y };
-    let era = yy.div_euclid(400);
-    let yoe = yy - era * 400;
-    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_s;
-    Some(i128::from(secs) * 1_000_000_000 + nanos)
-}
-
-/// Every fingerprint (`KIND:…TAIL:sha256=HEX8`) that starts at a word boundary of `text`.
-pub(super) fn fingerprints_in(text: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut prev_is_word = false;
-    for (i, c) in text.char_indices() {
-        if !prev_is_word {
-            let rest = text.get(i..).unwrap_or_default();
-            if let Some(len) = crate::redact::fingerprint_len(rest) {
-                if let Some(fp) = rest.get(..len) {
-                    found.push(fp.to_owned());
-                }
-            }
-        }
-        prev_is_word = c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
-    }
-    found
-}
-
-/// The host of an absolute URL (`https://user@[::1]:8443/x` → `::1`).
-pub(super) fn url_host(url: &str) -> Option<&str> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = strip_port(hostport);
-    (!host.is_empty()).then_some(host)
-}
-
-/// `name:443` → `name`, `[::1]:80` → `::1`; anything else unchanged.
-pub(super) fn strip_port(s: &str) -> &str {
-    if let Some(inner) = s.strip_prefix('[') {
-        return inner.split(']').next().unwrap_or(inner);
-    }
-    match s.rsplit_once(':') {
-        Some((host, port))
-            if !host.contains(':')
-                && !port.is_empty()
-                && port.bytes().all(|b| b.is_ascii_digit()) =>
-        {
-            host
-        }
-        _ => s,
-    }
-}
-
-/// `[fd00::1]:443` → (`fd00::1`, 443); an unparsable address is kept whole.
-fn split_addr(s: &str) -> (String, Option<u16>) {
-    match s.parse::<SocketAddr>() {
-        Ok(a) => (a.ip().to_string(), Some(a.port())),
-        Err(_) => (s.to_owned(), None),
-    }
-}
+/// [`Destination::verdict`] values.
+const ALLOWED: &str = "allowed";
+const BLOCKED: &str = "blocked";
+const PARTLY_BLOCKED: &str = "partly blocked";
 
 #[derive(Debug, Default)]
 struct Flow {
@@ -252,10 +133,12 @@ impl Builder {
     fn run_start(&mut self, e: &Value) {
         self.start_ns = str_of(e, "ts").and_then(parse_ts).or(self.start_ns);
         let r = &mut self.report;
-        r.run = str_of(e, "run").map(str::to_owned);
-        r.idagent_version = str_of(e, "idagent_version").map(str::to_owned);
-        r.image = str_of(e, "image").map(str::to_owned);
-        r.user = str_of(e, "user").map(str::to_owned);
+        // The standalone gateway writes empty strings for what it does not have.
+        let text = |key| str_of(e, key).filter(|s| !s.is_empty()).map(str::to_owned);
+        r.run = text("run");
+        r.idagent_version = text("idagent_version");
+        r.image = text("image");
+        r.user = text("user");
         r.offline = e.get("offline").and_then(Value::as_bool);
         r.started = str_of(e, "ts").map(str::to_owned);
         let command = self.redact_argv(strings_of(e, "command"), "run command");
@@ -409,6 +292,8 @@ impl Builder {
         if let Some(block) = str_of(e, "blocked") {
             d.blocked = true;
             push_distinct(&mut d.blocked_reasons, [format!("dns: {block}")]);
+        } else if !d.addresses.is_empty() {
+            d.verdict = ALLOWED.into();
         }
     }
 
@@ -619,7 +504,7 @@ impl Builder {
 
     fn log_warnings(&mut self) {
         let r = &mut self.report;
-        if r.counts.get("run_start").is_none() {
+        if !r.counts.contains_key("run_start") {
             r.warnings.push("the log has no run_start record".into());
         }
         if r.end_reason.is_none() {
@@ -638,78 +523,6 @@ impl Builder {
                 .push(format!("{table}: {n} row(s) over the cap, not listed"));
         }
     }
-
-    /// One row per DNS name or bare address, in order of first appearance.
-    fn destinations(&mut self) -> Vec<Destination> {
-        let mut order: Vec<String> = Vec::new();
-        let mut by_key: BTreeMap<String, Destination> = std::mem::take(&mut self.dns);
-        order.append(&mut self.dns_order);
-        fn entry<'a>(
-            order: &mut Vec<String>,
-            by_key: &'a mut BTreeMap<String, Destination>,
-            key: String,
-        ) -> &'a mut Destination {
-            if !by_key.contains_key(&key) {
-                order.push(key.clone());
-            }
-            by_key.entry(key).or_default()
-        }
-        for f in self.flows.values() {
-            let (addr, port) = split_addr(f.dst.as_deref().unwrap_or_default());
-            let name = (f.name.as_deref().map(strip_port))
-                .or(f.sni.as_deref())
-                .or(f.host.as_deref())
-                .map(str::to_owned)
-                .or_else(|| self.addr_names.get(&addr).cloned());
-            let d = entry(
-                &mut order,
-                &mut by_key,
-                name.unwrap_or_else(|| addr.clone()),
-            );
-            if !addr.is_empty() {
-                push_distinct(&mut d.addresses, [addr]);
-            }
-            push_distinct(&mut d.ports, port);
-            d.tcp_flows += 1;
-            d.requests += f.requests;
-            d.bytes_up += f.bytes_up;
-            d.bytes_down += f.bytes_down;
-            push_distinct(&mut d.protocols, f.protocol.clone());
-            push_distinct(&mut d.tls_modes, f.tls_modes.iter().cloned());
-            d.blocked |= !f.blocked.is_empty();
-            push_distinct(&mut d.blocked_reasons, f.blocked.iter().cloned());
-        }
-        for (key, port, up, down) in std::mem::take(&mut self.udp) {
-            let d = entry(&mut order, &mut by_key, key);
-            push_distinct(&mut d.ports, port);
-            d.udp_flows += 1;
-            d.bytes_up += up;
-            d.bytes_down += down;
-            push_distinct(&mut d.protocols, ["udp".to_owned()]);
-        }
-        for (key, reason) in std::mem::take(&mut self.unflowed) {
-            let d = entry(&mut order, &mut by_key, key);
-            match reason {
-                None => d.requests += 1,
-                Some(reason) => {
-                    d.blocked = true;
-                    push_distinct(&mut d.blocked_reasons, [reason]);
-                }
-            }
-        }
-        let mut out = Vec::new();
-        for key in order {
-            if let Some(mut d) = by_key.remove(&key) {
-                if key.parse::<std::net::IpAddr>().is_err() {
-                    d.name = Some(key);
-                } else {
-                    push_distinct(&mut d.addresses, [key]);
-                }
-                Self::keep(&mut self.report.omitted, &mut out, "destinations", d);
-            }
-        }
-        out
-    }
 }
 
 fn push_distinct<T: PartialEq>(into: &mut Vec<T>, items: impl IntoIterator<Item = T>) {
@@ -717,48 +530,5 @@ fn push_distinct<T: PartialEq>(into: &mut Vec<T>, items: impl IntoIterator<Item 
         if !into.contains(&item) && into.len() < MAX_LOCATIONS * 4 {
             into.push(item);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_writer_timestamps() {
-        let a = parse_ts("2026-11-28T01:04:43.836678245Z").unwrap_or_default();
-        let b = parse_ts("2026-11-28T01:04:47.673586473Z").unwrap_or_default();
-        assert_eq!((b - a) / 1_000_000, 3836);
-        assert_eq!(parse_ts("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_ts("1970-01-01T01:00:00+01:00"), Some(0));
-        assert_eq!(
-            parse_ts("2000-03-01T00:00:00Z"),
-            Some(951_868_800_000_000_000)
-        );
-        assert_eq!(parse_ts("garbage"), None);
-        assert_eq!(parse_ts("2026-11-28T01:04:43"), None);
-    }
-
-    #[test]
-    fn finds_fingerprints_at_word_boundaries_only() {
-        let fps = fingerprints_in(
-            "NID=cookie:…:sha256=463869a5; x Bearer bearer:…ghij:sha256=5b759d7f xbearer:…:sha256=00",
-        );
-        assert_eq!(
-            fps,
-            ["cookie:…:sha256=463869a5", "bearer:…ghij:sha256=5b759d7f"]
-        );
-    }
-
-    #[test]
-    fn hosts_and_ports() {
-        assert_eq!(url_host("https://u:p@[::1]:8443/x?y"), Some("::1"));
-        assert_eq!(
-            url_host("http://example.test:15000/i?a=b"),
-            Some("example.test")
-        );
-        assert_eq!(url_host("nope"), None);
-        assert_eq!(strip_port("api.openai.com:443"), "api.openai.com");
-        assert_eq!(strip_port("fd00::1"), "fd00::1");
     }
 }

@@ -4,8 +4,8 @@
 //! and no script but ours (by hash), so a missed escape still could not run or fetch anything.
 
 use super::assets::{CSS, SCRIPT};
-use super::build::str_of;
-use super::text::join_argv;
+use super::fields::str_of;
+use super::text::{inert, join_argv};
 use super::timeline::{fmt_bytes, fmt_duration, fmt_exit, fmt_offset, summary};
 use super::{RunReport, MAX_TIMELINE_EVENTS};
 use serde_json::Value;
@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 /// Characters of raw JSON shown per timeline event.
 const MAX_RAW_CHARS: usize = 16 * 1024;
 /// Characters of a timeline summary line.
-const MAX_SUMMARY_CHARS: usize = 400;
+const MAX_SUMMARY_CHARS: usize = 180;
 
 /// `s` escaped for HTML text and quoted attribute values.
 pub(super) fn esc(s: &str) -> String {
@@ -39,6 +39,14 @@ fn cut(s: &str, max: usize) -> String {
     }
     let kept: String = s.chars().take(max).collect();
     format!("{kept} … ({} more characters)", s.chars().count() - max)
+}
+
+/// `s` cut to `max` characters, `…` marking the cut (the full text is in the raw JSON).
+fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", s.get(..i).unwrap_or_default()),
+        None => s.to_owned(),
+    }
 }
 
 fn base64(bytes: &[u8]) -> String {
@@ -104,8 +112,14 @@ fn table(out: &mut String, id: &str, title: &str, head: &[&str], rows: Vec<Vec<S
     out.push_str("</tbody></table></div></section>\n");
 }
 
+/// Guest text in monospace, control characters made visible.
 fn mono(s: &str) -> String {
-    format!("<span class=\"mono\">{}</span>", esc(s))
+    mono_as("", s)
+}
+
+/// [`mono`] with an extra CSS class (`host`, `fp`, `url`, `argv`).
+fn mono_as(class: &str, s: &str) -> String {
+    format!("<span class=\"mono {class}\">{}</span>", esc(&inert(s)))
 }
 
 fn at(seq: u64, at_ms: Option<i64>) -> String {
@@ -182,7 +196,7 @@ fn network(out: &mut String, r: &RunReport) {
         .map(|d| {
             let ports: Vec<String> = d.ports.iter().map(u16::to_string).collect();
             vec![
-                mono(d.name.as_deref().unwrap_or("(address)")),
+                mono_as("host", d.name.as_deref().unwrap_or("(address)")),
                 mono(&d.addresses.join(" ")),
                 esc(&ports.join(", ")),
                 d.dns_queries.to_string(),
@@ -192,15 +206,18 @@ fn network(out: &mut String, r: &RunReport) {
                 esc(&fmt_bytes(d.bytes_down)),
                 esc(&d.protocols.join(", ")),
                 esc(&d.tls_modes.join(", ")),
-                if d.blocked {
-                    format!(
-                        "{} {}",
-                        pill("bad", "blocked"),
-                        esc(&d.blocked_reasons.join("; "))
-                    )
-                } else {
-                    pill("good", "allowed")
-                },
+                format!(
+                    "{} {}",
+                    pill(
+                        match d.verdict.as_str() {
+                            "allowed" => "good",
+                            "blocked" => "bad",
+                            _ => "warn",
+                        },
+                        &d.verdict
+                    ),
+                    esc(&d.blocked_reasons.join("; "))
+                ),
             ]
         })
         .collect();
@@ -228,11 +245,11 @@ fn network(out: &mut String, r: &RunReport) {
                 Some(s) => pill("bad", &s.to_string()),
                 None => pill("warn", "none"),
             };
-            let creds: Vec<String> = q.credentials.iter().map(|c| mono(c)).collect();
+            let creds: Vec<String> = q.credentials.iter().map(|c| mono_as("fp", c)).collect();
             vec![
                 at(q.seq, q.at_ms),
                 format!("<b>{}</b>", esc(&q.method)),
-                format!("<span class=\"mono url\">{}</span>", esc(&q.url)),
+                mono_as("url", &q.url),
                 status,
                 esc(&fmt_bytes(q.req_bytes)),
                 esc(&fmt_bytes(q.resp_bytes)),
@@ -279,7 +296,7 @@ fn files(out: &mut String, r: &RunReport) {
                     format!(
                         "<span class=\"mono hash\" title=\"{}\">{}…</span>",
                         esc(h),
-                        esc(&cut(h, 12))
+                        esc(&h.chars().take(12).collect::<String>())
                     )
                 }),
                 process_cell(f.pid, f.exe.as_deref()),
@@ -325,11 +342,8 @@ fn processes(out: &mut String, r: &RunReport) {
                 p.pid.map_or("?".into(), |x| x.to_string()),
                 p.ppid.map_or("?".into(), |x| x.to_string()),
                 exit,
-                mono(&p.path),
-                format!(
-                    "<span class=\"mono argv\">{}</span>",
-                    esc(&cut(&join_argv(&p.argv), 4000))
-                ),
+                mono_as("path", &p.path),
+                mono_as("argv", &cut(&join_argv(&p.argv), 4000)),
             ]
         })
         .collect();
@@ -367,7 +381,7 @@ fn blocked_and_credentials(out: &mut String, r: &RunReport) {
                 seen.push(format!("+{} more", c.locations_omitted));
             }
             vec![
-                mono(&c.fingerprint),
+                mono_as("fp", &c.fingerprint),
                 esc(&c.kind),
                 c.occurrences.to_string(),
                 seen.join("<br>"),
@@ -387,11 +401,7 @@ fn blocked_and_credentials(out: &mut String, r: &RunReport) {
             .iter()
             .map(|(k, n)| format!("{} {n}", esc(k)))
             .collect();
-        let _ = write!(
-            out,
-            "<p class=\"kinds\">By kind: {}</p>\n",
-            kinds.join(" · ")
-        );
+        let _ = writeln!(out, "<p class=\"kinds\">By kind: {}</p>", kinds.join(" · "));
     }
 
     let rows = r
@@ -439,7 +449,7 @@ fn timeline_row(out: &mut String, e: &Value, start_ns: Option<i128>) {
     let kind = str_of(e, "kind").unwrap_or("?");
     let seq = e.get("seq").and_then(Value::as_u64);
     let at_ms = str_of(e, "ts")
-        .and_then(super::build::parse_ts)
+        .and_then(super::fields::parse_ts)
         .zip(start_ns)
         .and_then(|(t, s)| i64::try_from((t - s).div_euclid(1_000_000)).ok());
     let badge = match kind {
@@ -451,20 +461,20 @@ fn timeline_row(out: &mut String, e: &Value, start_ns: Option<i128>) {
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
         .collect();
-    let (line, _) = crate::redact::redact_text(&summary(e));
+    let (line, _) = crate::redact::redact_text(&inert(&summary(e)));
     let raw = serde_json::to_string_pretty(e).unwrap_or_default();
     let (raw, _) = crate::redact::redact_text(&cut(&raw, MAX_RAW_CHARS));
-    let _ = write!(
+    let _ = writeln!(
         out,
         "<tr{} data-kind=\"{}\"><td class=\"num\">{}</td><td class=\"num\">{}</td>\
          <td><span class=\"k k-{badge}\">{}</span></td><td><details><summary>{}</summary>\
-         <pre>{}</pre></details></td></tr>\n",
+         <pre>{}</pre></details></td></tr>",
         seq.map_or(String::new(), |s| format!(" id=\"e{s}\"")),
         esc(kind),
         esc(&fmt_offset(at_ms)),
         seq.map_or("?".into(), |s| s.to_string()),
         esc(kind),
-        esc(&cut(&line, MAX_SUMMARY_CHARS)),
+        esc(&clip(&line, MAX_SUMMARY_CHARS)),
         esc(&raw),
     );
 }
@@ -499,7 +509,7 @@ pub fn render_html(report: &RunReport, events: &[Value]) -> String {
         .started
         .as_deref()
         .or_else(|| events.first().and_then(|e| str_of(e, "ts")))
-        .and_then(super::build::parse_ts);
+        .and_then(super::fields::parse_ts);
     timeline(&mut out, events, start_ns);
     let _ = write!(
         out,

@@ -168,35 +168,31 @@ pub fn render_text(r: &RunReport) -> String {
                 let ports: Vec<String> = d.ports.iter().map(u16::to_string).collect();
                 vec![
                     d.name.clone().unwrap_or_else(|| "(address)".into()),
+                    d.verdict.clone(),
                     d.addresses.join(" "),
                     ports.join(","),
-                    format!("{}", d.dns_queries),
                     format!("{}", d.tcp_flows + d.udp_flows),
                     format!("{}", d.requests),
-                    fmt_bytes(d.bytes_up),
-                    fmt_bytes(d.bytes_down),
-                    d.protocols.join(","),
-                    d.tls_modes.join(","),
-                    if d.blocked {
-                        format!("BLOCKED {}", d.blocked_reasons.join("; "))
+                    format!("{}/{}", fmt_bytes(d.bytes_up), fmt_bytes(d.bytes_down)),
+                    if d.tls_modes.is_empty() {
+                        d.protocols.join(",")
                     } else {
-                        "allowed".into()
+                        format!("{} ({})", d.protocols.join(","), d.tls_modes.join(","))
                     },
+                    d.blocked_reasons.join("; "),
                 ]
             })
             .collect();
         let cols = [
-            ("DESTINATION", 26),
-            ("ADDRESSES", 20),
-            ("PORTS", 7),
-            ("DNS", 3),
+            ("DESTINATION", 28),
+            ("VERDICT", 14),
+            ("ADDRESSES", 22),
+            ("PORTS", 9),
             ("FLOWS", 5),
             ("REQS", 4),
-            ("UP", 9),
-            ("DOWN", 9),
-            ("PROTO", 8),
-            ("TLS", 11),
-            ("VERDICT", 0),
+            ("UP/DOWN", 19),
+            ("PROTOCOLS", 20),
+            ("REASON", 0),
         ];
         table(&mut out, &cols, &rows);
     }
@@ -384,7 +380,8 @@ fn blocked_and_credentials(out: &mut String, r: &RunReport) {
             .iter()
             .map(|(k, n)| format!("{k} {n}"))
             .collect();
-        let _ = writeln!(out, "  by kind: {}", inert(&kinds.join(", ")));
+        let kinds = format!("  by kind: {}", inert(&kinds.join(", ")));
+        let _ = writeln!(out, "{}", fit(&kinds, MAX_LINE_CHARS));
     }
 
     if !r.notices.is_empty() {

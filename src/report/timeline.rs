@@ -1,7 +1,7 @@
 //! One-line summaries of audit records (the HTML timeline) and the small value formatters the
 //! text and HTML renderers share. Returns plain text: escaping is the renderer's job.
 
-use super::build::{i64_of, str_of, strings_of, u64_of};
+use super::fields::{i64_of, str_of, strings_of, u64_of};
 use super::Process;
 use serde_json::Value;
 

@@ -10,7 +10,6 @@ use common::{chromium, run_chromium};
 use idagent::report::{self, RunReport};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const RUN: &str = "20261128T010443Z-596eda";
 const HOSTILE_PATH: &str = "/etc/<script>alert(1)</script>";

@@ -100,6 +100,7 @@ pub async fn run(
         wake: Arc::new(Notify::new()),
         udp: udp::Relays::default(),
         stats: DriverStats::default(),
+        icmp_logged: Default::default(),
     };
     let (udp_tx, mut udp_rx) = mpsc::channel::<UdpReply>(UDP_REPLY_QUEUE);
     let mut buf = vec![0u8; usize::from(crate::netns::TUN_MTU) + 64];
@@ -168,6 +169,8 @@ struct Driver {
     wake: Arc<Notify>,
     udp: udp::Relays,
     stats: DriverStats,
+    /// ICMP targets already logged (bounded).
+    icmp_logged: std::collections::HashSet<std::net::IpAddr>,
 }
 
 impl Driver {
@@ -188,7 +191,24 @@ impl Driver {
             return;
         }
         // QUIC: refuse at once so clients fall back to TCP (where the gateway sees the HTTP).
+        // ICMP echo: the stack answers pings to the gateway only; a ping anywhere else is
+        // dropped (idagent does not originate ICMP for the guest) and logged once per target.
         if let Ok(meta) = classify(packet) {
+            let to_gateway =
+                meta.dst == crate::netns::GATEWAY_V4 || meta.dst == crate::netns::GATEWAY_V6;
+            if meta.transport == Transport::Icmp
+                && !to_gateway
+                && self.icmp_logged.len() < 64
+                && self.icmp_logged.insert(meta.dst)
+            {
+                self.parts.audit.emit(EventBody::Blocked(BlockedEvent {
+                    what: "icmp",
+                    target: meta.dst.to_string(),
+                    reason: "ICMP is answered for the gateway only; nothing is sent upstream"
+                        .into(),
+                    flow: None,
+                }));
+            }
             if meta.transport == Transport::Udp
                 && meta.dst_port == Some(443)
                 && stack.reject_udp(packet).is_ok()

@@ -426,3 +426,62 @@ fn capture_writes_the_pcap_where_asked() {
     let events = read_audit(&dir.path().join("run/audit.jsonl"));
     assert_no_leftovers(events[0]["run"].as_str().expect("run id"));
 }
+
+#[test]
+fn keep_alive_and_expect_continue_pass_through() {
+    let (_dir, fakes) = fakes();
+    let script = r#"set -e
+python3 - <<'PY'
+import http.client, json
+c = http.client.HTTPSConnection('api.openai.com', timeout=20)
+for i in range(3):
+    c.request('GET', '/v1/models', headers={'Authorization': 'Bearer sk-keepalive-0123456789abcdef'})
+    r = c.getresponse(); r.read()
+    print('models', r.status)
+PY
+python3 -c "import json; print(json.dumps({'model': 'm', 'messages': [{'role': 'user', 'content': 'a' * 300000}]}))" > /tmp/workspace/big.json
+curl -sS -m 30 -o /dev/null -w 'expect %{http_code}\n' -H 'Expect: 100-continue' -H 'Authorization: Bearer sk-expect-0123456789abcdef' \
+  -H 'Content-Type: application/json' --data-binary @/tmp/workspace/big.json \
+  https://api.openai.com/v1/chat/completions
+"#;
+    let run = run_with_fakes(&fakes, &["--image", GUEST_IMAGE, "--", "sh", "-c", script]);
+    assert_eq!(run.code(), Some(0), "{}", run.explain());
+    assert_eq!(
+        run.stdout().matches("models 200").count(),
+        3,
+        "{}",
+        run.explain()
+    );
+    assert!(run.stdout().contains("expect 200"), "{}", run.explain());
+    let got = fakes.requests_to(FakeServer::OpenAiHttps);
+    assert_eq!(got.len(), 4);
+    // One guest connection with three requests: one upstream connection, reused.
+    assert!(
+        got[0].connection == got[1].connection && got[1].connection == got[2].connection,
+        "upstream keep-alive not reused"
+    );
+    assert!(
+        got[3].body.len() > 300_000,
+        "the 100-continue body did not arrive whole"
+    );
+    let post = run
+        .of_kind("http")
+        .find(|e| e["method"] == "POST")
+        .unwrap_or_else(|| panic!("no POST\n{}", run.explain()));
+    assert_eq!(post["req_bytes"], got[3].body.len());
+    assert_eq!(
+        post["req_body"].as_str().map(str::len),
+        Some(64 * 1024),
+        "capture is capped at --capture-bytes"
+    );
+    let flows: std::collections::BTreeSet<String> = run
+        .of_kind("http")
+        .filter(|e| e["method"] == "GET")
+        .map(|e| e["flow"].to_string())
+        .collect();
+    assert_eq!(
+        flows.len(),
+        1,
+        "three requests on one guest connection share a flow"
+    );
+}

@@ -101,6 +101,7 @@ pub async fn run(
         udp: udp::Relays::default(),
         stats: DriverStats::default(),
         icmp_logged: Default::default(),
+        chunk: vec![0u8; READ_CHUNK],
     };
     let (udp_tx, mut udp_rx) = mpsc::channel::<UdpReply>(UDP_REPLY_QUEUE);
     let mut buf = vec![0u8; usize::from(crate::netns::TUN_MTU) + 64];
@@ -171,6 +172,7 @@ struct Driver {
     stats: DriverStats,
     /// ICMP targets already logged (bounded).
     icmp_logged: std::collections::HashSet<std::net::IpAddr>,
+    chunk: Vec<u8>,
 }
 
 impl Driver {
@@ -272,7 +274,8 @@ impl Driver {
 
     /// Moves bytes both ways for every flow, as far as buffers allow.
     fn service_flows(&mut self, stack: &mut Stack) {
-        let mut chunk = vec![0u8; READ_CHUNK];
+        // One scratch buffer for the driver's life: this runs on every wake-up.
+        let chunk = &mut self.chunk;
         for (id, f) in self.flows.iter_mut() {
             let Some(ends) = f.ends.as_mut() else {
                 continue;
@@ -292,7 +295,7 @@ impl Driver {
                         }
                     }
                 }
-                match stack.tcp_recv(*id, &mut chunk) {
+                match stack.tcp_recv(*id, chunk) {
                     Ok(0) => f.readable = false,
                     Ok(n) => f.pending_in = Some(Bytes::copy_from_slice(&chunk[..n])),
                     Err(FlowError::Finished { .. }) => {

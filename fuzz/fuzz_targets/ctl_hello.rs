@@ -98,21 +98,22 @@ fn check(line: &[u8], fds: usize, result: Result<idagent_guest::ctl::InitConn, C
 }
 
 /// The hello grammar, from the protocol docs: `idagent-init <version> <guest-pid>\n`, exactly
-/// one line, version `PROTOCOL_VERSION`, pid positive.
+/// one line, version `PROTOCOL_VERSION`, pid positive. A readable version other than ours is
+/// reported as such as soon as it is read (whatever follows), so that an old init gets a
+/// useful error.
 fn oracle(read: &[u8]) -> Result<(), &'static str> {
     let text = std::str::from_utf8(read).map_err(|_| "badhello")?;
     let text = text.strip_suffix('\n').ok_or("badhello")?;
     let words: Vec<&str> = text.split(' ').collect();
-    let [magic, version, pid] = words[..] else { return Err("badhello") };
-    if magic != "idagent-init" {
+    if words.first() != Some(&"idagent-init") {
         return Err("badhello");
     }
-    let version: u32 = version.parse().map_err(|_| "badhello")?;
+    let version: u32 = words.get(1).and_then(|v| v.parse().ok()).ok_or("badhello")?;
     if version != PROTOCOL_VERSION {
         return Err("version");
     }
-    match pid.parse::<i32>() {
-        Ok(pid) if pid > 0 => Ok(()),
+    match words[2..] {
+        [pid] if pid.parse::<i32>().is_ok_and(|pid| pid > 0) => Ok(()),
         _ => Err("badhello"),
     }
 }

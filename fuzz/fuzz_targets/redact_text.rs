@@ -99,12 +99,13 @@ fn align<'a>(input: &'a str, out: &str, found: &[Fingerprint]) -> Option<Aligned
 }
 
 /// The end of the secret starting at `start` that fingerprints to `fp`. Secrets never contain
-/// whitespace or control characters (every detector stops at them), which bounds the search.
+/// ASCII whitespace or ASCII control characters (every detector stops at them), which bounds
+/// the search.
 fn secret_end(input: &str, start: usize, fp: &Fingerprint) -> Option<usize> {
     let rest = input.get(start..)?;
     let mut hasher = Sha256::new();
     for (i, c) in rest.char_indices() {
-        if c.is_whitespace() || c.is_control() {
+        if c.is_ascii_whitespace() || c.is_ascii_control() {
             break;
         }
         let mut buf = [0u8; 4];

@@ -109,11 +109,13 @@ pub async fn run(
         while let Some(packet) = stack.transmit() {
             drv.stats.packets_out += 1;
             drv.stats.bytes_out += packet.len() as u64;
-            if let Some(p) = &drv.parts.pcap {
-                p.packet(Direction::ToGuest, SystemTime::now(), &packet);
-            }
+            let ts = SystemTime::now();
             if dev.send(&packet).await.is_err() {
                 return Ok(drv.stats);
+            }
+            // After the write, the capture takes the buffer itself: no copy on the bulk path.
+            if let Some(p) = &drv.parts.pcap {
+                p.packet_owned(Direction::ToGuest, ts, packet);
             }
         }
         let current = now();

@@ -163,18 +163,35 @@ impl PcapSender {
     /// Queues one raw IP packet as it crossed `tun0` at `ts`. Never blocks: when the queue is
     /// full (items or bytes) or the writer has stopped, the packet is counted as dropped.
     pub fn packet(&self, dir: Direction, ts: SystemTime, bytes: &[u8]) {
-        let keep = match self.limits.snaplen {
-            0 => bytes.len(),
-            snaplen => bytes.len().min(snaplen as usize),
-        };
+        let keep = self.kept_len(bytes.len());
+        self.queue_packet(dir, ts, bytes[..keep].to_vec(), bytes.len());
+    }
+
+    /// [`Self::packet`] for a packet the caller no longer needs: no copy is made (the bulk
+    /// direction of a download is written this way).
+    pub fn packet_owned(&self, dir: Direction, ts: SystemTime, mut data: Vec<u8>) {
+        let original = data.len();
+        data.truncate(self.kept_len(original));
+        self.queue_packet(dir, ts, data, original);
+    }
+
+    fn kept_len(&self, len: usize) -> usize {
+        match self.limits.snaplen {
+            0 => len,
+            snaplen => len.min(snaplen as usize),
+        }
+    }
+
+    fn queue_packet(&self, dir: Direction, ts: SystemTime, data: Vec<u8>, original: usize) {
+        let keep = data.len();
         let item = Item::Packet {
             dir,
             // A clock before 1970 is a host problem, not worth losing the packet over.
             ts: ts
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap_or_default(),
-            data: bytes[..keep].to_vec(),
-            original_len: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+            data,
+            original_len: u32::try_from(original).unwrap_or(u32::MAX),
         };
         if !self.enqueue(item, keep) {
             self.shared.packets_dropped.fetch_add(1, Ordering::Relaxed);

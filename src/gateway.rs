@@ -200,28 +200,9 @@ impl Gateway {
         let span = info_span!("flow", flow.id = %meta.id, dst.addr = %meta.dst);
         async move {
             let started = Instant::now();
-            self.audit.emit(EventBody::Tcp(TcpEvent {
-                flow: meta.id,
-                phase: "open",
-                src: meta.src.to_string(),
-                dst: meta.dst.to_string(),
-                name: meta.name.clone(),
-                upstream: None,
-                protocol: None,
-                bytes_up: None,
-                bytes_down: None,
-                duration_ms: None,
-                close_reason: None,
-                first_bytes_up: None,
-                first_bytes_down: None,
-            }));
+            self.audit.emit(EventBody::Tcp(tcp_event(&meta, "open")));
             let counters = Arc::new(Counters::default());
             let mut close = self.clone().dispatch(stream, &meta, counters.clone()).await;
-            close.flow = meta.id;
-            close.phase = "close";
-            close.src = meta.src.to_string();
-            close.dst = meta.dst.to_string();
-            close.name = meta.name.clone();
             close.bytes_up = Some(counters.up.load(Ordering::Relaxed));
             close.bytes_down = Some(counters.down.load(Ordering::Relaxed));
             close.duration_ms = Some(started.elapsed().as_millis() as u64);
@@ -241,7 +222,7 @@ impl Gateway {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let mut close = empty_close();
+        let mut close = tcp_event(meta, "close");
         let first = match sniff(&mut stream).await {
             Ok(b) => b,
             Err(e) => {
@@ -381,13 +362,14 @@ impl CaptureWriter {
     }
 }
 
-fn empty_close() -> TcpEvent {
+/// A `tcp` event for `meta` with nothing measured yet.
+fn tcp_event(meta: &FlowMeta, phase: &'static str) -> TcpEvent {
     TcpEvent {
-        flow: FlowId(0),
-        phase: "close",
-        src: String::new(),
-        dst: String::new(),
-        name: None,
+        flow: meta.id,
+        phase,
+        src: meta.src.to_string(),
+        dst: meta.dst.to_string(),
+        name: meta.name.clone(),
         upstream: None,
         protocol: None,
         bytes_up: None,

@@ -24,24 +24,6 @@ fn victim(fakes: &FakesHandle, name: &str, extra: &[&str]) -> Run {
     idagent_run(&refs)
 }
 
-fn tshark(pcap: &std::path::Path, fields: &[&str], filter: &str) -> Vec<String> {
-    let mut cmd = std::process::Command::new("tshark");
-    cmd.arg("-r").arg(pcap).args(["-Y", filter, "-T", "fields"]);
-    for f in fields {
-        cmd.args(["-e", f]);
-    }
-    let out = cmd.output().expect("tshark");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.replace('\t', " "))
-        .collect()
-}
-
 #[test]
 fn python_scrape_is_logged_and_its_file_kept() {
     let (_dir, fakes) = fakes();

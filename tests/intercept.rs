@@ -29,32 +29,11 @@ fn http_events(run: &Run) -> Vec<&Value> {
 }
 
 fn tshark_requests(pcap: &std::path::Path) -> Vec<String> {
-    let out = std::process::Command::new("tshark")
-        .arg("-r")
-        .arg(pcap)
-        .args([
-            "-Y",
-            "http.request",
-            "-T",
-            "fields",
-            "-e",
-            "http.request.method",
-            "-e",
-            "http.host",
-            "-e",
-            "http.request.uri",
-        ])
-        .output()
-        .expect("tshark (install it: apt-get install tshark)");
-    assert!(
-        out.status.success(),
-        "tshark: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.replace('\t', " "))
-        .collect()
+    tshark(
+        pcap,
+        &["http.request.method", "http.host", "http.request.uri"],
+        "http.request",
+    )
 }
 
 #[test]

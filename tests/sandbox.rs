@@ -367,27 +367,32 @@ fn env_and_seeded_workspace_reach_the_guest() {
     );
 }
 
-#[test]
-fn sigterm_tears_everything_down() {
+/// Starts `idagent run … sleep 600` and returns once the guest command runs (its exec is in the
+/// log), with the audit log's path.
+fn start_sleeping_guest(run_dir: &std::path::Path) -> (std::process::Child, std::path::PathBuf) {
     ensure_image();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let run_dir = dir.path().join("run");
-    let mut child = std::process::Command::new(IDAGENT)
+    let child = std::process::Command::new(IDAGENT)
         .arg("run")
         .arg("--run-dir")
-        .arg(&run_dir)
+        .arg(run_dir)
         .args(["--image", GUEST_IMAGE, "--", "sleep", "600"])
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start idagent");
-    // Wait until the guest command is running (its exec is in the log), then SIGTERM idagent.
     let audit = run_dir.join("audit.jsonl");
     let started = std::time::Instant::now();
     while !read_audit(&audit).iter().any(|e| e["kind"] == "exec") {
         assert!(started.elapsed().as_secs() < 60, "guest never started");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    (child, audit)
+}
+
+#[test]
+fn sigterm_tears_everything_down() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, audit) = start_sleeping_guest(&dir.path().join("run"));
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("kill");
     let status = child.wait().expect("wait");
@@ -401,24 +406,8 @@ fn sigterm_tears_everything_down() {
 
 #[test]
 fn killed_idagent_stops_its_guest_and_gc_reaps_it() {
-    ensure_image();
     let dir = tempfile::tempdir().expect("tempdir");
-    let run_dir = dir.path().join("run");
-    let mut child = std::process::Command::new(IDAGENT)
-        .arg("run")
-        .arg("--run-dir")
-        .arg(&run_dir)
-        .args(["--image", GUEST_IMAGE, "--", "sleep", "600"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start idagent");
-    let audit = run_dir.join("audit.jsonl");
-    let started = std::time::Instant::now();
-    while !read_audit(&audit).iter().any(|e| e["kind"] == "exec") {
-        assert!(started.elapsed().as_secs() < 60, "guest never started");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let (mut child, audit) = start_sleeping_guest(&dir.path().join("run"));
     child.kill().expect("SIGKILL idagent");
     child.wait().expect("reap");
     let events = read_audit(&audit);

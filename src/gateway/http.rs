@@ -238,23 +238,14 @@ impl Conn {
             .gw
             .proxy_target(&self.meta, auth.host(), auth.port_u16().unwrap_or(443))
             .await;
-        let event = HttpEvent {
-            flow: self.meta.id,
-            method: "CONNECT".into(),
-            url: auth.to_string(),
-            status: Some(200),
-            req_headers: header_list(req.headers()),
-            resp_headers: Vec::new(),
-            req_bytes: 0,
-            resp_bytes: 0,
-            req_sha256: String::new(),
-            resp_sha256: String::new(),
-            req_body: String::new(),
-            resp_body: String::new(),
-            credentials: Vec::new(),
-            note: Some(format!("tunnel as flow {}", target.id)),
-            duration_ms: 0,
-        };
+        let mut event = http_event(
+            &self.meta,
+            "CONNECT".into(),
+            auth.to_string(),
+            header_list(req.headers()),
+        );
+        event.status = Some(200);
+        event.note = Some(format!("tunnel as flow {}", target.id));
         finish_event(&self.gw, event, &Tap::new(0), &Tap::new(0), started);
         self.gw.serve_tunnel(hyper::upgrade::on(&mut req), target);
         Response::new(empty_body())
@@ -300,23 +291,7 @@ impl Conn {
             .unwrap_or_else(|_| Uri::from_static("/"));
         strip_hop_by_hop(&mut parts.headers, guest_upgrade.is_some());
         let upstream_req = Request::from_parts(parts, TapBody::new(body, req_tap.clone()));
-        let mut event = HttpEvent {
-            flow: self.meta.id,
-            method: method.to_string(),
-            url,
-            status: None,
-            req_headers,
-            resp_headers: Vec::new(),
-            req_bytes: 0,
-            resp_bytes: 0,
-            req_sha256: String::new(),
-            resp_sha256: String::new(),
-            req_body: String::new(),
-            resp_body: String::new(),
-            credentials: Vec::new(),
-            note: None,
-            duration_ms: 0,
-        };
+        let mut event = http_event(&self.meta, method.to_string(), url, req_headers);
         let mut resp = match self.send(host.as_deref(), target, upstream_req).await {
             Ok(r) => r,
             Err(e) => {
@@ -393,6 +368,32 @@ fn finish_event(gw: &Gateway, mut event: HttpEvent, req: &Tap, resp: &Tap, start
     }
     event.duration_ms = started.elapsed().as_millis() as u64;
     gw.audit.emit(EventBody::Http(event));
+}
+
+/// An `http` event for a request, before anything of the response is known.
+fn http_event(
+    meta: &FlowMeta,
+    method: String,
+    url: String,
+    req_headers: Vec<(String, String)>,
+) -> HttpEvent {
+    HttpEvent {
+        flow: meta.id,
+        method,
+        url,
+        status: None,
+        req_headers,
+        resp_headers: Vec::new(),
+        req_bytes: 0,
+        resp_bytes: 0,
+        req_sha256: String::new(),
+        resp_sha256: String::new(),
+        req_body: String::new(),
+        resp_body: String::new(),
+        credentials: Vec::new(),
+        note: None,
+        duration_ms: 0,
+    }
 }
 
 fn header_list(headers: &HeaderMap) -> Vec<(String, String)> {

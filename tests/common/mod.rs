@@ -216,3 +216,22 @@ pub fn run_chromium(page: &Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// `tshark -r PCAP -Y FILTER -T fields -e F...`, one line per packet, fields space-separated.
+pub fn tshark(pcap: &std::path::Path, fields: &[&str], filter: &str) -> Vec<String> {
+    let mut cmd = std::process::Command::new("tshark");
+    cmd.arg("-r").arg(pcap).args(["-Y", filter, "-T", "fields"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("tshark");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.replace('\t', " "))
+        .collect()
+}

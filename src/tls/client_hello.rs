@@ -82,14 +82,15 @@ pub enum SniError {
 /// A cheap guess from the first bytes of a flow: could this be a TLS ClientHello?
 ///
 /// `true` means "could be, run [`parse_client_hello`]"; `false` means it certainly is not a
-/// TLS (1.0–1.3) handshake record starting with a ClientHello. Empty input gives `false`.
+/// TLS handshake record starting with a ClientHello. Empty input gives `false`. Any record
+/// minor version is accepted, as [`parse_client_hello`] and real servers do: a guest must not
+/// dodge interception by writing `16 03 05`.
 pub fn looks_like_tls(first: &[u8]) -> bool {
     // Each byte is checked only once it has arrived.
     let at = |i: usize, ok: fn(u8) -> bool| first.get(i).is_none_or(|&b| ok(b));
     !first.is_empty()
         && at(0, |b| b == CONTENT_TYPE_HANDSHAKE)
         && at(1, |b| b == 3)
-        && at(2, |b| b <= 4)
         && at(5, |b| b == HANDSHAKE_CLIENT_HELLO)
 }
 

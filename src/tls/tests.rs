@@ -396,3 +396,16 @@ async fn upstream_config_trusts_the_extra_ca() {
     let client = upstream_client_config(Some(ca.cert_pem().as_bytes()), None).expect("client");
     assert_eq!(handshake(server, client, "example.com").await, ALPN_HTTP11);
 }
+
+#[test]
+fn any_record_minor_version_is_sniffed_as_tls() {
+    // Found by fuzzing: a hello with record version 03 05 parsed, but was not sniffed as TLS, so
+    // the gateway relayed it unseen. Servers accept such hellos; so must the sniffer.
+    let mut bytes = client_hello_bytes("api.openai.com", false);
+    for minor in [0x00, 0x05, 0xff] {
+        bytes[2] = minor;
+        assert!(looks_like_tls(&bytes), "minor {minor:#x}");
+        let info = parse_client_hello(&bytes).expect("parses");
+        assert_eq!(info.server_name.as_deref(), Some("api.openai.com"));
+    }
+}

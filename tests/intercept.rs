@@ -464,3 +464,43 @@ curl -sS -m 30 -o /dev/null -w 'expect %{http_code}\n' -H 'Expect: 100-continue'
         "three requests on one guest connection share a flow"
     );
 }
+
+#[test]
+fn upgraded_streams_are_carried_and_logged() {
+    let (_dir, fakes) = fakes();
+    // A WebSocket-style Upgrade: after the 101, bytes flow both ways through the gateway.
+    let script = r#"
+import socket, ssl
+ctx = ssl.create_default_context()
+s = ctx.wrap_socket(socket.create_connection(('api.openai.com', 443), timeout=20), server_hostname='api.openai.com')
+s.sendall(b'GET /upgrade-echo HTTP/1.1\r\nHost: api.openai.com\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n')
+head = b''
+while b'\r\n\r\n' not in head:
+    head += s.recv(1)
+print(head.split(b'\r\n')[0].decode())
+s.sendall(b'ping through the upgrade')
+got = b''
+while len(got) < 24:
+    got += s.recv(100)
+print(got.decode())
+"#;
+    let run = run_with_fakes(
+        &fakes,
+        &["--image", GUEST_IMAGE, "--", "python3", "-c", script],
+    );
+    assert_eq!(run.code(), Some(0), "{}", run.explain());
+    assert_eq!(
+        run.stdout(),
+        "HTTP/1.1 101 Switching Protocols\nping through the upgrade\n",
+        "{}",
+        run.explain()
+    );
+    assert!(
+        run.of_kind("http")
+            .any(|e| e["url"] == "https://api.openai.com/upgrade-echo"
+                && e["status"] == 101
+                && e["note"] == "upgrade"),
+        "{}",
+        run.explain()
+    );
+}

@@ -127,10 +127,16 @@ where
     let _ = http1::Builder::new()
         .timer(TokioTimer::new())
         .serve_connection(io, service)
+        .with_upgrades()
         .await;
 }
 
-async fn handle(request: Request<Incoming>, conn: &Conn, shared: &Shared) -> Response<ResBody> {
+async fn handle(mut request: Request<Incoming>, conn: &Conn, shared: &Shared) -> Response<ResBody> {
+    // `GET /upgrade-echo` with an `Upgrade` header switches protocols (101) and then echoes
+    // every byte back: enough to prove a proxy carries an upgraded (WebSocket-style) stream.
+    let upgrade = (request.uri().path() == "/upgrade-echo"
+        && request.headers().contains_key(hyper::header::UPGRADE))
+    .then(|| hyper::upgrade::on(&mut request));
     let (parts, body) = request.into_parts();
     let body = read_body(body).await;
     let path = parts.uri.path().to_owned();
@@ -172,6 +178,22 @@ async fn handle(request: Request<Incoming>, conn: &Conn, shared: &Shared) -> Res
         (&Method::GET, "/ack") => {
             shared.sse.ack();
             plain(StatusCode::OK, "ok\n")
+        }
+        (&Method::GET, "/upgrade-echo") if upgrade.is_some() => {
+            if let Some(upgrade) = upgrade {
+                tokio::spawn(async move {
+                    if let Ok(upgraded) = upgrade.await {
+                        let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
+                        let _ = tokio::io::copy(&mut r, &mut w).await;
+                    }
+                });
+            }
+            Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header("connection", "upgrade")
+                .header("upgrade", "echo")
+                .body(full(bytes::Bytes::new()))
+                .unwrap_or_else(|_| internal_error())
         }
         _ => match conn.server {
             FakeServer::GoogleHttp | FakeServer::GoogleHttps => {

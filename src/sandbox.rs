@@ -8,14 +8,16 @@
 use crate::attribution::Attribution;
 use crate::audit::{AuditLog, AuditSink, EventBody, Limits, Notice, RunEnd, RunId, RunStart};
 use crate::config::{user_ids, RunConfig};
-use crate::runtime::{self, Bind, ContainerRuntime, ContainerSpec, Output};
+use crate::runtime::{self, Bind, ContainerRuntime, ContainerSpec};
 use crate::{fswatch, net, netdrv, netns, procevents, supervisor, GUEST_WORKSPACE};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
 use tracing::{info, info_span, warn, Instrument};
+
+mod files;
+use files::{chown_tree, copy_tree, forward_output};
 
 /// Where idagent's own binary appears in the guest (it is the guest's PID 1).
 pub const GUEST_INIT_PATH: &str = "/.idagent/idagent";
@@ -483,62 +485,6 @@ fn notice(sink: &AuditSink, what: &str, e: impl std::fmt::Display) {
         what: what.into(),
         detail: e.to_string(),
     }));
-}
-
-/// Copies the guest's output to our stdout/stderr and to `stdout.log`/`stderr.log`.
-async fn forward_output(mut rx: tokio::sync::mpsc::Receiver<Output>, run_dir: PathBuf) {
-    let open = |name: &str| {
-        let path = run_dir.join(name);
-        async move { tokio::fs::File::create(path).await.ok() }
-    };
-    let (mut out_log, mut err_log) = (open("stdout.log").await, open("stderr.log").await);
-    let (mut stdout, mut stderr) = (tokio::io::stdout(), tokio::io::stderr());
-    while let Some(chunk) = rx.recv().await {
-        let (data, term, log) = match &chunk {
-            Output::Stdout(d) => (
-                d,
-                &mut stdout as &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
-                &mut out_log,
-            ),
-            Output::Stderr(d) => (
-                d,
-                &mut stderr as &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
-                &mut err_log,
-            ),
-        };
-        let _ = term.write_all(data).await;
-        let _ = term.flush().await;
-        if let Some(f) = log {
-            let _ = f.write_all(data).await;
-        }
-    }
-}
-
-fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        let dest = to.join(entry.file_name());
-        if kind.is_dir() {
-            std::fs::create_dir(&dest)?;
-            copy_tree(&entry.path(), &dest)?;
-        } else if kind.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &dest)?;
-        } else if kind.is_file() {
-            std::fs::copy(entry.path(), &dest)?;
-        }
-    }
-    Ok(())
-}
-
-fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
-    if std::fs::symlink_metadata(path)?.is_dir() {
-        for entry in std::fs::read_dir(path)? {
-            chown_tree(&entry?.path(), uid, gid)?;
-        }
-    }
-    Ok(())
 }
 
 /// Removes control folders of runs whose idagent process is gone.

@@ -92,58 +92,21 @@ pub fn seal(pid: i32) -> Result<GuestNet, NetnsError> {
             &["ip", "-6", "addr", "add", &v6, "dev", TUN_NAME, "nodad"],
             None,
         )?;
-        let routes = [
-            vec!["ip", "-4", "route", "replace", "default", "dev", TUN_NAME],
-            vec!["ip", "-6", "route", "replace", "default", "dev", TUN_NAME],
-            vec![
+        for family in ["-4", "-6"] {
+            let default = ["ip", family, "route", "replace", "default", "dev", TUN_NAME];
+            run(&default, None)?;
+            run(&[&default[..], &["table", ROUTE_TABLE]].concat(), None)?;
+            let rule = [
                 "ip",
-                "-4",
-                "route",
-                "replace",
-                "default",
-                "dev",
-                TUN_NAME,
-                "table",
-                ROUTE_TABLE,
-            ],
-            vec![
-                "ip",
-                "-6",
-                "route",
-                "replace",
-                "default",
-                "dev",
-                TUN_NAME,
-                "table",
-                ROUTE_TABLE,
-            ],
-            vec![
-                "ip",
-                "-4",
+                family,
                 "rule",
                 "add",
                 "fwmark",
                 FWMARK,
                 "lookup",
                 ROUTE_TABLE,
-                "pref",
-                "100",
-            ],
-            vec![
-                "ip",
-                "-6",
-                "rule",
-                "add",
-                "fwmark",
-                FWMARK,
-                "lookup",
-                ROUTE_TABLE,
-                "pref",
-                "100",
-            ],
-        ];
-        for r in &routes {
-            run(r, None)?;
+            ];
+            run(&[&rule[..], &["pref", "100"]].concat(), None)?;
         }
         run(&["iptables-restore"], Some(RULES_V4))?;
         run(&["ip6tables-restore"], Some(RULES_V6))?;

@@ -45,7 +45,6 @@ pub struct Interceptor {
     pub dns: Arc<DnsService>,
     pub pcap: Option<PcapHandle>,
     pub ca: Option<Arc<RunCa>>,
-    pub keylog: Option<Arc<KeyLogSink>>,
 }
 
 impl std::fmt::Debug for Interceptor {
@@ -97,15 +96,15 @@ pub fn build(
             })
         })
         .transpose()?;
-    let (tls, ca, keylog) = match args.tls {
+    let (tls, ca) = match args.tls {
         TlsMode::Intercept => {
             let ca = Arc::new(RunCa::generate(run).map_err(|e| NetSetupError::Tls(e.to_string()))?);
             let keylog = Arc::new(key_log(pcap.as_ref().map(PcapHandle::sender)));
             let ctx = TlsContext::new(ca.clone(), keylog.clone(), upstream_ca.as_deref())
                 .map_err(|e| NetSetupError::Tls(e.to_string()))?;
-            (Some(ctx), Some(ca), Some(keylog))
+            (Some(ctx), Some(ca))
         }
-        TlsMode::Passthrough => (None, None, None),
+        TlsMode::Passthrough => (None, None),
     };
     let gateway = Gateway::new(
         audit,
@@ -120,7 +119,6 @@ pub fn build(
         dns,
         pcap,
         ca,
-        keylog,
     })
 }
 

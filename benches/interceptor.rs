@@ -15,7 +15,8 @@
 //!
 //! Environment: `IDAGENT_BENCH_BULK_MIB` (default 256), `IDAGENT_BENCH_BULK_REPS` (5),
 //! `IDAGENT_BENCH_REQUESTS` (2000),
-//! `IDAGENT_BENCH_CONN_SECS` (3), `IDAGENT_BENCH_CONNS` (1000).
+//! `IDAGENT_BENCH_CONN_SECS` (3), `IDAGENT_BENCH_CONNS` (1000), and `IDAGENT_BENCH_MODE=bulk`
+//! to run only the bulk downloads (no latency, connection or held-connection cases).
 
 #[path = "interceptor/client.rs"]
 mod client;
@@ -42,6 +43,8 @@ const GUEST_IMAGE: &str = "idagent-guest:latest";
 const BRIDGE_GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 1);
 /// The client's name inside the workspace and the bridge container.
 const CLIENT_FILE: &str = "bench-client";
+/// The port the guest dials for the raw TCP bulk server (mapped to the host listener).
+const RAW_PORT: u16 = 7000;
 /// Longest any one case may run before it is stopped.
 const CASE_DEADLINE: Duration = Duration::from_secs(600);
 
@@ -61,6 +64,14 @@ fn env_num(key: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// `suite` (everything) or `bulk` (the bulk downloads only), from `IDAGENT_BENCH_MODE`.
+fn mode() -> &'static str {
+    match std::env::var("IDAGENT_BENCH_MODE").as_deref() {
+        Ok("bulk") => "bulk",
+        _ => "suite",
+    }
 }
 
 /// The client options every case shares.
@@ -114,12 +125,14 @@ fn run() -> Result<(), BoxError> {
 
     eprintln!("== (a) host loopback");
     let mut cmd = Command::new(&client);
-    cmd.arg("client").arg("suite").args(&opts);
+    cmd.arg("client").arg(mode()).args(&opts);
     cmd.args([
         "--http",
         &local.http.to_string(),
         "--https",
         &local.https.to_string(),
+        "--tcp",
+        &local.tcp.to_string(),
     ]);
     cmd.arg("--ca").arg(&ca_path);
     let a = CaseResult::from_events(&drive(cmd, None, |_, _| {})?.events);
@@ -136,7 +149,7 @@ fn run() -> Result<(), BoxError> {
             GUEST_IMAGE,
             &format!("/bench/{CLIENT_FILE}"),
             "client",
-            "suite",
+            mode(),
         ]);
         cmd.args(&opts);
         cmd.args([
@@ -144,6 +157,8 @@ fn run() -> Result<(), BoxError> {
             &bridge.http.to_string(),
             "--https",
             &bridge.https.to_string(),
+            "--tcp",
+            &bridge.tcp.to_string(),
         ]);
         cmd.args(["--ca", "/bench/ca.pem"]);
         let out = drive(cmd, Some(name), |_, _| {})?;
@@ -157,6 +172,7 @@ fn run() -> Result<(), BoxError> {
         ca: &ca_path,
         http_port: local.http.port(),
         https_port: local.https.port(),
+        tcp_port: local.tcp.port(),
         opts: &opts,
     };
     eprintln!("== (c) idagent guest, full pcap");
@@ -164,7 +180,11 @@ fn run() -> Result<(), BoxError> {
     eprintln!("== (c) idagent guest, pcap snaplen 96");
     let c_snap = guest.suite("c-snap96", 96)?;
     eprintln!("== (c) idagent guest, held connections");
-    let rss = guest.hold()?;
+    let rss = if mode() == "suite" {
+        guest.hold()?
+    } else {
+        Rss::default()
+    };
     drop(local);
 
     let cases = [
@@ -293,6 +313,7 @@ struct GuestCase<'a> {
     ca: &'a Path,
     http_port: u16,
     https_port: u16,
+    tcp_port: u16,
     opts: &'a [String],
 }
 
@@ -316,6 +337,11 @@ impl GuestCase<'_> {
             server::NAME,
             self.https_port
         ));
+        cmd.arg("--upstream-map").arg(format!(
+            "{}:{RAW_PORT}=127.0.0.1:{}",
+            server::NAME,
+            self.tcp_port
+        ));
         cmd.arg("--upstream-ca").arg(self.ca);
         cmd.arg("--workspace").arg(self.ws);
         cmd.args(["--image", GUEST_IMAGE, "--", "sh", "-c"]);
@@ -323,7 +349,7 @@ impl GuestCase<'_> {
             "ip=$(getent ahostsv4 {name} | head -n1 | cut -d' ' -f1)\n\
              [ -n \"$ip\" ] || {{ echo 'no address for {name}' >&2; exit 3; }}\n\
              exec /tmp/workspace/{CLIENT_FILE} client {mode} \"$@\" \
-             --http \"$ip:80\" --https \"$ip:443\" --ca \"$SSL_CERT_FILE\"",
+             --http \"$ip:80\" --https \"$ip:443\" --tcp \"$ip:{RAW_PORT}\" --ca \"$SSL_CERT_FILE\"",
             name = server::NAME
         );
         cmd.arg(script).arg("bench-client").args(self.opts);
@@ -332,7 +358,7 @@ impl GuestCase<'_> {
 
     fn suite(&self, label: &str, snaplen: u32) -> Result<CaseResult, BoxError> {
         let run_dir = self.tmp.join(label);
-        let out = drive(self.command(&run_dir, snaplen, "suite"), None, |_, _| {})?;
+        let out = drive(self.command(&run_dir, snaplen, mode()), None, |_, _| {})?;
         let mut result = CaseResult::from_events(&out.events);
         result.idagent_hwm_kib = out.hwm_kib;
         result.pcap_bytes = std::fs::metadata(run_dir.join("traffic.pcapng"))

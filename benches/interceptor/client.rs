@@ -27,6 +27,8 @@ const IO_TIMEOUT: Duration = Duration::from_secs(30);
 struct Opts {
     http: SocketAddr,
     https: Option<SocketAddr>,
+    /// The raw `BULK <n>` server (bulk over plain TCP, no HTTP).
+    tcp_bulk: Option<SocketAddr>,
     name: String,
     ca: Option<String>,
     bulk_bytes: u64,
@@ -41,6 +43,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     let mut o = Opts {
         http: "127.0.0.1:80".parse().map_err(|_| "default addr")?,
         https: None,
+        tcp_bulk: None,
         name: "bench.test".into(),
         ca: None,
         bulk_bytes: 256 << 20,
@@ -57,6 +60,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         match key.as_str() {
             "--http" => o.http = val.parse().map_err(|_| bad(()))?,
             "--https" => o.https = Some(val.parse().map_err(|_| bad(()))?),
+            "--tcp" => o.tcp_bulk = Some(val.parse().map_err(|_| bad(()))?),
             "--name" => o.name = val.clone(),
             "--ca" => o.ca = Some(val.clone()),
             "--bulk-bytes" => o.bulk_bytes = val.parse().map_err(|_| bad(()))?,
@@ -86,6 +90,7 @@ pub fn main(args: &[String]) -> i32 {
     };
     let result = match mode.as_str() {
         "suite" => suite(&opts),
+        "bulk" => bulks(&opts),
         "hold" => hold(&opts),
         _ => Err(io::Error::other(format!("unknown mode {mode}"))),
     };
@@ -104,11 +109,23 @@ fn emit(value: serde_json::Value) {
     let _ = out.flush();
 }
 
-fn suite(o: &Opts) -> io::Result<()> {
+/// The bulk downloads only: over plain TCP (when `--tcp` is given), then over HTTP.
+fn bulks(o: &Opts) -> io::Result<()> {
+    if let Some(addr) = o.tcp_bulk {
+        for rep in 0..o.bulk_reps {
+            let secs = bulk_tcp(addr, o.bulk_bytes)?;
+            emit(json!({"metric": "bulk_tcp", "rep": rep, "bytes": o.bulk_bytes, "secs": secs}));
+        }
+    }
     for rep in 0..o.bulk_reps {
         let secs = bulk(o)?;
         emit(json!({"metric": "bulk", "rep": rep, "bytes": o.bulk_bytes, "secs": secs}));
     }
+    Ok(())
+}
+
+fn suite(o: &Opts) -> io::Result<()> {
+    bulks(o)?;
     let mut conn = HttpConn::new(tcp(o.http)?);
     let lat = latency(&mut conn, &o.name, o.requests)?;
     emit(json!({"metric": "lat_http", "p50_us": lat.0, "p99_us": lat.1, "n": o.requests}));
@@ -201,6 +218,29 @@ fn bulk(o: &Opts) -> io::Result<f64> {
         return Err(io::Error::other(format!(
             "bulk body {got} bytes, wanted {}",
             o.bulk_bytes
+        )));
+    }
+    Ok(secs)
+}
+
+/// Seconds to read `bytes` zero bytes from the raw bulk server over a fresh connection
+/// (request line sent → EOF).
+fn bulk_tcp(addr: SocketAddr, bytes: u64) -> io::Result<f64> {
+    let mut s = tcp(addr)?;
+    let mut buf = vec![0u8; READ_BUF];
+    let t0 = Instant::now();
+    s.write_all(format!("BULK {bytes}\n").as_bytes())?;
+    let mut got = 0u64;
+    loop {
+        match s.read(&mut buf)? {
+            0 => break,
+            n => got += n as u64,
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    if got != bytes {
+        return Err(io::Error::other(format!(
+            "bulk TCP stream {got} bytes, wanted {bytes}"
         )));
     }
     Ok(secs)

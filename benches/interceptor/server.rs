@@ -1,9 +1,10 @@
 //! Host-side upstreams of the interceptor bench: one plain HTTP and one HTTPS listener (hyper,
 //! same handler) on a given address, plus the bench's own test CA for the HTTPS leaf.
 //!
-//! Owns: `GET /zeros/<n>` (n zero bytes, streamed in 256 KiB frames with a content-length) and
-//! `GET /small` (64 bytes), binding, and stopping every connection when dropped. Does not own:
-//! the client or the report.
+//! Owns: `GET /zeros/<n>` (n zero bytes, streamed in 256 KiB frames with a content-length),
+//! `GET /small` (64 bytes), a raw TCP listener that answers the line `BULK <n>\n` with n zero
+//! bytes and a FIN (no HTTP: through idagent it takes the gateway's opaque relay), binding, and
+//! stopping every connection when dropped. Does not own: the client or the report.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -60,6 +61,8 @@ pub fn tls_setup() -> Result<(String, Arc<rustls::ServerConfig>), Box<dyn std::e
 pub struct Servers {
     pub http: SocketAddr,
     pub https: SocketAddr,
+    /// The raw `BULK <n>` listener.
+    pub tcp: SocketAddr,
     _stop: watch::Sender<bool>,
 }
 
@@ -69,14 +72,64 @@ pub async fn start(ip: IpAddr, tls: Arc<rustls::ServerConfig>) -> std::io::Resul
     let (stop_tx, stop) = watch::channel(false);
     let http = TcpListener::bind((ip, 0)).await?;
     let https = TcpListener::bind((ip, 0)).await?;
+    let raw = TcpListener::bind((ip, 0)).await?;
     let servers = Servers {
         http: http.local_addr()?,
         https: https.local_addr()?,
+        tcp: raw.local_addr()?,
         _stop: stop_tx,
     };
     tokio::spawn(accept_loop(http, None, stop.clone()));
-    tokio::spawn(accept_loop(https, Some(TlsAcceptor::from(tls)), stop));
+    tokio::spawn(accept_loop(https, Some(TlsAcceptor::from(tls)), stop.clone()));
+    tokio::spawn(raw_accept_loop(raw, stop));
     Ok(servers)
+}
+
+async fn raw_accept_loop(listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.changed() => return,
+        };
+        let Ok((stream, _)) = accepted else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = raw_bulk(stream) => {}
+                _ = stop.changed() => {}
+            }
+        });
+    }
+}
+
+/// Reads `BULK <n>\n` (at most 64 bytes), writes n zero bytes, then closes.
+async fn raw_bulk(mut stream: tokio::net::TcpStream) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut line = Vec::with_capacity(64);
+    let mut byte = [0u8; 1];
+    while line.len() < 64 {
+        if stream.read(&mut byte).await? == 0 {
+            return Ok(());
+        }
+        if byte[0] == b'\n' {
+            break;
+        }
+        line.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&line);
+    let Some(mut left) = text.strip_prefix("BULK ").and_then(|n| n.trim().parse::<u64>().ok())
+    else {
+        return Ok(());
+    };
+    while left > 0 {
+        let n = left.min(CHUNK as u64) as usize;
+        stream.write_all(&ZEROS[..n]).await?;
+        left -= n as u64;
+    }
+    stream.shutdown().await
 }
 
 async fn accept_loop(

@@ -36,6 +36,8 @@ pub const MAX_SNIFF_BYTES: usize = 16 * 1024;
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The gateway's own explicit-proxy port (inside the sandbox and standalone).
 pub const PROXY_PORT: u16 = 5000;
+/// Largest read from the upstream of an opaque relay (one chunk toward the guest).
+const RELAY_CHUNK: usize = crate::netdrv::flow::MAX_CHUNK;
 
 /// How TLS flows are treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -322,7 +324,7 @@ impl Gateway {
             r
         };
         let down = async {
-            let mut buf = vec![0u8; 64 * 1024];
+            let mut buf = vec![0u8; RELAY_CHUNK];
             loop {
                 let n = ur.read(&mut buf).await?;
                 if n == 0 {

@@ -283,7 +283,7 @@ async fn setup_and_wait<R: ContainerRuntime>(
         audit: sink.clone(),
     };
     live.pcap = icpt.pcap.take();
-    live.tun_task = Some(tokio::spawn(netdrv::run(device, parts, stop_rx)));
+    live.tun_task = Some(netdrv::spawn(device, parts, stop_rx));
     live.tun_stop = Some(stop_tx);
 
     let conn = tokio::task::spawn_blocking(move || {

@@ -77,12 +77,14 @@ fn median(values: &[f64]) -> Option<f64> {
 type Metric = fn(&CaseResult) -> Option<f64>;
 
 const ROWS: [(&str, Metric); 9] = [
-    ("bulk TCP download (opaque relay), Gbit/s (median of reps)", |r| {
-        r.bulk_tcp_gbps
-    }),
-    ("bulk HTTP download (body SHA-256'd), Gbit/s (median)", |r| {
-        r.bulk_gbps
-    }),
+    (
+        "bulk TCP download (opaque relay), Gbit/s (median of reps)",
+        |r| r.bulk_tcp_gbps,
+    ),
+    (
+        "bulk HTTP download (body SHA-256'd), Gbit/s (median)",
+        |r| r.bulk_gbps,
+    ),
     ("HTTP keep-alive p50, µs", |r| r.lat_http.map(|l| l.0)),
     ("HTTP keep-alive p99, µs", |r| r.lat_http.map(|l| l.1)),
     ("HTTPS keep-alive p50, µs", |r| r.lat_https.map(|l| l.0)),
@@ -148,7 +150,10 @@ pub fn render(cases: &[(&str, CaseResult)], rss: &Rss) -> String {
         t.push('\n');
     }
     for (label, all) in [
-        ("bulk TCP, every rep (Gbit/s)", (|r| &r.bulk_tcp_all) as fn(&CaseResult) -> &Vec<f64>),
+        (
+            "bulk TCP, every rep (Gbit/s)",
+            (|r| &r.bulk_tcp_all) as fn(&CaseResult) -> &Vec<f64>,
+        ),
         ("bulk HTTP, every rep (Gbit/s)", |r| &r.bulk_all),
     ] {
         let _ = write!(t, "| {label} |");

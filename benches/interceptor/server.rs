@@ -80,7 +80,11 @@ pub async fn start(ip: IpAddr, tls: Arc<rustls::ServerConfig>) -> std::io::Resul
         _stop: stop_tx,
     };
     tokio::spawn(accept_loop(http, None, stop.clone()));
-    tokio::spawn(accept_loop(https, Some(TlsAcceptor::from(tls)), stop.clone()));
+    tokio::spawn(accept_loop(
+        https,
+        Some(TlsAcceptor::from(tls)),
+        stop.clone(),
+    ));
     tokio::spawn(raw_accept_loop(raw, stop));
     Ok(servers)
 }
@@ -120,7 +124,9 @@ async fn raw_bulk(mut stream: tokio::net::TcpStream) -> std::io::Result<()> {
         line.push(byte[0]);
     }
     let text = String::from_utf8_lossy(&line);
-    let Some(mut left) = text.strip_prefix("BULK ").and_then(|n| n.trim().parse::<u64>().ok())
+    let Some(mut left) = text
+        .strip_prefix("BULK ")
+        .and_then(|n| n.trim().parse::<u64>().ok())
     else {
         return Ok(());
     };

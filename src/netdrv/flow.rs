@@ -1,148 +1,445 @@
-//! The gateway's end of one guest TCP flow: an `AsyncRead + AsyncWrite` over two bounded
-//! channels to the driver. Bounded both ways, so a slow reader on either side applies
-//! back-pressure (the smoltcp window closes, or the gateway's writes wait) instead of memory
-//! growing.
+//! The gateway's end of one guest TCP flow: an `AsyncRead + AsyncWrite` over two byte-bounded
+//! queues shared with the driver, plus the driver's ready list.
+//!
+//! Bounded both ways, so a slow reader on either side applies back-pressure (the smoltcp window
+//! closes, or the gateway's writes wait) instead of memory growing. The queues are counted in
+//! bytes, not chunks, and both sides wake the other with hysteresis: the gateway is woken when
+//! its empty read queue gets data or its full write queue drains to half; the driver is told
+//! (through the [`ReadyList`], naming the flow) when the gateway queues data for an idle flow,
+//! shuts down, goes away, or drains a full read queue to half. One wake-up then moves many
+//! chunks, instead of one cross-thread wake-up per chunk, which on a 2-core VM cost more than
+//! the copies (measured: ~3 context switches per 64 KiB chunk with the channel-per-chunk design).
+//!
+//! Owns: the two queues, their caps and wake rules. Does not own: smoltcp (the driver moves
+//! bytes between the queues and the stack) or what the gateway does with the stream.
 
 use bytes::Bytes;
+use idagent_netstack::stack::FlowId;
+use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{mpsc, Notify};
-use tokio_util::sync::PollSender;
+use tokio::sync::Notify;
 
-/// Chunks queued each way per flow (each chunk is at most one read of the stack's buffer).
-pub const FLOW_CHANNEL_CHUNKS: usize = 16;
-/// Largest chunk the gateway hands to the driver in one write.
-pub const MAX_CHUNK: usize = 64 * 1024;
+/// Guest → gateway bytes queued per flow before the driver stops reading the stack (the
+/// guest's window then closes).
+pub const UP_QUEUE_BYTES: usize = 512 * 1024;
+/// Gateway → guest bytes queued per flow before the gateway's writes wait.
+pub const DOWN_QUEUE_BYTES: usize = 1024 * 1024;
+/// Largest chunk taken from one gateway write.
+pub const MAX_CHUNK: usize = 256 * 1024;
 
-/// What the gateway sends toward the guest.
+/// What the driver takes from a flow's gateway → guest queue.
 #[derive(Debug)]
 pub enum FlowOut {
     Data(Bytes),
-    /// FIN after the data before it.
+    /// FIN after the data before it (the gateway shut down or dropped its end).
     Shutdown,
 }
 
-/// The gateway-side stream of a guest flow.
-pub struct FlowStream {
-    rx: mpsc::Receiver<Bytes>,
-    leftover: Bytes,
-    tx: PollSender<FlowOut>,
-    wake: Arc<Notify>,
-    shut: bool,
+/// Flows whose gateway side needs the driver, and the driver's wake-up.
+#[derive(Debug, Default)]
+pub struct ReadyList {
+    ids: Mutex<Vec<FlowId>>,
+    notify: Notify,
 }
 
-impl std::fmt::Debug for FlowStream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FlowStream").finish_non_exhaustive()
+impl ReadyList {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Queues `id` once until the driver takes it; wakes the driver when the list was empty.
+    fn mark(&self, queued: &AtomicBool, id: FlowId) {
+        if queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let was_empty = {
+            let mut ids = lock(&self.ids);
+            let empty = ids.is_empty();
+            ids.push(id);
+            empty
+        };
+        if was_empty {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Moves every queued id into `into` (appending).
+    pub fn take(&self, into: &mut Vec<FlowId>) {
+        into.append(&mut lock(&self.ids));
+    }
+
+    /// Resolves after the next [`ReadyList::mark`] that found the list empty (or at once when
+    /// one happened since the last wait).
+    pub async fn notified(&self) {
+        self.notify.notified().await;
     }
 }
 
-/// The driver's ends of a flow's channels.
-#[derive(Debug)]
-pub struct DriverEnds {
-    pub to_gateway: mpsc::Sender<Bytes>,
-    pub from_gateway: mpsc::Receiver<FlowOut>,
+/// A poisoned lock only means another thread panicked while holding it; the queue state is
+/// still consistent (every update is a single step), so keep going rather than cascade.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// A connected pair: the stream for the gateway, the ends for the driver. `wake` is signalled
-/// whenever the gateway consumes or produces, so the driver moves the next chunk.
-pub fn pair(wake: Arc<Notify>) -> (FlowStream, DriverEnds) {
-    let (to_gateway, rx) = mpsc::channel(FLOW_CHANNEL_CHUNKS);
-    let (tx, from_gateway) = mpsc::channel(FLOW_CHANNEL_CHUNKS);
+#[derive(Debug, Default)]
+struct State {
+    up: VecDeque<Bytes>,
+    up_bytes: usize,
+    /// The guest sent FIN: EOF once `up` is drained.
+    up_fin: bool,
+    /// The driver found no room and stopped reading the stack.
+    up_starved: bool,
+    reader: Option<Waker>,
+    down: VecDeque<Bytes>,
+    down_bytes: usize,
+    down_shutdown: bool,
+    writer: Option<Waker>,
+    gateway_gone: bool,
+    driver_gone: bool,
+}
+
+#[derive(Debug)]
+struct Shared {
+    id: FlowId,
+    /// Set while `id` sits in the ready list.
+    queued: AtomicBool,
+    ready: Arc<ReadyList>,
+    state: Mutex<State>,
+}
+
+impl Shared {
+    fn mark(&self) {
+        self.ready.mark(&self.queued, self.id);
+    }
+}
+
+fn wake(w: Option<Waker>) {
+    if let Some(w) = w {
+        w.wake();
+    }
+}
+
+fn park(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
+}
+
+/// The gateway-side stream of a guest flow.
+#[derive(Debug)]
+pub struct FlowStream {
+    shared: Arc<Shared>,
+    shut: bool,
+}
+
+/// The driver's end of a flow.
+#[derive(Debug)]
+pub struct DriverEnds {
+    shared: Arc<Shared>,
+}
+
+/// A connected pair for flow `id`: the stream for the gateway, the ends for the driver.
+pub fn pair(id: FlowId, ready: Arc<ReadyList>) -> (FlowStream, DriverEnds) {
+    let shared = Arc::new(Shared {
+        id,
+        queued: AtomicBool::new(false),
+        ready,
+        state: Mutex::new(State::default()),
+    });
     (
         FlowStream {
-            rx,
-            leftover: Bytes::new(),
-            tx: PollSender::new(tx),
-            wake,
+            shared: shared.clone(),
             shut: false,
         },
-        DriverEnds {
-            to_gateway,
-            from_gateway,
-        },
+        DriverEnds { shared },
     )
+}
+
+impl DriverEnds {
+    /// Called when the driver takes this flow off the ready list, before servicing it, so a
+    /// mark made during the service queues the flow again.
+    pub fn unqueue(&self) {
+        self.shared.queued.store(false, Ordering::Release);
+    }
+
+    /// Bytes the gateway side can take now. Zero means full: the driver stops reading the stack
+    /// and is marked ready again once the gateway has read half of the queue. A flow whose
+    /// gateway end is gone takes nothing more (the guest's window closes until the flow ends).
+    pub fn up_room(&self) -> usize {
+        let mut st = lock(&self.shared.state);
+        if st.gateway_gone {
+            return 0;
+        }
+        let room = UP_QUEUE_BYTES.saturating_sub(st.up_bytes);
+        if room == 0 {
+            st.up_starved = true;
+        }
+        room
+    }
+
+    /// Queues guest bytes for the gateway.
+    pub fn push_up(&self, chunk: Bytes) {
+        let reader = {
+            let mut st = lock(&self.shared.state);
+            st.up_bytes += chunk.len();
+            st.up.push_back(chunk);
+            st.reader.take()
+        };
+        wake(reader);
+    }
+
+    /// The guest sent FIN: the gateway reads EOF after the queued bytes.
+    pub fn finish_up(&self) {
+        let reader = {
+            let mut st = lock(&self.shared.state);
+            st.up_fin = true;
+            st.reader.take()
+        };
+        wake(reader);
+    }
+
+    /// The next thing to send to the guest, if any.
+    pub fn pop_down(&self) -> Option<FlowOut> {
+        let (out, writer) = {
+            let mut st = lock(&self.shared.state);
+            match st.down.pop_front() {
+                Some(chunk) => {
+                    st.down_bytes -= chunk.len();
+                    // The writer parks only at the cap; wake it at half (hysteresis).
+                    let writer = if st.down_bytes <= DOWN_QUEUE_BYTES / 2 {
+                        st.writer.take()
+                    } else {
+                        None
+                    };
+                    (Some(FlowOut::Data(chunk)), writer)
+                }
+                None if st.down_shutdown || st.gateway_gone => (Some(FlowOut::Shutdown), None),
+                None => (None, None),
+            }
+        };
+        wake(writer);
+        out
+    }
+}
+
+impl Drop for DriverEnds {
+    fn drop(&mut self) {
+        let (reader, writer) = {
+            let mut st = lock(&self.shared.state);
+            st.driver_gone = true;
+            st.up.clear();
+            st.down.clear();
+            (st.reader.take(), st.writer.take())
+        };
+        wake(reader);
+        wake(writer);
+    }
 }
 
 impl AsyncRead for FlowStream {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        if self.leftover.is_empty() {
-            match self.rx.poll_recv(cx) {
-                Poll::Ready(Some(chunk)) => {
-                    self.leftover = chunk;
-                    // Room in the channel again: let the driver read more from the stack.
-                    self.wake.notify_one();
+        let resume_driver = {
+            let mut st = lock(&self.shared.state);
+            let Some(front) = st.up.front_mut() else {
+                if st.up_fin || st.driver_gone {
+                    return Poll::Ready(Ok(())); // guest finished: EOF
                 }
-                Poll::Ready(None) => return Poll::Ready(Ok(())), // guest finished: EOF
-                Poll::Pending => return Poll::Pending,
+                park(&mut st.reader, cx);
+                return Poll::Pending;
+            };
+            let n = front.len().min(buf.remaining());
+            buf.put_slice(&front[..n]);
+            if n == front.len() {
+                st.up.pop_front();
+            } else {
+                let _ = front.split_to(n);
             }
+            st.up_bytes -= n;
+            let resume = st.up_starved && st.up_bytes <= UP_QUEUE_BYTES / 2;
+            if resume {
+                st.up_starved = false;
+            }
+            resume
+        };
+        if resume_driver {
+            self.shared.mark();
         }
-        let n = self.leftover.len().min(buf.remaining());
-        let chunk = self.leftover.split_to(n);
-        buf.put_slice(&chunk);
         Poll::Ready(Ok(()))
     }
 }
 
 impl AsyncWrite for FlowStream {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         if self.shut {
             return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
         }
-        match self.tx.poll_reserve(cx) {
-            Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(_)) => return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into())),
-            Poll::Pending => return Poll::Pending,
+        {
+            let mut st = lock(&self.shared.state);
+            if st.driver_gone {
+                return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
+            }
+            if st.down_bytes >= DOWN_QUEUE_BYTES {
+                park(&mut st.writer, cx);
+                return Poll::Pending;
+            }
         }
+        // Copy outside the lock; only this stream adds to the queue, so the room seen above
+        // can only have grown.
         let n = data.len().min(MAX_CHUNK);
-        let sent = self
-            .tx
-            .send_item(FlowOut::Data(Bytes::copy_from_slice(&data[..n])));
-        self.wake.notify_one();
-        match sent {
-            Ok(()) => Poll::Ready(Ok(n)),
-            Err(_) => Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into())),
+        let chunk = Bytes::copy_from_slice(&data[..n]);
+        let was_empty = {
+            let mut st = lock(&self.shared.state);
+            if st.driver_gone {
+                return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
+            }
+            let was_empty = st.down.is_empty();
+            st.down_bytes += n;
+            st.down.push_back(chunk);
+            was_empty
+        };
+        // A non-empty queue is already known to the driver: it drains until empty or until
+        // the stack is full, and the stack's writable event brings it back.
+        if was_empty {
+            self.shared.mark();
         }
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        if self.shut {
-            return Poll::Ready(Ok(()));
+    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if !self.shut {
+            self.shut = true;
+            lock(&self.shared.state).down_shutdown = true;
+            self.shared.mark();
         }
-        match self.tx.poll_reserve(cx) {
-            Poll::Ready(Ok(())) => {
-                let _ = self.tx.send_item(FlowOut::Shutdown);
-                self.shut = true;
-                self.wake.notify_one();
-                Poll::Ready(Ok(()))
-            }
-            // The driver dropped the flow: it is closed already.
-            Poll::Ready(Err(_)) => {
-                self.shut = true;
-                Poll::Ready(Ok(()))
-            }
-            Poll::Pending => Poll::Pending,
-        }
+        Poll::Ready(Ok(()))
     }
 }
 
 impl Drop for FlowStream {
     fn drop(&mut self) {
-        // The driver sees the channel disconnect and closes the flow.
-        self.wake.notify_one();
+        {
+            let mut st = lock(&self.shared.state);
+            st.gateway_gone = true;
+            st.up.clear();
+            st.up_bytes = 0;
+            st.reader = None;
+            st.writer = None;
+        }
+        // The driver sends what is queued, then FIN.
+        self.shared.mark();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn ids(ready: &ReadyList) -> Vec<FlowId> {
+        let mut v = Vec::new();
+        ready.take(&mut v);
+        v
+    }
+
+    #[tokio::test]
+    async fn writes_queue_until_the_cap_and_resume_at_half() {
+        let ready = ReadyList::new();
+        let (mut stream, ends) = pair(FlowId(7), ready.clone());
+        let chunk = vec![1u8; MAX_CHUNK];
+        for _ in 0..DOWN_QUEUE_BYTES / MAX_CHUNK {
+            stream.write_all(&chunk).await.expect("write");
+        }
+        // One mark for the first chunk only (the driver drains a non-empty queue on its own).
+        assert_eq!(ids(&ready), vec![FlowId(7)]);
+        // Full: the next write waits.
+        let blocked = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            stream.write_all(&chunk),
+        )
+        .await;
+        assert!(blocked.is_err(), "a write past the cap must wait");
+        // Draining one chunk (3/4 full) does not wake; two (half) does.
+        assert!(matches!(ends.pop_down(), Some(FlowOut::Data(d)) if d.len() == MAX_CHUNK));
+        assert!(matches!(ends.pop_down(), Some(FlowOut::Data(_))));
+        tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(&chunk))
+            .await
+            .expect("writer resumes at half")
+            .expect("write");
+        stream.shutdown().await.expect("shutdown");
+        let mut data = 0;
+        loop {
+            match ends.pop_down() {
+                Some(FlowOut::Data(d)) => data += d.len(),
+                Some(FlowOut::Shutdown) => break,
+                None => panic!("shutdown must follow the data"),
+            }
+        }
+        assert_eq!(data, DOWN_QUEUE_BYTES - MAX_CHUNK);
+    }
+
+    #[tokio::test]
+    async fn reads_see_data_then_eof_and_a_starved_driver_is_marked() {
+        let ready = ReadyList::new();
+        let (mut stream, ends) = pair(FlowId(3), ready.clone());
+        let mut pushed = 0;
+        while ends.up_room() > 0 {
+            ends.push_up(Bytes::from(vec![2u8; 64 * 1024]));
+            pushed += 64 * 1024;
+        }
+        assert_eq!(pushed, UP_QUEUE_BYTES);
+        ends.finish_up();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut got = 0;
+        let mut marked_at = None;
+        loop {
+            let n = stream.read(&mut buf).await.expect("read");
+            if n == 0 {
+                break;
+            }
+            got += n;
+            if marked_at.is_none() && !ids(&ready).is_empty() {
+                marked_at = Some(got);
+            }
+        }
+        assert_eq!(got, UP_QUEUE_BYTES);
+        assert_eq!(marked_at, Some(UP_QUEUE_BYTES / 2));
+    }
+
+    #[tokio::test]
+    async fn either_side_going_away_ends_the_other() {
+        let ready = ReadyList::new();
+        let (mut stream, ends) = pair(FlowId(1), ready.clone());
+        stream.write_all(b"last words").await.expect("write");
+        drop(stream);
+        assert!(matches!(ends.pop_down(), Some(FlowOut::Data(d)) if &d[..] == b"last words"));
+        assert!(matches!(ends.pop_down(), Some(FlowOut::Shutdown)));
+        assert_eq!(
+            ends.up_room(),
+            0,
+            "no more guest bytes for a gateway that left"
+        );
+
+        let (mut stream, ends) = pair(FlowId(2), ready);
+        drop(ends);
+        let mut buf = [0u8; 8];
+        assert_eq!(stream.read(&mut buf).await.expect("read"), 0);
+        assert!(stream.write_all(b"x").await.is_err());
     }
 }

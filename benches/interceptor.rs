@@ -53,10 +53,32 @@ fn main() {
     if args.first().map(String::as_str) == Some("client") {
         std::process::exit(client::main(&args[1..]));
     }
+    if args.first().map(String::as_str) == Some("serve") {
+        // For profiling by hand: the same servers on loopback until killed.
+        if let Err(e) = serve_forever() {
+            eprintln!("interceptor bench: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Err(e) = run() {
         eprintln!("interceptor bench: {e}");
         std::process::exit(1);
     }
+}
+
+fn serve_forever() -> Result<(), BoxError> {
+    let (_ca, tls) = server::tls_setup()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let s = server::start(Ipv4Addr::LOCALHOST.into(), tls).await?;
+        println!("http {} https {} tcp {}", s.http, s.https, s.tcp);
+        std::future::pending::<()>().await;
+        Ok(())
+    })
 }
 
 fn env_num(key: &str, default: u64) -> u64 {

@@ -33,6 +33,8 @@ struct Opts {
     ca: Option<String>,
     bulk_bytes: u64,
     bulk_reps: usize,
+    /// Skip the HTTP bulk downloads (`--bulk-http no`), for profiling the TCP path alone.
+    bulk_http: bool,
     requests: usize,
     conn_secs: f64,
     conns: usize,
@@ -48,6 +50,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         ca: None,
         bulk_bytes: 256 << 20,
         bulk_reps: 3,
+        bulk_http: true,
         requests: 2000,
         conn_secs: 3.0,
         conns: 1000,
@@ -65,6 +68,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--ca" => o.ca = Some(val.clone()),
             "--bulk-bytes" => o.bulk_bytes = val.parse().map_err(|_| bad(()))?,
             "--bulk-reps" => o.bulk_reps = val.parse().map_err(|_| bad(()))?,
+            "--bulk-http" => o.bulk_http = val != "no",
             "--requests" => o.requests = val.parse().map_err(|_| bad(()))?,
             "--conn-secs" => o.conn_secs = val.parse().map_err(|_| bad(()))?,
             "--conns" => o.conns = val.parse().map_err(|_| bad(()))?,
@@ -117,7 +121,7 @@ fn bulks(o: &Opts) -> io::Result<()> {
             emit(json!({"metric": "bulk_tcp", "rep": rep, "bytes": o.bulk_bytes, "secs": secs}));
         }
     }
-    for rep in 0..o.bulk_reps {
+    for rep in 0..o.bulk_reps * usize::from(o.bulk_http) {
         let secs = bulk(o)?;
         emit(json!({"metric": "bulk", "rep": rep, "bytes": o.bulk_bytes, "secs": secs}));
     }

@@ -288,6 +288,13 @@ fn drive(
     Ok(out)
 }
 
+/// A numeric field of the run's `run_end` event (the last line of `audit.jsonl`).
+fn run_end_field(run_dir: &Path, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(run_dir.join("audit.jsonl")).ok()?;
+    let last: Value = serde_json::from_str(text.lines().last()?).ok()?;
+    (last["kind"] == "run_end").then(|| last[field].as_u64())?
+}
+
 /// A field of `/proc/PID/status` in KiB (`VmRSS:`, `VmHWM:`).
 fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -386,6 +393,7 @@ impl GuestCase<'_> {
         result.pcap_bytes = std::fs::metadata(run_dir.join("traffic.pcapng"))
             .ok()
             .map(|m| m.len());
+        result.pcap_dropped = run_end_field(&run_dir, "pcap_packets_dropped");
         // The capture of a bulk run is large: free the disk before the next case.
         let _ = std::fs::remove_dir_all(&run_dir);
         Ok(result)

@@ -25,6 +25,8 @@ pub struct CaseResult {
     /// idagent's peak RSS during the case (KiB).
     pub idagent_hwm_kib: Option<u64>,
     pub pcap_bytes: Option<u64>,
+    /// Packets the capture dropped (its queue was full or its size cap reached).
+    pub pcap_dropped: Option<u64>,
 }
 
 /// idagent's memory around the held connections.
@@ -171,6 +173,10 @@ pub fn render(cases: &[(&str, CaseResult)], rss: &Rss) -> String {
     let _ = write!(t, "\n| pcapng size, MiB |");
     for (_, r) in cases {
         let _ = write!(t, " {} |", cell(r.pcap_bytes.map(|b| mib(b / 1024)), None));
+    }
+    let _ = write!(t, "\n| pcapng packets dropped |");
+    for (_, r) in cases {
+        let _ = write!(t, " {} |", opt(r.pcap_dropped.map(|d| d as f64), 0));
     }
     let _ = writeln!(t, "\n");
     let _ = writeln!(

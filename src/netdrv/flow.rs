@@ -277,11 +277,14 @@ impl AsyncRead for FlowStream {
     }
 }
 
-impl AsyncWrite for FlowStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
+impl FlowStream {
+    /// Queues at most [`MAX_CHUNK`] of `len` offered bytes, made by `make(n)`; waits while the
+    /// queue is at its cap.
+    fn push_down(
+        &self,
         cx: &mut Context<'_>,
-        data: &[u8],
+        len: usize,
+        make: impl FnOnce(usize) -> Bytes,
     ) -> Poll<std::io::Result<usize>> {
         if self.shut {
             return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
@@ -298,8 +301,11 @@ impl AsyncWrite for FlowStream {
         }
         // Copy outside the lock; only this stream adds to the queue, so the room seen above
         // can only have grown.
-        let n = data.len().min(MAX_CHUNK);
-        let chunk = Bytes::copy_from_slice(&data[..n]);
+        let n = len.min(MAX_CHUNK);
+        if n == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        let chunk = make(n);
         let was_empty = {
             let mut st = lock(&self.shared.state);
             if st.driver_gone {
@@ -316,6 +322,42 @@ impl AsyncWrite for FlowStream {
             self.shared.mark();
         }
         Poll::Ready(Ok(n))
+    }
+}
+
+impl AsyncWrite for FlowStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.push_down(cx, data.len(), |n| Bytes::copy_from_slice(&data[..n]))
+    }
+
+    /// Gathers the slices into one chunk. Saying yes to vectored writes matters: hyper then
+    /// queues body buffers and hands them here as they are, instead of first flattening them
+    /// into its own write buffer (one copy per byte less on every HTTP response).
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let total = bufs.iter().map(|b| b.len()).sum();
+        self.push_down(cx, total, |n| {
+            let mut chunk = bytes::BytesMut::with_capacity(n);
+            for b in bufs {
+                let take = b.len().min(n - chunk.len());
+                chunk.extend_from_slice(&b[..take]);
+                if chunk.len() == n {
+                    break;
+                }
+            }
+            chunk.freeze()
+        })
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

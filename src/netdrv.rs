@@ -35,7 +35,7 @@ const SERVICE_ROUNDS: usize = 4;
 /// UDP replies (DNS answers, relayed datagrams) queued toward the guest.
 const UDP_REPLY_QUEUE: usize = 1024;
 /// Bytes read from a smoltcp socket per chunk handed to the gateway.
-const READ_CHUNK: usize = 256 * 1024;
+const READ_CHUNK: usize = flow::MAX_CHUNK;
 
 /// What the driver counted.
 #[derive(Debug, Default, Clone, Copy)]

@@ -171,7 +171,12 @@ impl PcapSender {
     /// direction of a download is written this way).
     pub fn packet_owned(&self, dir: Direction, ts: SystemTime, mut data: Vec<u8>) {
         let original = data.len();
-        data.truncate(self.kept_len(original));
+        let keep = self.kept_len(original);
+        if keep < original {
+            // A short prefix must not pin the whole packet buffer while it waits in the queue
+            // (the queue's caps count kept bytes: 16k snapped 64 KiB packets would hold 1 GiB).
+            data = data[..keep].to_vec();
+        }
         self.queue_packet(dir, ts, data, original);
     }
 

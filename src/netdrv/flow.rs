@@ -28,7 +28,8 @@ use tokio::sync::Notify;
 pub const UP_QUEUE_BYTES: usize = 512 * 1024;
 /// Gateway → guest bytes queued per flow before the gateway's writes wait.
 pub const DOWN_QUEUE_BYTES: usize = 1024 * 1024;
-/// Largest chunk taken from one gateway write.
+/// Largest chunk taken from one gateway write (kept under the allocator's mmap threshold, see
+/// `tune_allocator` in main.rs).
 pub const MAX_CHUNK: usize = 256 * 1024;
 
 /// What the driver takes from a flow's gateway → guest queue.

@@ -1,7 +1,9 @@
 //! The run report: what a reviewer reads after a run, built from `RUN_DIR/audit.jsonl` alone.
 //!
 //! Owns reading the audit log tolerantly ([`read_log`]: unknown kinds and fields are kept, a
-//! torn last line or a `seq` hole becomes a warning, not an error), folding it into a
+//! torn last line or a `seq` hole becomes a warning, not an error) and in one streaming pass
+//! (no record is kept after it is folded, so a log of any size is read in bounded memory),
+//! folding it into a
 //! [`RunReport`] (destinations, requests, files, denied writes, processes, blocked attempts,
 //! credentials seen) and rendering it as text ([`render_text`]), JSON (`serde_json` of
 //! [`RunReport`]) or one self-contained HTML page ([`render_html`], [`write_html`]).
@@ -23,7 +25,7 @@ mod html;
 mod text;
 mod timeline;
 
-pub use html::render_html;
+pub use html::{render_html, Timeline};
 pub use text::render_text;
 
 use serde::Serialize;
@@ -67,15 +69,6 @@ pub enum ReportError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// The audit log as read: every parsed record in order, and what was wrong with the file.
-#[derive(Debug, Clone, Default)]
-pub struct AuditLog {
-    /// Parsed records (JSON objects), in file order.
-    pub events: Vec<Value>,
-    /// Problems with the log itself: torn or unparsable lines, `seq` holes.
-    pub warnings: Vec<String>,
 }
 
 /// Everything a reviewer needs from one run (the `--format json` output).
@@ -269,14 +262,15 @@ pub fn log_path(run_dir: &Path) -> PathBuf {
     run_dir.join("audit.jsonl")
 }
 
-/// Reads `path` (an `audit.jsonl`) tolerantly; fails only when the file cannot be read.
-pub fn read_log(path: &Path) -> Result<AuditLog, ReportError> {
+/// Reads `path` (an `audit.jsonl`) tolerantly, handing each record (a JSON object) to `visit`
+/// in file order; returns the problems found with the log itself (torn or unparsable lines,
+/// `seq` holes). Fails only when the file cannot be read.
+pub fn read_log(path: &Path, mut visit: impl FnMut(&Value)) -> Result<Vec<String>, ReportError> {
     let file = File::open(path).map_err(|source| ReportError::OpenLog {
         path: path.to_owned(),
         source,
     })?;
     let mut reader = BufReader::new(file);
-    let mut log = AuditLog::default();
     let mut line = Vec::new();
     let mut number = 0u64;
     let mut last_seq: Option<u64> = None;
@@ -311,7 +305,7 @@ pub fn read_log(path: &Path) -> Result<AuditLog, ReportError> {
         match serde_json::from_slice::<Value>(&line) {
             Ok(value @ Value::Object(_)) => {
                 check_seq(&value, &mut last_seq, number, &mut warnings);
-                log.events.push(value);
+                visit(&value);
             }
             Ok(_) => warnings.push(format!("line {number}: not a JSON object, skipped")),
             Err(_) if !complete => warnings.push(format!(
@@ -326,8 +320,7 @@ pub fn read_log(path: &Path) -> Result<AuditLog, ReportError> {
         warnings.truncate(MAX_WARNINGS);
         warnings.push(format!("… and {more} more warnings"));
     }
-    log.warnings = warnings;
-    Ok(log)
+    Ok(warnings)
 }
 
 fn skip_rest_of_line(reader: &mut impl BufRead) -> std::io::Result<()> {
@@ -372,21 +365,23 @@ fn check_seq(value: &Value, last: &mut Option<u64>, line: u64, warnings: &mut Ve
     *last = Some(last.map_or(seq, |prev| prev.max(seq)));
 }
 
-/// Folds a read log into a report.
-pub fn summarize(log: &AuditLog) -> RunReport {
-    build::summarize(&log.events, &log.warnings)
-}
-
 /// Reads `RUN_DIR/audit.jsonl` and builds its report.
 pub fn load(run_dir: &Path) -> Result<RunReport, ReportError> {
-    Ok(summarize(&read_log(&log_path(run_dir))?))
+    let mut b = build::Builder::new();
+    let warnings = read_log(&log_path(run_dir), |e| b.push(e))?;
+    Ok(b.finish_with(warnings))
 }
 
 /// Builds the report of `run_dir` and writes it to `RUN_DIR/report.html`; returns that path.
 pub fn write_html(run_dir: &Path) -> Result<PathBuf, ReportError> {
-    let log = read_log(&log_path(run_dir))?;
-    let report = summarize(&log);
-    let html = render_html(&report, &log.events);
+    let mut b = build::Builder::new();
+    let mut timeline = Timeline::default();
+    let warnings = read_log(&log_path(run_dir), |e| {
+        b.push(e);
+        timeline.push(e);
+    })?;
+    let report = b.finish_with(warnings);
+    let html = render_html(&report, &timeline);
     let path = run_dir.join("report.html");
     std::fs::write(&path, html).map_err(|source| ReportError::WriteHtml {
         path: path.clone(),

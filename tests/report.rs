@@ -400,10 +400,13 @@ fn html_renders_in_a_real_browser() {
 #[test]
 fn timeline_is_capped() {
     let n = report::MAX_TIMELINE_EVENTS + 5;
-    let events: Vec<Value> = (1..=n)
-        .map(|seq| json!({"v":1,"seq":seq,"ts":"2026-11-28T01:04:43Z","run":RUN,"kind":"exit","pid":seq}))
-        .collect();
-    let html = report::render_html(&RunReport::default(), &events);
+    let mut timeline = report::Timeline::default();
+    for seq in 1..=n {
+        timeline.push(
+            &json!({"v":1,"seq":seq,"ts":"2026-11-28T01:04:43Z","run":RUN,"kind":"exit","pid":seq}),
+        );
+    }
+    let html = report::render_html(&RunReport::default(), &timeline);
     assert!(html.contains(&format!(
         "Showing the first {} of {n} events",
         report::MAX_TIMELINE_EVENTS

@@ -53,7 +53,7 @@ struct BlockedAgg {
 }
 
 #[derive(Debug, Default)]
-struct Builder {
+pub(super) struct Builder {
     report: RunReport,
     start_ns: Option<i128>,
     last_ts: Option<String>,
@@ -74,19 +74,22 @@ struct Builder {
     argv_with_secrets: u64,
 }
 
-/// The report of `events` (in log order); `warnings` are the reader's.
-pub(super) fn summarize(events: &[Value], warnings: &[String]) -> RunReport {
-    let mut b = Builder::default();
-    b.report.report_version = REPORT_SCHEMA_VERSION;
-    b.report.warnings = warnings.to_vec();
-    for event in events {
-        b.push(event);
-    }
-    b.finish()
-}
-
 impl Builder {
-    fn push(&mut self, e: &Value) {
+    /// An empty report; feed it every record in log order with [`Builder::push`].
+    pub(super) fn new() -> Self {
+        let mut b = Self::default();
+        b.report.report_version = REPORT_SCHEMA_VERSION;
+        b
+    }
+
+    /// The report, with the reader's `warnings` ahead of the ones found while folding.
+    pub(super) fn finish_with(mut self, warnings: Vec<String>) -> RunReport {
+        let found = std::mem::replace(&mut self.report.warnings, warnings);
+        self.report.warnings.extend(found);
+        self.finish()
+    }
+
+    pub(super) fn push(&mut self, e: &Value) {
         let kind = str_of(e, "kind").unwrap_or("(none)").to_owned();
         *self.report.counts.entry(kind.clone()).or_default() += 1;
         if let Some(ts) = str_of(e, "ts") {

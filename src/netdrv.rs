@@ -128,6 +128,7 @@ pub async fn run(
     };
     let (udp_tx, mut udp_rx) = mpsc::channel::<UdpReply>(UDP_REPLY_QUEUE);
     let mut buf = vec![0u8; usize::from(crate::netns::TUN_MTU) + 64];
+    let mut last_sweep = std::time::Instant::now();
     loop {
         while let Some(packet) = stack.transmit() {
             drv.stats.packets_out += 1;
@@ -154,7 +155,6 @@ pub async fn run(
             .unwrap_or(MAX_IDLE)
             .min(MAX_IDLE);
         let ready = drv.ready.clone();
-        let mut idle = false;
         tokio::select! {
             r = dev.recv(&mut buf) => {
                 let n = match r {
@@ -172,12 +172,13 @@ pub async fn run(
                 }
             }
             _ = ready.notified() => {}
-            _ = tokio::time::sleep(wait) => idle = wait == MAX_IDLE,
+            _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => break,
         }
-        if idle {
-            // Safety net: every wake rule is event-driven, but a quiet loop costs nothing to
-            // sweep, so no flow can stay stuck on a lost wake-up for longer than this.
+        if last_sweep.elapsed() >= MAX_IDLE {
+            // Safety net: every wake rule is event-driven, but sweeping all flows this rarely
+            // costs nothing, and no flow stays stuck on a lost wake-up for longer than this.
+            last_sweep = std::time::Instant::now();
             drv.dirty.extend(drv.flows.keys().copied());
         }
         // Events raised by servicing (a send that frees the window, a close) are handled in

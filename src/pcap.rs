@@ -3,8 +3,12 @@
 //!
 //! Owns the file (one Section Header Block, one Interface Description Block — link type RAW,
 //! nanosecond timestamps, name `tun0` — then Enhanced Packet Blocks with a direction flag and
-//! Decryption Secrets Blocks), the single writer thread and its bounded queue. Producers
-//! never block: a full queue drops the item and counts it. Does not own packet parsing, flows
+//! Decryption Secrets Blocks), the single writer thread and its bounded queue. Packets wait
+//! for room when the queue is full (the writer is behind the disk): up to
+//! [`PcapLimits::full_wait`] per packet, so the guest's network slows to the capture's pace
+//! instead of the capture missing packets; only past that (a stuck disk) is a packet dropped
+//! and counted. The packet producer is the TUN driver's own thread, so only this guest's network
+//! waits. Secrets never wait (they come from the gateway's tasks). Does not own packet parsing, flows
 //! or TLS (callers hand in raw IP packets and NSS key log lines, e.g. via
 //! [`PcapSender::key_log`]).
 //!
@@ -45,6 +49,8 @@ pub const DEFAULT_PCAP_QUEUE_BYTES: usize = 64 << 20;
 pub const DEFAULT_MAX_PCAP_BYTES: u64 = 4 << 30;
 /// Bytes of each packet kept: a TUN packet is at most 64 KiB, so by default nothing is cut.
 pub const DEFAULT_SNAPLEN: u32 = 65_535;
+/// Longest a packet waits for room in a full queue before it is dropped and counted.
+pub const DEFAULT_PCAP_FULL_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// Interface name in the IDB: the guest's TUN device.
 pub const INTERFACE_NAME: &str = "tun0";
 
@@ -97,6 +103,8 @@ pub struct PcapLimits {
     pub queue_bytes: usize,
     /// Largest file ([`DEFAULT_MAX_PCAP_BYTES`]).
     pub max_file_bytes: u64,
+    /// Longest a packet waits for room ([`DEFAULT_PCAP_FULL_WAIT`]); zero never waits.
+    pub full_wait: std::time::Duration,
 }
 
 impl Default for PcapLimits {
@@ -106,6 +114,7 @@ impl Default for PcapLimits {
             queue_items: DEFAULT_PCAP_QUEUE,
             queue_bytes: DEFAULT_PCAP_QUEUE_BYTES,
             max_file_bytes: DEFAULT_MAX_PCAP_BYTES,
+            full_wait: DEFAULT_PCAP_FULL_WAIT,
         }
     }
 }
@@ -147,6 +156,8 @@ enum Item {
 #[derive(Debug, Default)]
 struct Shared {
     queued_bytes: AtomicUsize,
+    /// The writer has stopped: nothing will make room again.
+    closed: std::sync::atomic::AtomicBool,
     packets_dropped: AtomicU64,
     secrets_dropped: AtomicU64,
 }
@@ -160,8 +171,9 @@ pub struct PcapSender {
 }
 
 impl PcapSender {
-    /// Queues one raw IP packet as it crossed `tun0` at `ts`. Never blocks: when the queue is
-    /// full (items or bytes) or the writer has stopped, the packet is counted as dropped.
+    /// Queues one raw IP packet as it crossed `tun0` at `ts`. When the queue is full (items or
+    /// bytes) it waits for room up to [`PcapLimits::full_wait`]; past that, or when the writer
+    /// has stopped, the packet is counted as dropped.
     pub fn packet(&self, dir: Direction, ts: SystemTime, bytes: &[u8]) {
         let keep = self.kept_len(bytes.len());
         self.queue_packet(dir, ts, bytes[..keep].to_vec(), bytes.len());
@@ -198,9 +210,30 @@ impl PcapSender {
             data,
             original_len: u32::try_from(original).unwrap_or(u32::MAX),
         };
-        if !self.enqueue(item, keep) {
+        if !self.enqueue_waiting(item, keep) {
             self.shared.packets_dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    fn enqueue_waiting(&self, item: Item, len: usize) -> bool {
+        /// Between looks at the queue while it is full: the writer frees room in about this
+        /// time (one 64 KiB packet into the page cache).
+        const POLL: std::time::Duration = std::time::Duration::from_micros(50);
+        let mut item = match self.try_enqueue(item, len) {
+            Ok(()) => return true,
+            Err(Some(item)) if len <= self.limits.queue_bytes => item,
+            Err(_) => return false,
+        };
+        let deadline = std::time::Instant::now() + self.limits.full_wait;
+        while std::time::Instant::now() < deadline {
+            std::thread::sleep(POLL);
+            item = match self.try_enqueue(item, len) {
+                Ok(()) => return true,
+                Err(Some(item)) => item,
+                Err(None) => return false,
+            };
+        }
+        false
     }
 
     /// Queues NSS key log lines (newline-terminated) for one Decryption Secrets Block. Never
@@ -223,16 +256,27 @@ impl PcapSender {
     }
 
     fn enqueue(&self, item: Item, len: usize) -> bool {
+        self.try_enqueue(item, len).is_ok()
+    }
+
+    /// `Err(Some(item))`: the queue is full, try again; `Err(None)`: the writer is gone.
+    fn try_enqueue(&self, item: Item, len: usize) -> Result<(), Option<Item>> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(None);
+        }
         let before = self.shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
         if before.saturating_add(len) > self.limits.queue_bytes {
             self.shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            return false;
+            return Err(Some(item));
         }
         match self.tx.try_send(item) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+            Ok(()) => Ok(()),
+            Err(e) => {
                 self.shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-                false
+                match e {
+                    TrySendError::Full(item) => Err(Some(item)),
+                    TrySendError::Disconnected(_) => Err(None),
+                }
             }
         }
     }

@@ -142,6 +142,7 @@ fn caps_drop_and_count() {
         // 11 truncated packets (330 bytes) fit even if the writer has not drained any yet.
         queue_bytes: 350,
         max_file_bytes: 400,
+        ..PcapLimits::default()
     };
     let pcap = spawn_with(&path, limits).expect("spawn");
     let now = SystemTime::now();
@@ -171,6 +172,30 @@ fn caps_drop_and_count() {
         spawn(&path, DEFAULT_SNAPLEN),
         Err(PcapError::Create { .. })
     ));
+}
+
+#[test]
+fn a_full_queue_makes_packets_wait_not_drop() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("traffic.pcapng");
+    // Room for two packets at a time: the producer outruns the writer at once.
+    let pcap = spawn_with(
+        &path,
+        PcapLimits {
+            queue_items: 2,
+            queue_bytes: 2 * 1300,
+            ..PcapLimits::default()
+        },
+    )
+    .expect("spawn");
+    let packet = udp_packet(GUEST, SERVER, &[7u8; 1200]);
+    for _ in 0..2000 {
+        pcap.packet(Direction::ToGuest, SystemTime::now(), &packet);
+    }
+    let stats = pcap.finish();
+    assert!(stats.error.is_none(), "{stats:?}");
+    assert_eq!(stats.packets_dropped, 0);
+    assert_eq!(stats.packets_written, 2000);
 }
 
 #[test]

@@ -170,6 +170,7 @@ impl WriterState {
                 break;
             }
         }
+        self.shared.closed.store(true, Ordering::Release);
         if let Err(e) = self.flush() {
             self.outcome.error.get_or_insert(e);
         }

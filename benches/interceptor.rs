@@ -215,7 +215,8 @@ fn run() -> Result<(), BoxError> {
         ("(c) idagent, full pcap", c_full),
         ("(c) idagent, snaplen 96", c_snap),
     ];
-    let text = report::render(&cases, &rss);
+    let disk = disk_write_gbps(tmp.path()).ok();
+    let text = report::render(&cases, &rss, disk);
     println!("\n{text}");
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -224,6 +225,26 @@ fn run() -> Result<(), BoxError> {
     std::fs::write(&md, text)?;
     eprintln!("wrote {}", md.display());
     Ok(())
+}
+
+/// Sustained write speed (Gbit/s) of the filesystem the run folders are on: 1 GiB written and
+/// synced. A full pcap of a long bulk transfer cannot outrun it once the page cache's dirty
+/// allowance is used up, since the capture waits for the disk rather than drop packets.
+fn disk_write_gbps(dir: &Path) -> std::io::Result<f64> {
+    use std::io::Write;
+    let path = dir.join("disk-probe");
+    let block = vec![0x5au8; 1 << 20];
+    let _ = Command::new("sync").status();
+    let t0 = Instant::now();
+    let mut f = std::fs::File::create(&path)?;
+    for _ in 0..1024 {
+        f.write_all(&block)?;
+    }
+    f.sync_all()?;
+    let secs = t0.elapsed().as_secs_f64();
+    drop(f);
+    std::fs::remove_file(&path)?;
+    Ok(8.0 * 1024.0 * 1024.0 * 1024.0 / secs / 1e9)
 }
 
 /// What one client process printed, and idagent's memory seen while it ran.

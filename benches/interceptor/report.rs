@@ -126,7 +126,7 @@ fn floor(
 }
 
 /// The whole report as markdown.
-pub fn render(cases: &[(&str, CaseResult)], rss: &Rss) -> String {
+pub fn render(cases: &[(&str, CaseResult)], rss: &Rss, disk_gbps: Option<f64>) -> String {
     let mut t = String::from("# idagent interceptor bench\n\n");
     let _ = writeln!(
         t,
@@ -188,6 +188,13 @@ pub fn render(cases: &[(&str, CaseResult)], rss: &Rss) -> String {
         opt(rss.idle_kib.map(mib), 1),
         opt(rss.held_kib.map(mib), 1),
         opt(rss.hwm_kib.map(mib), 1),
+    );
+    let _ = writeln!(
+        t,
+        "Disk under the run folders: {} Gbit/s sustained (1 GiB written and synced). The full \
+         pcap waits for the disk rather than drop packets, so a long full-pcap transfer runs at \
+         most at this speed once the page cache's dirty allowance is used up.\n",
+        opt(disk_gbps, 2)
     );
     floors(&mut t, cases, rss);
     t

@@ -129,6 +129,10 @@ pub struct NetArgs {
     /// TLS handling: intercept (log the HTTP inside) or passthrough (log SNI only).
     #[arg(long, value_enum, default_value = "intercept")]
     pub tls: crate::gateway::TlsMode,
+    /// Also offer HTTP/2 (ALPN h2) to the guest in intercepted TLS; each stream is logged like
+    /// an HTTP/1 request and forwarded over HTTP/1.1 upstream.
+    #[arg(long)]
+    pub http2: bool,
     /// Bytes kept of each packet in the pcapng (0: whole packets).
     #[arg(long, default_value_t = 0)]
     pub snaplen: u32,

@@ -311,6 +311,7 @@ async fn audit(docker_host: &str, args: idagent::cli::AuditArgs) -> Result<ExitC
         allow_private: false,
         capture_bytes: idagent::gateway::DEFAULT_CAPTURE_BYTES,
         tls: idagent::gateway::TlsMode::Intercept,
+        http2: false,
         snaplen: 0,
     };
     let fakes = if args.real {

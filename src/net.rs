@@ -101,7 +101,8 @@ pub fn build(
             let ca = Arc::new(RunCa::generate(run).map_err(|e| NetSetupError::Tls(e.to_string()))?);
             let keylog = Arc::new(key_log(pcap.as_ref().map(PcapHandle::sender)));
             let ctx = TlsContext::new(ca.clone(), keylog.clone(), upstream_ca.as_deref())
-                .map_err(|e| NetSetupError::Tls(e.to_string()))?;
+                .map_err(|e| NetSetupError::Tls(e.to_string()))?
+                .with_http2(args.http2);
             (Some(ctx), Some(ca))
         }
         TlsMode::Passthrough => (None, None),

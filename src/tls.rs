@@ -140,6 +140,13 @@ pub fn server_config_for(
     Ok(Arc::new(config))
 }
 
+/// `config` offering HTTP/2 first (ALPN `h2`, then `http/1.1`), for guests that speak it.
+pub fn offer_h2(config: &ServerConfig) -> Arc<ServerConfig> {
+    let mut config = config.clone();
+    config.alpn_protocols = vec![b"h2".to_vec(), ALPN_HTTP11.to_vec()];
+    Arc::new(config)
+}
+
 /// The config for connecting to real servers: the host's native roots plus, if given, the
 /// certificates of `extra_ca_pem` (`--upstream-ca`, e.g. a corporate proxy's CA or a test
 /// server's). An empty or unreadable system store is tolerated (logged): with `--upstream-ca`

@@ -504,3 +504,108 @@ print(got.decode())
         run.explain()
     );
 }
+
+#[test]
+fn http2_guests_are_served_per_stream_and_decoded() {
+    let (_dir, fakes) = fakes();
+    // Two requests on one HTTP/2 connection (curl reuses it), then a POST with a body.
+    let script = r#"set -e
+curl -sS -m 20 --http2 -o /dev/null -o /dev/null -w '%{http_version} %{http_code}\n' \
+  -H 'Authorization: Bearer sk-idagent-test-0123456789abcdefWXYZ' \
+  https://api.openai.com/v1/models https://api.openai.com/v1/models
+curl -sS -m 20 --http2 -o /dev/null -w '%{http_version} %{http_code}\n' \
+  -H 'Authorization: Bearer sk-idagent-test-0123456789abcdefWXYZ' -H 'Content-Type: application/json' \
+  --data '{"model":"m","messages":[{"role":"user","content":"over h2"}]}' \
+  https://api.openai.com/v1/chat/completions
+# Five concurrent streams on one connection: the gateway needs several upstream connections.
+curl -sS -m 20 --http2 -Z -w '%{http_version} %{http_code}\n' \
+  -H 'Authorization: Bearer sk-idagent-test-0123456789abcdefWXYZ' \
+  -o /dev/null -o /dev/null -o /dev/null -o /dev/null -o /dev/null \
+  'https://api.openai.com/v1/models?[1-5]'
+"#;
+    let run = run_with_fakes(
+        &fakes,
+        &["--http2", "--image", GUEST_IMAGE, "--", "sh", "-c", script],
+    );
+    assert_eq!(run.code(), Some(0), "{}", run.explain());
+    assert_eq!(run.stdout(), "2 200\n".repeat(8), "{}", run.explain());
+
+    // The fake got HTTP/1.1 requests with a Host header and the real credential.
+    let got = fakes.requests_to(FakeServer::OpenAiHttps);
+    let mut paths: Vec<&str> = got.iter().map(|r| r.path_and_query.as_str()).collect();
+    assert_eq!(
+        paths[..3],
+        ["/v1/models", "/v1/models", "/v1/chat/completions"],
+        "{}",
+        run.explain()
+    );
+    paths[3..].sort_unstable();
+    assert_eq!(
+        paths[3..],
+        (1..=5)
+            .map(|i| format!("/v1/models?{i}"))
+            .collect::<Vec<_>>(),
+        "{}",
+        run.explain()
+    );
+    for r in &got {
+        assert_eq!(r.header("host"), Some("api.openai.com"));
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {KEY}").as_str())
+        );
+    }
+    assert!(String::from_utf8_lossy(&got[2].body).contains("over h2"));
+
+    // Logged per stream, on an intercepted session that agreed h2.
+    assert!(
+        run.of_kind("tls")
+            .any(|e| e["alpn"] == "h2" && e["mode"] == "intercepted"),
+        "{}",
+        run.explain()
+    );
+    let http = http_events(&run);
+    assert_eq!(http.len(), 8, "{}", run.explain());
+    assert_eq!(
+        http.iter()
+            .filter(|e| e["url"] == "https://api.openai.com/v1/models" && e["status"] == 200)
+            .count(),
+        2
+    );
+    let parallel_flows: std::collections::BTreeSet<String> =
+        http[3..].iter().map(|e| e["flow"].to_string()).collect();
+    assert_eq!(
+        parallel_flows.len(),
+        1,
+        "five streams, one guest connection"
+    );
+    assert!(http
+        .iter()
+        .filter(|e| e["method"] == "GET")
+        .all(|e| e["status"] == 200 && e["resp_bytes"] == 261));
+    let post = http
+        .iter()
+        .find(|e| e["method"] == "POST")
+        .unwrap_or_else(|| panic!("no POST\n{}", run.explain()));
+    assert_eq!(post["req_bytes"], got[2].body.len());
+    let audit = std::fs::read_to_string(run.run_dir().join("audit.jsonl")).expect("audit");
+    assert!(!audit.contains(&KEY[3..]), "credential leaked");
+
+    // tshark decrypts the HTTP/2 streams from the pcapng with no extra option.
+    let seen = tshark(
+        &run.run_dir().join("traffic.pcapng"),
+        &["http2.headers.method", "http2.headers.path"],
+        "http2.headers.method",
+    );
+    assert_eq!(
+        seen[..3],
+        [
+            "GET /v1/models",
+            "GET /v1/models",
+            "POST /v1/chat/completions"
+        ],
+        "{}",
+        run.explain()
+    );
+    assert_eq!(seen.len(), 8, "{seen:?}");
+}

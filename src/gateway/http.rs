@@ -5,6 +5,10 @@
 //! through taps (nothing buffers a whole body; SSE and chunked responses reach the guest as
 //! they arrive), `Upgrade` (WebSocket) tunnels, and the `http` audit event with credentials
 //! redacted. `Expect: 100-continue` is hyper's: the guest's body is read only once forwarded.
+//!
+//! HTTP/2 (`--http2`, guest side only): each stream is served like an HTTP/1 request and
+//! forwarded over HTTP/1.1 upstream, on a small pool of upstream connections per guest
+//! connection (streams run concurrently; an h1 connection carries one at a time).
 
 use super::tap::{escape_bytes, Tap, TapBody};
 use super::{FlowMeta, Gateway};
@@ -60,10 +64,19 @@ struct Conn {
     kind: UpstreamKind,
     /// The upstream connection and, for explicit-proxy clients, the target it was opened for.
     sender: tokio::sync::Mutex<Option<(UpstreamSender, Option<String>)>>,
+    /// HTTP/2 guest connections: idle upstream connections (at most [`MAX_IDLE_UPSTREAM`]).
+    pool: tokio::sync::Mutex<Vec<UpstreamSender>>,
+    multiplexed: bool,
     upstream: Mutex<Option<SocketAddr>>,
     /// Result of upstream TLS verification, for the `tls` event.
     verify: Mutex<Option<String>>,
 }
+
+/// Concurrent streams one HTTP/2 guest connection may open (each may hold an upstream
+/// connection while it runs).
+const MAX_H2_STREAMS: u32 = 32;
+/// Idle upstream connections kept per HTTP/2 guest connection.
+const MAX_IDLE_UPSTREAM: usize = 8;
 
 /// What an HTTP session reports back to its flow.
 #[derive(Debug, Default)]
@@ -78,14 +91,7 @@ pub async fn serve<S>(gw: Arc<Gateway>, guest: S, meta: &FlowMeta, kind: Upstrea
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = Arc::new(Conn {
-        gw,
-        meta: meta.clone(),
-        kind,
-        sender: tokio::sync::Mutex::new(None),
-        upstream: Mutex::new(None),
-        verify: Mutex::new(None),
-    });
+    let conn = Conn::new(gw, meta, kind, false);
     let svc_conn = conn.clone();
     let service = hyper::service::service_fn(move |req| svc_conn.clone().forward(req));
     let served = hyper::server::conn::http1::Builder::new()
@@ -93,11 +99,27 @@ where
         .serve_connection(TokioIo::new(guest), service)
         .with_upgrades()
         .await;
-    SessionEnd {
-        upstream: conn.upstream.lock().ok().and_then(|u| *u),
-        upstream_verify: conn.verify.lock().ok().and_then(|v| v.clone()),
-        error: served.err().map(|e| format!("guest http: {e}")),
-    }
+    conn.end(served.err().map(|e| format!("guest http: {e}")))
+}
+
+/// Serves HTTP/2 streams from `guest` (ALPN `h2` agreed) until it closes.
+pub async fn serve_h2<S>(
+    gw: Arc<Gateway>,
+    guest: S,
+    meta: &FlowMeta,
+    kind: UpstreamKind,
+) -> SessionEnd
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = Conn::new(gw, meta, kind, true);
+    let svc_conn = conn.clone();
+    let service = hyper::service::service_fn(move |req| svc_conn.clone().forward(req));
+    let served = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .max_concurrent_streams(MAX_H2_STREAMS)
+        .serve_connection(TokioIo::new(guest), service)
+        .await;
+    conn.end(served.err().map(|e| format!("guest http2: {e}")))
 }
 
 /// Plain HTTP flow: serve it, report the upstream.
@@ -117,6 +139,27 @@ where
 }
 
 impl Conn {
+    fn new(gw: Arc<Gateway>, meta: &FlowMeta, kind: UpstreamKind, multiplexed: bool) -> Arc<Self> {
+        Arc::new(Conn {
+            gw,
+            meta: meta.clone(),
+            kind,
+            sender: tokio::sync::Mutex::new(None),
+            pool: tokio::sync::Mutex::new(Vec::new()),
+            multiplexed,
+            upstream: Mutex::new(None),
+            verify: Mutex::new(None),
+        })
+    }
+
+    fn end(&self, error: Option<String>) -> SessionEnd {
+        SessionEnd {
+            upstream: self.upstream.lock().ok().and_then(|u| *u),
+            upstream_verify: self.verify.lock().ok().and_then(|v| v.clone()),
+            error,
+        }
+    }
+
     fn scheme(&self) -> &'static str {
         match self.kind {
             UpstreamKind::Plain => "http",
@@ -163,6 +206,9 @@ impl Conn {
         target: Option<FlowMeta>,
         req: Request<TapBody<Incoming>>,
     ) -> Result<Response<Incoming>, String> {
+        if self.multiplexed {
+            return self.send_pooled(host, req).await;
+        }
         let key = target.as_ref().map(FlowMeta::label);
         let mut slot = self.sender.lock().await;
         let reusable = match slot.as_mut() {
@@ -178,6 +224,35 @@ impl Conn {
             .send_request(req)
             .await
             .map_err(|e| format!("upstream: {e}"))
+    }
+
+    /// HTTP/2 streams: an idle ready upstream connection, or a new one; kept for reuse after.
+    async fn send_pooled(
+        &self,
+        host: Option<&str>,
+        req: Request<TapBody<Incoming>>,
+    ) -> Result<Response<Incoming>, String> {
+        let idle = {
+            let mut pool = self.pool.lock().await;
+            pool.retain(|s| !s.is_closed());
+            pool.iter()
+                .position(|s| s.is_ready())
+                .map(|i| pool.swap_remove(i))
+        };
+        let mut sender = match idle {
+            Some(s) => s,
+            None => self.connect(&self.meta, host).await?,
+        };
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("upstream: {e}"));
+        // Ready again once this response's body is done; a later stream checks.
+        let mut pool = self.pool.lock().await;
+        if pool.len() < MAX_IDLE_UPSTREAM {
+            pool.push(sender);
+        }
+        resp
     }
 
     async fn connect(&self, meta: &FlowMeta, host: Option<&str>) -> Result<UpstreamSender, String> {
@@ -280,6 +355,7 @@ impl Conn {
         let req_tap = Tap::new(capture);
         let resp_tap = Tap::new(capture);
         let req_headers = header_list(req.headers());
+        let authority = req.uri().authority().map(|a| a.to_string());
         let (mut parts, body) = req.into_parts();
         // Upstream gets origin-form; absolute-form (explicit proxy) is rewritten.
         parts.uri = parts
@@ -290,6 +366,15 @@ impl Conn {
             .parse()
             .unwrap_or_else(|_| Uri::from_static("/"));
         strip_hop_by_hop(&mut parts.headers, guest_upgrade.is_some());
+        if parts.version == http::Version::HTTP_2 {
+            // Upstream is HTTP/1.1: the :authority pseudo-header becomes Host.
+            parts.version = http::Version::HTTP_11;
+            if !parts.headers.contains_key(http::header::HOST) {
+                if let Some(h) = authority.and_then(|a| http::HeaderValue::from_str(&a).ok()) {
+                    parts.headers.insert(http::header::HOST, h);
+                }
+            }
+        }
         let upstream_req = Request::from_parts(parts, TapBody::new(body, req_tap.clone()));
         let mut event = http_event(&self.meta, method.to_string(), url, req_headers);
         let mut resp = match self.send(host.as_deref(), target, upstream_req).await {

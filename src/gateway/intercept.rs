@@ -11,6 +11,7 @@ use super::tap::{Counters, GuestStream};
 use super::{sniff, FlowMeta, Gateway, TlsMode};
 use crate::audit::{EventBody, TlsEvent};
 use crate::tls::{self, LeafName, RunCa};
+use bytes::Bytes;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, KeyLog, ServerConfig};
 use std::net::SocketAddr;
@@ -24,6 +25,8 @@ pub struct TlsContext {
     keylog: Arc<dyn KeyLog>,
     server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
+    /// Offer ALPN `h2` to the guest (`--http2`).
+    http2: bool,
 }
 
 impl std::fmt::Debug for TlsContext {
@@ -47,7 +50,17 @@ impl TlsContext {
             keylog,
             server,
             client,
+            http2: false,
         })
+    }
+
+    /// Offers HTTP/2 to guests (ALPN `h2` first) when `on`.
+    pub fn with_http2(mut self, on: bool) -> Self {
+        if on {
+            self.server = tls::offer_h2(&self.server);
+        }
+        self.http2 = on;
+        self
     }
 
     /// TLS to the upstream, verified for `server_name` (a DNS name or an IP literal).
@@ -72,7 +85,16 @@ impl TlsContext {
             Some(_) => Ok(self.server.clone()),
             // No SNI: the guest dialled an address; a leaf for that IP passes its name check.
             None => {
-                tls::server_config_for(self.ca.clone(), self.keylog.clone(), LeafName::Ip(dst.ip()))
+                let config = tls::server_config_for(
+                    self.ca.clone(),
+                    self.keylog.clone(),
+                    LeafName::Ip(dst.ip()),
+                )?;
+                Ok(if self.http2 {
+                    tls::offer_h2(&config)
+                } else {
+                    config
+                })
             }
         }
     }
@@ -129,7 +151,25 @@ where
         .clone()
         .or_else(|| meta.name.clone())
         .unwrap_or_else(|| meta.dst.ip().to_string());
-    // What runs inside: HTTP/1.x (the only ALPN we offer), or opaque bytes relayed over TLS.
+    if alpn.as_deref() == Some("h2") {
+        // HTTP/2 was agreed: no sniffing (the preface is not an HTTP/1 request line).
+        let inner = GuestStream::new(tls_stream, Bytes::new(), Arc::new(Counters::default()));
+        let end = http::serve_h2(gw.clone(), inner, meta, UpstreamKind::Tls { server_name }).await;
+        emit(
+            &gw,
+            meta,
+            sni,
+            alpn,
+            "intercepted",
+            end.upstream_verify,
+            end.error.clone(),
+        );
+        return match end.error {
+            Some(e) => Err(e),
+            None => Ok(end.upstream),
+        };
+    }
+    // What runs inside: HTTP/1.x, or opaque bytes relayed over TLS.
     let mut tls_stream = tls_stream;
     let inner_first = sniff(&mut tls_stream)
         .await

@@ -215,25 +215,25 @@ impl PcapSender {
         }
     }
 
-    fn enqueue_waiting(&self, item: Item, len: usize) -> bool {
+    fn enqueue_waiting(&self, mut item: Item, len: usize) -> bool {
         /// Between looks at the queue while it is full: the writer frees room in about this
         /// time (one 64 KiB packet into the page cache).
         const POLL: std::time::Duration = std::time::Duration::from_micros(50);
-        let mut item = match self.try_enqueue(item, len) {
-            Ok(()) => return true,
-            Err(Some(item)) if len <= self.limits.queue_bytes => item,
-            Err(_) => return false,
-        };
-        let deadline = std::time::Instant::now() + self.limits.full_wait;
-        while std::time::Instant::now() < deadline {
-            std::thread::sleep(POLL);
+        let mut deadline = None;
+        loop {
             item = match self.try_enqueue(item, len) {
                 Ok(()) => return true,
-                Err(Some(item)) => item,
-                Err(None) => return false,
+                // A packet bigger than the whole queue never fits: no point waiting.
+                Err(Some(item)) if len <= self.limits.queue_bytes => item,
+                Err(_) => return false,
             };
+            let until =
+                *deadline.get_or_insert_with(|| std::time::Instant::now() + self.limits.full_wait);
+            if std::time::Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(POLL);
         }
-        false
     }
 
     /// Queues NSS key log lines (newline-terminated) for one Decryption Secrets Block. Never

@@ -151,39 +151,28 @@ where
         .clone()
         .or_else(|| meta.name.clone())
         .unwrap_or_else(|| meta.dst.ip().to_string());
-    if alpn.as_deref() == Some("h2") {
+    let (upstream, verify, error) = if alpn.as_deref() == Some("h2") {
         // HTTP/2 was agreed: no sniffing (the preface is not an HTTP/1 request line).
         let inner = GuestStream::new(tls_stream, Bytes::new(), Arc::new(Counters::default()));
         let end = http::serve_h2(gw.clone(), inner, meta, UpstreamKind::Tls { server_name }).await;
-        emit(
-            &gw,
-            meta,
-            sni,
-            alpn,
-            "intercepted",
-            end.upstream_verify,
-            end.error.clone(),
-        );
-        return match end.error {
-            Some(e) => Err(e),
-            None => Ok(end.upstream),
-        };
-    }
-    // What runs inside: HTTP/1.x, or opaque bytes relayed over TLS.
-    let mut tls_stream = tls_stream;
-    let inner_first = sniff(&mut tls_stream)
-        .await
-        .map_err(|e| format!("read inside tls: {e}"))?;
-    let inner = GuestStream::new(
-        tls_stream,
-        inner_first.clone(),
-        Arc::new(Counters::default()),
-    );
-    let (upstream, verify, error) = if http::looks_like_http(&inner_first) {
-        let end = http::serve(gw.clone(), inner, meta, UpstreamKind::Tls { server_name }).await;
         (end.upstream, end.upstream_verify, end.error)
     } else {
-        relay_inside(&gw, ctx, inner, meta, &server_name).await
+        // What runs inside: HTTP/1.x, or opaque bytes relayed over TLS.
+        let mut tls_stream = tls_stream;
+        let inner_first = sniff(&mut tls_stream)
+            .await
+            .map_err(|e| format!("read inside tls: {e}"))?;
+        let inner = GuestStream::new(
+            tls_stream,
+            inner_first.clone(),
+            Arc::new(Counters::default()),
+        );
+        if http::looks_like_http(&inner_first) {
+            let end = http::serve(gw.clone(), inner, meta, UpstreamKind::Tls { server_name }).await;
+            (end.upstream, end.upstream_verify, end.error)
+        } else {
+            relay_inside(&gw, ctx, inner, meta, &server_name).await
+        }
     };
     emit(&gw, meta, sni, alpn, "intercepted", verify, error.clone());
     match error {

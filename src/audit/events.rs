@@ -22,6 +22,7 @@ pub enum EventBody {
     Tls(TlsEvent),
     Http(HttpEvent),
     Blocked(BlockedEvent),
+    Decision(DecisionEvent),
 }
 
 impl EventBody {
@@ -42,6 +43,7 @@ impl EventBody {
             EventBody::Tls(_) => "tls",
             EventBody::Http(_) => "http",
             EventBody::Blocked(_) => "blocked",
+            EventBody::Decision(_) => "decision",
         }
     }
 }
@@ -327,4 +329,67 @@ pub struct BlockedEvent {
     pub reason: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flow: Option<FlowId>,
+}
+
+/// One policy decision (`idagent run --policy`): every decision point — DNS, connect, TLS,
+/// HTTP, datagram, file, exec — writes exactly one per request it decides, allow or deny, in
+/// report and in enforce mode.
+#[derive(Debug, Clone, Serialize)]
+pub struct DecisionEvent {
+    /// `dns`, `connect`, `tls`, `http`, `datagram`, `file` or `exec`.
+    pub layer: String,
+    /// `allow` or `deny`: what the policy says.
+    pub verdict: String,
+    /// `report` (nothing is refused because of the policy) or `enforce`.
+    pub mode: String,
+    /// The id of the rule that decided, or `default-deny`.
+    pub rule: String,
+    /// The policy denies it but the mode is `report`, so it went ahead.
+    pub would_deny: bool,
+    /// How a denial was enforced (`nxdomain`, `tcp_reset`, `tls_alert`, `http_403`,
+    /// `http_421`, `icmp_unreachable`, `landlock`); absent when nothing was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enforced_by: Option<String>,
+    /// What was asked, with the fields of its layer.
+    pub request: DecisionRequest,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow: Option<FlowId>,
+    /// Guest pid, for file and exec decisions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+}
+
+/// The request of a [`DecisionEvent`]; only the fields of its layer are present.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DecisionRequest {
+    /// DNS name, the resolved name of a connect/datagram destination, or the HTTP host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qtype: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// `tcp` or `udp` for connect.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alpn: Vec<String>,
+    /// `http` or `https`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// File operation (`create_file`, `create_dir`, `write`, `remove`, `rename`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub op: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub argv: Vec<String>,
 }

@@ -1,0 +1,2 @@
+//! idagent's policy crate (placeholder; being written).
+#![forbid(unsafe_code)]

@@ -51,7 +51,7 @@ pub use craft::CraftError;
 pub use ingress::{Cap, DropClass, DropReason};
 pub use smoltcp::socket::tcp::State as TcpState;
 pub use smoltcp::time::{Duration, Instant};
-pub use tcp::{FlowError, FlowId, TcpCloseReason};
+pub use tcp::{FlowError, FlowId, RefuseSynError, TcpCloseReason};
 pub use udp::{RejectUdpError, SendUdpError, UdpFlowKey};
 
 use device::{CallDevice, TxQueue};
@@ -99,8 +99,11 @@ pub struct StackStats {
     pub dropped_over_cap: u64,
     /// Outbound packets lost because the transmit queue was full.
     pub dropped_tx_full: u64,
-    /// RSTs crafted for SYNs refused over a cap (smoltcp's own RSTs are not counted).
+    /// RSTs crafted for SYNs refused over a cap or by [`Stack::refuse_tcp_syn`] (smoltcp's own
+    /// RSTs are not counted).
     pub rst_sent: u64,
+    /// SYNs the host refused with [`Stack::refuse_tcp_syn`] (its policy said no).
+    pub syn_refused: u64,
     /// Echo requests to the gateway, answered by smoltcp.
     pub icmp_echo_answered: u64,
     /// Echo requests to any other address, dropped.

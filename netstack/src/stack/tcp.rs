@@ -52,6 +52,17 @@ pub enum FlowError {
     Finished { id: FlowId },
 }
 
+/// Why [`Stack::refuse_tcp_syn`] sent nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefuseSynError {
+    #[error("packet to refuse is not a guest tcp syn")]
+    NotSyn,
+    #[error("packet to refuse is invalid: {0}")]
+    Invalid(DropReason),
+    #[error("transmit queue full")]
+    TxQueueFull,
+}
+
 #[derive(Debug)]
 pub(crate) struct Flow {
     handle: SocketHandle,
@@ -115,6 +126,28 @@ fn peer_finished(state: TcpState) -> bool {
 }
 
 impl Stack {
+    /// Refuses a guest connection attempt before any handshake: answers the SYN (a packet the
+    /// caller has not given to [`Stack::receive`]) with a RST from the address the guest
+    /// dialled, and creates no state. The host's policy decides; the stack only speaks TCP.
+    pub fn refuse_tcp_syn(&mut self, packet: &[u8]) -> Result<(), RefuseSynError> {
+        let syn = match super::ingress::parse(packet, &self.net) {
+            Ok(super::ingress::Ingress::TcpSyn(syn)) => syn,
+            Ok(_) => return Err(RefuseSynError::NotSyn),
+            Err(reason) => return Err(RefuseSynError::Invalid(reason)),
+        };
+        match self.tx.push(craft::tcp_rst_for_syn(&syn)) {
+            Ok(()) => {
+                self.stats.rst_sent += 1;
+                self.stats.syn_refused += 1;
+                Ok(())
+            }
+            Err(_) => {
+                self.stats.dropped_tx_full += 1;
+                Err(RefuseSynError::TxQueueFull)
+            }
+        }
+    }
+
     /// Makes sure a socket will take `syn`: keeps an existing live flow of the same 4-tuple
     /// (smoltcp answers retransmitted SYNs), or creates a listener if every cap allows.
     pub(super) fn admit_syn(&mut self, syn: &TcpSyn, now: Instant) -> Result<(), DropReason> {

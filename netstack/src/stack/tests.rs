@@ -311,3 +311,26 @@ fn abort_emits_closed_and_resets_the_guest() {
 
 mod datagrams;
 mod garbage;
+
+#[test]
+fn refused_syn_gets_a_rst_and_leaves_no_flow() {
+    let mut stack = new_stack(StackConfig::default());
+    let packet = syn(40000, [198, 51, 100, 7], 443, 77);
+    stack.refuse_tcp_syn(&packet).expect("refused");
+    let rst = stack.transmit().expect("a rst");
+    expect_rst_for(&rst, 40000, 77);
+    assert!(stack.transmit().is_none());
+    stack.poll(Instant::ZERO);
+    assert!(stack.next_event().is_none(), "no flow was opened");
+    let stats = stack.stats();
+    assert_eq!((stats.syn_refused, stats.rst_sent, stats.tcp_flows), (1, 1, 0));
+    // Not a SYN: nothing is sent.
+    let mut data = Vec::new();
+    PacketBuilder::ipv4(GUEST_V4, [198, 51, 100, 7], 64)
+        .tcp(40000, 443, 78, 64240)
+        .ack(1)
+        .write(&mut data, b"x")
+        .expect("build");
+    assert_eq!(stack.refuse_tcp_syn(&data), Err(RefuseSynError::NotSyn));
+    assert!(stack.transmit().is_none());
+}

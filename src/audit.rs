@@ -7,7 +7,7 @@
 //! records an explicit `gap` event before the next line, so a hole is never silent.
 //! Does not own: deciding what to observe (the sandbox, supervisor and watchers do).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -17,7 +17,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 pub mod events;
+pub mod read;
 pub use events::*;
+pub use read::{LineError, LogRead, Record};
 
 /// Schema version written as `v` in every record. Bump on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -25,7 +27,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub const DEFAULT_AUDIT_QUEUE: usize = 65_536;
 
 /// A run identifier: `YYYYMMDDTHHMMSSZ-xxxxxx`, sortable and unique per host.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct RunId(String);
 
@@ -187,8 +189,9 @@ struct Writer {
     dropped: Arc<AtomicU64>,
 }
 
+/// The envelope as written; [`Record`] is its owned, readable twin.
 #[derive(Serialize)]
-struct Record<'a> {
+struct Line<'a> {
     v: u32,
     seq: u64,
     ts: String,
@@ -204,8 +207,12 @@ impl Writer {
                 Msg::Event(mut body) => {
                     self.write_gap_if_any()?;
                     if let EventBody::RunEnd(end) = &mut *body {
-                        end.counts = self.counts.clone();
-                        *end.counts.entry("run_end").or_default() += 1;
+                        end.counts = self
+                            .counts
+                            .iter()
+                            .map(|(k, n)| ((*k).to_owned(), *n))
+                            .collect();
+                        *end.counts.entry("run_end".into()).or_default() += 1;
                     }
                     self.write(&body)?;
                 }
@@ -237,11 +244,15 @@ impl Writer {
     }
 
     fn write(&mut self, body: &EventBody) -> Result<(), String> {
+        if matches!(body, EventBody::Unknown) {
+            // Only a reader makes these; there is nothing to write.
+            return Ok(());
+        }
         self.seq += 1;
         let ts = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
-        let record = Record {
+        let record = Line {
             v: SCHEMA_VERSION,
             seq: self.seq,
             ts,

@@ -25,7 +25,7 @@ use hickory_proto::rr::RData;
 use hickory_resolver::config::{ResolveHosts, ResolverConfig, ResolverOpts};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::{ResolveError, TokioResolver};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -37,7 +37,7 @@ pub const DEFAULT_MAX_INFLIGHT_DNS: usize = 64;
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where an answer came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DnsSource {
     /// The operator's map (synthetic addresses).
@@ -51,7 +51,7 @@ pub enum DnsSource {
 }
 
 /// Why policy or a cap stopped a query (the `blocked` field of the audit record).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DnsBlock {
     /// Offline run, name not mapped: NXDOMAIN.
@@ -69,7 +69,7 @@ pub enum DnsBlock {
 }
 
 /// The audit payload of one query (the future `EventBody::Dns`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DnsEventData {
     /// Lowercase, no trailing dot; empty when the packet could not be parsed.
     pub name: String,

@@ -235,13 +235,13 @@ impl Gateway {
         counters.up.fetch_add(first.len() as u64, Ordering::Relaxed);
         let guest = GuestStream::new(stream, first.clone(), counters.clone());
         let result = if crate::tls::looks_like_tls(&first) {
-            close.protocol = Some("tls");
+            close.protocol = Some("tls".into());
             intercept::serve(self.clone(), guest, meta, &first).await
         } else if http::looks_like_http(&first) {
-            close.protocol = Some("http");
+            close.protocol = Some("http".into());
             http::serve_plain(self.clone(), guest, meta).await
         } else {
-            close.protocol = Some("relay");
+            close.protocol = Some("relay".into());
             self.relay(guest, meta, &first, &mut close).await
         };
         match result {
@@ -272,7 +272,7 @@ impl Gateway {
             Verdict::Refuse(reason) => {
                 let reason = reason.to_string();
                 self.audit.emit(EventBody::Blocked(BlockedEvent {
-                    what: "tcp",
+                    what: "tcp".into(),
                     target: match &name {
                         Some(n) if n.parse::<std::net::IpAddr>().is_err() => {
                             format!("{n}:{} ({})", meta.dst.port(), meta.dst)
@@ -368,7 +368,7 @@ impl CaptureWriter {
 fn tcp_event(meta: &FlowMeta, phase: &'static str) -> TcpEvent {
     TcpEvent {
         flow: meta.id,
-        phase,
+        phase: phase.into(),
         src: meta.src.to_string(),
         dst: meta.dst.to_string(),
         name: meta.name.clone(),

@@ -239,7 +239,7 @@ impl Driver {
                 && self.icmp_logged.insert(meta.dst)
             {
                 self.parts.audit.emit(EventBody::Blocked(BlockedEvent {
-                    what: "icmp",
+                    what: "icmp".into(),
                     target: meta.dst.to_string(),
                     reason: "ICMP is answered for the gateway only; nothing is sent upstream"
                         .into(),
@@ -253,7 +253,7 @@ impl Driver {
                 self.stats.quic_refused += 1;
                 if self.stats.quic_refused <= 64 {
                     self.parts.audit.emit(EventBody::Blocked(BlockedEvent {
-                        what: "udp",
+                        what: "udp".into(),
                         target: format!("{}:443", meta.dst),
                         reason:
                             "QUIC refused (ICMP port unreachable) so the client falls back to TCP"
@@ -417,7 +417,7 @@ impl Driver {
                     Verdict::Refuse(reason) => {
                         if self.udp.note_refused(flow) {
                             self.parts.audit.emit(EventBody::Blocked(BlockedEvent {
-                                what: "udp",
+                                what: "udp".into(),
                                 target: flow.dst.to_string(),
                                 reason: reason.to_string(),
                                 flow: None,
@@ -478,7 +478,7 @@ fn log_dns(
 ) {
     if let Some(block) = data.blocked {
         audit.emit(EventBody::Blocked(BlockedEvent {
-            what: "dns",
+            what: "dns".into(),
             target: format!("{} {}", data.name, data.qtype),
             reason: serde_json::to_value(block)
                 .ok()
@@ -488,7 +488,7 @@ fn log_dns(
         }));
     }
     audit.emit(EventBody::Dns(DnsEvent {
-        transport,
+        transport: transport.into(),
         server: server.to_string(),
         data,
     }));

@@ -1,11 +1,12 @@
 //! Typed audit events. Field names here are the public schema (`docs/audit-log.md`): renaming
 //! one is a schema change and bumps [`super::SCHEMA_VERSION`].
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// One audit record's payload; the writer adds `v`, `seq`, `ts` and `run`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EventBody {
     RunStart(RunStart),
@@ -23,6 +24,10 @@ pub enum EventBody {
     Http(HttpEvent),
     Blocked(BlockedEvent),
     Decision(DecisionEvent),
+    /// A `kind` this reader does not know (a newer writer's): its fields are skipped. Never
+    /// written.
+    #[serde(other, skip_serializing)]
+    Unknown,
 }
 
 impl EventBody {
@@ -44,12 +49,13 @@ impl EventBody {
             EventBody::Http(_) => "http",
             EventBody::Blocked(_) => "blocked",
             EventBody::Decision(_) => "decision",
+            EventBody::Unknown => "unknown",
         }
     }
 }
 
 /// First event of every run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunStart {
     pub idagent_version: String,
     pub image: String,
@@ -61,7 +67,7 @@ pub struct RunStart {
     pub container: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Limits {
     pub memory_bytes: i64,
     pub pids: i64,
@@ -70,14 +76,14 @@ pub struct Limits {
 
 /// Last event of every run; `counts` (events per kind, this one included) is filled in by the
 /// writer.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RunEnd {
     /// The guest's exit code; absent when the run ended before the guest did.
     pub exit_code: Option<i64>,
     /// Why the run ended: `exited`, `timeout`, `interrupted` or `error`.
     pub reason: String,
     pub duration_ms: u64,
-    pub counts: BTreeMap<&'static str, u64>,
+    pub counts: BTreeMap<String, u64>,
     /// Packets the guest sent into its TUN, and what idagent's stack sent back.
     pub tun_packets_in: u64,
     pub tun_packets_out: u64,
@@ -92,7 +98,7 @@ pub struct RunEnd {
 }
 
 /// How the guest's network was sealed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NetSetup {
     pub tun: String,
     pub mtu: u32,
@@ -107,7 +113,7 @@ pub struct NetSetup {
 }
 
 /// What happened to a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FileOp {
     /// A new file appeared (reported once it was closed after writing, with its content hash).
@@ -130,7 +136,7 @@ pub enum FileOp {
     Mknod,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Ok,
@@ -138,7 +144,7 @@ pub enum Outcome {
 }
 
 /// A file event: a change under `/tmp/workspace` (`outcome: ok`) or a write attempt elsewhere.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FileEvent {
     pub op: FileOp,
     /// Absolute path as the guest sees it.
@@ -164,7 +170,7 @@ pub struct FileEvent {
 }
 
 /// A program execution in the guest (recorded when the exec syscall is made).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExecEvent {
     pub pid: i32,
     pub ppid: i32,
@@ -181,7 +187,7 @@ pub struct ExecEvent {
 }
 
 /// A guest process ended.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExitEvent {
     pub pid: i32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -193,7 +199,7 @@ pub struct ExitEvent {
 }
 
 /// Events that were lost; `seq` stays contiguous and this record says how many are missing.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Gap {
     pub dropped: u64,
     pub reason: String,
@@ -201,14 +207,14 @@ pub struct Gap {
 
 /// Something a reviewer should know that is not one of the events above (an observer that
 /// stopped, a cap that was hit, a teardown step that failed).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Notice {
     pub what: String,
     pub detail: String,
 }
 
 /// Identifies one guest flow across its `tcp`, `tls` and `http` events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct FlowId(pub u64);
 
@@ -219,10 +225,10 @@ impl std::fmt::Display for FlowId {
 }
 
 /// A DNS query the guest made (any resolver address, UDP or TCP) and idagent's answer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DnsEvent {
     /// `udp` or `tcp`.
-    pub transport: &'static str,
+    pub transport: Cow<'static, str>,
     /// The resolver address the guest asked (any address: idagent answers for all).
     pub server: String,
     #[serde(flatten)]
@@ -230,11 +236,11 @@ pub struct DnsEvent {
 }
 
 /// A guest TCP connection: one event when it opens, one when it closes.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TcpEvent {
     pub flow: FlowId,
     /// `open` or `close`.
-    pub phase: &'static str,
+    pub phase: Cow<'static, str>,
     pub src: String,
     /// The original destination the guest dialled.
     pub dst: String,
@@ -246,7 +252,7 @@ pub struct TcpEvent {
     pub upstream: Option<String>,
     /// What the gateway found on the flow: `http`, `tls`, `relay`, `proxy`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub protocol: Option<&'static str>,
+    pub protocol: Option<Cow<'static, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_up: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -263,7 +269,7 @@ pub struct TcpEvent {
 }
 
 /// A guest UDP flow (other than DNS), logged when it goes idle or the run ends.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UdpEvent {
     pub src: String,
     pub dst: String,
@@ -276,7 +282,7 @@ pub struct UdpEvent {
 }
 
 /// A TLS session on a guest flow.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TlsEvent {
     pub flow: FlowId,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -285,7 +291,7 @@ pub struct TlsEvent {
     pub alpn: Option<String>,
     /// `intercepted`, `passthrough`, or `rejected` (the guest refused our certificate:
     /// pinning, or a CA it does not trust).
-    pub mode: &'static str,
+    pub mode: Cow<'static, str>,
     /// Upstream certificate verification: `ok`, `failed: …`, or absent when not dialled.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_verify: Option<String>,
@@ -294,7 +300,7 @@ pub struct TlsEvent {
 }
 
 /// One HTTP exchange, logged when the response body ends (or fails).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HttpEvent {
     pub flow: FlowId,
     pub method: String,
@@ -312,7 +318,7 @@ pub struct HttpEvent {
     pub req_body: String,
     pub resp_body: String,
     /// Fingerprints of credentials seen in this exchange (headers, URL, bodies).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub credentials: Vec<String>,
     /// `upgrade` for a 101 switch (WebSocket), `error` when the exchange failed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -321,10 +327,10 @@ pub struct HttpEvent {
 }
 
 /// Something the guest tried that idagent refused.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BlockedEvent {
     /// `dns`, `tcp`, `udp`.
-    pub what: &'static str,
+    pub what: Cow<'static, str>,
     pub target: String,
     pub reason: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -334,7 +340,7 @@ pub struct BlockedEvent {
 /// One policy decision (`idagent run --policy`): every decision point — DNS, connect, TLS,
 /// HTTP, datagram, file, exec — writes exactly one per request it decides, allow or deny, in
 /// report and in enforce mode.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DecisionEvent {
     /// `dns`, `connect`, `tls`, `http`, `datagram`, `file` or `exec`.
     pub layer: String,
@@ -360,7 +366,7 @@ pub struct DecisionEvent {
 }
 
 /// The request of a [`DecisionEvent`]; only the fields of its layer are present.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DecisionRequest {
     /// DNS name, the resolved name of a connect/datagram destination, or the HTTP host.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -376,7 +382,7 @@ pub struct DecisionRequest {
     pub proto: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sni: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alpn: Vec<String>,
     /// `http` or `https`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -390,6 +396,6 @@ pub struct DecisionRequest {
     /// File operation (`create_file`, `create_dir`, `write`, `remove`, `rename`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub op: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub argv: Vec<String>,
 }

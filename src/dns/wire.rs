@@ -8,7 +8,7 @@
 use hickory_proto::op::{Message, MessageType, OpCode, Query as Question, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// Largest query accepted (legitimate queries, EDNS options included, are a few hundred bytes).
@@ -44,7 +44,7 @@ impl Query {
 }
 
 /// Response codes idagent sends, with their audit names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Rcode {
     #[serde(rename = "NOERROR")]
     NoError,

@@ -247,7 +247,7 @@ fn emit(
         flow: meta.id,
         sni,
         alpn,
-        mode,
+        mode: mode.into(),
         upstream_verify,
         error,
     }));

@@ -1,6 +1,8 @@
-//! `idagent guest-init --ctl PATH -- CMD ARGS...`: the guest container's PID 1.
+//! `idagent guest-init [--landlock PLAN] --ctl PATH [--landlock PLAN] -- CMD ARGS...`: the
+//! guest container's PID 1.
 //!
 //! Owns: the order of the guest's start-up and PID 1's duties afterwards. In order:
+//! 0. with `--landlock`, read and parse the plan file ([`crate::landlock::Plan`]);
 //! 1. connect to the host's control socket at PATH (retrying for up to
 //!    [`CONNECT_ATTEMPTS`] × [`CONNECT_RETRY`] while the socket is missing or refusing);
 //! 2. set `PR_SET_NO_NEW_PRIVS` and install [`crate::filter::program`] with a notification
@@ -8,12 +10,17 @@
 //! 3. send the hello and the listener fd ([`crate::ctl`]), then close our copy of the listener
 //!    (the untrusted program must never hold it: it could steal its own notifications);
 //! 4. wait for the host: `ABORT <reason>` or EOF → print the reason, exit [`EXIT_SETUP`];
-//! 5. on `GO`, fork; the child execvp's CMD (printing one line and exiting [`EXIT_EXEC`] if
-//!    that fails); PID 1 forwards SIGTERM, SIGINT, SIGHUP and SIGQUIT to it, reaps every zombie
+//! 5. on `GO`, fork; the child restores the signal mask, applies the Landlock plan if there is
+//!    one ([`crate::landlock::apply`]; on failure it prints one line and exits [`EXIT_SETUP`])
+//!    and execvp's CMD (printing one line and exiting [`EXIT_EXEC`] if that fails); PID 1 forwards SIGTERM, SIGINT, SIGHUP and SIGQUIT to it, reaps every zombie
 //!    (orphans are re-parented to PID 1) and, when the command exits, exits with its code, or
 //!    128 + the signal that killed it.
 //!
 //! Any start-up failure before the fork prints one line and exits [`EXIT_SETUP`].
+//!
+//! The Landlock domain covers the exec of CMD itself: the plan must allow executing CMD as
+//! init resolves it through `PATH` (and its interpreter, for a script), or the exec fails with
+//! `EACCES` and the child exits [`EXIT_EXEC`]. PID 1 stays outside the domain.
 //!
 //! Runs before any thread exists (`main.rs` dispatches here first) and uses libc directly: no
 //! async runtime, no logging framework. Does not own: the filter program or the wire format.
@@ -22,6 +29,7 @@
 
 use crate::ctl::{self, Reply};
 use crate::filter;
+use crate::landlock::{self, Plan, PlanError};
 use std::ffi::{CString, OsString};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
@@ -44,13 +52,22 @@ const FORWARDED: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InitArgs {
     pub ctl: PathBuf,
+    /// `--landlock PLAN`: the Landlock plan file to apply in the child before the exec.
+    pub landlock: Option<PathBuf>,
     pub command: Vec<OsString>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
-    #[error("usage: idagent guest-init --ctl PATH -- CMD [ARGS...]")]
+    #[error("usage: idagent guest-init [--landlock PLAN] --ctl PATH -- CMD [ARGS...]")]
     Usage,
+    #[error("read landlock plan {}: {source}", path.display())]
+    ReadPlan {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("landlock plan {}: {source}", path.display())]
+    ParsePlan { path: PathBuf, source: PlanError },
     #[error("argument contains a NUL byte: {0:?}")]
     NulInArgument(OsString),
     #[error(transparent)]
@@ -61,21 +78,48 @@ pub enum InitError {
     Os(&'static str, std::io::Error),
 }
 
-/// Parses the arguments after `guest-init`: `--ctl PATH -- CMD [ARGS...]`.
+/// Parses the arguments after `guest-init`: `--ctl PATH -- CMD [ARGS...]`, with an optional
+/// `--landlock PLAN` before or after `--ctl PATH`. Each option once, both values non-empty.
 pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<InitArgs, InitError> {
     let mut args = args.into_iter();
-    if args.next().as_deref() != Some("--ctl".as_ref()) {
-        return Err(InitError::Usage);
+    let mut ctl = None;
+    let mut landlock = None;
+    loop {
+        let arg = args.next().ok_or(InitError::Usage)?;
+        let slot = match arg.to_str() {
+            Some("--") => break,
+            Some("--ctl") => &mut ctl,
+            Some("--landlock") => &mut landlock,
+            _ => return Err(InitError::Usage),
+        };
+        let value = PathBuf::from(args.next().ok_or(InitError::Usage)?);
+        if slot.is_some() || value.as_os_str().is_empty() {
+            return Err(InitError::Usage);
+        }
+        *slot = Some(value);
     }
-    let ctl = PathBuf::from(args.next().ok_or(InitError::Usage)?);
-    if args.next().as_deref() != Some("--".as_ref()) {
-        return Err(InitError::Usage);
-    }
+    let ctl = ctl.ok_or(InitError::Usage)?;
     let command: Vec<OsString> = args.collect();
-    if command.is_empty() || ctl.as_os_str().is_empty() {
+    if command.is_empty() {
         return Err(InitError::Usage);
     }
-    Ok(InitArgs { ctl, command })
+    Ok(InitArgs {
+        ctl,
+        landlock,
+        command,
+    })
+}
+
+/// Step 0: reads and parses the Landlock plan file.
+pub fn read_plan(path: &std::path::Path) -> Result<Plan, InitError> {
+    let text = std::fs::read_to_string(path).map_err(|source| InitError::ReadPlan {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Plan::parse(&text).map_err(|source| InitError::ParsePlan {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Entry point for `idagent guest-init ...` (`argv[1] == "guest-init"`). Never returns.
@@ -90,6 +134,10 @@ pub fn main() -> ! {
 pub fn run(args: &InitArgs) -> ! {
     let argv = match to_cstrings(&args.command) {
         Ok(argv) => argv,
+        Err(e) => fail(&e),
+    };
+    let plan = match args.landlock.as_deref().map(read_plan).transpose() {
+        Ok(plan) => plan,
         Err(e) => fail(&e),
     };
     let mut stream = match handshake(args) {
@@ -107,7 +155,8 @@ pub fn run(args: &InitArgs) -> ! {
     // Search PATH here, once, so the guest's log shows one exec of the real program rather
     // than execvp's failed attempts in every PATH directory.
     let file = resolve_program(&argv[0]);
-    match supervise(&file, &argv, std::os::fd::AsRawFd::as_raw_fd(&stream)) {
+    let ctl = std::os::fd::AsRawFd::as_raw_fd(&stream);
+    match supervise(&file, &argv, plan.as_ref(), ctl) {
         Ok(code) => std::process::exit(code),
         Err(e) => fail(&e),
     }
@@ -170,7 +219,12 @@ fn os_err(what: &'static str) -> InitError {
 /// SIGIO when it changes state. EOF on it means idagent is gone (killed, crashed): nobody is
 /// observing any more, so init kills everything in the guest and exits rather than let an
 /// unobserved guest run on.
-fn supervise(file: &CString, argv: &[CString], ctl: libc::c_int) -> Result<i32, InitError> {
+fn supervise(
+    file: &CString,
+    argv: &[CString],
+    plan: Option<&Plan>,
+    ctl: libc::c_int,
+) -> Result<i32, InitError> {
     let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     ptrs.push(std::ptr::null());
     // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
@@ -207,13 +261,14 @@ fn supervise(file: &CString, argv: &[CString], ctl: libc::c_int) -> Result<i32, 
         ));
     }
     // SAFETY: init is single-threaded here (main.rs dispatches before any thread starts), so
-    // the child may do anything; it only restores the mask and execs.
+    // the child may do anything (allocate, open files); it restores the mask, applies the
+    // Landlock plan and execs.
     let child = unsafe { libc::fork() };
     if child < 0 {
         return Err(os_err("fork"));
     }
     if child == 0 {
-        exec_child(file.as_ptr(), &ptrs, &old);
+        exec_child(file.as_ptr(), &ptrs, &old, plan);
     }
     loop {
         // SAFETY: siginfo_t is plain data that sigwaitinfo fills in.
@@ -316,14 +371,26 @@ fn resolve_program(name: &CString) -> CString {
     name.clone()
 }
 
-/// In the forked child: restore the signal mask and exec. Never returns.
-fn exec_child(file: *const libc::c_char, argv: &[*const libc::c_char], mask: &libc::sigset_t) -> ! {
-    // SAFETY: `mask` is the valid mask saved before the fork; `argv` is a NULL-terminated
-    // array of pointers into CStrings that live until exec replaces the image.
-    unsafe {
-        libc::sigprocmask(libc::SIG_SETMASK, mask, std::ptr::null_mut());
-        libc::execvp(file, argv.as_ptr());
+/// In the forked child: restore the signal mask, enter the Landlock domain and exec. Never
+/// returns.
+fn exec_child(
+    file: *const libc::c_char,
+    argv: &[*const libc::c_char],
+    mask: &libc::sigset_t,
+    plan: Option<&Plan>,
+) -> ! {
+    // SAFETY: `mask` is the valid mask saved before the fork.
+    unsafe { libc::sigprocmask(libc::SIG_SETMASK, mask, std::ptr::null_mut()) };
+    if let Some(plan) = plan {
+        if let Err(e) = landlock::apply(plan) {
+            eprintln!("idagent guest-init: landlock: {e}");
+            // SAFETY: _exit skips atexit handlers and stdio buffers inherited from the parent.
+            unsafe { libc::_exit(EXIT_SETUP) }
+        }
     }
+    // SAFETY: `argv` is a NULL-terminated array of pointers into CStrings that live until exec
+    // replaces the image.
+    unsafe { libc::execvp(file, argv.as_ptr()) };
     let err = std::io::Error::last_os_error();
     // SAFETY: argv[0] is a valid NUL-terminated string (see above).
     let name = unsafe { std::ffi::CStr::from_ptr(argv[0]) };
@@ -350,6 +417,45 @@ mod tests {
         assert_eq!(a.command, os(&["sh", "-c", "x"]));
         let a = parse_args(os(&["--ctl", "/c", "--", "--"])).expect("ok");
         assert_eq!(a.command, os(&["--"]));
+        assert_eq!(a.landlock, None);
+    }
+
+    #[test]
+    fn parses_landlock_before_or_after_ctl() {
+        for args in [
+            &["--landlock", "/p.plan", "--ctl", "/c", "--", "sh"][..],
+            &["--ctl", "/c", "--landlock", "/p.plan", "--", "sh"],
+        ] {
+            let a = parse_args(os(args)).expect("ok");
+            assert_eq!(a.ctl, PathBuf::from("/c"));
+            assert_eq!(a.landlock, Some(PathBuf::from("/p.plan")));
+            assert_eq!(a.command, os(&["sh"]));
+        }
+        // After `--` it is the command's argument.
+        let a = parse_args(os(&["--ctl", "/c", "--", "sh", "--landlock", "x"])).expect("ok");
+        assert_eq!(a.landlock, None);
+        assert_eq!(a.command, os(&["sh", "--landlock", "x"]));
+    }
+
+    #[test]
+    fn reads_plan_or_names_the_failure() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = dir.path().join("good.plan");
+        std::fs::write(&good, "idagent-landlock 1\nhandle-exec\nexec /bin/true\n").expect("write");
+        assert!(read_plan(&good).expect("ok").handle_exec);
+        let bad = dir.path().join("bad.plan");
+        std::fs::write(&bad, "idagent-landlock 1\nhandle-files\nwrite /x nope\n").expect("write");
+        let e = read_plan(&bad).expect_err("bad");
+        assert!(matches!(e, InitError::ParsePlan { .. }), "{e:?}");
+        assert!(
+            e.to_string().contains("bad.plan: line 3: unknown right"),
+            "{e}"
+        );
+        let missing = dir.path().join("missing.plan");
+        assert!(matches!(
+            read_plan(&missing),
+            Err(InitError::ReadPlan { .. })
+        ));
     }
 
     #[test]
@@ -362,6 +468,22 @@ mod tests {
             &["--ctl", "/c", "sh"],
             &["sh"],
             &["--ctl", "", "--", "sh"],
+            &["--landlock", "/p", "--", "sh"],
+            &["--ctl", "/c", "--landlock", "", "--", "sh"],
+            &[
+                "--ctl",
+                "/c",
+                "--landlock",
+                "/p",
+                "--landlock",
+                "/q",
+                "--",
+                "sh",
+            ],
+            &["--ctl", "/c", "--ctl", "/d", "--", "sh"],
+            &["--ctl", "/c", "--landlock"],
+            &["--ctl", "/c", "--landlock", "/p", "--"],
+            &["--ctl", "/c", "--seccomp", "/p", "--", "sh"],
         ] {
             assert!(
                 matches!(parse_args(os(bad)), Err(InitError::Usage)),

@@ -1,2 +1,25 @@
-//! idagent's policy crate (placeholder; being written).
+//! idagent's policy: the typed model, its YAML file format, the pure [`evaluate`] and the
+//! learner that turns observed runs into a default-deny policy. No I/O, no tokio, no clock.
+//!
+//! See `policy/README.md` for the file format.
 #![forbid(unsafe_code)]
+
+mod eval;
+mod fsplan;
+mod host;
+mod kinds;
+mod model;
+mod parse;
+mod path;
+mod request;
+
+pub use eval::{evaluate, nearest_rule};
+pub use fsplan::{granted_rights, required_rights, FsPlan, FsRight};
+pub use host::{normalize_name, HostPattern};
+pub use kinds::{Action, FileKind, FileOp, Inspect, Layer, Mode, Proto, Protocol, Scheme, Verdict};
+pub use model::{
+    DeniedWrite, DnsName, DnsSection, ExecRule, ExecSection, FileRule, FilesSection, HttpRule, NetworkRule,
+    NetworkSection, Observation, Policy, PolicyError, Seen, UdpRule, UdpSection, VERSION,
+};
+pub use path::{PathPattern, WorkspacePath, WORKSPACE};
+pub use request::{Decision, OwnedRequest, Request, DEFAULT_DENY};

@@ -1,0 +1,181 @@
+//! What a decision point asks ([`Request`], borrowed; [`OwnedRequest`] to keep or send) and
+//! what it gets back ([`Decision`]). Owns no matching logic.
+
+use crate::kinds::{FileOp, Layer, Mode, Proto, Scheme, Verdict};
+use serde::Serialize;
+use std::net::IpAddr;
+
+/// One question to the policy, borrowed from the caller's buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request<'a> {
+    /// A DNS query (`qtype` is informational: it never changes the result).
+    Dns { name: &'a str, qtype: &'a str },
+    /// A TCP (or UDP) connection. `name` is supplied only when an allowed name resolved to
+    /// `addr` in this run.
+    Connect { name: Option<&'a str>, addr: IpAddr, port: u16, proto: Proto },
+    /// A TLS ClientHello.
+    Tls { sni: Option<&'a str>, alpn: &'a [String], name: Option<&'a str>, addr: IpAddr, port: u16 },
+    /// One HTTP request (plain, or inside intercepted TLS).
+    Http {
+        scheme: Scheme,
+        host: &'a str,
+        port: u16,
+        method: &'a str,
+        path: &'a str,
+        query: Option<&'a str>,
+    },
+    /// A UDP datagram flow.
+    Datagram { name: Option<&'a str>, addr: IpAddr, port: u16 },
+    /// A write-side file operation.
+    FileWrite { path: &'a str, op: FileOp },
+    /// An exec.
+    Exec { path: &'a str, argv: &'a [String] },
+}
+
+/// A [`Request`] that owns its strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "layer", rename_all = "snake_case")]
+pub enum OwnedRequest {
+    /// See [`Request::Dns`].
+    Dns { name: String, qtype: String },
+    /// See [`Request::Connect`].
+    Connect { name: Option<String>, addr: IpAddr, port: u16, proto: Proto },
+    /// See [`Request::Tls`].
+    Tls { sni: Option<String>, alpn: Vec<String>, name: Option<String>, addr: IpAddr, port: u16 },
+    /// See [`Request::Http`].
+    Http {
+        scheme: Scheme,
+        host: String,
+        port: u16,
+        method: String,
+        path: String,
+        query: Option<String>,
+    },
+    /// See [`Request::Datagram`].
+    Datagram { name: Option<String>, addr: IpAddr, port: u16 },
+    /// See [`Request::FileWrite`].
+    FileWrite { path: String, op: FileOp },
+    /// See [`Request::Exec`].
+    Exec { path: String, argv: Vec<String> },
+}
+
+impl Request<'_> {
+    /// The decision point this request comes from.
+    pub fn layer(&self) -> Layer {
+        match self {
+            Request::Dns { .. } => Layer::Dns,
+            Request::Connect { .. } => Layer::Connect,
+            Request::Tls { .. } => Layer::Tls,
+            Request::Http { .. } => Layer::Http,
+            Request::Datagram { .. } => Layer::Datagram,
+            Request::FileWrite { .. } => Layer::File,
+            Request::Exec { .. } => Layer::Exec,
+        }
+    }
+
+    /// An owned copy.
+    pub fn to_owned(&self) -> OwnedRequest {
+        let s = |v: &str| v.to_string();
+        match *self {
+            Request::Dns { name, qtype } => OwnedRequest::Dns { name: s(name), qtype: s(qtype) },
+            Request::Connect { name, addr, port, proto } => {
+                OwnedRequest::Connect { name: name.map(s), addr, port, proto }
+            }
+            Request::Tls { sni, alpn, name, addr, port } => OwnedRequest::Tls {
+                sni: sni.map(s),
+                alpn: alpn.to_vec(),
+                name: name.map(s),
+                addr,
+                port,
+            },
+            Request::Http { scheme, host, port, method, path, query } => OwnedRequest::Http {
+                scheme,
+                host: s(host),
+                port,
+                method: s(method),
+                path: s(path),
+                query: query.map(s),
+            },
+            Request::Datagram { name, addr, port } => {
+                OwnedRequest::Datagram { name: name.map(s), addr, port }
+            }
+            Request::FileWrite { path, op } => OwnedRequest::FileWrite { path: s(path), op },
+            Request::Exec { path, argv } => OwnedRequest::Exec { path: s(path), argv: argv.to_vec() },
+        }
+    }
+}
+
+impl OwnedRequest {
+    /// A borrowed view.
+    pub fn as_request(&self) -> Request<'_> {
+        match self {
+            OwnedRequest::Dns { name, qtype } => Request::Dns { name, qtype },
+            OwnedRequest::Connect { name, addr, port, proto } => Request::Connect {
+                name: name.as_deref(),
+                addr: *addr,
+                port: *port,
+                proto: *proto,
+            },
+            OwnedRequest::Tls { sni, alpn, name, addr, port } => Request::Tls {
+                sni: sni.as_deref(),
+                alpn,
+                name: name.as_deref(),
+                addr: *addr,
+                port: *port,
+            },
+            OwnedRequest::Http { scheme, host, port, method, path, query } => Request::Http {
+                scheme: *scheme,
+                host,
+                port: *port,
+                method,
+                path,
+                query: query.as_deref(),
+            },
+            OwnedRequest::Datagram { name, addr, port } => {
+                Request::Datagram { name: name.as_deref(), addr: *addr, port: *port }
+            }
+            OwnedRequest::FileWrite { path, op } => Request::FileWrite { path, op: *op },
+            OwnedRequest::Exec { path, argv } => Request::Exec { path, argv },
+        }
+    }
+
+    /// The decision point this request comes from.
+    pub fn layer(&self) -> Layer {
+        self.as_request().layer()
+    }
+}
+
+/// The rule id of a decision no rule made.
+pub const DEFAULT_DENY: &str = "default-deny";
+
+/// The answer to one [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// Allow or deny.
+    pub verdict: Verdict,
+    /// The deciding rule's id, or `default-deny`.
+    pub rule: String,
+    /// The mode the decision takes (rule, else section, else global).
+    pub mode: Mode,
+    /// The decision point.
+    pub layer: Layer,
+}
+
+impl Decision {
+    /// A deny (whether enforced or reported).
+    pub fn is_deny(&self) -> bool {
+        self.verdict == Verdict::Deny
+    }
+    /// A deny that refuses the request.
+    pub fn enforced(&self) -> bool {
+        self.is_deny() && self.mode == Mode::Enforce
+    }
+    /// A deny that only records: the request goes through.
+    pub fn would_deny(&self) -> bool {
+        self.is_deny() && self.mode == Mode::Report
+    }
+    /// Whether no rule matched.
+    pub fn is_default_deny(&self) -> bool {
+        self.rule == DEFAULT_DENY
+    }
+}

@@ -3,8 +3,9 @@
 //! selected), which applies a plan and checks what the kernel then allows; the parent asserts
 //! on the child's exit code and shows its report.
 //!
-//! Also runs unchanged inside a container (the binary is static): see the module docs of
-//! `idagent_guest::landlock` for what was verified there.
+//! Also runs unchanged inside a container (the binary is static): copy it with `/bin/true`,
+//! `/bin/sh`, the loader and libc into a `docker import`ed image and run it with
+//! `--read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges`.
 
 use idagent_guest::landlock::{self, Plan, PlanPath, Right, Rights, WriteRule};
 use std::fs::OpenOptions;
@@ -191,6 +192,22 @@ fn checks(d: &Path) -> u32 {
         .open("/dev/null")
         .and_then(|mut f| f.write_all(b"x"));
     check("/dev/null writable", r.is_ok(), format!("{r:?}"));
+    // Our stdout is the parent's pipe: pipes are outside every file hierarchy, so reopening
+    // one through /proc/self/fd needs no rule.
+    let r = OpenOptions::new()
+        .write(true)
+        .open("/proc/self/fd/1")
+        .and_then(|mut f| f.write_all(b"(via /proc/self/fd/1)\n"));
+    check("reopen stdout pipe", r.is_ok(), format!("{r:?}"));
+    let r = OpenOptions::new()
+        .write(true)
+        .open("/proc/self/comm")
+        .map(drop);
+    check(
+        "procfs write needs a rule",
+        denied(&r) == eacces,
+        format!("{r:?}"),
+    );
 
     let r = Command::new("/bin/true").status();
     let ok = r.as_ref().is_ok_and(|s| s.success());

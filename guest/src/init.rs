@@ -12,7 +12,8 @@
 //! 4. wait for the host: `ABORT <reason>` or EOF → print the reason, exit [`EXIT_SETUP`];
 //! 5. on `GO`, fork; the child restores the signal mask, applies the Landlock plan if there is
 //!    one ([`crate::landlock::apply`]; on failure it prints one line and exits [`EXIT_SETUP`])
-//!    and execvp's CMD (printing one line and exiting [`EXIT_EXEC`] if that fails); PID 1 forwards SIGTERM, SIGINT, SIGHUP and SIGQUIT to it, reaps every zombie
+//!    and execvp's CMD (printing one line and exiting [`EXIT_EXEC`] if that fails); PID 1
+//!    forwards SIGTERM, SIGINT, SIGHUP and SIGQUIT to it, reaps every zombie
 //!    (orphans are re-parented to PID 1) and, when the command exits, exits with its code, or
 //!    128 + the signal that killed it.
 //!

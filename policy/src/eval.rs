@@ -22,7 +22,10 @@ struct Best<'p> {
 
 impl<'p> Best<'p> {
     fn new() -> Self {
-        Best { allow: None, deny: None }
+        Best {
+            allow: None,
+            deny: None,
+        }
     }
 
     fn offer(&mut self, action: Action, id: &'p str, mode: Option<Mode>) {
@@ -42,7 +45,12 @@ impl<'p> Best<'p> {
             (None, Some((id, mode))) => (Verdict::Allow, id, mode.unwrap_or(section_mode)),
             (None, None) => (Verdict::Deny, DEFAULT_DENY, section_mode),
         };
-        Decision { verdict, rule: rule.to_string(), mode, layer }
+        Decision {
+            verdict,
+            rule: rule.to_string(),
+            mode,
+            layer,
+        }
     }
 }
 
@@ -56,7 +64,12 @@ pub fn evaluate(policy: &Policy, req: &Request<'_>) -> Decision {
             dns(policy, name, &mut best);
             policy.dns.mode
         }
-        Request::Connect { name, addr, port, proto: Proto::Tcp } => {
+        Request::Connect {
+            name,
+            addr,
+            port,
+            proto: Proto::Tcp,
+        } => {
             for_network_hosts(policy, name, Some(addr), |r| {
                 if r.port == port {
                     best.offer(r.action, &r.id, r.mode);
@@ -64,12 +77,23 @@ pub fn evaluate(policy: &Policy, req: &Request<'_>) -> Decision {
             });
             policy.network.mode
         }
-        Request::Connect { name, addr, port, proto: Proto::Udp }
+        Request::Connect {
+            name,
+            addr,
+            port,
+            proto: Proto::Udp,
+        }
         | Request::Datagram { name, addr, port } => {
             udp(policy, name, addr, port, &mut best);
             policy.udp.mode
         }
-        Request::Tls { sni, name, addr, port, .. } => {
+        Request::Tls {
+            sni,
+            name,
+            addr,
+            port,
+            ..
+        } => {
             let (name, addr) = match sni {
                 Some(sni) => (Some(sni), None),
                 None => (name, Some(addr)),
@@ -81,7 +105,14 @@ pub fn evaluate(policy: &Policy, req: &Request<'_>) -> Decision {
             });
             policy.network.mode
         }
-        Request::Http { scheme, host, port, method, path, query } => {
+        Request::Http {
+            scheme,
+            host,
+            port,
+            method,
+            path,
+            query,
+        } => {
             for_network_hosts(policy, Some(host), None, |r| {
                 if r.port == port && carries(r.protocol, scheme) {
                     http(r, method, path, query, &mut best);
@@ -102,8 +133,11 @@ pub fn evaluate(policy: &Policy, req: &Request<'_>) -> Decision {
                     if !applies {
                         continue;
                     }
-                    let rights: Vec<_> =
-                        r.allow.iter().flat_map(|op| granted_rights(r.kind, *op)).collect();
+                    let rights: Vec<_> = r
+                        .allow
+                        .iter()
+                        .flat_map(|op| granted_rights(r.kind, *op))
+                        .collect();
                     if rights.iter().any(|g| required.contains(g)) {
                         let key = (r.path.as_str(), r.id.as_str());
                         // The deepest contributing rule decides (then the smallest id).
@@ -140,11 +174,18 @@ pub fn evaluate(policy: &Policy, req: &Request<'_>) -> Decision {
 fn carries(protocol: Protocol, scheme: Scheme) -> bool {
     matches!(
         (protocol, scheme),
-        (Protocol::Http | Protocol::Tcp, Scheme::Http) | (Protocol::Https | Protocol::Tls, Scheme::Https)
+        (Protocol::Http | Protocol::Tcp, Scheme::Http)
+            | (Protocol::Https | Protocol::Tls, Scheme::Https)
     )
 }
 
-fn http<'p>(r: &'p NetworkRule, method: &str, path: &str, query: Option<&str>, best: &mut Best<'p>) {
+fn http<'p>(
+    r: &'p NetworkRule,
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    best: &mut Best<'p>,
+) {
     if r.action == Action::Deny {
         return best.offer(Action::Deny, &r.id, r.mode);
     }
@@ -156,7 +197,9 @@ fn http<'p>(r: &'p NetworkRule, method: &str, path: &str, query: Option<&str>, b
         let method_ok = h.method == "*" || h.method == method;
         let query_ok = match (&h.query, query) {
             (None, _) | (Some(_), None) => true,
-            (Some(keys), Some(q)) => query_keys(q).all(|k| keys.binary_search_by(|x| x.as_str().cmp(k)).is_ok()),
+            (Some(keys), Some(q)) => {
+                query_keys(q).all(|k| keys.binary_search_by(|x| x.as_str().cmp(k)).is_ok())
+            }
         };
         if method_ok && query_ok && h.path.matches(path) {
             best.offer(h.action, &h.id, h.mode.or(r.mode));
@@ -238,10 +281,27 @@ pub fn nearest_rule(policy: &Policy, req: &Request<'_>) -> Option<String> {
     }
     match *req {
         Request::Dns { .. } => None,
-        Request::Connect { name, addr, port, proto: Proto::Tcp } => near_network(policy, name, Some(addr), port),
-        Request::Tls { sni, name, addr, port, .. } => near_network(policy, sni.or(name), Some(addr), port),
+        Request::Connect {
+            name,
+            addr,
+            port,
+            proto: Proto::Tcp,
+        } => near_network(policy, name, Some(addr), port),
+        Request::Tls {
+            sni,
+            name,
+            addr,
+            port,
+            ..
+        } => near_network(policy, sni.or(name), Some(addr), port),
         Request::Http { host, port, .. } => near_network(policy, Some(host), None, port),
-        Request::Connect { name, addr, port, proto: Proto::Udp } | Request::Datagram { name, addr, port } => {
+        Request::Connect {
+            name,
+            addr,
+            port,
+            proto: Proto::Udp,
+        }
+        | Request::Datagram { name, addr, port } => {
             let mut found: Option<(bool, &str)> = None;
             let rules = policy.udp.rules();
             let mut visit = |i: usize| {
@@ -260,7 +320,12 @@ pub fn nearest_rule(policy: &Policy, req: &Request<'_>) -> Option<String> {
         }
         Request::FileWrite { path, .. } => {
             let path = normalize_abs(path)?;
-            let depth = |a: &str, b: &str| a.split('/').zip(b.split('/')).take_while(|(x, y)| x == y).count();
+            let depth = |a: &str, b: &str| {
+                a.split('/')
+                    .zip(b.split('/'))
+                    .take_while(|(x, y)| x == y)
+                    .count()
+            };
             let min = depth(WORKSPACE, WORKSPACE);
             policy
                 .files
@@ -278,13 +343,22 @@ pub fn nearest_rule(policy: &Policy, req: &Request<'_>) -> Option<String> {
                 .exec
                 .rules()
                 .iter()
-                .find(|r| std::iter::once(&r.path).chain(&r.aliases).any(|p| base(p) == want))
+                .find(|r| {
+                    std::iter::once(&r.path)
+                        .chain(&r.aliases)
+                        .any(|p| base(p) == want)
+                })
                 .map(|r| r.id.clone())
         }
     }
 }
 
-fn near_network(policy: &Policy, name: Option<&str>, addr: Option<IpAddr>, port: u16) -> Option<String> {
+fn near_network(
+    policy: &Policy,
+    name: Option<&str>,
+    addr: Option<IpAddr>,
+    port: u16,
+) -> Option<String> {
     let mut found: Option<(bool, &str)> = None;
     for_network_hosts(policy, name, addr, |r| {
         let key = (r.port != port, r.id.as_str());

@@ -88,7 +88,11 @@ impl Policy {
         let mut allowed = BTreeSet::new();
         let mut denied = BTreeSet::new();
         for rule in self.exec.rules() {
-            let set = if rule.action == Action::Deny { &mut denied } else { &mut allowed };
+            let set = if rule.action == Action::Deny {
+                &mut denied
+            } else {
+                &mut allowed
+            };
             for p in std::iter::once(&rule.path).chain(&rule.aliases) {
                 if p.starts_with('/') {
                     set.insert(p.clone());

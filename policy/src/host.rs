@@ -55,7 +55,9 @@ impl HostPattern {
             if valid_dns_name(suffix) && !suffix.contains('*') {
                 return Ok(HostPattern::Wildcard(suffix.to_string()));
             }
-            return Err(format!("bad wildcard host `{text}` (expected `*.` and a DNS name)"));
+            return Err(format!(
+                "bad wildcard host `{text}` (expected `*.` and a DNS name)"
+            ));
         }
         if norm.contains('*') {
             return Err(format!(
@@ -65,7 +67,9 @@ impl HostPattern {
         if valid_dns_name(&norm) {
             Ok(HostPattern::Exact(norm.into_owned()))
         } else {
-            Err(format!("bad host `{text}` (expected a DNS name, `*.name` or an IP address)"))
+            Err(format!(
+                "bad host `{text}` (expected a DNS name, `*.name` or an IP address)"
+            ))
         }
     }
 
@@ -147,7 +151,11 @@ impl HostIndex {
         }
         let name = normalize_name(name);
         let name = name.as_ref();
-        self.exact.get(name).into_iter().flatten().for_each(|&i| f(i));
+        self.exact
+            .get(name)
+            .into_iter()
+            .flatten()
+            .for_each(|&i| f(i));
         if self.wildcard.is_empty() {
             return;
         }
@@ -156,7 +164,11 @@ impl HostIndex {
                 continue;
             }
             let suffix = &name[pos + 1..];
-            self.wildcard.get(suffix).into_iter().flatten().for_each(|&i| f(i));
+            self.wildcard
+                .get(suffix)
+                .into_iter()
+                .flatten()
+                .for_each(|&i| f(i));
         }
     }
 

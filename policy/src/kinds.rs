@@ -129,6 +129,9 @@ mod tests {
         assert_eq!(Layer::Datagram.to_string(), "datagram");
         assert_eq!(Mode::expected(), "report or enforce");
         assert_eq!(Mode::from_keyword("Enforce"), None);
-        assert_eq!(serde_json::to_string(&Mode::Report).ok().as_deref(), Some("\"report\""));
+        assert_eq!(
+            serde_json::to_string(&Mode::Report).ok().as_deref(),
+            Some("\"report\"")
+        );
     }
 }

@@ -5,21 +5,27 @@
 #![forbid(unsafe_code)]
 
 mod eval;
+mod explain;
 mod fsplan;
 mod host;
 mod kinds;
+mod learn;
 mod model;
 mod parse;
 mod path;
 mod request;
+mod yaml_out;
 
 pub use eval::{evaluate, nearest_rule};
+pub use explain::{explain, explain_json, risks, Risk};
 pub use fsplan::{granted_rights, required_rights, FsPlan, FsRight};
 pub use host::{normalize_name, HostPattern};
 pub use kinds::{Action, FileKind, FileOp, Inspect, Layer, Mode, Proto, Protocol, Scheme, Verdict};
+pub use learn::{Learner, Observed};
 pub use model::{
-    DeniedWrite, DnsName, DnsSection, ExecRule, ExecSection, FileRule, FilesSection, HttpRule, NetworkRule,
-    NetworkSection, Observation, Policy, PolicyError, Seen, UdpRule, UdpSection, VERSION,
+    DeniedWrite, DnsName, DnsSection, ExecRule, ExecSection, FileRule, FilesSection, HttpRule,
+    NetworkRule, NetworkSection, Observation, Policy, PolicyError, Seen, UdpRule, UdpSection,
+    VERSION,
 };
 pub use path::{PathPattern, WorkspacePath, WORKSPACE};
 pub use request::{Decision, OwnedRequest, Request, DEFAULT_DENY};

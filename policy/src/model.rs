@@ -245,8 +245,9 @@ impl NetworkSection {
     pub fn new(mode: Option<Mode>, rules: Vec<NetworkRule>) -> Self {
         let mut rules = sort_by(rules, |r| (r.host.to_string(), r.port, r.id.clone()));
         for r in &mut rules {
-            r.http
-                .sort_by(|a, b| (a.path.as_str(), &a.method, &a.id).cmp(&(b.path.as_str(), &b.method, &b.id)));
+            r.http.sort_by(|a, b| {
+                (a.path.as_str(), &a.method, &a.id).cmp(&(b.path.as_str(), &b.method, &b.id))
+            });
         }
         let index = HostIndex::build(rules.iter().map(|r| &r.host));
         NetworkSection { mode, rules, index }
@@ -285,7 +286,11 @@ impl DnsSection {
 
 impl FilesSection {
     /// A section in canonical order (rules by path, kind, id; denied writes by path, op).
-    pub fn new(mode: Option<Mode>, rules: Vec<FileRule>, observed_denied: Vec<DeniedWrite>) -> Self {
+    pub fn new(
+        mode: Option<Mode>,
+        rules: Vec<FileRule>,
+        observed_denied: Vec<DeniedWrite>,
+    ) -> Self {
         let mut rules = sort_by(rules, |r| (r.path.clone(), r.kind, r.id.clone()));
         for r in &mut rules {
             r.allow.sort();
@@ -293,7 +298,11 @@ impl FilesSection {
         }
         let mut observed_denied = observed_denied;
         observed_denied.sort();
-        FilesSection { mode, rules, observed_denied }
+        FilesSection {
+            mode,
+            rules,
+            observed_denied,
+        }
     }
     /// The rules, canonical order.
     pub fn rules(&self) -> &[FileRule] {

@@ -21,21 +21,72 @@ impl Policy {
         let m = Map::new(
             &root,
             "the policy",
-            &["version", "mode", "observation", "network", "dns", "udp", "files", "exec"],
+            &[
+                "version",
+                "mode",
+                "observation",
+                "network",
+                "dns",
+                "udp",
+                "files",
+                "exec",
+            ],
         )?;
         let v = m.req("version")?;
         let version = uint(v, "version")?;
         if version != u64::from(VERSION) {
-            return Err(err(v, format!("unsupported policy version {version} (this idagent reads version {VERSION})")));
+            return Err(err(
+                v,
+                format!(
+                    "unsupported policy version {version} (this idagent reads version {VERSION})"
+                ),
+            ));
         }
-        let mode = m.get("mode").map(mode).transpose()?.unwrap_or(Mode::Enforce);
-        let observation = m.get("observation").map(observation).transpose()?.unwrap_or_default();
-        let network = m.get("network").map(|n| network(n, &mut ids)).transpose()?.unwrap_or_default();
-        let dns = m.get("dns").map(|n| dns(n, &mut ids)).transpose()?.unwrap_or_default();
-        let udp = m.get("udp").map(|n| udp(n, &mut ids)).transpose()?.unwrap_or_default();
-        let files = m.get("files").map(|n| files(n, &mut ids)).transpose()?.unwrap_or_default();
-        let exec = m.get("exec").map(|n| exec(n, &mut ids)).transpose()?.unwrap_or_default();
-        Ok(Policy { version: VERSION, mode, observation, network, dns, udp, files, exec })
+        let mode = m
+            .get("mode")
+            .map(mode)
+            .transpose()?
+            .unwrap_or(Mode::Enforce);
+        let observation = m
+            .get("observation")
+            .map(observation)
+            .transpose()?
+            .unwrap_or_default();
+        let network = m
+            .get("network")
+            .map(|n| network(n, &mut ids))
+            .transpose()?
+            .unwrap_or_default();
+        let dns = m
+            .get("dns")
+            .map(|n| dns(n, &mut ids))
+            .transpose()?
+            .unwrap_or_default();
+        let udp = m
+            .get("udp")
+            .map(|n| udp(n, &mut ids))
+            .transpose()?
+            .unwrap_or_default();
+        let files = m
+            .get("files")
+            .map(|n| files(n, &mut ids))
+            .transpose()?
+            .unwrap_or_default();
+        let exec = m
+            .get("exec")
+            .map(|n| exec(n, &mut ids))
+            .transpose()?
+            .unwrap_or_default();
+        Ok(Policy {
+            version: VERSION,
+            mode,
+            observation,
+            network,
+            dns,
+            udp,
+            files,
+            exec,
+        })
     }
 }
 
@@ -50,7 +101,10 @@ impl Ids {
             Some(n) => {
                 let id = string(n, "id")?;
                 if id.is_empty() || id.chars().any(char::is_whitespace) || id == DEFAULT_DENY {
-                    return Err(err(n, format!("bad rule id `{id}` (no spaces; `{DEFAULT_DENY}` is reserved)")));
+                    return Err(err(
+                        n,
+                        format!("bad rule id `{id}` (no spaces; `{DEFAULT_DENY}` is reserved)"),
+                    ));
                 }
                 (id.to_string(), n)
             }
@@ -58,7 +112,10 @@ impl Ids {
         };
         let e = err(at, "");
         if let Some((line, col)) = self.0.get(&id) {
-            return Err(err(at, format!("duplicate rule id `{id}` (first at {line}:{col})")));
+            return Err(err(
+                at,
+                format!("duplicate rule id `{id}` (first at {line}:{col})"),
+            ));
         }
         self.0.insert(id.clone(), (e.line, e.col));
         Ok(id)
@@ -81,13 +138,18 @@ fn action(m: &Map<'_, '_>) -> Result<Action> {
 }
 
 fn risk(m: &Map<'_, '_>) -> Result<Vec<String>> {
-    Ok(m.get("risk").map(|n| strings(n, "risk")).transpose()?.unwrap_or_default())
+    Ok(m.get("risk")
+        .map(|n| strings(n, "risk"))
+        .transpose()?
+        .unwrap_or_default())
 }
 
 fn port(m: &Map<'_, '_>) -> Result<u16> {
     let n = m.req("port")?;
     match uint(n, "port") {
-        Ok(p) if (1..=65535).contains(&p) => u16::try_from(p).map_err(|_| err(n, "port must be 1-65535")),
+        Ok(p) if (1..=65535).contains(&p) => {
+            u16::try_from(p).map_err(|_| err(n, "port must be 1-65535"))
+        }
         Ok(p) => Err(err(n, format!("bad port {p} (must be 1-65535)"))),
         Err(_) => Err(err(n, "bad port (must be an integer 1-65535)")),
     }
@@ -98,8 +160,14 @@ fn host(n: &Node<'_>, what: &str) -> Result<HostPattern> {
 }
 
 fn seen(m: &Map<'_, '_>) -> Result<Option<Seen>> {
-    let Some(n) = m.get("seen") else { return Ok(None) };
-    let s = Map::new(n, "seen", &["count", "runs", "first", "last", "example_seq"])?;
+    let Some(n) = m.get("seen") else {
+        return Ok(None);
+    };
+    let s = Map::new(
+        n,
+        "seen",
+        &["count", "runs", "first", "last", "example_seq"],
+    )?;
     let mut runs = strings(s.req("runs")?, "runs")?;
     runs.sort();
     runs.dedup();
@@ -116,25 +184,42 @@ fn observation(n: &Node<'_>) -> Result<Observation> {
     if let Ok(s) = string(n, "observation") {
         return match s {
             "complete" => Ok(Observation::Complete),
-            "incomplete" => Ok(Observation::Incomplete { reasons: Vec::new() }),
-            _ => Err(err(n, format!("unknown observation `{s}` (expected complete or incomplete)"))),
+            "incomplete" => Ok(Observation::Incomplete {
+                reasons: Vec::new(),
+            }),
+            _ => Err(err(
+                n,
+                format!("unknown observation `{s}` (expected complete or incomplete)"),
+            )),
         };
     }
     let m = Map::new(n, "observation", &["status", "reasons"])?;
     let status = m.req("status")?;
-    let reasons = m.get("reasons").map(|r| strings(r, "reasons")).transpose()?.unwrap_or_default();
+    let reasons = m
+        .get("reasons")
+        .map(|r| strings(r, "reasons"))
+        .transpose()?
+        .unwrap_or_default();
     match string(status, "status")? {
         "incomplete" => Ok(Observation::Incomplete { reasons }),
         "complete" if reasons.is_empty() => Ok(Observation::Complete),
         "complete" => Err(err(status, "a complete observation has no reasons")),
-        s => Err(err(status, format!("unknown observation status `{s}` (expected complete or incomplete)"))),
+        s => Err(err(
+            status,
+            format!("unknown observation status `{s}` (expected complete or incomplete)"),
+        )),
     }
 }
 
 fn network(n: &Node<'_>, ids: &mut Ids) -> Result<NetworkSection> {
     let m = Map::new(n, "network", &["mode", "rules"])?;
     let mut rules = Vec::new();
-    for r in m.get("rules").map(|r| seq(r, "rules")).transpose()?.unwrap_or_default() {
+    for r in m
+        .get("rules")
+        .map(|r| seq(r, "rules"))
+        .transpose()?
+        .unwrap_or_default()
+    {
         rules.push(network_rule(r, ids)?);
     }
     Ok(NetworkSection::new(opt_mode(&m)?, rules))
@@ -144,16 +229,36 @@ fn network_rule(n: &Node<'_>, ids: &mut Ids) -> Result<NetworkRule> {
     let m = Map::new(
         n,
         "a network rule",
-        &["id", "host", "port", "protocol", "inspect", "action", "mode", "http", "credentials", "risk", "seen"],
+        &[
+            "id",
+            "host",
+            "port",
+            "protocol",
+            "inspect",
+            "action",
+            "mode",
+            "http",
+            "credentials",
+            "risk",
+            "seen",
+        ],
     )?;
     let host = host(m.req("host")?, "host")?;
     let port = port(&m)?;
-    let protocol = keyword(m.req("protocol")?, "protocol", Protocol::from_keyword, Protocol::expected())?;
+    let protocol = keyword(
+        m.req("protocol")?,
+        "protocol",
+        Protocol::from_keyword,
+        Protocol::expected(),
+    )?;
     let inspect = match m.get("inspect") {
         Some(i) => {
             let inspect = keyword(i, "inspect", Inspect::from_keyword, Inspect::expected())?;
             if inspect == Inspect::L7 && protocol.default_inspect() == Inspect::L4 {
-                return Err(err(i, format!("inspect: l7 needs protocol http or https (this rule is {protocol})")));
+                return Err(err(
+                    i,
+                    format!("inspect: l7 needs protocol http or https (this rule is {protocol})"),
+                ));
             }
             inspect
         }
@@ -165,7 +270,10 @@ fn network_rule(n: &Node<'_>, ids: &mut Ids) -> Result<NetworkRule> {
         let items = seq(h, "http")?;
         if inspect == Inspect::L4 && !items.is_empty() {
             let at = m.key("http").unwrap_or(h);
-            return Err(err(at, "http rules need inspect: l7 (an l4 rule allows the whole connection)"));
+            return Err(err(
+                at,
+                "http rules need inspect: l7 (an l4 rule allows the whole connection)",
+            ));
         }
         for item in items {
             http.push(http_rule(item, &host, port, ids)?);
@@ -180,18 +288,31 @@ fn network_rule(n: &Node<'_>, ids: &mut Ids) -> Result<NetworkRule> {
         action: action(&m)?,
         mode: opt_mode(&m)?,
         http,
-        credentials: m.get("credentials").map(|c| boolean(c, "credentials")).transpose()?.unwrap_or(false),
+        credentials: m
+            .get("credentials")
+            .map(|c| boolean(c, "credentials"))
+            .transpose()?
+            .unwrap_or(false),
         risk: risk(&m)?,
         seen: seen(&m)?,
     })
 }
 
 fn http_rule(n: &Node<'_>, host: &HostPattern, port: u16, ids: &mut Ids) -> Result<HttpRule> {
-    let m = Map::new(n, "an http rule", &["id", "method", "path", "query", "action", "mode", "risk", "seen"])?;
+    let m = Map::new(
+        n,
+        "an http rule",
+        &[
+            "id", "method", "path", "query", "action", "mode", "risk", "seen",
+        ],
+    )?;
     let mn = m.req("method")?;
     let method = string(mn, "method")?;
     if method != "*" && (method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase())) {
-        return Err(err(mn, format!("bad method `{method}` (uppercase like GET, or *)")));
+        return Err(err(
+            mn,
+            format!("bad method `{method}` (uppercase like GET, or *)"),
+        ));
     }
     let pn = m.req("path")?;
     let path = PathPattern::parse(string(pn, "path")?).map_err(|e| err(pn, e))?;
@@ -220,8 +341,17 @@ fn http_rule(n: &Node<'_>, host: &HostPattern, port: u16, ids: &mut Ids) -> Resu
 fn udp(n: &Node<'_>, ids: &mut Ids) -> Result<UdpSection> {
     let m = Map::new(n, "udp", &["mode", "rules"])?;
     let mut rules = Vec::new();
-    for r in m.get("rules").map(|r| seq(r, "rules")).transpose()?.unwrap_or_default() {
-        let m = Map::new(r, "a udp rule", &["id", "host", "port", "action", "mode", "risk", "seen"])?;
+    for r in m
+        .get("rules")
+        .map(|r| seq(r, "rules"))
+        .transpose()?
+        .unwrap_or_default()
+    {
+        let m = Map::new(
+            r,
+            "a udp rule",
+            &["id", "host", "port", "action", "mode", "risk", "seen"],
+        )?;
         let host = host(m.req("host")?, "host")?;
         let port = port(&m)?;
         let id = ids.claim(&m, || format!("udp:{host}:{port}"))?;
@@ -241,22 +371,42 @@ fn udp(n: &Node<'_>, ids: &mut Ids) -> Result<UdpSection> {
 fn dns(n: &Node<'_>, ids: &mut Ids) -> Result<DnsSection> {
     let m = Map::new(n, "dns", &["mode", "names"])?;
     let mut names = Vec::new();
-    for item in m.get("names").map(|r| seq(r, "names")).transpose()?.unwrap_or_default() {
+    for item in m
+        .get("names")
+        .map(|r| seq(r, "names"))
+        .transpose()?
+        .unwrap_or_default()
+    {
         if let Ok(s) = string(item, "name") {
             let name = HostPattern::parse(s).map_err(|e| err(item, e))?;
             let id = format!("dns:{name}");
             let e = err(item, "");
             if let Some((line, col)) = ids.0.get(&id) {
-                return Err(err(item, format!("duplicate rule id `{id}` (first at {line}:{col})")));
+                return Err(err(
+                    item,
+                    format!("duplicate rule id `{id}` (first at {line}:{col})"),
+                ));
             }
             ids.0.insert(id.clone(), (e.line, e.col));
-            names.push(DnsName { id, name, mode: None, risk: Vec::new(), seen: None });
+            names.push(DnsName {
+                id,
+                name,
+                mode: None,
+                risk: Vec::new(),
+                seen: None,
+            });
             continue;
         }
         let m = Map::new(item, "a dns name", &["id", "name", "mode", "risk", "seen"])?;
         let name = host(m.req("name")?, "name")?;
         let id = ids.claim(&m, || format!("dns:{name}"))?;
-        names.push(DnsName { id, name, mode: opt_mode(&m)?, risk: risk(&m)?, seen: seen(&m)? });
+        names.push(DnsName {
+            id,
+            name,
+            mode: opt_mode(&m)?,
+            risk: risk(&m)?,
+            seen: seen(&m)?,
+        });
     }
     Ok(DnsSection::new(opt_mode(&m)?, names))
 }
@@ -264,16 +414,33 @@ fn dns(n: &Node<'_>, ids: &mut Ids) -> Result<DnsSection> {
 fn files(n: &Node<'_>, ids: &mut Ids) -> Result<FilesSection> {
     let m = Map::new(n, "files", &["mode", "rules", "observed_denied"])?;
     let mut rules = Vec::new();
-    for r in m.get("rules").map(|r| seq(r, "rules")).transpose()?.unwrap_or_default() {
+    for r in m
+        .get("rules")
+        .map(|r| seq(r, "rules"))
+        .transpose()?
+        .unwrap_or_default()
+    {
         rules.push(file_rule(r, ids)?);
     }
     let mut denied = Vec::new();
-    for d in m.get("observed_denied").map(|r| seq(r, "observed_denied")).transpose()?.unwrap_or_default() {
-        let m = Map::new(d, "an observed_denied entry", &["path", "op", "errno", "count"])?;
+    for d in m
+        .get("observed_denied")
+        .map(|r| seq(r, "observed_denied"))
+        .transpose()?
+        .unwrap_or_default()
+    {
+        let m = Map::new(
+            d,
+            "an observed_denied entry",
+            &["path", "op", "errno", "count"],
+        )?;
         denied.push(DeniedWrite {
             path: string(m.req("path")?, "path")?.to_string(),
             op: keyword(m.req("op")?, "op", FileOp::from_keyword, FileOp::expected())?,
-            errno: m.get("errno").map(|e| string(e, "errno").map(str::to_string)).transpose()?,
+            errno: m
+                .get("errno")
+                .map(|e| string(e, "errno").map(str::to_string))
+                .transpose()?,
             count: uint(m.req("count")?, "count")?,
         });
     }
@@ -284,20 +451,35 @@ fn file_rule(n: &Node<'_>, ids: &mut Ids) -> Result<FileRule> {
     let m = Map::new(
         n,
         "a files rule",
-        &["id", "path", "kind", "allow", "action", "mode", "observed", "risk", "seen"],
+        &[
+            "id", "path", "kind", "allow", "action", "mode", "observed", "risk", "seen",
+        ],
     )?;
     let pn = m.req("path")?;
     let path = WorkspacePath::parse(string(pn, "path")?).map_err(|e| err(pn, e))?;
-    let kind = keyword(m.req("kind")?, "kind", FileKind::from_keyword, FileKind::expected())?;
+    let kind = keyword(
+        m.req("kind")?,
+        "kind",
+        FileKind::from_keyword,
+        FileKind::expected(),
+    )?;
     if let Some(a) = m.get("action") {
         if keyword(a, "action", Action::from_keyword, Action::expected())? == Action::Deny {
-            return Err(err(a, "files rules cannot deny: Landlock only grants; leave the path out instead"));
+            return Err(err(
+                a,
+                "files rules cannot deny: Landlock only grants; leave the path out instead",
+            ));
         }
     }
     let an = m.req("allow")?;
     let mut allow = Vec::new();
     for op in seq(an, "allow")? {
-        let o = keyword(op, "file operation", FileOp::from_keyword, FileOp::expected())?;
+        let o = keyword(
+            op,
+            "file operation",
+            FileOp::from_keyword,
+            FileOp::expected(),
+        )?;
         if kind == FileKind::File && o != FileOp::Write {
             return Err(err(
                 op,
@@ -316,7 +498,11 @@ fn file_rule(n: &Node<'_>, ids: &mut Ids) -> Result<FileRule> {
         kind,
         allow,
         mode: opt_mode(&m)?,
-        observed: m.get("observed").map(|o| strings(o, "observed")).transpose()?.unwrap_or_default(),
+        observed: m
+            .get("observed")
+            .map(|o| strings(o, "observed"))
+            .transpose()?
+            .unwrap_or_default(),
         risk: risk(&m)?,
         seen: seen(&m)?,
     })
@@ -325,8 +511,17 @@ fn file_rule(n: &Node<'_>, ids: &mut Ids) -> Result<FileRule> {
 fn exec(n: &Node<'_>, ids: &mut Ids) -> Result<ExecSection> {
     let m = Map::new(n, "exec", &["mode", "rules"])?;
     let mut rules = Vec::new();
-    for r in m.get("rules").map(|r| seq(r, "rules")).transpose()?.unwrap_or_default() {
-        let m = Map::new(r, "an exec rule", &["id", "path", "aliases", "action", "mode", "risk", "seen"])?;
+    for r in m
+        .get("rules")
+        .map(|r| seq(r, "rules"))
+        .transpose()?
+        .unwrap_or_default()
+    {
+        let m = Map::new(
+            r,
+            "an exec rule",
+            &["id", "path", "aliases", "action", "mode", "risk", "seen"],
+        )?;
         let pn = m.req("path")?;
         let path = string(pn, "path")?;
         if path.is_empty() {
@@ -336,7 +531,11 @@ fn exec(n: &Node<'_>, ids: &mut Ids) -> Result<ExecSection> {
         rules.push(ExecRule {
             id,
             path: path.to_string(),
-            aliases: m.get("aliases").map(|a| strings(a, "aliases")).transpose()?.unwrap_or_default(),
+            aliases: m
+                .get("aliases")
+                .map(|a| strings(a, "aliases"))
+                .transpose()?
+                .unwrap_or_default(),
             action: action(&m)?,
             mode: opt_mode(&m)?,
             risk: risk(&m)?,

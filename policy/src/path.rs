@@ -75,7 +75,10 @@ impl PathPattern {
             };
             segments.push(seg);
         }
-        Ok(PathPattern { raw: raw.to_string(), segments })
+        Ok(PathPattern {
+            raw: raw.to_string(),
+            segments,
+        })
     }
 
     /// The pattern as written.
@@ -173,7 +176,8 @@ pub fn is_below(path: &str, dir: &str) -> bool {
     if dir == "/" {
         return path.len() > 1 && path.starts_with('/');
     }
-    path.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/') && rest.len() > 1)
+    path.strip_prefix(dir)
+        .is_some_and(|rest| rest.starts_with('/') && rest.len() > 1)
 }
 
 /// A normalised absolute path equal to or beneath `/tmp/workspace`: the only kind of path a
@@ -190,14 +194,18 @@ impl WorkspacePath {
     /// workspace; the error is [`OUTSIDE_WORKSPACE`] or says what is not normal.
     pub fn parse(path: &str) -> Result<WorkspacePath, String> {
         if path.split('/').any(|p| p == "..") {
-            return Err(format!("{OUTSIDE_WORKSPACE} (`..` is not allowed: `{path}`)"));
+            return Err(format!(
+                "{OUTSIDE_WORKSPACE} (`..` is not allowed: `{path}`)"
+            ));
         }
         match normalize_abs(path) {
             Some(norm) if is_within(&norm, WORKSPACE) => {
                 if norm == path {
                     Ok(WorkspacePath(norm))
                 } else {
-                    Err(format!("path `{path}` is not in normal form; write `{norm}`"))
+                    Err(format!(
+                        "path `{path}` is not in normal form; write `{norm}`"
+                    ))
                 }
             }
             _ => Err(format!("{OUTSIDE_WORKSPACE} (`{path}`)")),
@@ -262,7 +270,9 @@ mod tests {
 
     #[test]
     fn bad_patterns_are_refused() {
-        assert!(PathPattern::parse("/a/**/b").unwrap_err().contains("last segment"));
+        assert!(PathPattern::parse("/a/**/b")
+            .unwrap_err()
+            .contains("last segment"));
         assert!(PathPattern::parse("a").is_err());
         assert!(PathPattern::parse("/a*").is_err());
         assert!(PathPattern::parse("/{a-b}").is_err());
@@ -274,7 +284,9 @@ mod tests {
         assert!(WorkspacePath::parse("/tmp/workspace").is_ok());
         assert!(WorkspacePath::parse("/tmp/workspace/out").is_ok());
         assert!(WorkspacePath::parse("/tmp/workspacex").is_err());
-        assert!(WorkspacePath::parse("/etc/**").unwrap_err().starts_with(OUTSIDE_WORKSPACE));
+        assert!(WorkspacePath::parse("/etc/**")
+            .unwrap_err()
+            .starts_with(OUTSIDE_WORKSPACE));
         assert!(WorkspacePath::parse("/tmp/workspace/../etc").is_err());
         assert!(WorkspacePath::parse("/tmp/workspace/").is_err());
     }

@@ -12,9 +12,20 @@ pub enum Request<'a> {
     Dns { name: &'a str, qtype: &'a str },
     /// A TCP (or UDP) connection. `name` is supplied only when an allowed name resolved to
     /// `addr` in this run.
-    Connect { name: Option<&'a str>, addr: IpAddr, port: u16, proto: Proto },
+    Connect {
+        name: Option<&'a str>,
+        addr: IpAddr,
+        port: u16,
+        proto: Proto,
+    },
     /// A TLS ClientHello.
-    Tls { sni: Option<&'a str>, alpn: &'a [String], name: Option<&'a str>, addr: IpAddr, port: u16 },
+    Tls {
+        sni: Option<&'a str>,
+        alpn: &'a [String],
+        name: Option<&'a str>,
+        addr: IpAddr,
+        port: u16,
+    },
     /// One HTTP request (plain, or inside intercepted TLS).
     Http {
         scheme: Scheme,
@@ -25,7 +36,11 @@ pub enum Request<'a> {
         query: Option<&'a str>,
     },
     /// A UDP datagram flow.
-    Datagram { name: Option<&'a str>, addr: IpAddr, port: u16 },
+    Datagram {
+        name: Option<&'a str>,
+        addr: IpAddr,
+        port: u16,
+    },
     /// A write-side file operation.
     FileWrite { path: &'a str, op: FileOp },
     /// An exec.
@@ -39,9 +54,20 @@ pub enum OwnedRequest {
     /// See [`Request::Dns`].
     Dns { name: String, qtype: String },
     /// See [`Request::Connect`].
-    Connect { name: Option<String>, addr: IpAddr, port: u16, proto: Proto },
+    Connect {
+        name: Option<String>,
+        addr: IpAddr,
+        port: u16,
+        proto: Proto,
+    },
     /// See [`Request::Tls`].
-    Tls { sni: Option<String>, alpn: Vec<String>, name: Option<String>, addr: IpAddr, port: u16 },
+    Tls {
+        sni: Option<String>,
+        alpn: Vec<String>,
+        name: Option<String>,
+        addr: IpAddr,
+        port: u16,
+    },
     /// See [`Request::Http`].
     Http {
         scheme: Scheme,
@@ -52,7 +78,11 @@ pub enum OwnedRequest {
         query: Option<String>,
     },
     /// See [`Request::Datagram`].
-    Datagram { name: Option<String>, addr: IpAddr, port: u16 },
+    Datagram {
+        name: Option<String>,
+        addr: IpAddr,
+        port: u16,
+    },
     /// See [`Request::FileWrite`].
     FileWrite { path: String, op: FileOp },
     /// See [`Request::Exec`].
@@ -77,18 +107,42 @@ impl Request<'_> {
     pub fn to_owned(&self) -> OwnedRequest {
         let s = |v: &str| v.to_string();
         match *self {
-            Request::Dns { name, qtype } => OwnedRequest::Dns { name: s(name), qtype: s(qtype) },
-            Request::Connect { name, addr, port, proto } => {
-                OwnedRequest::Connect { name: name.map(s), addr, port, proto }
-            }
-            Request::Tls { sni, alpn, name, addr, port } => OwnedRequest::Tls {
+            Request::Dns { name, qtype } => OwnedRequest::Dns {
+                name: s(name),
+                qtype: s(qtype),
+            },
+            Request::Connect {
+                name,
+                addr,
+                port,
+                proto,
+            } => OwnedRequest::Connect {
+                name: name.map(s),
+                addr,
+                port,
+                proto,
+            },
+            Request::Tls {
+                sni,
+                alpn,
+                name,
+                addr,
+                port,
+            } => OwnedRequest::Tls {
                 sni: sni.map(s),
                 alpn: alpn.to_vec(),
                 name: name.map(s),
                 addr,
                 port,
             },
-            Request::Http { scheme, host, port, method, path, query } => OwnedRequest::Http {
+            Request::Http {
+                scheme,
+                host,
+                port,
+                method,
+                path,
+                query,
+            } => OwnedRequest::Http {
                 scheme,
                 host: s(host),
                 port,
@@ -96,11 +150,16 @@ impl Request<'_> {
                 path: s(path),
                 query: query.map(s),
             },
-            Request::Datagram { name, addr, port } => {
-                OwnedRequest::Datagram { name: name.map(s), addr, port }
-            }
+            Request::Datagram { name, addr, port } => OwnedRequest::Datagram {
+                name: name.map(s),
+                addr,
+                port,
+            },
             Request::FileWrite { path, op } => OwnedRequest::FileWrite { path: s(path), op },
-            Request::Exec { path, argv } => OwnedRequest::Exec { path: s(path), argv: argv.to_vec() },
+            Request::Exec { path, argv } => OwnedRequest::Exec {
+                path: s(path),
+                argv: argv.to_vec(),
+            },
         }
     }
 }
@@ -110,20 +169,38 @@ impl OwnedRequest {
     pub fn as_request(&self) -> Request<'_> {
         match self {
             OwnedRequest::Dns { name, qtype } => Request::Dns { name, qtype },
-            OwnedRequest::Connect { name, addr, port, proto } => Request::Connect {
+            OwnedRequest::Connect {
+                name,
+                addr,
+                port,
+                proto,
+            } => Request::Connect {
                 name: name.as_deref(),
                 addr: *addr,
                 port: *port,
                 proto: *proto,
             },
-            OwnedRequest::Tls { sni, alpn, name, addr, port } => Request::Tls {
+            OwnedRequest::Tls {
+                sni,
+                alpn,
+                name,
+                addr,
+                port,
+            } => Request::Tls {
                 sni: sni.as_deref(),
                 alpn,
                 name: name.as_deref(),
                 addr: *addr,
                 port: *port,
             },
-            OwnedRequest::Http { scheme, host, port, method, path, query } => Request::Http {
+            OwnedRequest::Http {
+                scheme,
+                host,
+                port,
+                method,
+                path,
+                query,
+            } => Request::Http {
                 scheme: *scheme,
                 host,
                 port: *port,
@@ -131,9 +208,11 @@ impl OwnedRequest {
                 path,
                 query: query.as_deref(),
             },
-            OwnedRequest::Datagram { name, addr, port } => {
-                Request::Datagram { name: name.as_deref(), addr: *addr, port: *port }
-            }
+            OwnedRequest::Datagram { name, addr, port } => Request::Datagram {
+                name: name.as_deref(),
+                addr: *addr,
+                port: *port,
+            },
             OwnedRequest::FileWrite { path, op } => Request::FileWrite { path, op: *op },
             OwnedRequest::Exec { path, argv } => Request::Exec { path, argv },
         }

@@ -11,7 +11,11 @@ pub(crate) type Result<T> = std::result::Result<T, PolicyError>;
 /// An error located at `node`.
 pub(crate) fn err(node: &Node<'_>, message: impl Into<String>) -> PolicyError {
     let m = node.span.start;
-    PolicyError { line: m.line().max(1), col: m.col() + 1, message: message.into() }
+    PolicyError {
+        line: m.line().max(1),
+        col: m.col() + 1,
+        message: message.into(),
+    }
 }
 
 /// Loads exactly one YAML document.
@@ -23,7 +27,11 @@ pub(crate) fn load(text: &str) -> Result<Node<'_>> {
     })?;
     let mut docs = docs.into_iter();
     let Some(first) = docs.next() else {
-        return Err(PolicyError { line: 1, col: 1, message: "empty policy file".into() });
+        return Err(PolicyError {
+            line: 1,
+            col: 1,
+            message: "empty policy file".into(),
+        });
     };
     if let Some(second) = docs.next() {
         return Err(err(&second, "only one yaml document is allowed"));
@@ -63,13 +71,20 @@ impl<'n, 'a> Map<'n, 'a> {
             if !allowed.contains(&key) {
                 return Err(err(
                     k,
-                    format!("unknown field `{key}` in {what} (expected one of: {})", allowed.join(", ")),
+                    format!(
+                        "unknown field `{key}` in {what} (expected one of: {})",
+                        allowed.join(", ")
+                    ),
                 ));
             }
             check_plain(v)?;
             entries.push((key, k, v));
         }
-        Ok(Map { node, what, entries })
+        Ok(Map {
+            node,
+            what,
+            entries,
+        })
     }
 
     /// The mapping node itself (for errors about the whole entry).
@@ -88,7 +103,10 @@ impl<'n, 'a> Map<'n, 'a> {
 
     /// The key node of `key` (for errors about a field's presence).
     pub(crate) fn key(&self, key: &str) -> Option<&'n Node<'a>> {
-        self.entries.iter().find(|(k, _, _)| *k == key).map(|(_, k, _)| *k)
+        self.entries
+            .iter()
+            .find(|(k, _, _)| *k == key)
+            .map(|(_, k, _)| *k)
     }
 
     /// The value of a required `key`.
@@ -102,7 +120,10 @@ impl<'n, 'a> Map<'n, 'a> {
 pub(crate) fn string<'n>(node: &'n Node<'_>, what: &str) -> Result<&'n str> {
     match &node.data {
         YamlData::Value(Scalar::String(s)) => Ok(s.as_ref()),
-        _ => Err(err(node, format!("expected a string for `{what}` (quote it)"))),
+        _ => Err(err(
+            node,
+            format!("expected a string for `{what}` (quote it)"),
+        )),
     }
 }
 
@@ -139,7 +160,10 @@ pub(crate) fn seq<'n, 'a>(node: &'n Node<'a>, what: &str) -> Result<&'n [Node<'a
 
 /// A list of strings.
 pub(crate) fn strings(node: &Node<'_>, what: &str) -> Result<Vec<String>> {
-    seq(node, what)?.iter().map(|n| string(n, what).map(str::to_string)).collect()
+    seq(node, what)?
+        .iter()
+        .map(|n| string(n, what).map(str::to_string))
+        .collect()
 }
 
 /// A keyword of a closed vocabulary.

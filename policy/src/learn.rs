@@ -1,0 +1,432 @@
+//! The learner: observed events of one or more runs → a default-deny [`Policy`] (global
+//! `mode: enforce`; operators try it with `--mode report` first) that allows exactly what was
+//! seen. Deterministic: the same observations in any order print byte-identical YAML (all
+//! state is in ordered maps; provenance uses min/max).
+//!
+//! Generalisation is deliberately small:
+//! - HTTP path segments that are all digits, a UUID, or 16+ hex characters become `{id}`;
+//!   nothing else. The query becomes the sorted list of keys seen (`query: []` when none was:
+//!   a learned rule allows no query keys it did not see). Never a method not seen.
+//! - Never a wildcard host. An IP-literal host only for a connection made with no name (it is
+//!   tagged `ip-literal`). One network rule per (host, port): `https` when TLS or an https
+//!   request was seen together with HTTP, `http` for plain HTTP, `tls` for TLS alone, `tcp`
+//!   otherwise; `l7` when HTTP was seen, else `l4`. One http rule per (method, path pattern).
+//! - Names queried in DNS with no network or udp rule → `dns.names`.
+//! - Workspace writes: a created, removed or renamed entry gives a `dir` rule on its parent
+//!   with exactly the operations seen and the entry's name in `observed`; a write to a file
+//!   created in the run is covered by `create_file`; to one that appeared by rename, by
+//!   `write` on the parent's dir rule; to any other file, a `file` rule. Nothing outside
+//!   `/tmp/workspace` is ever allowed: such writes, and those the kernel refused, go to
+//!   `files.observed_denied`.
+//! - Exec: one rule per real path, the other paths seen as `aliases`.
+//! - Anything that cannot be written as a rule (a malformed host, path or method) marks the
+//!   observation incomplete with a reason, rather than vanishing.
+
+use crate::explain::{exec_tags, host_tags, http_tags, network_tags, program, INTERPRETERS};
+use crate::host::{normalize_name, HostPattern};
+use crate::kinds::{Action, FileKind, FileOp, Inspect, Mode, Proto, Protocol, Scheme};
+use crate::model::*;
+use crate::path::{is_below, normalize_abs, parent, query_keys, WorkspacePath, WORKSPACE};
+use crate::request::OwnedRequest;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+mod accumulate;
+use accumulate::{generalize_path, HostAcc, SeenAcc};
+
+/// One observed event, already converted from the audit log by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    /// What was asked.
+    pub request: OwnedRequest,
+    /// Run id.
+    pub run: String,
+    /// Sequence number in that run's audit log.
+    pub seq: u64,
+    /// Timestamp (RFC 3339, as in the audit log; compared as text).
+    pub ts: String,
+    /// An HTTP exchange that carried credentials.
+    pub credentials: bool,
+    /// A file write the read-only mount refused (EROFS): never allowed.
+    pub refused_by_kernel: bool,
+    /// Exec: the resolved real path in the guest, when known.
+    pub real_path: Option<String>,
+}
+
+/// Builds a policy from observations; see the module docs for what it generalises.
+#[derive(Debug, Default)]
+pub struct Learner {
+    hosts: BTreeMap<(HostPattern, u16), HostAcc>,
+    udp: BTreeMap<(HostPattern, u16), SeenAcc>,
+    dns: BTreeMap<String, SeenAcc>,
+    files: BTreeMap<String, BTreeMap<FileOp, SeenAcc>>,
+    denied: BTreeMap<(String, FileOp, Option<String>), u64>,
+    exec: BTreeMap<String, (BTreeSet<String>, SeenAcc, bool)>,
+    reasons: BTreeSet<String>,
+}
+
+impl Learner {
+    /// An empty learner.
+    pub fn new() -> Self {
+        Learner::default()
+    }
+
+    /// Marks the observation incomplete (an audit gap, a cap hit...).
+    pub fn mark_incomplete(&mut self, reason: String) {
+        self.reasons.insert(reason);
+    }
+
+    /// Takes one observed event.
+    pub fn observe(&mut self, o: Observed) {
+        match &o.request {
+            OwnedRequest::Dns { name, .. } => {
+                let name = normalize_name(name).into_owned();
+                if HostPattern::from_observed(&name).is_some_and(|h| !h.is_ip()) {
+                    self.dns.entry(name).or_default().add(&o);
+                }
+            }
+            OwnedRequest::Connect {
+                name,
+                addr,
+                port,
+                proto: Proto::Tcp,
+            } => {
+                if let Some(acc) = self.host(name.as_deref(), *addr, *port) {
+                    acc.tcp = true;
+                    acc.seen.add(&o);
+                }
+            }
+            OwnedRequest::Connect {
+                name,
+                addr,
+                port,
+                proto: Proto::Udp,
+            }
+            | OwnedRequest::Datagram { name, addr, port } => {
+                if let Some(host) = self.pattern(name.as_deref(), *addr) {
+                    self.udp.entry((host, *port)).or_default().add(&o);
+                }
+            }
+            OwnedRequest::Tls {
+                sni,
+                name,
+                addr,
+                port,
+                ..
+            } => {
+                if let Some(acc) = self.host(sni.as_deref().or(name.as_deref()), *addr, *port) {
+                    acc.tls = true;
+                    acc.seen.add(&o);
+                }
+            }
+            OwnedRequest::Http {
+                scheme,
+                host,
+                port,
+                method,
+                path,
+                query,
+            } => {
+                self.http(&o, *scheme, host, *port, method, path, query.as_deref());
+            }
+            OwnedRequest::FileWrite { path, op } => self.file(&o, path, *op),
+            OwnedRequest::Exec { path, argv } => {
+                let real = o.real_path.clone().unwrap_or_else(|| path.clone());
+                let inline = INTERPRETERS.contains(&program(&real))
+                    && argv.iter().skip(1).any(|a| a == "-c" || a == "-e");
+                let entry = self.exec.entry(real.clone()).or_default();
+                if *path != real {
+                    entry.0.insert(path.clone());
+                }
+                entry.1.add(&o);
+                entry.2 |= inline;
+            }
+        }
+    }
+
+    fn pattern(&mut self, name: Option<&str>, addr: IpAddr) -> Option<HostPattern> {
+        match name {
+            Some(n) => {
+                let p = HostPattern::from_observed(n);
+                if p.is_none() {
+                    self.reasons
+                        .insert(format!("host `{n}` cannot be written as a rule"));
+                }
+                p
+            }
+            None => Some(HostPattern::Ip(addr)),
+        }
+    }
+
+    fn host(&mut self, name: Option<&str>, addr: IpAddr, port: u16) -> Option<&mut HostAcc> {
+        let host = self.pattern(name, addr)?;
+        Some(self.hosts.entry((host, port)).or_default())
+    }
+
+    #[allow(clippy::too_many_arguments)] // one HTTP request's fields, destructured by the caller
+    fn http(
+        &mut self,
+        o: &Observed,
+        scheme: Scheme,
+        host: &str,
+        port: u16,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+    ) {
+        let Some(host) = self.pattern(Some(host), IpAddr::from([0, 0, 0, 0])) else {
+            return;
+        };
+        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+            self.reasons.insert(format!(
+                "http method `{method}` cannot be written as a rule"
+            ));
+            return;
+        }
+        let Some(pattern) = generalize_path(path) else {
+            self.reasons
+                .insert(format!("http path `{path}` cannot be written as a rule"));
+            return;
+        };
+        let acc = self.hosts.entry((host, port)).or_default();
+        acc.http = true;
+        acc.https |= scheme == Scheme::Https;
+        acc.credentials |= o.credentials;
+        acc.seen.add(o);
+        let route = acc.routes.entry((method.to_string(), pattern)).or_default();
+        route
+            .0
+            .extend(query.into_iter().flat_map(query_keys).map(str::to_string));
+        route.1.add(o);
+    }
+
+    fn file(&mut self, o: &Observed, path: &str, op: FileOp) {
+        let norm = normalize_abs(path);
+        match norm {
+            Some(p) if !o.refused_by_kernel && is_below(&p, WORKSPACE) => {
+                self.files
+                    .entry(p)
+                    .or_default()
+                    .entry(op)
+                    .or_default()
+                    .add(o);
+            }
+            _ => {
+                let errno = o.refused_by_kernel.then(|| "EROFS".to_string());
+                let shown = norm.unwrap_or_else(|| path.to_string());
+                *self.denied.entry((shown, op, errno)).or_default() += 1;
+            }
+        }
+    }
+
+    /// The learned policy.
+    pub fn finish(self) -> Policy {
+        let mut reasons = self.reasons;
+        let mut network = Vec::new();
+        for ((host, port), acc) in &self.hosts {
+            network.push(acc.rule(host, *port));
+        }
+        let mut udp = Vec::new();
+        for ((host, port), seen) in &self.udp {
+            udp.push(UdpRule {
+                id: format!("udp:{host}:{port}"),
+                host: host.clone(),
+                port: *port,
+                action: Action::Allow,
+                mode: None,
+                risk: host_tags(host).into_iter().map(str::to_string).collect(),
+                seen: seen.finish(),
+            });
+        }
+        let covered = |name: &str| {
+            network.iter().any(|r| r.host.matches_name(name))
+                || udp.iter().any(|r| r.host.matches_name(name))
+        };
+        let mut dns = Vec::new();
+        for (name, seen) in &self.dns {
+            if covered(name) {
+                continue;
+            }
+            if let Some(pattern) = HostPattern::from_observed(name) {
+                dns.push(DnsName {
+                    id: format!("dns:{name}"),
+                    name: pattern,
+                    mode: None,
+                    risk: vec![],
+                    seen: seen.finish(),
+                });
+            }
+        }
+        let (files, denied) = files(&self.files, self.denied, &mut reasons);
+        let exec = self
+            .exec
+            .iter()
+            .map(|(real, (aliases, seen, inline))| {
+                let mut rule = ExecRule {
+                    id: format!("exec:{real}"),
+                    path: real.clone(),
+                    aliases: aliases.iter().cloned().collect(),
+                    action: Action::Allow,
+                    mode: None,
+                    risk: vec![],
+                    seen: seen.finish(),
+                };
+                let mut tags = exec_tags(&rule);
+                if *inline {
+                    tags.push("inline-code");
+                }
+                rule.risk = tags.into_iter().map(str::to_string).collect();
+                rule
+            })
+            .collect();
+        Policy {
+            version: VERSION,
+            mode: Mode::Enforce,
+            observation: if reasons.is_empty() {
+                Observation::Complete
+            } else {
+                Observation::Incomplete {
+                    reasons: reasons.into_iter().collect(),
+                }
+            },
+            network: NetworkSection::new(None, network),
+            dns: DnsSection::new(None, dns),
+            udp: UdpSection::new(None, udp),
+            files: FilesSection::new(None, files, denied),
+            exec: ExecSection::new(None, exec),
+        }
+    }
+}
+
+impl HostAcc {
+    fn rule(&self, host: &HostPattern, port: u16) -> NetworkRule {
+        let protocol = match (self.http, self.tls || self.https) {
+            (true, true) => Protocol::Https,
+            (true, false) => Protocol::Http,
+            (false, true) => Protocol::Tls,
+            (false, false) => Protocol::Tcp,
+        };
+        let mut rule = NetworkRule {
+            id: format!("net:{host}:{port}"),
+            host: host.clone(),
+            port,
+            protocol,
+            inspect: if self.http { Inspect::L7 } else { Inspect::L4 },
+            action: Action::Allow,
+            mode: None,
+            http: vec![],
+            credentials: self.credentials,
+            risk: vec![],
+            seen: self.seen.finish(),
+        };
+        for ((method, pattern), (keys, seen)) in &self.routes {
+            let mut h = HttpRule {
+                id: format!("http:{host}:{port}:{method}:{pattern}"),
+                method: method.clone(),
+                path: pattern.0.clone(),
+                query: Some(keys.iter().cloned().collect()),
+                action: Action::Allow,
+                mode: None,
+                risk: vec![],
+                seen: seen.finish(),
+            };
+            h.risk = http_tags(&rule, &h)
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+            rule.http.push(h);
+        }
+        rule.risk = network_tags(&rule)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        rule
+    }
+}
+
+type Denied = BTreeMap<(String, FileOp, Option<String>), u64>;
+
+/// Workspace operations by path → dir and file rules; what cannot be a rule → denied.
+fn files(
+    ops: &BTreeMap<String, BTreeMap<FileOp, SeenAcc>>,
+    mut denied: Denied,
+    reasons: &mut BTreeSet<String>,
+) -> (Vec<FileRule>, Vec<DeniedWrite>) {
+    // dir path → (ops, observed names, provenance)
+    let mut dirs: BTreeMap<&str, (BTreeSet<FileOp>, BTreeSet<String>, SeenAcc)> = BTreeMap::new();
+    let mut plain_files: BTreeMap<&str, SeenAcc> = BTreeMap::new();
+    for (path, by_op) in ops {
+        let Some(dir) = parent(path) else { continue };
+        let name = crate::path::file_name(path).to_string();
+        let created = by_op.contains_key(&FileOp::CreateFile);
+        let renamed = by_op.contains_key(&FileOp::Rename);
+        for (op, seen) in by_op {
+            if *op == FileOp::Write && !created && !renamed {
+                plain_files.entry(path).or_default().merge(seen);
+                continue;
+            }
+            let entry = dirs.entry(dir).or_default();
+            // A write to a file created here is covered by create_file.
+            if *op != FileOp::Write || !created {
+                entry.0.insert(*op);
+            }
+            entry.1.insert(name.clone());
+            entry.2.merge(seen);
+        }
+    }
+    let mut rules = Vec::new();
+    for (dir, (allow, observed, seen)) in dirs {
+        if allow.is_empty() {
+            continue;
+        }
+        match WorkspacePath::parse(dir) {
+            Ok(path) => rules.push(FileRule {
+                id: format!("files:{dir}"),
+                path,
+                kind: FileKind::Dir,
+                allow: allow.into_iter().collect(),
+                mode: None,
+                observed: observed.into_iter().collect(),
+                risk: vec![],
+                seen: seen.finish(),
+            }),
+            Err(e) => {
+                reasons.insert(e);
+            }
+        }
+    }
+    for (file, seen) in plain_files {
+        let id = if rules.iter().any(|r| r.id == format!("files:{file}")) {
+            format!("files:{file}:file")
+        } else {
+            format!("files:{file}")
+        };
+        match WorkspacePath::parse(file) {
+            Ok(path) => rules.push(FileRule {
+                id,
+                path,
+                kind: FileKind::File,
+                allow: vec![FileOp::Write],
+                mode: None,
+                observed: vec![crate::path::file_name(file).to_string()],
+                risk: vec![],
+                seen: seen.finish(),
+            }),
+            Err(_) => {
+                *denied
+                    .entry((file.to_string(), FileOp::Write, None))
+                    .or_default() += seen.count;
+            }
+        }
+    }
+    let denied = denied
+        .into_iter()
+        .map(|((path, op, errno), count)| DeniedWrite {
+            path,
+            op,
+            errno,
+            count,
+        })
+        .collect();
+    (rules, denied)
+}

@@ -43,11 +43,91 @@ pub enum Command {
     Audit(AuditArgs),
     /// Summarise one run: destinations, requests, files, denied writes, processes, credentials.
     Report(ReportArgs),
+    /// Audit → enforce: learn a default-deny policy from runs, check it, explain it.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// What RUN_B did that RUN_A did not (and what it no longer does): DNS names,
+    /// destinations, HTTP method + path, files, execs, denials. Exit 1 if anything is new.
+    Diff(DiffArgs),
     /// Remove leftovers (containers labelled by idagent whose run is no longer alive).
     Gc,
     /// Internal: PID 1 inside the guest. Not for direct use.
     #[command(hide = true, name = "guest-init")]
     GuestInit,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Merge runs' audit logs into a default-deny policy that allows exactly what they did.
+    Learn(PolicyLearnArgs),
+    /// Replay runs through a policy; list every event it would deny. Exit 0 only if none.
+    Check(PolicyCheckArgs),
+    /// What a policy allows, risky rules first.
+    Explain(PolicyExplainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyLearnArgs {
+    /// Run folders (each holding audit.jsonl).
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Where the policy goes (`-` for stdout).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyCheckArgs {
+    /// The policy file.
+    pub policy: PathBuf,
+    /// Run folders to replay.
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ReportFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyExplainArgs {
+    /// The policy file.
+    pub policy: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ReportFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The earlier run folder.
+    pub run_a: PathBuf,
+    /// The later run folder.
+    pub run_b: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ReportFormat,
+}
+
+/// Running under a policy, shared by `run`, `capture` and `gateway`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct PolicyArgs {
+    /// Decide every DNS query, connection, TLS session, HTTP request, datagram, file write and
+    /// exec by this policy file (see `idagent policy learn`).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// `report`: refuse nothing the run would not refuse without a policy, log every
+    /// would-be denial; `enforce`: refuse what the policy denies. Default: the file's mode.
+    #[arg(long, value_enum, requires = "policy")]
+    pub mode: Option<ModeArg>,
+}
+
+/// `--mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    Report,
+    Enforce,
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,6 +179,8 @@ pub struct RunArgs {
     pub run_dir: Option<PathBuf>,
     #[command(flatten)]
     pub net: NetArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     /// The source checkout, used to build the guest image when it is missing.
     #[arg(long, env = "IDAGENT_SOURCE")]
     pub context: Option<PathBuf>,
@@ -160,6 +242,8 @@ pub struct GatewayArgs {
     pub timeout: Option<String>,
     #[command(flatten)]
     pub net: NetArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 }
 
 #[derive(Debug, Args)]

@@ -44,6 +44,9 @@ pub enum ConfigError {
     NoCommand,
     #[error("workspace seed {0} is not a directory")]
     Workspace(PathBuf),
+    /// `policy.yaml:LINE:COL: what is wrong`, or a file that cannot be read.
+    #[error(transparent)]
+    Policy(#[from] crate::policy_cmd::PolicyCmdError),
 }
 
 /// Everything a run needs, validated.
@@ -62,6 +65,8 @@ pub struct RunConfig {
     /// Where the pcapng goes (default `RUN_DIR/traffic.pcapng`).
     pub pcap: Option<PathBuf>,
     pub context: Option<PathBuf>,
+    /// The policy every decision point asks, its modes resolved with `--mode`.
+    pub policy: Option<idagent_policy::Policy>,
 }
 
 impl RunConfig {
@@ -115,6 +120,7 @@ impl RunConfig {
             ));
         }
         validate_user(&args.user).map_err(|r| value_err("user", &args.user, r))?;
+        let policy = crate::enforce::load_run_policy(&args.policy)?;
         Ok(Self {
             image,
             command,
@@ -128,6 +134,7 @@ impl RunConfig {
             net: args.net,
             pcap: None,
             context: args.context,
+            policy,
         })
     }
 }
@@ -156,6 +163,7 @@ impl RunConfig {
             net,
             pcap: None,
             context: None,
+            policy: None,
         })
     }
 }

@@ -110,6 +110,8 @@ pub struct DnsService {
     resolver: Option<TokioResolver>,
     inflight: Arc<Semaphore>,
     resolve_timeout: Duration,
+    /// The run's policy enforcer; `None`: no policy decisions (unit tests, no `--policy`).
+    enforcer: Option<Arc<crate::enforce::Enforcer>>,
 }
 
 impl std::fmt::Debug for DnsService {
@@ -174,7 +176,31 @@ impl DnsService {
             resolver,
             inflight: Arc::new(Semaphore::new(DEFAULT_MAX_INFLIGHT_DNS)),
             resolve_timeout: RESOLVE_TIMEOUT,
+            enforcer: None,
         }
+    }
+
+    /// Asks `enforcer` about every name that routing would answer (mapped or resolved); a
+    /// denied name gets NXDOMAIN and is neither given a synthetic address nor resolved.
+    pub fn with_enforcer(mut self, enforcer: Arc<crate::enforce::Enforcer>) -> Self {
+        self.enforcer = Some(enforcer);
+        self
+    }
+
+    /// Whether the policy refuses `query` (its `decision` event is written here).
+    fn denied(&self, query: &Query) -> bool {
+        let Some(enforcer) = &self.enforcer else {
+            return false;
+        };
+        let qtype = qtype_name(query.qtype);
+        let req = idagent_policy::Request::Dns {
+            name: &query.name,
+            qtype: &qtype,
+        };
+        matches!(
+            enforcer.check(&req, crate::enforce::Context::default(), "nxdomain"),
+            crate::enforce::Permit::Deny(_)
+        )
     }
 
     /// Replaces the in-flight cap (default [`DEFAULT_MAX_INFLIGHT_DNS`]).
@@ -199,7 +225,13 @@ impl DnsService {
             Ok(query) => query,
             Err(err) => return invalid(&err),
         };
+        // Every query is decided (and logged) by the policy; routing's own refusals (offline,
+        // unsupported types) stand whatever the policy says: a policy never widens routing.
+        let denied = self.denied(&query);
         let decision = match resolve_policy(&self.policy, &query.name, query.qtype) {
+            NameVerdict::Mapped | NameVerdict::Resolve if denied => {
+                Decision::new(Answer::NxDomain, DnsSource::Refused, None)
+            }
             NameVerdict::Mapped => self.mapped(&query),
             NameVerdict::NxDomain(NxReason::OfflineUnmapped) => Decision::new(
                 Answer::NxDomain,

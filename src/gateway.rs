@@ -9,6 +9,7 @@
 //! plus the original destination, so all three produce the same events.
 
 use crate::audit::{AuditSink, BlockedEvent, EventBody, FlowId, TcpEvent};
+use crate::enforce::{Context, Permit};
 use crate::upstream::{DialRequest, NameTable, Policy, Verdict};
 use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
@@ -56,6 +57,8 @@ pub struct Gateway {
     pub capture_bytes: usize,
     pub tls_mode: TlsMode,
     pub tls: Option<intercept::TlsContext>,
+    /// The run's one enforcer: connect (for flows no SYN gate decided), TLS and HTTP.
+    pub enforcer: Arc<crate::enforce::Enforcer>,
     next_flow: AtomicU64,
     /// CONNECT tunnels to serve as flows of their own. A channel (not a direct spawn) so the
     /// HTTP handler's future does not contain the flow handler's (a recursive type).
@@ -82,6 +85,9 @@ pub struct FlowMeta {
     /// The guest is talking to the gateway's explicit proxy (port 5000): absolute-form
     /// requests and CONNECT name their own targets.
     pub proxy: bool,
+    /// The connect decision was made already (the driver's SYN gate), so the gateway does not
+    /// make it again.
+    pub connect_decided: bool,
 }
 
 impl FlowMeta {
@@ -113,6 +119,7 @@ impl Gateway {
         capture_bytes: usize,
         tls_mode: TlsMode,
         tls: Option<intercept::TlsContext>,
+        enforcer: Arc<crate::enforce::Enforcer>,
     ) -> Arc<Self> {
         let (tunnels, mut rx) =
             tokio::sync::mpsc::unbounded_channel::<(hyper::upgrade::OnUpgrade, FlowMeta)>();
@@ -123,6 +130,7 @@ impl Gateway {
             capture_bytes,
             tls_mode,
             tls,
+            enforcer,
             next_flow: AtomicU64::new(1),
             tunnels,
         });
@@ -159,6 +167,7 @@ impl Gateway {
             dst,
             name,
             proxy: false,
+            connect_decided: false,
         }
     }
 
@@ -191,6 +200,7 @@ impl Gateway {
             dst: SocketAddr::new(addr.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()), port),
             name: (host.parse::<std::net::IpAddr>().is_err()).then(|| host.to_ascii_lowercase()),
             proxy: false,
+            connect_decided: false,
         }
     }
 
@@ -225,6 +235,18 @@ impl Gateway {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let mut close = tcp_event(meta, "close");
+        if !meta.connect_decided && !meta.proxy {
+            // Flows no SYN gate saw (explicit-proxy tunnels, the standalone gateway): the
+            // connect decision is made here, before a byte is read.
+            if let Permit::Deny(d) = self.enforcer.check(
+                &connect_request(meta),
+                Context::flow(meta.id),
+                "tcp_reset",
+            ) {
+                close.close_reason = Some(format!("denied by policy (rule {})", d.rule));
+                return close;
+            }
+        }
         let first = match sniff(&mut stream).await {
             Ok(b) => b,
             Err(e) => {
@@ -361,6 +383,16 @@ impl CaptureWriter {
     fn observe(&mut self, bytes: &[u8]) {
         let room = self.cap.saturating_sub(self.data.len());
         self.data.extend_from_slice(&bytes[..room.min(bytes.len())]);
+    }
+}
+
+/// The policy request of a TCP connection to `meta.dst`.
+pub(crate) fn connect_request(meta: &FlowMeta) -> idagent_policy::Request<'_> {
+    idagent_policy::Request::Connect {
+        name: meta.name.as_deref(),
+        addr: meta.dst.ip().to_canonical(),
+        port: meta.dst.port(),
+        proto: idagent_policy::Proto::Tcp,
     }
 }
 

@@ -80,6 +80,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Run(args) => run(&cli.docker_host, run_config(*args)?).await,
         Command::Audit(args) => audit(&cli.docker_host, args).await,
         Command::Report(args) => report(args),
+        Command::Policy { command } => idagent::policy_cmd::command(command)
+            .map(ExitCode::from)
+            .map_err(|e| (e.into(), None)),
+        Command::Diff(args) => idagent::policy_cmd::diff_command(args)
+            .map(ExitCode::from)
+            .map_err(|e| (e.into(), None)),
     }
 }
 
@@ -125,6 +131,8 @@ async fn gateway(args: idagent::cli::GatewayArgs) -> Result<ExitCode, Failure> {
         .map(idagent::config::parse_duration)
         .transpose()
         .map_err(|e| (anyhow::anyhow!("bad --timeout: {e}"), None))?;
+    // Parsed before anything starts: a bad policy file is one line and exit 2.
+    let policy = idagent::enforce::load_run_policy(&args.policy).map_err(|e| setup(e.into()))?;
     let run_id = RunId::generate();
     let run_dir = args
         .run_dir
@@ -165,8 +173,12 @@ async fn gateway(args: idagent::cli::GatewayArgs) -> Result<ExitCode, Failure> {
             container: String::new(),
         }))
         .await;
-    let icpt =
-        idagent::net::build(&args.net, &run_id, audit.sink(), None).map_err(|e| setup(e.into()))?;
+    let enforcer = std::sync::Arc::new(match policy {
+        Some(p) => idagent::enforce::Enforcer::new(p, audit.sink()),
+        None => idagent::enforce::Enforcer::disabled(audit.sink()),
+    });
+    let icpt = idagent::net::build(&args.net, &run_id, audit.sink(), None, enforcer)
+        .map_err(|e| setup(e.into()))?;
     eprintln!(
         "idagent: gateway on {}; audit log {}",
         args.listen,
@@ -373,12 +385,9 @@ async fn audit(docker_host: &str, args: idagent::cli::AuditArgs) -> Result<ExitC
     })
 }
 
-fn read_events(path: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+/// The records of a victim's log that parse (none when it has no log: the verdict says so).
+fn read_events(path: &std::path::Path) -> Vec<idagent::audit::Record> {
+    idagent::audit::read::read_log(path).map_or_else(|_| Vec::new(), |log| log.records)
 }
 
 /// Keeps the data path's buffers (256 KiB flow chunks, 64 KiB packets) on the heap. glibc

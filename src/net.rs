@@ -74,10 +74,14 @@ pub fn build(
     run: &RunId,
     audit: AuditSink,
     pcap_path: Option<&Path>,
+    enforcer: Arc<crate::enforce::Enforcer>,
 ) -> Result<Interceptor, NetSetupError> {
     let policy = policy(args)?;
-    let dns =
-        Arc::new(DnsService::new(policy.clone()).map_err(|e| NetSetupError::Dns(e.to_string()))?);
+    let dns = Arc::new(
+        DnsService::new(policy.clone())
+            .map_err(|e| NetSetupError::Dns(e.to_string()))?
+            .with_enforcer(enforcer.clone()),
+    );
     let pcap = pcap_path
         .map(|p| {
             crate::pcap::spawn(p, args.snaplen).map_err(|e| NetSetupError::Pcap {
@@ -114,6 +118,7 @@ pub fn build(
         args.capture_bytes,
         args.tls,
         tls,
+        enforcer,
     );
     Ok(Interceptor {
         gateway,

@@ -36,6 +36,9 @@ const SERVICE_ROUNDS: usize = 4;
 const UDP_REPLY_QUEUE: usize = 1024;
 /// Bytes read from a smoltcp socket per chunk handed to the gateway.
 const READ_CHUNK: usize = flow::MAX_CHUNK;
+/// UDP flows (guest address, destination) whose policy decision is remembered, so a datagram
+/// stream costs one `decision` event, not one per datagram. When full it is cleared.
+pub const MAX_UDP_DECISIONS: usize = 4096;
 
 /// What the driver counted.
 #[derive(Debug, Default, Clone, Copy)]
@@ -124,6 +127,7 @@ pub async fn run(
         udp: udp::Relays::default(),
         stats: DriverStats::default(),
         icmp_logged: Default::default(),
+        udp_decisions: HashMap::new(),
         chunk: vec![0u8; READ_CHUNK],
     };
     let (udp_tx, mut udp_rx) = mpsc::channel::<UdpReply>(UDP_REPLY_QUEUE);
@@ -213,6 +217,8 @@ struct Driver {
     stats: DriverStats,
     /// ICMP targets already logged (bounded).
     icmp_logged: std::collections::HashSet<std::net::IpAddr>,
+    /// Policy decisions of UDP flows: allowed (true) or refused (at most [`MAX_UDP_DECISIONS`]).
+    udp_decisions: HashMap<(SocketAddr, SocketAddr), bool>,
     chunk: Vec<u8>,
 }
 
@@ -223,6 +229,12 @@ impl Driver {
         if let Some(p) = &self.parts.pcap {
             p.packet(Direction::FromGuest, SystemTime::now(), packet);
         }
+        let meta = classify(packet).ok();
+        if let Some(meta) = &meta {
+            if self.refused_by_policy(stack, meta, packet) {
+                return;
+            }
+        }
         if stack.receive(packet, now).is_err() {
             self.stats.dropped += 1;
             return;
@@ -230,7 +242,7 @@ impl Driver {
         // QUIC: refuse at once so clients fall back to TCP (where the gateway sees the HTTP).
         // ICMP echo: the stack answers pings to the gateway only; a ping anywhere else is
         // dropped (idagent does not originate ICMP for the guest) and logged once per target.
-        if let Ok(meta) = classify(packet) {
+        if let Some(meta) = meta {
             let to_gateway =
                 meta.dst == crate::netns::GATEWAY_V4 || meta.dst == crate::netns::GATEWAY_V6;
             if meta.transport == Transport::Icmp
@@ -263,6 +275,82 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// The policy's gate for a new TCP connection (at its SYN, before any handshake) and for a
+    /// UDP flow (at its first datagram): a denial in enforce mode answers with a RST or an
+    /// ICMP port unreachable and the packet never reaches the stack. DNS (port 53), QUIC
+    /// (UDP/443, always refused) and the explicit proxy are decided elsewhere.
+    fn refused_by_policy(
+        &mut self,
+        stack: &mut Stack,
+        meta: &idagent_netstack::classify::PacketMeta,
+        packet: &[u8],
+    ) -> bool {
+        let enforcer = &self.parts.gateway.enforcer;
+        let Some(port) = meta.dst_port.filter(|_| enforcer.active()) else {
+            return false;
+        };
+        let dst = SocketAddr::new(meta.dst, port);
+        match meta.transport {
+            Transport::Tcp { syn: true } if !is_gateway_service(dst) => {
+                let name = self.name_of(dst);
+                let req = idagent_policy::Request::Connect {
+                    name: name.as_deref(),
+                    addr: dst.ip().to_canonical(),
+                    port,
+                    proto: idagent_policy::Proto::Tcp,
+                };
+                let ctx = crate::enforce::Context::default();
+                if let crate::enforce::Permit::Deny(_) = enforcer.check(&req, ctx, "tcp_reset") {
+                    if stack.refuse_tcp_syn(packet).is_err() {
+                        self.stats.dropped += 1;
+                    }
+                    return true;
+                }
+                false
+            }
+            Transport::Udp if port != 53 && port != 443 => {
+                let key = (
+                    SocketAddr::new(meta.src, meta.src_port.unwrap_or(0)),
+                    dst,
+                );
+                let allowed = match self.udp_decisions.get(&key) {
+                    Some(allowed) => *allowed,
+                    None => {
+                        let name = self.name_of(dst);
+                        let req = idagent_policy::Request::Datagram {
+                            name: name.as_deref(),
+                            addr: dst.ip().to_canonical(),
+                            port,
+                        };
+                        let ctx = crate::enforce::Context::default();
+                        let permit = enforcer.check(&req, ctx, "icmp_unreachable");
+                        let allowed = permit == crate::enforce::Permit::Allow;
+                        if self.udp_decisions.len() >= MAX_UDP_DECISIONS {
+                            self.udp_decisions.clear();
+                        }
+                        self.udp_decisions.insert(key, allowed);
+                        allowed
+                    }
+                };
+                if !allowed && stack.reject_udp(packet).is_err() {
+                    self.stats.dropped += 1;
+                }
+                !allowed
+            }
+            _ => false,
+        }
+    }
+
+    /// The name the guest resolved for `dst`'s address in this run, if any.
+    fn name_of(&self, dst: SocketAddr) -> Option<String> {
+        self.parts
+            .gateway
+            .names
+            .lock()
+            .ok()
+            .and_then(|t| t.name_of(dst.ip()).map(str::to_owned))
     }
 
     fn on_event(&mut self, stack: &mut Stack, event: StackEvent, udp_tx: &mpsc::Sender<UdpReply>) {
@@ -305,6 +393,8 @@ impl Driver {
             let mut meta = gw.open_flow(src, dst);
             meta.proxy = dst.port() == crate::gateway::PROXY_PORT
                 && (dst.ip() == crate::netns::GATEWAY_V4 || dst.ip() == crate::netns::GATEWAY_V6);
+            // The SYN gate (`refused_by_policy`) decided this connection already.
+            meta.connect_decided = true;
             self.main.spawn(gw.serve_flow(stream, meta));
         }
     }
@@ -492,6 +582,13 @@ fn log_dns(
         server: server.to_string(),
         data,
     }));
+}
+
+/// The gateway's own services, which the SYN gate leaves to their own decision points: DNS
+/// over TCP (decided per query) and the explicit proxy (decided per proxied request).
+pub(crate) fn is_gateway_service(dst: SocketAddr) -> bool {
+    let gateway = dst.ip() == crate::netns::GATEWAY_V4 || dst.ip() == crate::netns::GATEWAY_V6;
+    dst.port() == 53 || (gateway && dst.port() == crate::gateway::PROXY_PORT)
 }
 
 fn random_seed() -> u64 {

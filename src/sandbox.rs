@@ -25,6 +25,8 @@ pub const GUEST_INIT_PATH: &str = "/.idagent/idagent";
 pub const GUEST_CTL_DIR: &str = "/.idagent/ctl";
 /// Host folder for per-run control sockets and generated /etc files (not part of the capture).
 pub const HOST_CTL_ROOT: &str = "/run/idagent";
+/// The Landlock plan's file name in the control folder (guest: under [`GUEST_CTL_DIR`]).
+pub const LANDLOCK_PLAN: &str = "landlock.plan";
 /// How long the guest init gets to connect back after the container starts.
 pub const INIT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -77,6 +79,8 @@ pub enum SandboxError {
     Net(#[from] net::NetSetupError),
     #[error("start observer {what}: {reason}")]
     Observer { what: &'static str, reason: String },
+    #[error(transparent)]
+    Enforce(#[from] crate::enforce::EnforceSetupError),
 }
 
 /// Per-run resources that teardown must release, filled in as setup progresses.
@@ -106,12 +110,19 @@ async fn run_inner<R: ContainerRuntime>(
     run_id: RunId,
 ) -> Result<RunOutcome, SandboxError> {
     let started = Instant::now();
+    // Checked before anything exists: a kernel that cannot enforce the policy's file and
+    // exec rules stops the run here, with nothing to clean up.
+    let landlock = crate::enforce::landlock_plan(cfg.policy.as_ref())?;
     let run_dir = cfg
         .run_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("captures").join(run_id.as_str()));
     let ctl_dir = PathBuf::from(HOST_CTL_ROOT).join(run_id.as_str());
     let workspace = prepare_dirs(cfg, &run_dir, &ctl_dir)?;
+    if let Some(plan) = &landlock {
+        let path = ctl_dir.join(LANDLOCK_PLAN);
+        std::fs::write(&path, plan.render()).map_err(|source| SandboxError::RunDir { path, source })?;
+    }
     let audit = AuditLog::create(
         &run_dir.join("audit.jsonl"),
         run_id.clone(),
@@ -239,7 +250,17 @@ async fn setup_and_wait<R: ContainerRuntime>(
         .pcap
         .clone()
         .unwrap_or_else(|| run_dir.join("traffic.pcapng"));
-    let mut icpt = net::build(&cfg.net, run_id, sink.clone(), Some(&pcap_path))?;
+    let enforcer = Arc::new(match &cfg.policy {
+        Some(policy) => crate::enforce::Enforcer::new(policy.clone(), sink.clone()),
+        None => crate::enforce::Enforcer::disabled(sink.clone()),
+    });
+    let mut icpt = net::build(
+        &cfg.net,
+        run_id,
+        sink.clone(),
+        Some(&pcap_path),
+        enforcer.clone(),
+    )?;
     let mut spec = container_spec(cfg, run_id, name, ctl_dir, workspace)?;
     if let Some(ca) = &icpt.ca {
         // The guest trusts the run CA without writing its read-only root: a combined bundle
@@ -311,7 +332,7 @@ async fn setup_and_wait<R: ContainerRuntime>(
     }
     let attribution = Arc::new(Attribution::default());
     live.supervisor = Some(
-        supervisor::spawn(listener, sink.clone(), attribution.clone())
+        supervisor::spawn(listener, sink.clone(), attribution.clone(), enforcer)
             .map_err(|e| observer("supervisor", e))?,
     );
     let observers = (|| {
@@ -390,8 +411,14 @@ fn container_spec(
         "guest-init".to_owned(),
         "--ctl".to_owned(),
         format!("{GUEST_CTL_DIR}/ctl.sock"),
-        "--".to_owned(),
     ];
+    // The plan is written before the container exists (run_inner) when the policy enforces
+    // file or exec rules; init applies it in the command's process just before the exec.
+    if ctl_dir.join(LANDLOCK_PLAN).is_file() {
+        entrypoint.push("--landlock".to_owned());
+        entrypoint.push(format!("{GUEST_CTL_DIR}/{LANDLOCK_PLAN}"));
+    }
+    entrypoint.push("--".to_owned());
     entrypoint.shrink_to_fit();
     let mut env = cfg.env.clone();
     env.entry("HOME".into())

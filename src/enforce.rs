@@ -1,0 +1,326 @@
+//! The one enforcer of a run: the policy, its mode and the audit sink, injected into every
+//! decision point — the DNS service (`dns`), the SYN gate and the UDP path (`netdrv`), the
+//! gateway's TLS and HTTP handlers, and the seccomp supervisor (file and exec labels).
+//!
+//! Owns: calling the pure `idagent_policy::evaluate` once per request, writing the one
+//! `decision` event of that request, and telling the caller whether to refuse. Does not own
+//! the refusal itself (each decision point refuses in its own protocol: NXDOMAIN, a RST, a TLS
+//! alert, a 403, an ICMP unreachable; files and execs are refused by Landlock in the guest
+//! kernel, never here) nor routing: the upstream map, `--offline` and the SSRF guard are
+//! evaluated by `upstream` and are never widened by a policy.
+//!
+//! Without a policy ([`Enforcer::disabled`]) every check allows and writes nothing, so a run
+//! without `--policy` logs exactly what it logged before.
+
+use crate::audit::{AuditSink, DecisionEvent, DecisionRequest, EventBody, FlowId};
+use idagent_policy::{evaluate, Decision, Mode, Policy, Request};
+
+/// Where a decision belongs in the log.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Context {
+    pub flow: Option<FlowId>,
+    pub pid: Option<i32>,
+}
+
+impl Context {
+    pub fn flow(flow: FlowId) -> Self {
+        Self {
+            flow: Some(flow),
+            pid: None,
+        }
+    }
+    pub fn pid(pid: i32) -> Self {
+        Self {
+            flow: None,
+            pid: Some(pid),
+        }
+    }
+}
+
+/// What a decision point does with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Permit {
+    /// Go ahead (allowed, or denied in report mode: the denial is only recorded).
+    Allow,
+    /// Refuse it, in the decision point's own protocol.
+    Deny(Denial),
+}
+
+/// An enforced denial, with what an agent's error message should tell its operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub layer: String,
+    pub rule: String,
+}
+
+/// The run's enforcer (see the module docs).
+#[derive(Debug)]
+pub struct Enforcer {
+    policy: Option<Policy>,
+    audit: AuditSink,
+}
+
+impl Enforcer {
+    /// No policy: everything is allowed and no `decision` event is written.
+    pub fn disabled(audit: AuditSink) -> Self {
+        Self {
+            policy: None,
+            audit,
+        }
+    }
+
+    /// Decides by `policy` (its modes already resolved by the caller's `--mode`).
+    pub fn new(policy: Policy, audit: AuditSink) -> Self {
+        Self {
+            policy: Some(policy),
+            audit,
+        }
+    }
+
+    /// Whether a policy is in force (report or enforce).
+    pub fn active(&self) -> bool {
+        self.policy.is_some()
+    }
+
+    pub fn policy(&self) -> Option<&Policy> {
+        self.policy.as_ref()
+    }
+
+    /// Decides `req`, writes its `decision` event, and says whether to refuse it.
+    /// `enforced_by` names how the caller refuses (`nxdomain`, `tcp_reset`, …); it is written
+    /// only when the denial is enforced.
+    pub fn check(&self, req: &Request<'_>, ctx: Context, enforced_by: &'static str) -> Permit {
+        let Some(policy) = &self.policy else {
+            return Permit::Allow;
+        };
+        let decision = evaluate(policy, req);
+        self.audit
+            .emit(EventBody::Decision(decision_event(&decision, req, ctx, enforced_by)));
+        if decision.enforced() {
+            Permit::Deny(Denial {
+                layer: decision.layer.to_string(),
+                rule: decision.rule,
+            })
+        } else {
+            Permit::Allow
+        }
+    }
+
+    /// Decides `req` for labelling only (files and execs: Landlock in the guest refuses, this
+    /// process never does) and returns the decision; writes the `decision` event.
+    pub fn label(&self, req: &Request<'_>, ctx: Context, enforced_by: &'static str) -> Option<Decision> {
+        let policy = self.policy.as_ref()?;
+        let decision = evaluate(policy, req);
+        self.audit
+            .emit(EventBody::Decision(decision_event(&decision, req, ctx, enforced_by)));
+        Some(decision)
+    }
+}
+
+/// The `decision` event for `decision` on `req`.
+pub fn decision_event(
+    decision: &Decision,
+    req: &Request<'_>,
+    ctx: Context,
+    enforced_by: &'static str,
+) -> DecisionEvent {
+    DecisionEvent {
+        layer: decision.layer.to_string(),
+        verdict: decision.verdict.to_string(),
+        mode: match decision.mode {
+            Mode::Report => "report".into(),
+            Mode::Enforce => "enforce".into(),
+        },
+        rule: decision.rule.clone(),
+        would_deny: decision.would_deny(),
+        enforced_by: decision.enforced().then(|| enforced_by.to_owned()),
+        request: request_fields(req),
+        flow: ctx.flow,
+        pid: ctx.pid,
+    }
+}
+
+/// The request's fields as the `decision` event writes them.
+pub fn request_fields(req: &Request<'_>) -> DecisionRequest {
+    let mut r = DecisionRequest::default();
+    match req {
+        Request::Dns { name, qtype } => {
+            r.name = Some((*name).to_owned());
+            r.qtype = Some((*qtype).to_owned());
+        }
+        Request::Connect {
+            name,
+            addr,
+            port,
+            proto,
+        } => {
+            r.name = name.map(str::to_owned);
+            r.addr = Some(addr.to_string());
+            r.port = Some(*port);
+            r.proto = Some(
+                match proto {
+                    idagent_policy::Proto::Tcp => "tcp",
+                    idagent_policy::Proto::Udp => "udp",
+                }
+                .to_owned(),
+            );
+        }
+        Request::Tls {
+            sni,
+            alpn,
+            name,
+            addr,
+            port,
+        } => {
+            r.sni = sni.map(str::to_owned);
+            r.alpn = alpn.to_vec();
+            r.name = name.map(str::to_owned);
+            r.addr = Some(addr.to_string());
+            r.port = Some(*port);
+        }
+        Request::Http {
+            scheme,
+            host,
+            port,
+            method,
+            path,
+            query,
+        } => {
+            r.scheme = Some(
+                match scheme {
+                    idagent_policy::Scheme::Http => "http",
+                    idagent_policy::Scheme::Https => "https",
+                }
+                .to_owned(),
+            );
+            r.name = Some((*host).to_owned());
+            r.port = Some(*port);
+            r.method = Some((*method).to_owned());
+            r.path = Some((*path).to_owned());
+            r.query = query.map(str::to_owned);
+        }
+        Request::Datagram { name, addr, port } => {
+            r.name = name.map(str::to_owned);
+            r.addr = Some(addr.to_string());
+            r.port = Some(*port);
+            r.proto = Some("udp".into());
+        }
+        Request::FileWrite { path, op } => {
+            r.path = Some((*path).to_owned());
+            r.op = Some(op.to_string());
+        }
+        Request::Exec { path, argv } => {
+            r.path = Some((*path).to_owned());
+            r.argv = argv.to_vec();
+        }
+    }
+    r
+}
+
+/// The JSON body of a `403` for a denied HTTP request: what was refused, by which rule, and
+/// what to change, so an agent's error message tells its operator.
+pub fn denial_body(denial: &Denial, request: &str) -> String {
+    serde_json::json!({
+        "error": "denied by idagent policy",
+        "layer": denial.layer,
+        "request": request,
+        "rule": denial.rule,
+        "hint": "add a rule that allows this request to the policy file, or run with --mode report",
+    })
+    .to_string()
+}
+
+/// The policy of `--policy FILE [--mode M]`, parsed once before anything starts; `None`
+/// without `--policy`. `--mode report` makes every rule report-only (a dry run never
+/// refuses); `--mode enforce` sets the global mode (explicit per-section or per-rule `report`
+/// stays report).
+pub fn load_run_policy(
+    args: &crate::cli::PolicyArgs,
+) -> Result<Option<Policy>, crate::policy_cmd::PolicyCmdError> {
+    let Some(path) = &args.policy else {
+        return Ok(None);
+    };
+    let policy = crate::policy_cmd::load_policy(path)?;
+    Ok(Some(match args.mode {
+        Some(crate::cli::ModeArg::Report) => policy.with_mode_override(Mode::Report),
+        Some(crate::cli::ModeArg::Enforce) => policy.with_mode_override(Mode::Enforce),
+        None => policy,
+    }))
+}
+
+/// Why a run cannot enforce its policy.
+#[derive(Debug, thiserror::Error)]
+pub enum EnforceSetupError {
+    #[error(
+        "this kernel has no usable Landlock (ABI {found:?}, need {need} or later), so --mode enforce with file or exec rules cannot be enforced; run with --mode report"
+    )]
+    NoLandlock { found: Option<u32>, need: u32 },
+    #[error("landlock plan path {path:?}: {reason}")]
+    Path { path: String, reason: String },
+}
+
+/// The Landlock plan guest init applies for `policy`: `None` when neither its file rules nor
+/// its exec rules are enforced (no policy, or report mode), so nothing is restricted. Checks
+/// that the running kernel can enforce it.
+pub fn landlock_plan(
+    policy: Option<&Policy>,
+) -> Result<Option<idagent_guest::landlock::Plan>, EnforceSetupError> {
+    use idagent_guest::landlock::{self as ll, PlanPath, Right, Rights, WriteRule};
+    let Some(policy) = policy else {
+        return Ok(None);
+    };
+    let fs = policy.fs_plan();
+    let handle_files = fs.files_mode == Mode::Enforce;
+    let handle_exec = fs.exec_mode == Mode::Enforce;
+    if !handle_files && !handle_exec {
+        return Ok(None);
+    }
+    let found = ll::abi_version();
+    if found.is_none_or(|abi| abi < ll::MIN_ABI) {
+        return Err(EnforceSetupError::NoLandlock {
+            found,
+            need: ll::MIN_ABI,
+        });
+    }
+    let path = |p: &str| {
+        PlanPath::new(p).map_err(|e| EnforceSetupError::Path {
+            path: p.to_owned(),
+            reason: e.to_string(),
+        })
+    };
+    let mut plan = ll::Plan {
+        handle_files,
+        handle_exec,
+        ..ll::Plan::default()
+    };
+    if handle_files {
+        for (p, rights) in &fs.write_rules {
+            let rights: Rights = rights
+                .iter()
+                .map(|r| match r {
+                    idagent_policy::FsRight::WriteFile => Right::WriteFile,
+                    idagent_policy::FsRight::Truncate => Right::Truncate,
+                    idagent_policy::FsRight::MakeReg => Right::MakeReg,
+                    idagent_policy::FsRight::MakeDir => Right::MakeDir,
+                    idagent_policy::FsRight::RemoveFile => Right::RemoveFile,
+                    idagent_policy::FsRight::RemoveDir => Right::RemoveDir,
+                    idagent_policy::FsRight::Refer => Right::Refer,
+                    idagent_policy::FsRight::MakeSym => Right::MakeSym,
+                })
+                .collect();
+            plan.writes.push(WriteRule {
+                path: path(p)?,
+                rights,
+            });
+        }
+    }
+    if handle_exec {
+        for p in &fs.exec_paths {
+            // Bare names (`python3`) are aliases for the record; the kernel needs paths.
+            if p.starts_with('/') {
+                plan.execs.push(path(p)?);
+            }
+        }
+    }
+    Ok(Some(plan))
+}

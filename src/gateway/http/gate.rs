@@ -1,0 +1,127 @@
+//! The HTTP decision point: every request on a guest connection is routed and decided by its
+//! own target, before anything is sent upstream.
+//!
+//! Owns two checks, in order: (1) the request must name what the connection really reaches —
+//! its SNI, else the name the guest resolved for the address it dialled, else that address —
+//! or it gets `421 Misdirected Request` (so a keep-alive or HTTP/2 connection cannot carry a
+//! request for another host under the first one's name); (2) the run's policy
+//! ([`crate::enforce::Enforcer`]) decides the request, and an enforced denial gets `403` with a
+//! JSON body naming the layer, the request and the rule. Explicit-proxy requests name their
+//! own target in the URL and skip (1). Does not own forwarding (`super`).
+
+use super::super::{FlowMeta, Gateway};
+use crate::audit::{BlockedEvent, EventBody};
+use crate::enforce::{Context, Permit};
+use crate::policy_cmd::replay::HttpTarget;
+use http::StatusCode;
+
+/// What the gate lets through.
+#[derive(Debug)]
+pub(crate) enum Gate {
+    Pass,
+    /// Answer the guest with this status, content type and body; `note` goes in the `http`
+    /// event.
+    Refuse {
+        status: StatusCode,
+        content_type: &'static str,
+        body: String,
+        note: String,
+    },
+}
+
+/// The gate for one request of `meta`'s connection. `identity` is what the connection really
+/// reaches (`None` for explicit-proxy requests, whose URL names the target).
+pub(crate) fn check(
+    gw: &Gateway,
+    meta: &FlowMeta,
+    identity: Option<&str>,
+    method: &str,
+    url: &str,
+    host: Option<&str>,
+) -> Gate {
+    let policy = gw.enforcer.active();
+    if let Some(identity) = identity {
+        let claimed = host.map(normalize).unwrap_or_default();
+        let real = normalize(identity);
+        // Without a policy, a connection to a bare address may carry any Host (nothing is
+        // decided by it); with one, the request is decided as what it really reaches.
+        let by_address = real.parse::<std::net::IpAddr>().is_ok() && !policy;
+        if !claimed.is_empty() && claimed != real && !by_address {
+            gw.audit.emit(EventBody::Blocked(BlockedEvent {
+                what: "http".into(),
+                target: url.to_owned(),
+                reason: format!("misdirected: Host {claimed} on a connection to {real}"),
+                flow: Some(meta.id),
+            }));
+            return Gate::Refuse {
+                status: StatusCode::MISDIRECTED_REQUEST,
+                content_type: "text/plain",
+                body: format!(
+                    "idagent gateway: this connection reaches {real}; a request for {claimed} needs a connection of its own\n"
+                ),
+                note: "misdirected".into(),
+            };
+        }
+    }
+    if !policy {
+        return Gate::Pass;
+    }
+    let Some(target) = HttpTarget::parse(url) else {
+        gw.audit.emit(EventBody::Blocked(BlockedEvent {
+            what: "http".into(),
+            target: url.to_owned(),
+            reason: "request target is not a URL the policy can decide".into(),
+            flow: Some(meta.id),
+        }));
+        return Gate::Refuse {
+            status: StatusCode::BAD_REQUEST,
+            content_type: "text/plain",
+            body: "idagent gateway: request target cannot be decided\n".into(),
+            note: "undecidable".into(),
+        };
+    };
+    let request = target.request(method);
+    match gw
+        .enforcer
+        .check(&request.as_request(), Context::flow(meta.id), "http_403")
+    {
+        Permit::Allow => Gate::Pass,
+        Permit::Deny(denial) => Gate::Refuse {
+            status: StatusCode::FORBIDDEN,
+            content_type: "application/json",
+            body: crate::enforce::denial_body(
+                &denial,
+                &crate::policy_cmd::describe(&request),
+            ),
+            note: format!("denied by policy (rule {})", denial.rule),
+        },
+    }
+}
+
+/// A host as compared: lowercase, no port, no brackets, no trailing dot.
+fn normalize(host: &str) -> String {
+    let host = host.trim();
+    let no_port = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        match host.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') && p.chars().all(|c| c.is_ascii_digit()) => h,
+            _ => host,
+        }
+    };
+    no_port.trim_end_matches('.').to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize;
+
+    #[test]
+    fn hosts_compare_without_port_case_or_dot() {
+        assert_eq!(normalize("WWW.Google.com:443"), "www.google.com");
+        assert_eq!(normalize("www.google.com."), "www.google.com");
+        assert_eq!(normalize("[fd00::1]:80"), "fd00::1");
+        assert_eq!(normalize("fd00::1"), "fd00::1");
+        assert_eq!(normalize("10.0.0.1:8080"), "10.0.0.1");
+    }
+}

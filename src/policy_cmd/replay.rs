@@ -1,0 +1,296 @@
+//! A run's audit log read back as the policy requests it made: the one mapping from the typed
+//! audit schema to `idagent_policy::Request`, shared by `policy learn`, `policy check` and
+//! `diff`, so the three can never disagree on what a run did.
+//!
+//! Owns: which events are requests (and which are not: DNS over TCP framing, the explicit
+//! proxy's own port, failed execs, `decision` records), and what makes a log incomplete (a
+//! `gap`, an observer `notice`, torn or unknown lines, no `run_end`). Does not own deciding
+//! (`idagent_policy::evaluate`) nor learning (`idagent_policy::Learner`).
+
+use crate::audit::read::{records, Record};
+use crate::audit::{EventBody, FileOp as AuditOp, Outcome};
+use idagent_policy::{FileOp, OwnedRequest, Proto, Scheme};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Notices that say nothing about what was observed (they are about teardown bookkeeping).
+const BENIGN_NOTICES: [&str; 2] = ["firewall_counters", "teardown"];
+
+/// Why a run folder could not be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("{path}: no such run folder")]
+    Missing { path: PathBuf },
+    #[error("{path}: not a run folder (no audit.jsonl)")]
+    NoLog { path: PathBuf },
+    #[error(transparent)]
+    Open(#[from] crate::audit::read::OpenLog),
+}
+
+/// One request a run made, with where it is in the log.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub request: OwnedRequest,
+    pub seq: u64,
+    pub ts: String,
+    /// An HTTP exchange that carried credentials.
+    pub credentials: bool,
+    /// A file write the kernel refused (read-only mount), or one outside the workspace.
+    pub refused_by_kernel: bool,
+}
+
+/// A run's requests and what makes its record incomplete.
+#[derive(Debug, Clone, Default)]
+pub struct RunLog {
+    pub dir: PathBuf,
+    pub run_id: String,
+    pub items: Vec<Item>,
+    /// Why this log is not a complete record (empty when it is).
+    pub incomplete: Vec<String>,
+    /// Lines that were torn or did not parse.
+    pub bad_lines: u64,
+    /// `decision` records in the log (from a run with `--policy`).
+    pub decisions: Vec<(u64, crate::audit::DecisionEvent)>,
+}
+
+/// Reads `dir/audit.jsonl`.
+pub fn load(dir: &Path) -> Result<RunLog, ReplayError> {
+    if !dir.is_dir() {
+        return Err(ReplayError::Missing {
+            path: dir.to_owned(),
+        });
+    }
+    let path = dir.join("audit.jsonl");
+    if !path.is_file() {
+        return Err(ReplayError::NoLog {
+            path: dir.to_owned(),
+        });
+    }
+    let mut log = RunLog {
+        dir: dir.to_owned(),
+        ..RunLog::default()
+    };
+    let mut flows: HashMap<u64, (Option<String>, SocketAddr)> = HashMap::new();
+    let mut ended = false;
+    for line in records(&path)? {
+        let Ok(record) = line else {
+            log.bad_lines += 1;
+            continue;
+        };
+        if log.run_id.is_empty() {
+            log.run_id = record.run.to_string();
+        }
+        ended |= matches!(record.body, EventBody::RunEnd(_));
+        log.take(record, &mut flows);
+    }
+    if log.bad_lines > 0 {
+        log.incomplete.push(format!(
+            "{} torn or unreadable line(s) in {}",
+            log.bad_lines,
+            path.display()
+        ));
+    }
+    if !ended {
+        log.incomplete
+            .push(format!("{}: no run_end (the run did not finish)", path.display()));
+    }
+    Ok(log)
+}
+
+impl RunLog {
+    fn push(&mut self, record: &Record, request: OwnedRequest) {
+        self.items.push(Item {
+            request,
+            seq: record.seq,
+            ts: record.ts.clone(),
+            credentials: false,
+            refused_by_kernel: false,
+        });
+    }
+
+    fn take(&mut self, record: Record, flows: &mut HashMap<u64, (Option<String>, SocketAddr)>) {
+        match &record.body {
+            EventBody::Gap(g) => self.incomplete.push(format!(
+                "seq {}: {} event(s) lost ({})",
+                record.seq, g.dropped, g.reason
+            )),
+            EventBody::Notice(n) if !BENIGN_NOTICES.contains(&n.what.as_ref()) => self
+                .incomplete
+                .push(format!("seq {}: notice {}: {}", record.seq, n.what, n.detail)),
+            EventBody::Unknown => self
+                .incomplete
+                .push(format!("seq {}: an event kind this idagent does not know", record.seq)),
+            EventBody::Dns(d) if !d.data.name.is_empty() && !d.data.qtype.is_empty() => {
+                let request = OwnedRequest::Dns {
+                    name: d.data.name.clone(),
+                    qtype: d.data.qtype.to_string(),
+                };
+                self.push(&record, request);
+            }
+            EventBody::Tcp(t) if t.phase.as_ref() == "open" => {
+                let Ok(dst) = t.dst.parse::<SocketAddr>() else {
+                    return;
+                };
+                flows.insert(t.flow.0, (t.name.clone(), dst));
+                if !crate::netdrv::is_gateway_service(dst) {
+                    let request = OwnedRequest::Connect {
+                        name: t.name.clone(),
+                        addr: dst.ip(),
+                        port: dst.port(),
+                        proto: Proto::Tcp,
+                    };
+                    self.push(&record, request);
+                }
+            }
+            EventBody::Tls(t) if t.mode.as_ref() != "rejected" || t.sni.is_some() => {
+                let Some((name, dst)) = flows.get(&t.flow.0).cloned() else {
+                    return;
+                };
+                let request = OwnedRequest::Tls {
+                    sni: t.sni.clone(),
+                    alpn: t.alpn.iter().cloned().collect(),
+                    name,
+                    addr: dst.ip(),
+                    port: dst.port(),
+                };
+                self.push(&record, request);
+            }
+            EventBody::Http(h) if h.method != "CONNECT" => {
+                let Some(url) = HttpTarget::parse(&h.url) else {
+                    return;
+                };
+                self.push(&record, url.request(&h.method));
+                if let Some(last) = self.items.last_mut() {
+                    last.credentials = !h.credentials.is_empty();
+                }
+            }
+            EventBody::Udp(u) => {
+                let Ok(dst) = u.dst.parse::<SocketAddr>() else {
+                    return;
+                };
+                let request = OwnedRequest::Datagram {
+                    name: u.name.clone(),
+                    addr: dst.ip(),
+                    port: dst.port(),
+                };
+                self.push(&record, request);
+            }
+            EventBody::File(f) => {
+                let Some(op) = file_op(f.op) else { return };
+                let inside = in_workspace(&f.path);
+                let request = OwnedRequest::FileWrite {
+                    path: f.path.clone(),
+                    op,
+                };
+                self.push(&record, request);
+                if let Some(last) = self.items.last_mut() {
+                    last.refused_by_kernel = f.outcome == Outcome::Denied || !inside;
+                }
+            }
+            EventBody::Exec(e) if e.error.is_none() => {
+                let request = OwnedRequest::Exec {
+                    path: e.path.clone(),
+                    argv: e.argv.clone(),
+                };
+                self.push(&record, request);
+            }
+            EventBody::Decision(d) => self.decisions.push((record.seq, d.clone())),
+            _ => {}
+        }
+    }
+}
+
+/// Whether `path` (absolute, as the guest named it) is the workspace or beneath it; a path
+/// with `..` segments is never counted as inside.
+pub fn in_workspace(path: &str) -> bool {
+    let ws = crate::GUEST_WORKSPACE;
+    let beneath = path == ws || path.strip_prefix(ws).is_some_and(|rest| rest.starts_with('/'));
+    beneath && !path.split('/').any(|seg| seg == "..")
+}
+
+/// The policy's view of a file event's operation; `None` for what is not a write.
+pub fn file_op(op: AuditOp) -> Option<FileOp> {
+    Some(match op {
+        AuditOp::Create | AuditOp::Creat | AuditOp::Mknod | AuditOp::Symlink | AuditOp::Link => {
+            FileOp::CreateFile
+        }
+        AuditOp::Modify | AuditOp::OpenWrite | AuditOp::Truncate => FileOp::Write,
+        AuditOp::Delete | AuditOp::Unlink | AuditOp::Rmdir => FileOp::Remove,
+        AuditOp::Rename => FileOp::Rename,
+        AuditOp::Mkdir => FileOp::CreateDir,
+        AuditOp::Chmod | AuditOp::Chown => return None,
+    })
+}
+
+/// An HTTP request's URL taken apart the one way both the gateway and the replay use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpTarget {
+    pub scheme: Scheme,
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+    pub query: Option<String>,
+}
+
+impl HttpTarget {
+    /// `scheme://host[:port]/path[?query]` as the gateway logs it.
+    pub fn parse(url: &str) -> Option<Self> {
+        let uri: http::Uri = url.parse().ok()?;
+        let scheme = match uri.scheme_str()? {
+            "http" => Scheme::Http,
+            "https" => Scheme::Https,
+            _ => return None,
+        };
+        let authority = uri.authority()?;
+        let default = if scheme == Scheme::Https { 443 } else { 80 };
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        Some(Self {
+            scheme,
+            host,
+            port: authority.port_u16().unwrap_or(default),
+            path: uri.path().to_owned(),
+            query: uri.query().map(str::to_owned),
+        })
+    }
+
+    pub fn request(&self, method: &str) -> OwnedRequest {
+        OwnedRequest::Http {
+            scheme: self.scheme,
+            host: self.host.clone(),
+            port: self.port,
+            method: method.to_owned(),
+            path: self.path.clone(),
+            query: self.query.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_the_way_the_gateway_logs_them() {
+        let t = HttpTarget::parse("https://WWW.Google.com/search?q=1").expect("parse");
+        assert_eq!(
+            t,
+            HttpTarget {
+                scheme: Scheme::Https,
+                host: "www.google.com".into(),
+                port: 443,
+                path: "/search".into(),
+                query: Some("q=1".into()),
+            }
+        );
+        let t = HttpTarget::parse("http://[fd00::1]:8080/").expect("parse");
+        assert_eq!((t.host.as_str(), t.port), ("fd00::1", 8080));
+        assert!(HttpTarget::parse("ftp://x/").is_none());
+        assert!(HttpTarget::parse("not a url").is_none());
+    }
+}

@@ -368,3 +368,6 @@ fn near_network(
     });
     found.map(|(_, id)| id.to_string())
 }
+
+#[cfg(test)]
+mod tests;

@@ -430,3 +430,6 @@ fn files(
         .collect();
     (rules, denied)
 }
+
+#[cfg(test)]
+mod tests;

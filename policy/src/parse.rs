@@ -100,10 +100,10 @@ impl Ids {
         let (id, at) = match m.get("id") {
             Some(n) => {
                 let id = string(n, "id")?;
-                if id.is_empty() || id.chars().any(char::is_whitespace) || id == DEFAULT_DENY {
+                if id.trim().is_empty() || id.chars().any(char::is_control) || id == DEFAULT_DENY {
                     return Err(err(
                         n,
-                        format!("bad rule id `{id}` (no spaces; `{DEFAULT_DENY}` is reserved)"),
+                        format!("bad rule id `{id}` (empty, control characters, or the reserved `{DEFAULT_DENY}`)"),
                     ));
                 }
                 (id.to_string(), n)
@@ -544,3 +544,6 @@ fn exec(n: &Node<'_>, ids: &mut Ids) -> Result<ExecSection> {
     }
     Ok(ExecSection::new(opt_mode(&m)?, rules))
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,488 @@
+//! Evaluate tests: every layer, deny beats allow, order independence, mode resolution.
+
+use crate::*;
+use std::net::IpAddr;
+
+const POLICY: &str = r#"
+version: 1
+mode: enforce
+network:
+  rules:
+    - host: www.google.com
+      port: 443
+      protocol: https
+      http:
+        - {method: GET, path: /}
+        - {method: GET, path: "/users/{id}", query: [page]}
+        - {method: "*", path: "/static/**"}
+        - {id: no-admin, method: "*", path: "/static/admin/**", action: deny}
+        - {method: POST, path: /upload, mode: report}
+    - host: "*.googleapis.com"
+      port: 443
+      protocol: tls
+    - host: plain.example
+      port: 80
+      protocol: http
+      inspect: l4
+    - host: 192.0.2.10
+      port: 22
+      protocol: tcp
+    - host: evil.example
+      port: 443
+      protocol: https
+      action: deny
+    - host: evil.example
+      id: evil-allow
+      port: 443
+      protocol: https
+      inspect: l4
+dns:
+  mode: report
+  names: [extra.example]
+udp:
+  rules:
+    - {host: ntp.example, port: 123}
+files:
+  mode: report
+  rules:
+    - {path: /tmp/workspace/out, kind: dir, allow: [create_file, create_dir]}
+    - {path: /tmp/workspace/notes.txt, kind: file, allow: [write]}
+exec:
+  rules:
+    - {path: /usr/bin/python3.11, aliases: [/usr/bin/python3, python3]}
+    - {path: /usr/bin/curl, action: deny}
+    - {path: /usr/bin/curl, id: curl-ok}
+"#;
+
+fn policy() -> Policy {
+    Policy::parse(POLICY).unwrap()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn http<'a>(
+    scheme: Scheme,
+    host: &'a str,
+    port: u16,
+    method: &'a str,
+    path: &'a str,
+    query: Option<&'a str>,
+) -> Request<'a> {
+    Request::Http {
+        scheme,
+        host,
+        port,
+        method,
+        path,
+        query,
+    }
+}
+
+fn verdict(p: &Policy, r: Request<'_>) -> (Verdict, String) {
+    let d = evaluate(p, &r);
+    (d.verdict, d.rule)
+}
+
+fn allow(id: &str) -> (Verdict, String) {
+    (Verdict::Allow, id.to_string())
+}
+fn deny(id: &str) -> (Verdict, String) {
+    (Verdict::Deny, id.to_string())
+}
+
+#[test]
+fn http_layer() {
+    let p = policy();
+    let g = "www.google.com";
+    assert_eq!(
+        verdict(&p, http(Scheme::Https, g, 443, "GET", "/", None)),
+        allow("http:www.google.com:443:GET:/")
+    );
+    assert_eq!(
+        verdict(
+            &p,
+            http(Scheme::Https, "WWW.Google.com.", 443, "GET", "/", None)
+        )
+        .0,
+        Verdict::Allow
+    );
+    assert_eq!(
+        verdict(&p, http(Scheme::Http, g, 443, "GET", "/", None)),
+        deny(DEFAULT_DENY)
+    );
+    assert_eq!(
+        verdict(&p, http(Scheme::Https, g, 443, "HEAD", "/", None)),
+        deny(DEFAULT_DENY)
+    );
+    let users = "http:www.google.com:443:GET:/users/{id}";
+    assert_eq!(
+        verdict(
+            &p,
+            http(Scheme::Https, g, 443, "GET", "/users/42", Some("page=2"))
+        ),
+        allow(users)
+    );
+    assert_eq!(
+        verdict(
+            &p,
+            http(
+                Scheme::Https,
+                g,
+                443,
+                "GET",
+                "/users/42",
+                Some("page=2&x=1")
+            )
+        ),
+        deny(DEFAULT_DENY)
+    );
+    assert_eq!(
+        verdict(&p, http(Scheme::Https, g, 443, "GET", "/users/42/x", None)),
+        deny(DEFAULT_DENY)
+    );
+    assert_eq!(
+        verdict(&p, http(Scheme::Https, g, 443, "PUT", "/static", None)).0,
+        Verdict::Allow
+    );
+    assert_eq!(
+        verdict(
+            &p,
+            http(Scheme::Https, g, 443, "GET", "/static/admin/x", None)
+        ),
+        deny("no-admin")
+    );
+    // l4 http rule: the host rule allows every request; tls rule passes https bytes.
+    assert_eq!(
+        verdict(
+            &p,
+            http(Scheme::Http, "plain.example", 80, "DELETE", "/x", None)
+        ),
+        allow("net:plain.example:80")
+    );
+    assert_eq!(
+        verdict(
+            &p,
+            http(Scheme::Https, "a.googleapis.com", 443, "GET", "/", None)
+        )
+        .0,
+        Verdict::Allow
+    );
+    // deny on the host rule beats the l4 allow of another rule for the same host.
+    assert_eq!(
+        verdict(
+            &p,
+            http(Scheme::Https, "evil.example", 443, "GET", "/", None)
+        ),
+        deny("net:evil.example:443")
+    );
+    let miss = http(Scheme::Https, g, 443, "GET", "/nope", None);
+    assert_eq!(
+        nearest_rule(&p, &miss).as_deref(),
+        Some("net:www.google.com:443")
+    );
+    assert_eq!(
+        nearest_rule(
+            &p,
+            &http(Scheme::Https, "other.example", 443, "GET", "/", None)
+        ),
+        None
+    );
+}
+
+#[test]
+fn connect_tls_datagram_layers() {
+    let p = policy();
+    let any = ip("198.51.100.1");
+    let c = |name, addr, port| Request::Connect {
+        name,
+        addr,
+        port,
+        proto: Proto::Tcp,
+    };
+    assert_eq!(
+        verdict(&p, c(Some("www.google.com"), any, 443)).0,
+        Verdict::Allow
+    );
+    assert_eq!(
+        verdict(&p, c(Some("www.google.com"), any, 80)),
+        deny(DEFAULT_DENY)
+    );
+    assert_eq!(verdict(&p, c(None, any, 443)), deny(DEFAULT_DENY));
+    assert_eq!(
+        verdict(&p, c(None, ip("192.0.2.10"), 22)),
+        allow("net:192.0.2.10:22")
+    );
+    assert_eq!(
+        verdict(&p, c(Some("x.googleapis.com"), any, 443)).0,
+        Verdict::Allow
+    );
+    assert_eq!(
+        verdict(&p, c(Some("googleapis.com"), any, 443)),
+        deny(DEFAULT_DENY)
+    );
+    assert_eq!(
+        verdict(&p, c(Some("evil.example"), any, 443)),
+        deny("net:evil.example:443")
+    );
+    let tls = |sni, name, port| Request::Tls {
+        sni,
+        alpn: &[],
+        name,
+        addr: any,
+        port,
+    };
+    assert_eq!(
+        verdict(&p, tls(Some("a.b.googleapis.com"), None, 443)).0,
+        Verdict::Allow
+    );
+    assert_eq!(
+        verdict(&p, tls(None, Some("www.google.com"), 443)).0,
+        Verdict::Allow
+    );
+    assert_eq!(
+        verdict(&p, tls(Some("evil.other"), Some("www.google.com"), 443)),
+        deny(DEFAULT_DENY)
+    );
+    assert_eq!(
+        verdict(&p, tls(Some("plain.example"), None, 80)),
+        deny(DEFAULT_DENY)
+    );
+    let dg = |name, port| Request::Datagram {
+        name,
+        addr: any,
+        port,
+    };
+    assert_eq!(
+        verdict(&p, dg(Some("ntp.example"), 123)),
+        allow("udp:ntp.example:123")
+    );
+    assert_eq!(verdict(&p, dg(Some("ntp.example"), 53)), deny(DEFAULT_DENY));
+    let udp_connect = Request::Connect {
+        name: Some("ntp.example"),
+        addr: any,
+        port: 123,
+        proto: Proto::Udp,
+    };
+    assert_eq!(verdict(&p, udp_connect).0, Verdict::Allow);
+    assert_eq!(
+        nearest_rule(&p, &dg(Some("ntp.example"), 53)).as_deref(),
+        Some("udp:ntp.example:123")
+    );
+}
+
+#[test]
+fn dns_layer() {
+    let p = policy();
+    let q = |name| Request::Dns {
+        name,
+        qtype: "AAAA",
+    };
+    assert_eq!(
+        verdict(&p, q("www.google.com.")),
+        allow("net:www.google.com:443")
+    );
+    assert_eq!(verdict(&p, q("ntp.example")), allow("udp:ntp.example:123"));
+    assert_eq!(verdict(&p, q("extra.example")), allow("dns:extra.example"));
+    assert_eq!(verdict(&p, q("x.googleapis.com")).0, Verdict::Allow);
+    let d = evaluate(&p, &q("nope.example"));
+    assert_eq!(
+        (d.verdict, d.mode, d.layer),
+        (Verdict::Deny, Mode::Report, Layer::Dns)
+    );
+    assert!(d.would_deny() && !d.enforced());
+}
+
+#[test]
+fn file_layer_is_what_landlock_enforces() {
+    let p = policy();
+    let f = |path, op| Request::FileWrite { path, op };
+    assert_eq!(
+        verdict(&p, f("/tmp/workspace/out/a.txt", FileOp::CreateFile)),
+        allow("files:/tmp/workspace/out")
+    );
+    // Inherited by the whole subtree, as Landlock does.
+    assert_eq!(
+        verdict(&p, f("/tmp/workspace/out/x/y/a.txt", FileOp::CreateFile)).0,
+        Verdict::Allow
+    );
+    // create_file grants write_file: a created file can be written.
+    assert_eq!(
+        verdict(&p, f("/tmp/workspace/out/a.txt", FileOp::Write)).0,
+        Verdict::Allow
+    );
+    assert_eq!(
+        verdict(&p, f("/tmp/workspace/out/a.txt", FileOp::Remove)),
+        deny(DEFAULT_DENY)
+    );
+    assert_eq!(
+        verdict(&p, f("/tmp/workspace/out", FileOp::CreateDir)),
+        deny(DEFAULT_DENY)
+    );
+    assert_eq!(
+        verdict(&p, f("/tmp/workspace/notes.txt", FileOp::Write)),
+        allow("files:/tmp/workspace/notes.txt")
+    );
+    assert_eq!(
+        verdict(&p, f("/tmp/workspace/notes.txt", FileOp::Rename)),
+        deny(DEFAULT_DENY)
+    );
+    assert_eq!(
+        verdict(&p, f("/tmp/workspace/out/../../etc/passwd", FileOp::Write)),
+        deny(DEFAULT_DENY)
+    );
+    assert_eq!(
+        verdict(&p, f("relative", FileOp::Write)),
+        deny(DEFAULT_DENY)
+    );
+    let d = evaluate(&p, &f("/etc/passwd", FileOp::Write));
+    assert_eq!(d.mode, Mode::Report);
+    assert_eq!(
+        nearest_rule(&p, &f("/tmp/workspace/out/a", FileOp::Remove)).as_deref(),
+        Some("files:/tmp/workspace/out")
+    );
+}
+
+#[test]
+fn exec_layer() {
+    let p = policy();
+    let e = |path| Request::Exec { path, argv: &[] };
+    assert_eq!(
+        verdict(&p, e("/usr/bin/python3")),
+        allow("exec:/usr/bin/python3.11")
+    );
+    assert_eq!(verdict(&p, e("python3")), allow("exec:/usr/bin/python3.11"));
+    assert_eq!(verdict(&p, e("/usr/bin/curl")), deny("exec:/usr/bin/curl"));
+    assert_eq!(verdict(&p, e("/bin/sh")), deny(DEFAULT_DENY));
+    assert_eq!(
+        nearest_rule(&p, &e("/usr/local/bin/python3")).as_deref(),
+        Some("exec:/usr/bin/python3.11")
+    );
+}
+
+#[test]
+fn modes_resolve_rule_then_section_then_global() {
+    let p = policy();
+    let post = http(
+        Scheme::Https,
+        "www.google.com",
+        443,
+        "POST",
+        "/upload",
+        None,
+    );
+    assert_eq!(evaluate(&p, &post).mode, Mode::Report);
+    let miss = http(Scheme::Https, "www.google.com", 443, "GET", "/x", None);
+    assert!(evaluate(&p, &miss).enforced());
+    let dry = p.with_mode_override(Mode::Report);
+    assert!(evaluate(&dry, &miss).would_deny());
+    let e = Request::Exec {
+        path: "/bin/sh",
+        argv: &[],
+    };
+    assert!(!evaluate(&dry, &e).enforced());
+    // Enforce keeps explicit report overrides.
+    let strict = p.with_mode_override(Mode::Enforce);
+    let dns = Request::Dns {
+        name: "nope.example",
+        qtype: "A",
+    };
+    assert_eq!(evaluate(&strict, &dns).mode, Mode::Report);
+    let reported = Policy::parse("version: 1\nmode: report\n").unwrap();
+    let forced = reported.with_mode_override(Mode::Enforce);
+    assert!(evaluate(&forced, &dns).enforced());
+}
+
+/// A tiny deterministic shuffle (no rand dependency).
+fn shuffled<T: Clone>(items: &[T], seed: u64) -> Vec<T> {
+    let mut v = items.to_vec();
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    for i in (1..v.len()).rev() {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let j = usize::try_from(s >> 33).unwrap() % (i + 1);
+        v.swap(i, j);
+    }
+    v
+}
+
+#[test]
+fn rule_order_never_changes_the_result() {
+    let p = policy();
+    let nets = p.network.rules().to_vec();
+    let execs = p.exec.rules().to_vec();
+    let requests = [
+        http(
+            Scheme::Https,
+            "www.google.com",
+            443,
+            "GET",
+            "/static/admin/x",
+            None,
+        ),
+        http(Scheme::Https, "evil.example", 443, "GET", "/", None),
+        Request::Exec {
+            path: "/usr/bin/curl",
+            argv: &[],
+        },
+        http(
+            Scheme::Https,
+            "www.google.com",
+            443,
+            "GET",
+            "/static/a",
+            None,
+        ),
+    ];
+    let base: Vec<_> = requests.iter().map(|r| evaluate(&p, r)).collect();
+    for seed in 0..20 {
+        let mut q = p.clone();
+        let mut nets = shuffled(&nets, seed);
+        for n in &mut nets {
+            n.http = shuffled(&n.http, seed + 100);
+        }
+        q.network = NetworkSection::new(p.network.mode, nets);
+        q.exec = ExecSection::new(p.exec.mode, shuffled(&execs, seed));
+        let got: Vec<_> = requests.iter().map(|r| evaluate(&q, r)).collect();
+        assert_eq!(got, base, "seed {seed}");
+    }
+}
+
+#[test]
+fn fs_plan_maps_ops_to_landlock_rights() {
+    let p = policy();
+    let plan = p.fs_plan();
+    assert_eq!(plan.files_mode, Mode::Report);
+    assert_eq!(plan.exec_mode, Mode::Enforce);
+    assert_eq!(
+        plan.write_rules,
+        vec![
+            (
+                "/tmp/workspace/notes.txt".to_string(),
+                vec![FsRight::WriteFile, FsRight::Truncate]
+            ),
+            (
+                "/tmp/workspace/out".to_string(),
+                vec![
+                    FsRight::WriteFile,
+                    FsRight::Truncate,
+                    FsRight::MakeReg,
+                    FsRight::MakeDir
+                ]
+            ),
+        ]
+    );
+    // Relative aliases are left out; a denied path is taken out.
+    assert_eq!(
+        plan.exec_paths,
+        vec![
+            "/usr/bin/python3".to_string(),
+            "/usr/bin/python3.11".to_string()
+        ]
+    );
+    assert!(p.has_file_rules() && p.has_exec_rules());
+}

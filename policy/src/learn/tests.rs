@@ -1,0 +1,340 @@
+//! Learner tests: generalisation, files, determinism under shuffling, and the round trip.
+
+use super::*;
+use crate::*;
+
+fn obs(request: OwnedRequest, run: &str, seq: u64) -> Observed {
+    Observed {
+        request,
+        run: run.to_string(),
+        seq,
+        ts: format!("2026-12-01T10:00:{:02}.0Z", seq % 60),
+        credentials: false,
+        refused_by_kernel: false,
+        real_path: None,
+    }
+}
+
+fn get(host: &str, path: &str, query: Option<&str>) -> OwnedRequest {
+    OwnedRequest::Http {
+        scheme: Scheme::Https,
+        host: host.into(),
+        port: 443,
+        method: "GET".into(),
+        path: path.into(),
+        query: query.map(str::to_string),
+    }
+}
+
+fn write(path: &str, op: FileOp) -> OwnedRequest {
+    OwnedRequest::FileWrite {
+        path: path.into(),
+        op,
+    }
+}
+
+fn sample() -> Vec<Observed> {
+    let addr: std::net::IpAddr = "203.0.113.5".parse().unwrap();
+    let mut v = vec![
+        obs(
+            OwnedRequest::Dns {
+                name: "www.google.com".into(),
+                qtype: "A".into(),
+            },
+            "r1",
+            1,
+        ),
+        obs(
+            OwnedRequest::Dns {
+                name: "unused.example".into(),
+                qtype: "AAAA".into(),
+            },
+            "r1",
+            2,
+        ),
+        obs(
+            OwnedRequest::Connect {
+                name: Some("www.google.com".into()),
+                addr,
+                port: 443,
+                proto: Proto::Tcp,
+            },
+            "r1",
+            3,
+        ),
+        obs(
+            OwnedRequest::Tls {
+                sni: Some("www.google.com".into()),
+                alpn: vec![],
+                name: None,
+                addr,
+                port: 443,
+            },
+            "r1",
+            4,
+        ),
+        obs(get("www.google.com", "/", None), "r1", 5),
+        obs(
+            get("www.google.com", "/users/42", Some("page=1&sort=a")),
+            "r1",
+            6,
+        ),
+        obs(get("www.google.com", "/users/7", Some("lang=en")), "r2", 7),
+        obs(
+            OwnedRequest::Connect {
+                name: None,
+                addr,
+                port: 8443,
+                proto: Proto::Tcp,
+            },
+            "r2",
+            8,
+        ),
+        obs(
+            OwnedRequest::Datagram {
+                name: Some("ntp.example".into()),
+                addr,
+                port: 123,
+            },
+            "r2",
+            9,
+        ),
+        obs(
+            write("/tmp/workspace/google.html", FileOp::CreateFile),
+            "r1",
+            10,
+        ),
+        obs(write("/tmp/workspace/google.html", FileOp::Write), "r1", 11),
+        obs(write("/tmp/workspace/config.ini", FileOp::Write), "r1", 12),
+        obs(write("/tmp/workspace/out", FileOp::CreateDir), "r1", 13),
+        obs(
+            write("/tmp/workspace/out/a.json", FileOp::CreateFile),
+            "r2",
+            14,
+        ),
+        obs(write("/etc/hosts", FileOp::Write), "r1", 15),
+        obs(
+            OwnedRequest::Exec {
+                path: "/usr/bin/python3".into(),
+                argv: vec!["python3".into(), "-c".into(), "1".into()],
+            },
+            "r1",
+            16,
+        ),
+        obs(
+            OwnedRequest::Exec {
+                path: "/bin/sh".into(),
+                argv: vec![],
+            },
+            "r2",
+            17,
+        ),
+    ];
+    v[14].refused_by_kernel = true;
+    v[15].real_path = Some("/usr/bin/python3.11".into());
+    let mut post = obs(
+        OwnedRequest::Http {
+            scheme: Scheme::Https,
+            host: "api.example".into(),
+            port: 443,
+            method: "POST".into(),
+            path: "/v1/items/0123456789abcdef0123".into(),
+            query: None,
+        },
+        "r2",
+        18,
+    );
+    post.credentials = true;
+    v.push(post);
+    v
+}
+
+fn learn(items: impl IntoIterator<Item = Observed>) -> Policy {
+    let mut l = Learner::new();
+    items.into_iter().for_each(|o| l.observe(o));
+    l.finish()
+}
+
+#[test]
+fn learns_exactly_what_was_seen() {
+    let p = learn(sample());
+    assert_eq!(p.mode, Mode::Enforce);
+    let ids: Vec<&str> = p.network.rules().iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "net:203.0.113.5:8443",
+            "net:api.example:443",
+            "net:www.google.com:443"
+        ]
+    );
+    let g = &p.network.rules()[2];
+    assert_eq!((g.protocol, g.inspect), (Protocol::Https, Inspect::L7));
+    let routes: Vec<(&str, &str, Option<Vec<String>>)> = g
+        .http
+        .iter()
+        .map(|h| (h.method.as_str(), h.path.as_str(), h.query.clone()))
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            ("GET", "/", Some(vec![])),
+            (
+                "GET",
+                "/users/{id}",
+                Some(vec!["lang".into(), "page".into(), "sort".into()])
+            )
+        ]
+    );
+    let seen = g.seen.as_ref().unwrap();
+    assert_eq!(
+        (seen.count, seen.runs.clone(), seen.example_seq),
+        (5, vec!["r1".into(), "r2".into()], 3)
+    );
+    let ip = &p.network.rules()[0];
+    assert_eq!(
+        (ip.protocol, ip.risk.clone()),
+        (Protocol::Tcp, vec!["ip-literal".to_string()])
+    );
+    let api = &p.network.rules()[1];
+    assert!(api.credentials);
+    assert_eq!(api.http[0].path.as_str(), "/v1/items/{id}");
+    assert_eq!(api.http[0].risk, ["write-with-credentials"]);
+    // Only the name with no rule goes to dns.names.
+    let names: Vec<String> = p.dns.names().iter().map(|n| n.name.to_string()).collect();
+    assert_eq!(names, ["unused.example"]);
+    assert_eq!(p.udp.rules()[0].id, "udp:ntp.example:123");
+    // It allows what it saw, and nothing near it.
+    let ok = get("www.google.com", "/users/99", Some("page=3"));
+    assert!(!evaluate(&p, &ok.as_request()).is_deny());
+    let bad = get("www.google.com", "/users/99", Some("admin=1"));
+    assert!(evaluate(&p, &bad.as_request()).is_deny());
+    assert!(evaluate(&p, &get("www.google.com", "/users/1/x", None).as_request()).is_deny());
+}
+
+#[test]
+fn learns_workspace_files_and_exec() {
+    let p = learn(sample());
+    let files: Vec<(&str, FileKind, Vec<FileOp>, Vec<String>)> = p
+        .files
+        .rules()
+        .iter()
+        .map(|r| (r.path.as_str(), r.kind, r.allow.clone(), r.observed.clone()))
+        .collect();
+    assert_eq!(
+        files,
+        [
+            (
+                "/tmp/workspace",
+                FileKind::Dir,
+                vec![FileOp::CreateFile, FileOp::CreateDir],
+                vec!["google.html".into(), "out".into()]
+            ),
+            (
+                "/tmp/workspace/config.ini",
+                FileKind::File,
+                vec![FileOp::Write],
+                vec!["config.ini".into()]
+            ),
+            (
+                "/tmp/workspace/out",
+                FileKind::Dir,
+                vec![FileOp::CreateFile],
+                vec!["a.json".into()]
+            ),
+        ]
+    );
+    let denied = p.files.observed_denied();
+    assert_eq!(denied.len(), 1);
+    assert_eq!(
+        (
+            denied[0].path.as_str(),
+            denied[0].errno.as_deref(),
+            denied[0].count
+        ),
+        ("/etc/hosts", Some("EROFS"), 1)
+    );
+    assert!(evaluate(
+        &p,
+        &Request::FileWrite {
+            path: "/etc/hosts",
+            op: FileOp::Write
+        }
+    )
+    .is_deny());
+    // Every learned workspace write is allowed by the learned rules.
+    for o in sample() {
+        if let OwnedRequest::FileWrite { path, .. } = &o.request {
+            if path.starts_with("/tmp/workspace") {
+                assert!(!evaluate(&p, &o.request.as_request()).is_deny(), "{path}");
+            }
+        }
+    }
+    let py = &p.exec.rules()[1];
+    assert_eq!(
+        (py.path.as_str(), py.aliases.clone()),
+        ("/usr/bin/python3.11", vec!["/usr/bin/python3".to_string()])
+    );
+    assert_eq!(py.risk, ["inline-code"]);
+    assert_eq!(p.exec.rules()[0].risk, ["shell"]);
+}
+
+#[test]
+fn any_order_gives_identical_yaml_and_it_round_trips() {
+    let items = sample();
+    let text = learn(items.clone()).to_yaml();
+    for seed in 1..15u64 {
+        let mut v = items.clone();
+        // Deterministic Fisher-Yates.
+        let mut s = seed;
+        for i in (1..v.len()).rev() {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            v.swap(i, usize::try_from(s >> 33).unwrap() % (i + 1));
+        }
+        assert_eq!(learn(v).to_yaml(), text, "seed {seed}");
+    }
+    let p = learn(items);
+    let back = Policy::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(back, p);
+    assert_eq!(back.to_yaml(), text);
+    assert!(
+        text.starts_with("# idagent policy (learned from 2 runs)\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn incomplete_and_unrepresentable() {
+    let mut l = Learner::new();
+    l.mark_incomplete("audit gap at seq 40".into());
+    l.observe(obs(get("bad host", "/", None), "r", 1));
+    let p = l.finish();
+    let Observation::Incomplete { reasons } = &p.observation else {
+        panic!("complete")
+    };
+    assert_eq!(
+        reasons,
+        &[
+            "audit gap at seq 40".to_string(),
+            "host `bad host` cannot be written as a rule".to_string()
+        ]
+    );
+    assert!(p.network.rules().is_empty());
+    assert_eq!(Policy::parse(&p.to_yaml()).unwrap(), p);
+}
+
+#[test]
+fn parsed_example_round_trips() {
+    let p = Policy::parse(crate::parse::tests::EXAMPLE).unwrap();
+    let text = p.to_yaml();
+    assert_eq!(Policy::parse(&text).unwrap(), p, "{text}");
+    let weird = "version: 1\nmode: report\nnetwork:\n  mode: enforce\n  rules:\n    - {host: \"*.a.com\", port: 443, protocol: https, mode: report, http: [{method: \"*\", path: \"/x/{y}/**\", query: [b, a], action: deny, risk: [\"x: y\"]}]}\nexec:\n  rules:\n    - {path: \"/odd path/true\", aliases: [\"yes\", \"007\"]}\nfiles:\n  observed_denied: [{path: \"/etc/a b\", op: write, count: 3}]\n";
+    let p = Policy::parse(weird).unwrap();
+    let text = p.to_yaml();
+    assert_eq!(
+        Policy::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}")),
+        p
+    );
+}

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 pub mod events;
 pub mod read;
 pub use events::*;
-pub use read::{LineError, LogRead, Record};
+pub use read::{LineError, LogRead, Record, UnknownRecord};
 
 /// Schema version written as `v` in every record. Bump on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;

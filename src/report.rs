@@ -1,11 +1,11 @@
 //! The run report: what a reviewer reads after a run, built from `RUN_DIR/audit.jsonl` alone.
 //!
-//! Owns reading the audit log tolerantly ([`read_log`]: unknown kinds and fields are kept, a
-//! torn last line or a `seq` hole becomes a warning, not an error) and in one streaming pass
-//! (no record is kept after it is folded, so a log of any size is read in bounded memory),
-//! folding it into a
-//! [`RunReport`] (destinations, requests, files, denied writes, processes, blocked attempts,
-//! credentials seen) and rendering it as text ([`render_text`]), JSON (`serde_json` of
+//! Owns reading the audit log tolerantly ([`read_log`], over the typed reader
+//! [`crate::audit::read::records`]: unknown kinds are counted and shown raw, unknown fields are
+//! ignored, a torn last line or a `seq` hole becomes a warning, not an error) and in one
+//! streaming pass (no record is kept after it is folded, so a log of any size is read in bounded
+//! memory), folding it into a [`RunReport`] (destinations, requests, files, denied writes,
+//! processes, blocked attempts, policy decisions, credentials seen) and rendering it as text ([`render_text`]), JSON (`serde_json` of
 //! [`RunReport`]) or one self-contained HTML page ([`render_html`], [`write_html`]).
 //! It does not write or validate the audit log (that is `audit`), and it never redacts beyond
 //! what `redact` already did, except that argv and commands are passed through
@@ -25,14 +25,16 @@ mod html;
 mod text;
 mod timeline;
 
+#[cfg(test)]
+mod tests;
+
+pub use crate::audit::read::MAX_LINE_BYTES;
 pub use html::{render_html, Timeline};
 pub use text::render_text;
 
+use crate::audit::{LineError, Record};
 use serde::Serialize;
-use serde_json::Value;
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 /// Version of the [`RunReport`] JSON shape (`--format json`).
@@ -41,8 +43,6 @@ pub const REPORT_SCHEMA_VERSION: u32 = 1;
 pub const MAX_ROWS: usize = 10_000;
 /// Events shown in the HTML timeline; the rest are counted in a note.
 pub const MAX_TIMELINE_EVENTS: usize = 20_000;
-/// Longest audit line read; longer lines are skipped with a warning.
-pub const MAX_LINE_BYTES: usize = 16 << 20;
 /// Places listed per credential (URLs, argv); the rest are counted.
 pub const MAX_LOCATIONS: usize = 16;
 /// Warnings about the log itself kept; the rest are counted in the last one.
@@ -99,6 +99,8 @@ pub struct RunReport {
     pub writes_denied: Vec<DeniedWrite>,
     pub processes: Vec<Process>,
     pub blocked: Vec<Blocked>,
+    /// `decision` records of a run under `--policy`.
+    pub decisions: Decisions,
     pub credentials: Vec<Credential>,
     /// Distinct credentials per fingerprint kind (`bearer`, `cookie` …).
     pub credential_kinds: BTreeMap<String, u64>,
@@ -210,6 +212,41 @@ pub struct Blocked {
     pub count: u64,
 }
 
+/// What the policy decided: enforced denials first, then what it would have denied in report
+/// mode, then how many requests it allowed per layer.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Decisions {
+    /// `verdict: deny` in `mode: enforce`, aggregated, in order of first occurrence.
+    pub denied: Vec<DecisionRow>,
+    /// `would_deny: true` (report mode), aggregated, in order of first occurrence.
+    pub would_deny: Vec<DecisionRow>,
+    /// Allowed decisions per layer (`dns`, `connect`, `http` …).
+    pub allowed: BTreeMap<String, u64>,
+}
+
+impl Decisions {
+    /// Whether the log had no decision at all (a run without `--policy`).
+    pub fn is_empty(&self) -> bool {
+        self.denied.is_empty() && self.would_deny.is_empty() && self.allowed.is_empty()
+    }
+}
+
+/// Identical decisions (same layer, request, rule and enforcement) with their count.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DecisionRow {
+    /// Sequence number of the first occurrence.
+    pub seq: u64,
+    pub layer: String,
+    /// The request in one line: `GET https://host:443/path`, `dns name A`, `exec /bin/sh`,
+    /// `create_dir /tmp/workspace/.ssh`, `connect 10.1.2.3:443`.
+    pub request: String,
+    /// The rule id that decided, or `default-deny`.
+    pub rule: String,
+    /// How a denial was enforced (`nxdomain`, `tcp_reset`, `landlock` …).
+    pub enforced_by: Option<String>,
+    pub count: u64,
+}
+
 /// One distinct credential fingerprint and where it was seen.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Credential {
@@ -249,6 +286,7 @@ impl RunReport {
             ("requests", self.requests.len()),
             ("destinations", self.destinations.len()),
             ("blocked", self.blocked.len()),
+            ("denied by policy", self.decisions.denied.len()),
             ("writes denied", self.writes_denied.len()),
             ("files written", self.files_written.len()),
             ("processes", self.processes.len()),
@@ -262,57 +300,37 @@ pub fn log_path(run_dir: &Path) -> PathBuf {
     run_dir.join("audit.jsonl")
 }
 
-/// Reads `path` (an `audit.jsonl`) tolerantly, handing each record (a JSON object) to `visit`
-/// in file order; returns the problems found with the log itself (torn or unparsable lines,
-/// `seq` holes). Fails only when the file cannot be read.
-pub fn read_log(path: &Path, mut visit: impl FnMut(&Value)) -> Result<Vec<String>, ReportError> {
-    let file = File::open(path).map_err(|source| ReportError::OpenLog {
-        path: path.to_owned(),
-        source,
+/// Reads `path` (an `audit.jsonl`) tolerantly, handing each record to `visit` in file order;
+/// returns the problems found with the log itself (torn or unparsable lines, `seq` holes).
+/// Fails only when the file cannot be opened or read.
+pub fn read_log(path: &Path, mut visit: impl FnMut(&Record)) -> Result<Vec<String>, ReportError> {
+    let mut records = crate::audit::read::records(path).map_err(|e| ReportError::OpenLog {
+        path: e.path,
+        source: e.source,
     })?;
-    let mut reader = BufReader::new(file);
-    let mut line = Vec::new();
-    let mut number = 0u64;
     let mut last_seq: Option<u64> = None;
     let mut warnings = Vec::new();
-    loop {
-        line.clear();
-        let read = (&mut reader)
-            .take(MAX_LINE_BYTES as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .map_err(|source| ReportError::ReadLog {
-                path: path.to_owned(),
-                source,
-            })?;
-        if read == 0 {
-            break;
-        }
-        number += 1;
-        let complete = line.last() == Some(&b'\n');
-        if !complete && line.len() > MAX_LINE_BYTES {
-            skip_rest_of_line(&mut reader).map_err(|source| ReportError::ReadLog {
-                path: path.to_owned(),
-                source,
-            })?;
-            warnings.push(format!(
-                "line {number}: longer than {MAX_LINE_BYTES} bytes, skipped"
-            ));
-            continue;
-        }
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        match serde_json::from_slice::<Value>(&line) {
-            Ok(value @ Value::Object(_)) => {
-                check_seq(&value, &mut last_seq, number, &mut warnings);
-                visit(&value);
+    while let Some(item) = records.next() {
+        match item {
+            Ok(record) => {
+                check_seq(record.seq, &mut last_seq, records.line(), &mut warnings);
+                visit(&record);
             }
-            Ok(_) => warnings.push(format!("line {number}: not a JSON object, skipped")),
-            Err(_) if !complete => warnings.push(format!(
-                "line {number}: torn last line ({} bytes, the writer was stopped mid-line), skipped",
-                line.len()
+            Err(LineError::Read { source, .. }) => {
+                return Err(ReportError::ReadLog {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+            Err(LineError::TooLong { line }) => warnings.push(format!(
+                "line {line}: longer than {MAX_LINE_BYTES} bytes, skipped"
             )),
-            Err(e) => warnings.push(format!("line {number}: not JSON ({e}), skipped")),
+            Err(LineError::Torn { line }) => warnings.push(format!(
+                "line {line}: torn last line (the writer was stopped mid-line), skipped"
+            )),
+            Err(LineError::Parse { line, source }) => warnings.push(format!(
+                "line {line}: not a valid record ({source}), skipped"
+            )),
         }
     }
     if warnings.len() > MAX_WARNINGS {
@@ -323,30 +341,7 @@ pub fn read_log(path: &Path, mut visit: impl FnMut(&Value)) -> Result<Vec<String
     Ok(warnings)
 }
 
-fn skip_rest_of_line(reader: &mut impl BufRead) -> std::io::Result<()> {
-    loop {
-        let buf = reader.fill_buf()?;
-        if buf.is_empty() {
-            return Ok(());
-        }
-        match buf.iter().position(|b| *b == b'\n') {
-            Some(i) => {
-                reader.consume(i + 1);
-                return Ok(());
-            }
-            None => {
-                let n = buf.len();
-                reader.consume(n);
-            }
-        }
-    }
-}
-
-fn check_seq(value: &Value, last: &mut Option<u64>, line: u64, warnings: &mut Vec<String>) {
-    let Some(seq) = value.get("seq").and_then(Value::as_u64) else {
-        warnings.push(format!("line {line}: record without seq"));
-        return;
-    };
+fn check_seq(seq: u64, last: &mut Option<u64>, line: u64, warnings: &mut Vec<String>) {
     match *last {
         Some(prev) if seq == prev + 1 => {}
         Some(prev) if seq > prev + 1 => warnings.push(format!(

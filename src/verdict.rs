@@ -4,11 +4,11 @@
 //! hermetic fakes by default, or the real services with `--real` — and judging their audit
 //! logs against the success criterion: *the gateway logs the Python and Node.js network
 //! requests, and the container runtime blocks the Go binary's write outside /tmp/workspace*.
-//! The judging is pure ([`judge`]) over the events a run wrote; nothing here trusts a victim's
+//! The judging is pure ([`judge`]) over the typed records a run wrote; nothing here trusts a victim's
 //! own output. Does not own: running a guest (`sandbox`) or serving fakes (`idagent-fakes`).
 
+use crate::audit::{EventBody, FileEvent, Outcome, Record};
 use serde::Serialize;
-use serde_json::Value;
 
 /// The three victims, in the order they run.
 pub const VICTIMS: [Victim; 3] = [Victim::PythonScrape, Victim::NodeOpenai, Victim::GoEscape];
@@ -81,50 +81,38 @@ pub struct VictimVerdict {
     pub reasons: Vec<String>,
 }
 
-/// Judges one victim's audit events. Pure.
-pub fn judge(victim: Victim, run_dir: &str, events: &[Value]) -> VictimVerdict {
-    let kind = |k: &'static str| events.iter().filter(move |e| e["kind"] == k);
-    let requests: Vec<Request> = kind("http")
-        .map(|e| Request {
-            method: e["method"].as_str().unwrap_or_default().to_owned(),
-            url: e["url"].as_str().unwrap_or_default().to_owned(),
-            status: e["status"].as_u64(),
+/// Judges one victim's audit records. Pure.
+pub fn judge(victim: Victim, run_dir: &str, events: &[Record]) -> VictimVerdict {
+    let files = || {
+        events.iter().filter_map(|r| match &r.body {
+            EventBody::File(f) => Some(f),
+            _ => None,
         })
-        .collect();
-    let file_line = |e: &Value| FileLine {
-        op: e["op"].as_str().unwrap_or_default().to_owned(),
-        path: e["path"].as_str().unwrap_or_default().to_owned(),
-        detail: match e["outcome"].as_str() {
-            Some("denied") => format!(
-                "{} by {}",
-                e["errno"].as_str().unwrap_or("denied"),
-                e["exe"].as_str().unwrap_or("?")
-            ),
-            _ => match (e["size"].as_u64(), e["sha256"].as_str()) {
-                (Some(size), Some(sha)) => format!("{size} B sha256 {}", &sha[..sha.len().min(12)]),
-                (Some(size), None) => format!("{size} B"),
-                _ => String::new(),
-            },
-        },
     };
-    let files_written: Vec<FileLine> = kind("file")
-        .filter(|e| {
-            e["outcome"] == "ok"
-                && e["path"]
-                    .as_str()
-                    .is_some_and(|p| p.starts_with(crate::GUEST_WORKSPACE))
-        })
-        .map(file_line)
-        .collect();
-    let writes_denied: Vec<FileLine> = kind("file")
-        .filter(|e| e["outcome"] == "denied")
-        .map(file_line)
-        .collect();
-    let exit_code = events
+    let requests: Vec<Request> = events
         .iter()
-        .rev()
-        .find(|e| e["kind"] == "run_end")
-        .and_then(|e| e["exit_code"].as_i64());
+        .filter_map(|r| match &r.body {
+            EventBody::Http(h) => Some(Request {
+                method: h.method.clone(),
+                url: h.url.clone(),
+                status: h.status.map(u64::from),
+            }),
+            _ => None,
+        })
+        .collect();
+    let files_written: Vec<FileLine> = files()
+        .filter(|f| f.outcome == Outcome::Ok && f.path.starts_with(crate::GUEST_WORKSPACE))
+        .map(file_line)
+        .collect();
+    let writes_denied: Vec<FileLine> = files()
+        .filter(|f| f.outcome == Outcome::Denied)
+        .map(file_line)
+        .collect();
+    let exit_code = events.iter().rev().find_map(|r| match &r.body {
+        EventBody::RunEnd(end) => Some(end.exit_code),
+        _ => None,
+    });
+    let exit_code = exit_code.flatten();
     let mut reasons = Vec::new();
     let has_request = |method: &str, url: &str| {
         requests
@@ -154,11 +142,10 @@ pub fn judge(victim: Victim, run_dir: &str, events: &[Value]) -> VictimVerdict {
                     reasons.push(format!("no denied (EROFS) write of {path} in the log"));
                 }
             }
-            let escaped = kind("file").any(|e| {
-                e["outcome"] == "ok"
-                    && e["path"].as_str().is_some_and(|p| {
-                        !p.starts_with(crate::GUEST_WORKSPACE) && !p.starts_with("/dev/")
-                    })
+            let escaped = files().any(|f| {
+                f.outcome == Outcome::Ok
+                    && !f.path.starts_with(crate::GUEST_WORKSPACE)
+                    && !f.path.starts_with("/dev/")
             });
             if escaped {
                 reasons.push("a write outside /tmp/workspace was allowed".into());
@@ -177,6 +164,30 @@ pub fn judge(victim: Victim, run_dir: &str, events: &[Value]) -> VictimVerdict {
         writes_denied,
         pass: reasons.is_empty(),
         reasons,
+    }
+}
+
+fn file_line(f: &FileEvent) -> FileLine {
+    let detail = match f.outcome {
+        Outcome::Denied => format!(
+            "{} by {}",
+            f.errno.as_deref().unwrap_or("denied"),
+            f.exe.as_deref().unwrap_or("?")
+        ),
+        Outcome::Ok => match (f.size, &f.sha256) {
+            (Some(size), Some(sha)) => {
+                format!("{size} B sha256 {}", sha.get(..12).unwrap_or(sha))
+            }
+            (Some(size), None) => format!("{size} B"),
+            _ => String::new(),
+        },
+    };
+    FileLine {
+        op: serde_json::to_string(&f.op)
+            .map(|s| s.trim_matches('"').to_owned())
+            .unwrap_or_default(),
+        path: f.path.clone(),
+        detail,
     }
 }
 
@@ -290,19 +301,39 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn http(method: &str, url: &str, status: u64) -> Value {
-        json!({"kind": "http", "method": method, "url": url, "status": status})
+    /// A record from the JSON of its body (as the writer would have written it).
+    fn rec(body: serde_json::Value) -> Record {
+        let mut line = json!({"v": 1, "seq": 1, "ts": "2026-01-01T00:00:00Z", "run": "r"});
+        if let (Some(l), Some(b)) = (line.as_object_mut(), body.as_object()) {
+            l.extend(b.clone());
+        }
+        serde_json::from_value(line).expect("a valid record")
     }
 
-    fn denied(path: &str) -> Value {
-        json!({"kind": "file", "op": "open_write", "path": path, "outcome": "denied", "errno": "EROFS", "exe": "/opt/victims/go-escape/go-escape"})
+    fn http(method: &str, url: &str, status: u64) -> Record {
+        rec(
+            json!({"kind": "http", "flow": 1, "method": method, "url": url, "status": status,
+            "req_headers": [], "resp_headers": [], "req_bytes": 0, "resp_bytes": 0,
+            "req_sha256": "", "resp_sha256": "", "req_body": "", "resp_body": "",
+            "duration_ms": 1}),
+        )
+    }
+
+    fn file(op: &str, path: &str, outcome: &str) -> Record {
+        rec(json!({"kind": "file", "op": op, "path": path, "outcome": outcome}))
+    }
+
+    fn denied(path: &str) -> Record {
+        rec(
+            json!({"kind": "file", "op": "open_write", "path": path, "outcome": "denied", "errno": "EROFS", "exe": "/opt/victims/go-escape/go-escape"}),
+        )
     }
 
     #[test]
     fn python_passes_only_with_the_logged_request() {
         let ok = [
             http("GET", "https://www.google.com/", 200),
-            json!({"kind": "run_end", "exit_code": 0}),
+            rec(json!({"kind": "run_end", "exit_code": 0})),
         ];
         assert!(judge(Victim::PythonScrape, "r", &ok).pass);
         let wrong_status = [http("GET", "https://www.google.com/", 502)];
@@ -328,14 +359,12 @@ mod tests {
 
     #[test]
     fn go_needs_every_outside_write_denied_and_none_allowed() {
-        let mut events: Vec<Value> = GO_OUTSIDE_PATHS.iter().map(|p| denied(p)).collect();
-        events.push(json!({"kind": "file", "op": "create", "path": "/tmp/workspace/go-escape.txt", "outcome": "ok", "size": 3, "sha256": "abc"}));
+        let mut events: Vec<Record> = GO_OUTSIDE_PATHS.iter().map(|p| denied(p)).collect();
+        events.push(rec(json!({"kind": "file", "op": "create", "path": "/tmp/workspace/go-escape.txt", "outcome": "ok", "size": 3, "sha256": "abc"})));
         let v = judge(Victim::GoEscape, "r", &events);
         assert!(v.pass, "{:?}", v.reasons);
         assert_eq!(v.files_written.len(), 1);
-        events.push(
-            json!({"kind": "file", "op": "open_write", "path": "/etc/passwd", "outcome": "ok"}),
-        );
+        events.push(file("open_write", "/etc/passwd", "ok"));
         assert!(!judge(Victim::GoEscape, "r", &events).pass);
         let missing = [denied("/etc/idagent-escape")];
         assert_eq!(judge(Victim::GoEscape, "r", &missing).reasons.len(), 2);

@@ -99,6 +99,9 @@ fn bodies() -> Vec<Value> {
         json!({"kind":"exit","pid":8,"signal":9,"exe":"/usr/bin/node"}),
         json!({"kind":"exit","pid":7,"code":0,"exe":"/usr/bin/dash"}),
         json!({"kind":"exit","pid":1,"code":0,"exe":"/.idagent/idagent"}),
+        json!({"kind":"decision","layer":"file","verdict":"deny","mode":"enforce",
+            "rule":"default-deny","would_deny":false,"enforced_by":"landlock",
+            "request":{"op":"create_file","path":HOSTILE_PATH},"pid":8}),
         json!({"kind":"run_end","exit_code":0,"reason":"exited","duration_ms":3837,"counts":{},
             "tun_packets_in":32,"tun_packets_out":23,"tun_packets_dropped":0,"pcap_packets":55,
             "pcap_packets_dropped":0,"firewall_packets_dropped":0}),
@@ -229,6 +232,16 @@ fn report_lists_what_the_guest_did() {
     );
 
     assert_eq!(r.counts.get("future_kind"), Some(&1));
+    assert!(
+        !r.warnings.iter().any(|w| w.contains("not a valid record")),
+        "every known kind parses typed: {:?}",
+        r.warnings
+    );
+    assert_eq!(r.decisions.denied.len(), 1);
+    assert_eq!(
+        r.decisions.denied[0].request,
+        format!("create_file {HOSTILE_PATH}")
+    );
     assert!(r
         .notices
         .iter()
@@ -402,9 +415,11 @@ fn timeline_is_capped() {
     let n = report::MAX_TIMELINE_EVENTS + 5;
     let mut timeline = report::Timeline::default();
     for seq in 1..=n {
-        timeline.push(
-            &json!({"v":1,"seq":seq,"ts":"2026-11-28T01:04:43Z","run":RUN,"kind":"exit","pid":seq}),
-        );
+        let record: idagent::audit::Record = serde_json::from_value(
+            json!({"v":1,"seq":seq,"ts":"2026-11-28T01:04:43Z","run":RUN,"kind":"exit","pid":seq}),
+        )
+        .expect("an exit record");
+        timeline.push(&record);
     }
     let html = report::render_html(&RunReport::default(), &timeline);
     assert!(html.contains(&format!(

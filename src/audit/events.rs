@@ -77,6 +77,7 @@ pub struct Limits {
 /// Last event of every run; `counts` (events per kind, this one included) is filled in by the
 /// writer.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RunEnd {
     /// The guest's exit code; absent when the run ended before the guest did.
     pub exit_code: Option<i64>,

@@ -29,6 +29,29 @@ pub struct Record {
     pub run: RunId,
     #[serde(flatten)]
     pub body: EventBody,
+    /// For [`EventBody::Unknown`]: the record as read, so a reader can still name and show
+    /// it. Filled in by [`Records`]; never serialized.
+    #[serde(skip)]
+    pub unknown: Option<UnknownRecord>,
+}
+
+impl Record {
+    /// The record's `kind` as written, also for kinds this build does not know.
+    pub fn kind(&self) -> &str {
+        match (&self.body, &self.unknown) {
+            (EventBody::Unknown, Some(u)) => &u.kind,
+            (body, _) => body.kind(),
+        }
+    }
+}
+
+/// A record of a kind this build does not know.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UnknownRecord {
+    /// Its `kind` (empty when it had none).
+    pub kind: String,
+    /// The whole line as JSON, for display only.
+    pub raw: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The log could not be opened.
@@ -103,6 +126,11 @@ impl<R: BufRead> Records<R> {
         }
     }
 
+    /// The 1-based line number of the item last returned (0 before the first).
+    pub fn line(&self) -> u64 {
+        self.line
+    }
+
     /// Drops the rest of an over-long line; returns whether a newline ended it.
     fn skip_rest_of_line(&mut self) -> std::io::Result<bool> {
         loop {
@@ -153,8 +181,13 @@ impl<R: BufRead> Iterator for Records<R> {
                     if self.buf.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
-                    return Some(match serde_json::from_slice(&self.buf) {
-                        Ok(record) => Ok(record),
+                    return Some(match serde_json::from_slice::<Record>(&self.buf) {
+                        Ok(mut record) => {
+                            if matches!(record.body, EventBody::Unknown) {
+                                record.unknown = Some(unknown_record(&self.buf));
+                            }
+                            Ok(record)
+                        }
                         Err(_) if !ended => Err(LineError::Torn { line }),
                         Err(source) => Err(LineError::Parse { line, source }),
                     });
@@ -163,6 +196,17 @@ impl<R: BufRead> Iterator for Records<R> {
         }
         None
     }
+}
+
+fn unknown_record(line: &[u8]) -> UnknownRecord {
+    let raw: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(line).unwrap_or_default();
+    let kind = raw
+        .get("kind")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    UnknownRecord { kind, raw }
 }
 
 /// A whole log in memory: the records that parsed and the lines that did not.
@@ -214,14 +258,18 @@ mod tests {
             }) => assert_eq!(n.what, "w"),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(
-            items[1],
+        match &items[1] {
             Ok(Record {
                 seq: 2,
                 body: EventBody::Unknown,
+                unknown: Some(u),
                 ..
-            })
-        ));
+            }) => {
+                assert_eq!(u.kind, "from_the_future");
+                assert_eq!(u.raw["x"]["y"], 1);
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(items[2], Err(LineError::Parse { line: 4, .. })));
         assert!(matches!(
             items[3],
@@ -292,6 +340,7 @@ mod tests {
                 ts: "t".into(),
                 run: serde_json::from_str("\"r\"").expect("run id"),
                 body,
+                unknown: None,
             };
             let line = serde_json::to_string(&record).expect("encode");
             let back: Record = serde_json::from_str(&line).expect("decode");

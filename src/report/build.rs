@@ -1,16 +1,20 @@
-//! Folds audit records (as `serde_json::Value`, so unknown kinds and fields never fail) into a
-//! [`RunReport`]. Pure: no I/O.
+//! Folds typed audit [`Record`]s into a [`RunReport`] (records of unknown kinds are only
+//! counted). Pure: no I/O.
 
+mod decisions;
 mod destinations;
 
-use super::fields::{
-    fingerprints_in, i64_of, parse_ts, split_addr, str_of, strings_of, strip_port, u64_of, url_host,
-};
+pub(super) use decisions::request_line;
+
+use super::fields::{fingerprints_in, name_of, parse_ts, split_addr, strip_port, url_host};
 use super::{
     Blocked, Credential, DeniedWrite, Destination, FileWrite, NoticeRow, Process, Request,
     RunReport, MAX_LOCATIONS, MAX_ROWS, REPORT_SCHEMA_VERSION,
 };
-use serde_json::Value;
+use crate::audit::{
+    BlockedEvent, DnsEvent, EventBody, ExecEvent, ExitEvent, FileEvent, FlowId, HttpEvent, Outcome,
+    Record, RunEnd, RunStart, TcpEvent, TlsEvent, UdpEvent,
+};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Flows tracked for the destinations table; later flows are counted in `omitted["flows"]`.
@@ -72,6 +76,7 @@ pub(super) struct Builder {
     blocked: BTreeMap<(String, String, String), BlockedAgg>,
     creds: BTreeMap<String, Cred>,
     argv_with_secrets: u64,
+    decisions: decisions::Decisions,
 }
 
 impl Builder {
@@ -89,39 +94,42 @@ impl Builder {
         self.finish()
     }
 
-    pub(super) fn push(&mut self, e: &Value) {
-        let kind = str_of(e, "kind").unwrap_or("(none)").to_owned();
-        *self.report.counts.entry(kind.clone()).or_default() += 1;
-        if let Some(ts) = str_of(e, "ts") {
-            if self.start_ns.is_none() {
-                self.start_ns = parse_ts(ts);
+    pub(super) fn push(&mut self, rec: &Record) {
+        *self.report.counts.entry(rec.kind().to_owned()).or_default() += 1;
+        if self.start_ns.is_none() {
+            self.start_ns = parse_ts(&rec.ts);
+        }
+        self.last_ts = Some(rec.ts.clone());
+        let (seq, ts) = (rec.seq, rec.ts.as_str());
+        match &rec.body {
+            EventBody::RunStart(e) => self.run_start(rec, e),
+            EventBody::RunEnd(e) => self.run_end(rec, e),
+            EventBody::File(e) => self.file(seq, ts, e),
+            EventBody::Exec(e) => self.exec(seq, ts, e),
+            EventBody::Exit(e) => self.exit(e),
+            EventBody::Dns(e) => self.dns(seq, e),
+            EventBody::Tcp(e) => self.tcp(e),
+            EventBody::Udp(e) => self.udp(e),
+            EventBody::Tls(e) => self.tls(e),
+            EventBody::Http(e) => self.http(seq, ts, e),
+            EventBody::Blocked(e) => self.blocked(seq, e),
+            EventBody::Gap(g) => {
+                let detail = format!("{} event(s) lost: {}", g.dropped, g.reason);
+                self.notice(seq, ts, "gap".into(), detail);
             }
-            self.last_ts = Some(ts.to_owned());
-        }
-        match kind.as_str() {
-            "run_start" => self.run_start(e),
-            "run_end" => self.run_end(e),
-            "file" => self.file(e),
-            "exec" => self.exec(e),
-            "exit" => self.exit(e),
-            "dns" => self.dns(e),
-            "tcp" => self.tcp(e),
-            "udp" => self.udp(e),
-            "tls" => self.tls(e),
-            "http" => self.http(e),
-            "blocked" => self.blocked(e),
-            "notice" | "gap" => self.notice(e),
-            _ => {}
+            EventBody::Notice(n) => self.notice(seq, ts, n.what.clone(), n.detail.clone()),
+            EventBody::Decision(d) => {
+                if !self.decisions.push(seq, d) {
+                    *self.report.omitted.entry("decisions".into()).or_default() += 1;
+                }
+            }
+            EventBody::NetSetup(_) | EventBody::Unknown => {}
         }
     }
 
-    fn at_ms(&self, e: &Value) -> Option<i64> {
-        let ts = parse_ts(str_of(e, "ts")?)?;
+    fn at_ms(&self, ts: &str) -> Option<i64> {
+        let ts = parse_ts(ts)?;
         i64::try_from((ts - self.start_ns?).div_euclid(1_000_000)).ok()
-    }
-
-    fn seq(e: &Value) -> u64 {
-        u64_of(e, "seq").unwrap_or_default()
     }
 
     /// Pushes `row` unless the table is full (then counts it under `table`).
@@ -133,46 +141,45 @@ impl Builder {
         }
     }
 
-    fn run_start(&mut self, e: &Value) {
-        self.start_ns = str_of(e, "ts").and_then(parse_ts).or(self.start_ns);
+    fn run_start(&mut self, rec: &Record, e: &RunStart) {
+        self.start_ns = parse_ts(&rec.ts).or(self.start_ns);
         let r = &mut self.report;
         // The standalone gateway writes empty strings for what it does not have.
-        let text = |key| str_of(e, key).filter(|s| !s.is_empty()).map(str::to_owned);
-        r.run = text("run");
-        r.idagent_version = text("idagent_version");
-        r.image = text("image");
-        r.user = text("user");
-        r.offline = e.get("offline").and_then(Value::as_bool);
-        r.started = str_of(e, "ts").map(str::to_owned);
-        let command = self.redact_argv(strings_of(e, "command"), "run command");
+        let text = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        r.run = text(rec.run.as_str());
+        r.idagent_version = text(&e.idagent_version);
+        r.image = text(&e.image);
+        r.user = text(&e.user);
+        r.offline = Some(e.offline);
+        r.started = Some(rec.ts.clone());
+        let command = self.redact_argv(e.command.clone(), "run command");
         self.report.command = command;
     }
 
-    fn run_end(&mut self, e: &Value) {
+    fn run_end(&mut self, rec: &Record, e: &RunEnd) {
         let r = &mut self.report;
-        r.run = r.run.take().or_else(|| str_of(e, "run").map(str::to_owned));
-        r.exit_code = i64_of(e, "exit_code");
-        r.end_reason = str_of(e, "reason").map(str::to_owned);
-        r.duration_ms = u64_of(e, "duration_ms");
-        r.ended = str_of(e, "ts").map(str::to_owned);
+        r.run = r.run.take().or_else(|| Some(rec.run.as_str().to_owned()));
+        r.exit_code = e.exit_code;
+        r.end_reason = Some(e.reason.clone());
+        r.duration_ms = Some(e.duration_ms);
+        r.ended = Some(rec.ts.clone());
     }
 
-    fn file(&mut self, e: &Value) {
-        let (seq, at_ms) = (Self::seq(e), self.at_ms(e));
-        let op = str_of(e, "op").unwrap_or_default().to_owned();
-        let path = str_of(e, "path").unwrap_or_default().to_owned();
-        let (pid, exe) = (i64_of(e, "pid"), str_of(e, "exe").map(str::to_owned));
+    fn file(&mut self, seq: u64, ts: &str, e: &FileEvent) {
+        let at_ms = self.at_ms(ts);
+        let (op, path) = (name_of(e.op), e.path.clone());
+        let (pid, exe) = (e.pid.map(i64::from), e.exe.clone());
         let r = &mut self.report;
-        if str_of(e, "outcome") == Some("denied") {
+        if e.outcome == Outcome::Denied {
             let row = DeniedWrite {
                 seq,
                 at_ms,
                 op,
                 path,
-                errno: str_of(e, "errno").map(str::to_owned),
+                errno: e.errno.clone(),
                 pid,
                 exe,
-                syscall: str_of(e, "syscall").map(str::to_owned),
+                syscall: e.syscall.clone(),
             };
             Self::keep(&mut r.omitted, &mut r.writes_denied, "writes_denied", row);
         } else {
@@ -181,9 +188,9 @@ impl Builder {
                 at_ms,
                 op,
                 path,
-                from: str_of(e, "from").map(str::to_owned),
-                size: u64_of(e, "size"),
-                sha256: str_of(e, "sha256").map(str::to_owned),
+                from: e.from.clone(),
+                size: e.size,
+                sha256: e.sha256.clone(),
                 pid,
                 exe,
             };
@@ -191,41 +198,37 @@ impl Builder {
         }
     }
 
-    fn exec(&mut self, e: &Value) {
-        let pid = i64_of(e, "pid");
-        let path = str_of(e, "path").unwrap_or_default().to_owned();
-        let location = format!(
-            "argv of pid {} ({path})",
-            pid.map_or("?".into(), |p| p.to_string())
-        );
-        let argv = self.redact_argv(strings_of(e, "argv"), &location);
+    fn exec(&mut self, seq: u64, ts: &str, e: &ExecEvent) {
+        let pid = i64::from(e.pid);
+        let location = format!("argv of pid {pid} ({})", e.path);
+        let argv = self.redact_argv(e.argv.clone(), &location);
         let row = Process {
-            seq: Self::seq(e),
-            at_ms: self.at_ms(e),
-            pid,
-            ppid: i64_of(e, "ppid"),
-            path,
+            seq,
+            at_ms: self.at_ms(ts),
+            pid: Some(pid),
+            ppid: Some(i64::from(e.ppid)),
+            path: e.path.clone(),
             argv,
-            caller: str_of(e, "caller").map(str::to_owned),
-            error: str_of(e, "error").map(str::to_owned),
+            caller: e.caller.clone(),
+            error: e.error.clone(),
             ..Process::default()
         };
         let r = &mut self.report;
-        if let (Some(pid), None, true) = (pid, &row.error, r.processes.len() < MAX_ROWS) {
+        if row.error.is_none() && r.processes.len() < MAX_ROWS {
             // A later exec by the same pid replaces the image: the exit belongs to the last.
             self.open_execs.insert(pid, r.processes.len());
         }
         Self::keep(&mut r.omitted, &mut r.processes, "processes", row);
     }
 
-    fn exit(&mut self, e: &Value) {
-        let Some(idx) = i64_of(e, "pid").and_then(|pid| self.open_execs.remove(&pid)) else {
+    fn exit(&mut self, e: &ExitEvent) {
+        let Some(idx) = self.open_execs.remove(&i64::from(e.pid)) else {
             return;
         };
         if let Some(p) = self.report.processes.get_mut(idx) {
             p.exited = true;
-            p.exit_code = i64_of(e, "code");
-            p.exit_signal = i64_of(e, "signal");
+            p.exit_code = e.code.map(i64::from);
+            p.exit_signal = e.signal.map(i64::from);
         }
     }
 
@@ -267,32 +270,30 @@ impl Builder {
         }
     }
 
-    fn dns(&mut self, e: &Value) {
-        let name = str_of(e, "name").unwrap_or_default().to_owned();
-        let answers = strings_of(e, "answers");
-        for a in &answers {
+    fn dns(&mut self, seq: u64, e: &DnsEvent) {
+        let (name, answers) = (&e.data.name, &e.data.answers);
+        for a in answers {
             if self.addr_names.len() < MAX_TRACKED_KEYS {
                 self.addr_names.insert(a.clone(), name.clone());
             }
         }
-        if let Some(block) = str_of(e, "blocked") {
-            let target = format!("{name} {}", str_of(e, "qtype").unwrap_or_default());
-            let agg = self.blocked_agg(Self::seq(e), "dns", &target, block);
-            if let Some(agg) = agg {
+        let block = e.data.blocked.map(name_of);
+        if let Some(block) = &block {
+            let target = format!("{name} {}", e.data.qtype);
+            if let Some(agg) = self.blocked_agg(seq, "dns", &target, block) {
                 agg.dns += 1;
             }
         }
-        if name.is_empty() || (self.dns.len() >= MAX_TRACKED_KEYS && !self.dns.contains_key(&name))
-        {
+        if name.is_empty() || (self.dns.len() >= MAX_TRACKED_KEYS && !self.dns.contains_key(name)) {
             return;
         }
-        if !self.dns.contains_key(&name) {
+        if !self.dns.contains_key(name) {
             self.dns_order.push(name.clone());
         }
-        let d = self.dns.entry(name).or_default();
+        let d = self.dns.entry(name.clone()).or_default();
         d.dns_queries += 1;
-        push_distinct(&mut d.addresses, answers);
-        if let Some(block) = str_of(e, "blocked") {
+        push_distinct(&mut d.addresses, answers.iter().cloned());
+        if let Some(block) = block {
             d.blocked = true;
             push_distinct(&mut d.blocked_reasons, [format!("dns: {block}")]);
         } else if !d.addresses.is_empty() {
@@ -300,8 +301,8 @@ impl Builder {
         }
     }
 
-    fn flow(&mut self, e: &Value) -> Option<&mut Flow> {
-        let id = u64_of(e, "flow")?;
+    fn flow(&mut self, id: Option<FlowId>) -> Option<&mut Flow> {
+        let id = id?.0;
         if self.flows.len() >= MAX_TRACKED_FLOWS && !self.flows.contains_key(&id) {
             *self.report.omitted.entry("flows".into()).or_default() += 1;
             return None;
@@ -309,75 +310,57 @@ impl Builder {
         Some(self.flows.entry(id).or_default())
     }
 
-    fn tcp(&mut self, e: &Value) {
-        let Some(f) = self.flow(e) else { return };
-        f.dst = f.dst.take().or_else(|| str_of(e, "dst").map(str::to_owned));
-        f.name = f
-            .name
-            .take()
-            .or_else(|| str_of(e, "name").map(str::to_owned));
-        if let Some(p) = str_of(e, "protocol") {
-            f.protocol = Some(p.to_owned());
+    fn tcp(&mut self, e: &TcpEvent) {
+        let Some(f) = self.flow(Some(e.flow)) else {
+            return;
+        };
+        f.dst = f.dst.take().or_else(|| Some(e.dst.clone()));
+        f.name = f.name.take().or_else(|| e.name.clone());
+        if let Some(p) = &e.protocol {
+            f.protocol = Some(p.to_string());
         }
-        f.bytes_up = f.bytes_up.max(u64_of(e, "bytes_up").unwrap_or_default());
-        f.bytes_down = f
-            .bytes_down
-            .max(u64_of(e, "bytes_down").unwrap_or_default());
+        f.bytes_up = f.bytes_up.max(e.bytes_up.unwrap_or_default());
+        f.bytes_down = f.bytes_down.max(e.bytes_down.unwrap_or_default());
     }
 
-    fn udp(&mut self, e: &Value) {
-        let (addr, port) = split_addr(str_of(e, "dst").unwrap_or_default());
-        let key = str_of(e, "name")
+    fn udp(&mut self, e: &UdpEvent) {
+        let (addr, port) = split_addr(&e.dst);
+        let key = e
+            .name
+            .as_deref()
             .map(|n| strip_port(n).to_owned())
             .or_else(|| self.addr_names.get(&addr).cloned())
             .unwrap_or(addr);
-        let bytes = (
-            u64_of(e, "bytes_up").unwrap_or_default(),
-            u64_of(e, "bytes_down").unwrap_or_default(),
-        );
         if self.udp.len() < MAX_TRACKED_FLOWS {
-            self.udp.push((key, port, bytes.0, bytes.1));
+            self.udp.push((key, port, e.bytes_up, e.bytes_down));
         }
     }
 
-    fn tls(&mut self, e: &Value) {
-        let Some(f) = self.flow(e) else { return };
-        if let Some(sni) = str_of(e, "sni") {
-            f.sni = Some(sni.to_owned());
+    fn tls(&mut self, e: &TlsEvent) {
+        let Some(f) = self.flow(Some(e.flow)) else {
+            return;
+        };
+        if let Some(sni) = &e.sni {
+            f.sni = Some(sni.clone());
         }
-        if let Some(mode) = str_of(e, "mode") {
-            push_distinct(&mut f.tls_modes, [mode.to_owned()]);
-        }
+        push_distinct(&mut f.tls_modes, [e.mode.to_string()]);
     }
 
-    fn http(&mut self, e: &Value) {
-        let url = str_of(e, "url").unwrap_or_default().to_owned();
-        let method = str_of(e, "method").unwrap_or_default().to_owned();
-        let mut fps: Vec<String> = strings_of(e, "credentials")
-            .iter()
-            .chain(std::iter::once(&url))
+    fn http(&mut self, seq: u64, ts: &str, e: &HttpEvent) {
+        let headers = e.req_headers.iter().chain(&e.resp_headers);
+        let fps: Vec<String> = (e.credentials.iter().chain(std::iter::once(&e.url)))
+            .chain(headers.map(|(_, value)| value))
             .flat_map(|s| fingerprints_in(s))
             .collect();
-        for headers in ["req_headers", "resp_headers"] {
-            for pair in e
-                .get(headers)
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let value = pair.get(1).and_then(Value::as_str).unwrap_or_default();
-                fps.extend(fingerprints_in(value));
-            }
-        }
         let distinct: Vec<String> = fps
             .iter()
             .collect::<BTreeSet<_>>()
             .into_iter()
             .cloned()
             .collect();
-        self.credentials_seen(fps, &format!("{method} {url}"));
-        let host = url_host(&url).map(str::to_owned);
-        match self.flow(e) {
+        self.credentials_seen(fps, &format!("{} {}", e.method, e.url));
+        let host = url_host(&e.url).map(str::to_owned);
+        match self.flow(Some(e.flow)) {
             Some(f) => {
                 f.requests += 1;
                 f.host = f.host.take().or(host);
@@ -389,16 +372,16 @@ impl Builder {
             }
         }
         let row = Request {
-            seq: Self::seq(e),
-            at_ms: self.at_ms(e),
-            flow: u64_of(e, "flow"),
-            method,
-            url,
-            status: u64_of(e, "status"),
-            req_bytes: u64_of(e, "req_bytes").unwrap_or_default(),
-            resp_bytes: u64_of(e, "resp_bytes").unwrap_or_default(),
-            duration_ms: u64_of(e, "duration_ms"),
-            note: str_of(e, "note").map(str::to_owned),
+            seq,
+            at_ms: self.at_ms(ts),
+            flow: Some(e.flow.0),
+            method: e.method.clone(),
+            url: e.url.clone(),
+            status: e.status.map(u64::from),
+            req_bytes: e.req_bytes,
+            resp_bytes: e.resp_bytes,
+            duration_ms: Some(e.duration_ms),
+            note: e.note.clone(),
             credentials: distinct,
         };
         let r = &mut self.report;
@@ -423,15 +406,13 @@ impl Builder {
         }))
     }
 
-    fn blocked(&mut self, e: &Value) {
-        let what = str_of(e, "what").unwrap_or_default().to_owned();
-        let target = str_of(e, "target").unwrap_or_default().to_owned();
-        let reason = str_of(e, "reason").unwrap_or_default().to_owned();
-        if let Some(agg) = self.blocked_agg(Self::seq(e), &what, &target, &reason) {
+    fn blocked(&mut self, seq: u64, e: &BlockedEvent) {
+        let (what, target) = (e.what.as_ref(), e.target.as_str());
+        if let Some(agg) = self.blocked_agg(seq, what, target, &e.reason) {
             agg.events += 1;
         }
-        let labelled = format!("{what}: {reason}");
-        if let Some(f) = self.flow(e) {
+        let labelled = format!("{what}: {}", e.reason);
+        if let Some(f) = self.flow(e.flow) {
             push_distinct(&mut f.blocked, [labelled]);
             return;
         }
@@ -448,23 +429,10 @@ impl Builder {
         }
     }
 
-    fn notice(&mut self, e: &Value) {
-        let (what, detail) = if str_of(e, "kind") == Some("gap") {
-            let dropped = u64_of(e, "dropped").unwrap_or_default();
-            let reason = str_of(e, "reason").unwrap_or_default();
-            (
-                "gap".to_owned(),
-                format!("{dropped} event(s) lost: {reason}"),
-            )
-        } else {
-            (
-                str_of(e, "what").unwrap_or_default().to_owned(),
-                str_of(e, "detail").unwrap_or_default().to_owned(),
-            )
-        };
+    fn notice(&mut self, seq: u64, ts: &str, what: String, detail: String) {
         let row = NoticeRow {
-            seq: Self::seq(e),
-            at_ms: self.at_ms(e),
+            seq,
+            at_ms: self.at_ms(ts),
             what,
             detail,
         };
@@ -486,6 +454,7 @@ impl Builder {
             .collect();
         self.report.blocked.sort_by_key(|b| b.seq);
         self.report.blocked.truncate(MAX_ROWS);
+        self.report.decisions = std::mem::take(&mut self.decisions).finish();
         for (fingerprint, c) in std::mem::take(&mut self.creds) {
             let kind = fingerprint.split(':').next().unwrap_or_default().to_owned();
             *self

@@ -1,29 +1,14 @@
-//! Reading fields of guest-written records: typed accessors over `serde_json::Value`, the
-//! writer's timestamps, fingerprints in free text, hosts and ports. Pure, total functions.
+//! Reading fields of guest-written records: the names of enum values, the writer's timestamps,
+//! fingerprints in free text, hosts and ports. Pure, total functions.
 
-use serde_json::Value;
+use serde::Serialize;
 use std::net::SocketAddr;
 
-pub(super) fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Value::as_str)
-}
-
-pub(super) fn u64_of(v: &Value, key: &str) -> Option<u64> {
-    v.get(key).and_then(Value::as_u64)
-}
-
-pub(super) fn i64_of(v: &Value, key: &str) -> Option<i64> {
-    v.get(key).and_then(Value::as_i64)
-}
-
-pub(super) fn strings_of(v: &Value, key: &str) -> Vec<String> {
-    v.get(key)
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .map(|s| s.as_str().map_or_else(|| s.to_string(), str::to_owned))
-                .collect()
-        })
+/// The name a unit enum value is written under (`create`, `unsupported_type` …).
+pub(super) fn name_of(value: impl Serialize) -> String {
+    // A unit variant serializes to a JSON string of plain snake_case or upper-case letters.
+    serde_json::to_string(&value)
+        .map(|s| s.trim_matches('"').to_owned())
         .unwrap_or_default()
 }
 

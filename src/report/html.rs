@@ -3,19 +3,17 @@
 //! from the log goes through [`esc`], and a Content-Security-Policy allows no network access
 //! and no script but ours (by hash), so a missed escape still could not run or fetch anything.
 
+mod decisions;
+mod timeline;
+
+pub use timeline::Timeline;
+
 use super::assets::{CSS, SCRIPT};
-use super::fields::str_of;
 use super::text::{inert, join_argv};
-use super::timeline::{fmt_bytes, fmt_duration, fmt_exit, fmt_offset, summary};
-use super::{RunReport, MAX_TIMELINE_EVENTS};
-use serde_json::Value;
+use super::timeline::{fmt_bytes, fmt_duration, fmt_exit, fmt_offset};
+use super::RunReport;
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
-
-/// Characters of raw JSON shown per timeline event.
-const MAX_RAW_CHARS: usize = 16 * 1024;
-/// Characters of a timeline summary line.
-const MAX_SUMMARY_CHARS: usize = 180;
 
 /// `s` escaped for HTML text and quoted attribute values.
 pub(super) fn esc(s: &str) -> String {
@@ -412,106 +410,10 @@ fn blocked_and_credentials(out: &mut String, r: &RunReport) {
     table(out, "notices", "Notices", &["#T+", "What", "Detail"], rows);
 }
 
-/// The HTML timeline, built while the log is read: the rows of the first
-/// [`MAX_TIMELINE_EVENTS`] events are rendered at once (each clipped), so no parsed event is
-/// held and memory stays bounded whatever the size of the log.
-#[derive(Debug, Default)]
-pub struct Timeline {
-    rows: String,
-    shown: usize,
-    total: usize,
-    kinds: std::collections::BTreeSet<String>,
-    /// The first record's time (`run_start` in an idagent log): T+ is counted from it.
-    start_ns: Option<i128>,
-}
-
-/// Distinct kinds offered in the timeline's filter.
-const MAX_TIMELINE_KINDS: usize = 64;
-
-impl Timeline {
-    /// Adds one record, in log order.
-    pub fn push(&mut self, e: &Value) {
-        self.total += 1;
-        if self.start_ns.is_none() {
-            self.start_ns = str_of(e, "ts").and_then(super::fields::parse_ts);
-        }
-        if let Some(kind) = str_of(e, "kind") {
-            if self.kinds.len() < MAX_TIMELINE_KINDS {
-                self.kinds.insert(kind.to_owned());
-            }
-        }
-        if self.shown < MAX_TIMELINE_EVENTS {
-            timeline_row(&mut self.rows, e, self.start_ns);
-            self.shown += 1;
-        }
-    }
-}
-
-fn timeline(out: &mut String, tl: &Timeline) {
-    let _ = write!(
-        out,
-        "<section id=\"timeline\"><h2>Timeline <span class=\"count\">{}</span></h2>\
-         <div class=\"filters\"><input id=\"tl-q\" type=\"search\" placeholder=\"Filter events…\">\
-         <select id=\"tl-kind\"><option value=\"\">all kinds</option>",
-        tl.total
-    );
-    for k in &tl.kinds {
-        let _ = write!(out, "<option value=\"{0}\">{0}</option>", esc(k));
-    }
-    out.push_str("</select><span id=\"tl-shown\" class=\"dim\"></span></div>");
-    if tl.shown < tl.total {
-        let _ = write!(
-            out,
-            "<p class=\"note\">Showing the first {} of {} events; the rest are in audit.jsonl.</p>",
-            tl.shown, tl.total
-        );
-    }
-    out.push_str(
-        "<div class=\"scroll\"><table id=\"tl\"><thead><tr><th class=\"num\">T+</th>\
-         <th class=\"num\">Seq</th><th>Kind</th><th>Event</th></tr></thead><tbody>\n",
-    );
-    out.push_str(&tl.rows);
-    out.push_str("</tbody></table></div></section>\n");
-}
-
-fn timeline_row(out: &mut String, e: &Value, start_ns: Option<i128>) {
-    let kind = str_of(e, "kind").unwrap_or("?");
-    let seq = e.get("seq").and_then(Value::as_u64);
-    let at_ms = str_of(e, "ts")
-        .and_then(super::fields::parse_ts)
-        .zip(start_ns)
-        .and_then(|(t, s)| i64::try_from((t - s).div_euclid(1_000_000)).ok());
-    let badge = match kind {
-        "file" if str_of(e, "outcome") == Some("denied") => "denied",
-        "blocked" | "gap" => "bad",
-        k => k,
-    };
-    let badge: String = badge
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .collect();
-    let (line, _) = crate::redact::redact_text(&inert(&summary(e)));
-    let raw = serde_json::to_string_pretty(e).unwrap_or_default();
-    let (raw, _) = crate::redact::redact_text(&cut(&raw, MAX_RAW_CHARS));
-    let _ = writeln!(
-        out,
-        "<tr{} data-kind=\"{}\"><td class=\"num\">{}</td><td class=\"num\">{}</td>\
-         <td><span class=\"k k-{badge}\">{}</span></td><td><details><summary>{}</summary>\
-         <pre>{}</pre></details></td></tr>",
-        seq.map_or(String::new(), |s| format!(" id=\"e{s}\"")),
-        esc(kind),
-        esc(&fmt_offset(at_ms)),
-        seq.map_or("?".into(), |s| s.to_string()),
-        esc(kind),
-        esc(&clip(&line, MAX_SUMMARY_CHARS)),
-        esc(&raw),
-    );
-}
-
 /// The report and its timeline as one self-contained HTML page.
 pub fn render_html(report: &RunReport, tl: &Timeline) -> String {
     let script_hash = base64(&Sha256::digest(SCRIPT.as_bytes()));
-    let mut out = String::with_capacity(64 * 1024 + tl.rows.len());
+    let mut out = String::with_capacity(64 * 1024 + tl.rows_len());
     let _ = write!(
         out,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n\
@@ -526,15 +428,17 @@ pub fn render_html(report: &RunReport, tl: &Timeline) -> String {
     out.push_str(
         "<nav><a href=\"#destinations\">Destinations</a><a href=\"#requests\">Requests</a>\
          <a href=\"#files-written\">Files written</a><a href=\"#writes-denied\">Writes denied</a>\
-         <a href=\"#processes\">Processes</a><a href=\"#blocked\">Blocked</a>\
+         <a href=\"#processes\">Processes</a><a href=\"#decisions\">Decisions</a>\
+         <a href=\"#blocked\">Blocked</a>\
          <a href=\"#credentials\">Credentials</a><a href=\"#notices\">Notices</a>\
          <a href=\"#timeline\">Timeline</a></nav>\n<main>\n",
     );
     network(&mut out, report);
     files(&mut out, report);
     processes(&mut out, report);
+    decisions::section(&mut out, report);
     blocked_and_credentials(&mut out, report);
-    timeline(&mut out, tl);
+    timeline::section(&mut out, tl);
     let _ = write!(
         out,
         "</main><footer>Generated by idagent from audit.jsonl. Every value above comes from the \

@@ -232,8 +232,57 @@ pub fn render_text(r: &RunReport) -> String {
 
     files(&mut out, r);
     processes(&mut out, r);
+    decisions(&mut out, r);
     blocked_and_credentials(&mut out, r);
     out
+}
+
+/// Denials first, then would-denies, then allows per layer; only for runs with decisions.
+fn decisions(out: &mut String, r: &RunReport) {
+    let d = &r.decisions;
+    if d.is_empty() {
+        return;
+    }
+    let cols = [
+        ("LAYER", 8),
+        ("COUNT", 5),
+        ("REQUEST", 56),
+        ("RULE", 24),
+        ("ENFORCED BY", 0),
+    ];
+    let tables = [
+        ("Decisions: denied", &d.denied),
+        ("Decisions: would deny (report mode)", &d.would_deny),
+    ];
+    for (title, rows) in tables {
+        section(out, title, rows.len());
+        let rows: Vec<Vec<String>> = rows
+            .iter()
+            .map(|row| {
+                vec![
+                    row.layer.clone(),
+                    row.count.to_string(),
+                    row.request.clone(),
+                    row.rule.clone(),
+                    or_dash(row.enforced_by.as_deref()),
+                ]
+            })
+            .collect();
+        if !rows.is_empty() {
+            table(out, &cols, &rows);
+        }
+    }
+    let total: u64 = d.allowed.values().sum();
+    section(
+        out,
+        "Decisions: allowed",
+        usize::try_from(total).unwrap_or(usize::MAX),
+    );
+    if total > 0 {
+        let per_layer: Vec<String> = d.allowed.iter().map(|(l, n)| format!("{l} {n}")).collect();
+        let line = format!("  by layer: {}", inert(&per_layer.join(", ")));
+        let _ = writeln!(out, "{}", fit(&line, MAX_LINE_CHARS));
+    }
 }
 
 fn process_of(pid: Option<i64>, exe: Option<&str>) -> String {

@@ -1,9 +1,9 @@
 //! One-line summaries of audit records (the HTML timeline) and the small value formatters the
 //! text and HTML renderers share. Returns plain text: escaping is the renderer's job.
 
-use super::fields::{i64_of, str_of, strings_of, u64_of};
+use super::fields::name_of;
 use super::Process;
-use serde_json::Value;
+use crate::audit::{DecisionEvent, DnsEvent, EventBody, FileEvent, Outcome, Record, TcpEvent};
 
 /// `1.2 KiB`, `3 B`.
 pub(super) fn fmt_bytes(n: u64) -> String {
@@ -53,171 +53,167 @@ pub(super) fn fmt_exit(p: &Process) -> String {
     }
 }
 
-fn opt(v: &Value, key: &str) -> String {
-    match v.get(key) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
-    }
+fn or_empty<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map_or(String::new(), T::to_string)
+}
+
+/// `prefix` + `v` when `v` is present (`, alpn h2`), else nothing.
+fn with<T: std::fmt::Display>(prefix: &str, v: &Option<T>) -> String {
+    v.as_ref().map_or(String::new(), |v| format!("{prefix}{v}"))
 }
 
 /// A one-line description of any record (unknown kinds: their compact JSON).
-pub(super) fn summary(e: &Value) -> String {
-    let kind = str_of(e, "kind").unwrap_or_default();
-    match kind {
-        "run_start" => format!(
-            "{} as {}: {}",
-            opt(e, "image"),
-            opt(e, "user"),
-            strings_of(e, "command").join(" ")
-        ),
-        "run_end" => format!(
+pub(super) fn summary(rec: &Record) -> String {
+    match &rec.body {
+        EventBody::RunStart(e) => format!("{} as {}: {}", e.image, e.user, e.command.join(" ")),
+        EventBody::RunEnd(e) => format!(
             "{}, exit code {}, {}",
-            opt(e, "reason"),
-            i64_of(e, "exit_code").map_or("none".into(), |c| c.to_string()),
-            fmt_duration(u64_of(e, "duration_ms").unwrap_or_default())
+            e.reason,
+            e.exit_code.map_or("none".into(), |c| c.to_string()),
+            fmt_duration(e.duration_ms)
         ),
-        "net_setup" => format!(
-            "{} mtu {}, guest {}",
-            opt(e, "tun"),
-            opt(e, "mtu"),
-            strings_of(e, "guest_addrs").join(" ")
-        ),
-        "exec" => format!(
+        EventBody::NetSetup(e) => {
+            format!("{} mtu {}, guest {}", e.tun, e.mtu, e.guest_addrs.join(" "))
+        }
+        EventBody::Exec(e) => format!(
             "pid {} (parent {}) {}{}: {}",
-            opt(e, "pid"),
-            opt(e, "ppid"),
-            opt(e, "path"),
-            str_of(e, "error").map_or(String::new(), |x| format!(" [{x}]")),
-            strings_of(e, "argv").join(" ")
+            e.pid,
+            e.ppid,
+            e.path,
+            e.error
+                .as_ref()
+                .map_or(String::new(), |x| format!(" [{x}]")),
+            e.argv.join(" ")
         ),
-        "exit" => format!(
+        EventBody::Exit(e) => format!(
             "pid {} {} {}",
-            opt(e, "pid"),
-            match (i64_of(e, "code"), i64_of(e, "signal")) {
+            e.pid,
+            match (e.code, e.signal) {
                 (Some(c), _) => format!("exited {c}"),
                 (None, Some(s)) => format!("killed by signal {s}"),
                 _ => "ended".into(),
             },
-            opt(e, "exe")
+            or_empty(&e.exe)
         ),
-        "file" => file_summary(e),
-        "dns" => dns_summary(e),
-        "tcp" => tcp_summary(e),
-        "udp" => format!(
+        EventBody::File(e) => file_summary(e),
+        EventBody::Dns(e) => dns_summary(e),
+        EventBody::Tcp(e) => tcp_summary(e),
+        EventBody::Udp(e) => format!(
             "{} → {} {}: {} up, {} down",
-            opt(e, "src"),
-            opt(e, "dst"),
-            opt(e, "name"),
-            fmt_bytes(u64_of(e, "bytes_up").unwrap_or_default()),
-            fmt_bytes(u64_of(e, "bytes_down").unwrap_or_default())
+            e.src,
+            e.dst,
+            or_empty(&e.name),
+            fmt_bytes(e.bytes_up),
+            fmt_bytes(e.bytes_down)
         ),
-        "tls" => format!(
-            "f{} {} {}{}{}{}",
-            opt(e, "flow"),
-            opt(e, "sni"),
-            opt(e, "mode"),
-            str_of(e, "alpn").map_or(String::new(), |a| format!(", alpn {a}")),
-            str_of(e, "upstream_verify").map_or(String::new(), |u| format!(", upstream {u}")),
-            str_of(e, "error").map_or(String::new(), |x| format!(", error: {x}"))
+        EventBody::Tls(e) => format!(
+            "{} {} {}{}{}{}",
+            e.flow,
+            or_empty(&e.sni),
+            e.mode,
+            with(", alpn ", &e.alpn),
+            with(", upstream ", &e.upstream_verify),
+            with(", error: ", &e.error)
         ),
-        "http" => format!(
-            "f{} {} {} → {} ({} up, {} down, {} ms){}",
-            opt(e, "flow"),
-            opt(e, "method"),
-            opt(e, "url"),
-            u64_of(e, "status").map_or("no response".into(), |s| s.to_string()),
-            fmt_bytes(u64_of(e, "req_bytes").unwrap_or_default()),
-            fmt_bytes(u64_of(e, "resp_bytes").unwrap_or_default()),
-            opt(e, "duration_ms"),
-            str_of(e, "note").map_or(String::new(), |n| format!(" [{n}]"))
+        EventBody::Http(e) => format!(
+            "{} {} {} → {} ({} up, {} down, {} ms){}",
+            e.flow,
+            e.method,
+            e.url,
+            e.status.map_or("no response".into(), |s| s.to_string()),
+            fmt_bytes(e.req_bytes),
+            fmt_bytes(e.resp_bytes),
+            e.duration_ms,
+            e.note.as_ref().map_or(String::new(), |n| format!(" [{n}]"))
         ),
-        "blocked" => format!(
-            "{} {}: {}",
-            opt(e, "what"),
-            opt(e, "target"),
-            opt(e, "reason")
-        ),
-        "gap" => format!("{} event(s) lost: {}", opt(e, "dropped"), opt(e, "reason")),
-        "notice" => format!("{}: {}", opt(e, "what"), opt(e, "detail")),
-        _ => {
-            let mut rest = e.clone();
-            if let Some(obj) = rest.as_object_mut() {
-                for key in ["v", "seq", "ts", "run", "kind"] {
-                    obj.remove(key);
-                }
+        EventBody::Blocked(e) => format!("{} {}: {}", e.what, e.target, e.reason),
+        EventBody::Gap(e) => format!("{} event(s) lost: {}", e.dropped, e.reason),
+        EventBody::Notice(e) => format!("{}: {}", e.what, e.detail),
+        EventBody::Decision(e) => decision_summary(e),
+        EventBody::Unknown => {
+            let mut rest = rec
+                .unknown
+                .as_ref()
+                .map(|u| u.raw.clone())
+                .unwrap_or_default();
+            for key in ["v", "seq", "ts", "run", "kind"] {
+                rest.remove(key);
             }
-            rest.to_string()
+            serde_json::to_string(&rest).unwrap_or_default()
         }
     }
 }
 
-fn file_summary(e: &Value) -> String {
-    let denied = str_of(e, "outcome") == Some("denied");
+fn decision_summary(e: &DecisionEvent) -> String {
+    let what = match (e.verdict.as_str(), e.would_deny) {
+        (_, true) => "would deny".to_owned(),
+        (v, false) => v.to_owned(),
+    };
+    format!(
+        "{} {what} {} (rule {}, {}){}",
+        e.layer,
+        super::build::request_line(&e.layer, &e.request),
+        e.rule,
+        e.mode,
+        with(", enforced by ", &e.enforced_by)
+    )
+}
+
+fn file_summary(e: &FileEvent) -> String {
+    let denied = e.outcome == Outcome::Denied;
     let mut s = format!(
         "{}{} {}",
         if denied { "DENIED " } else { "" },
-        opt(e, "op"),
-        opt(e, "path")
+        name_of(e.op),
+        e.path
     );
-    if let Some(from) = str_of(e, "from") {
-        s.push_str(&format!(" (from {from})"));
+    s.push_str(&with(" (from ", &e.from));
+    if e.from.is_some() {
+        s.push(')');
     }
-    if let Some(errno) = str_of(e, "errno") {
-        s.push_str(&format!(" {errno}"));
-    }
-    if let Some(size) = u64_of(e, "size") {
+    s.push_str(&with(" ", &e.errno));
+    if let Some(size) = e.size {
         s.push_str(&format!(", {}", fmt_bytes(size)));
     }
-    if let Some(exe) = str_of(e, "exe") {
-        s.push_str(&format!(" by {exe}"));
-    }
-    if let Some(sc) = str_of(e, "syscall") {
+    s.push_str(&with(" by ", &e.exe));
+    if let Some(sc) = &e.syscall {
         s.push_str(&format!(" ({sc})"));
     }
     s
 }
 
-fn dns_summary(e: &Value) -> String {
-    let answers = strings_of(e, "answers");
+fn dns_summary(e: &DnsEvent) -> String {
+    let d = &e.data;
     let mut s = format!(
         "{} {} → {} ({}",
-        opt(e, "name"),
-        opt(e, "qtype"),
-        if answers.is_empty() {
-            opt(e, "rcode")
+        d.name,
+        d.qtype,
+        if d.answers.is_empty() {
+            d.rcode.map(name_of).unwrap_or_default()
         } else {
-            answers.join(" ")
+            d.answers.join(" ")
         },
-        opt(e, "source")
+        name_of(d.source)
     );
-    if let Some(b) = str_of(e, "blocked") {
-        s.push_str(&format!(", blocked: {b}"));
+    if let Some(b) = d.blocked {
+        s.push_str(&format!(", blocked: {}", name_of(b)));
     }
-    if let Some(x) = str_of(e, "error") {
-        s.push_str(&format!(", error: {x}"));
-    }
+    s.push_str(&with(", error: ", &d.error));
     s.push(')');
     s
 }
 
-fn tcp_summary(e: &Value) -> String {
-    let name = str_of(e, "name").map_or(String::new(), |n| format!(" ({n})"));
-    let mut s = format!(
-        "f{} {} {} → {}{name}",
-        opt(e, "flow"),
-        opt(e, "phase"),
-        opt(e, "src"),
-        opt(e, "dst")
-    );
-    if str_of(e, "phase") == Some("close") {
+fn tcp_summary(e: &TcpEvent) -> String {
+    let name = e.name.as_ref().map_or(String::new(), |n| format!(" ({n})"));
+    let mut s = format!("{} {} {} → {}{name}", e.flow, e.phase, e.src, e.dst);
+    if e.phase == "close" {
         s.push_str(&format!(
             ": {}, {} up, {} down, {} ms, {}",
-            opt(e, "protocol"),
-            fmt_bytes(u64_of(e, "bytes_up").unwrap_or_default()),
-            fmt_bytes(u64_of(e, "bytes_down").unwrap_or_default()),
-            opt(e, "duration_ms"),
-            opt(e, "close_reason")
+            or_empty(&e.protocol),
+            fmt_bytes(e.bytes_up.unwrap_or_default()),
+            fmt_bytes(e.bytes_down.unwrap_or_default()),
+            or_empty(&e.duration_ms),
+            or_empty(&e.close_reason)
         ));
     }
     s

@@ -116,7 +116,12 @@ pub(in crate::report) fn request_line(layer: &str, q: &DecisionRequest) -> Strin
         ),
         "connect" | "datagram" => {
             let mut s = format!("{layer} ");
-            if let Some(proto) = q.proto.as_deref().filter(|p| *p != "tcp") {
+            // `udp` is worth saying for a connect; a datagram is always udp.
+            if let Some(proto) = q
+                .proto
+                .as_deref()
+                .filter(|p| layer == "connect" && *p != "tcp")
+            {
                 let _ = write!(s, "{proto} ");
             }
             s.push_str(&host_port(name, q.port));
@@ -206,6 +211,10 @@ mod tests {
         assert_eq!(
             request_line("connect", &v6),
             "connect udp example.com:53 (fd00::1)"
+        );
+        assert_eq!(
+            request_line("datagram", &v6),
+            "datagram example.com:53 (fd00::1)"
         );
     }
 

@@ -48,9 +48,10 @@ impl Diff {
                 out.push_str(&format!("- {:<12} {item}\n", k.kind));
             }
         }
-        let (new, gone) = self.kinds.iter().fold((0, 0), |(n, g), k| {
-            (n + k.new.len(), g + k.gone.len())
-        });
+        let (new, gone) = self
+            .kinds
+            .iter()
+            .fold((0, 0), |(n, g), k| (n + k.new.len(), g + k.gone.len()));
         out.push_str(&format!("{new} new, {gone} gone\n"));
         out
     }

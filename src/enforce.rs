@@ -94,8 +94,12 @@ impl Enforcer {
             return Permit::Allow;
         };
         let decision = evaluate(policy, req);
-        self.audit
-            .emit(EventBody::Decision(decision_event(&decision, req, ctx, enforced_by)));
+        self.audit.emit(EventBody::Decision(decision_event(
+            &decision,
+            req,
+            ctx,
+            enforced_by,
+        )));
         if decision.enforced() {
             Permit::Deny(Denial {
                 layer: decision.layer.to_string(),
@@ -108,11 +112,20 @@ impl Enforcer {
 
     /// Decides `req` for labelling only (files and execs: Landlock in the guest refuses, this
     /// process never does) and returns the decision; writes the `decision` event.
-    pub fn label(&self, req: &Request<'_>, ctx: Context, enforced_by: &'static str) -> Option<Decision> {
+    pub fn label(
+        &self,
+        req: &Request<'_>,
+        ctx: Context,
+        enforced_by: &'static str,
+    ) -> Option<Decision> {
         let policy = self.policy.as_ref()?;
         let decision = evaluate(policy, req);
-        self.audit
-            .emit(EventBody::Decision(decision_event(&decision, req, ctx, enforced_by)));
+        self.audit.emit(EventBody::Decision(decision_event(
+            &decision,
+            req,
+            ctx,
+            enforced_by,
+        )));
         Some(decision)
     }
 }

@@ -164,7 +164,10 @@ pub fn describe(req: &idagent_policy::OwnedRequest) -> String {
         R::Connect {
             name, addr, port, ..
         } => match name {
-            Some(n) => format!("connect {n}:{port} ({})", std::net::SocketAddr::new(*addr, *port)),
+            Some(n) => format!(
+                "connect {n}:{port} ({})",
+                std::net::SocketAddr::new(*addr, *port)
+            ),
             None => format!("connect {}", std::net::SocketAddr::new(*addr, *port)),
         },
         R::Tls {
@@ -186,13 +189,18 @@ pub fn describe(req: &idagent_policy::OwnedRequest) -> String {
                 idagent_policy::Scheme::Http => "http",
                 idagent_policy::Scheme::Https => "https",
             };
-            let query = query.as_deref().map(|q| format!("?{q}")).unwrap_or_default();
+            let query = query
+                .as_deref()
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default();
             format!("{method} {scheme}://{host}:{port}{path}{query}")
         }
         R::Datagram { name, addr, port } => format!(
             "udp {}{}",
             std::net::SocketAddr::new(*addr, *port),
-            name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default()
+            name.as_deref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
         ),
         R::FileWrite { path, op } => format!("{op} {path}"),
         R::Exec { path, .. } => format!("exec {path}"),

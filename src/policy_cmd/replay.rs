@@ -92,8 +92,10 @@ pub fn load(dir: &Path) -> Result<RunLog, ReplayError> {
         ));
     }
     if !ended {
-        log.incomplete
-            .push(format!("{}: no run_end (the run did not finish)", path.display()));
+        log.incomplete.push(format!(
+            "{}: no run_end (the run did not finish)",
+            path.display()
+        ));
     }
     Ok(log)
 }
@@ -115,12 +117,16 @@ impl RunLog {
                 "seq {}: {} event(s) lost ({})",
                 record.seq, g.dropped, g.reason
             )),
-            EventBody::Notice(n) if !BENIGN_NOTICES.contains(&n.what.as_ref()) => self
-                .incomplete
-                .push(format!("seq {}: notice {}: {}", record.seq, n.what, n.detail)),
-            EventBody::Unknown => self
-                .incomplete
-                .push(format!("seq {}: an event kind this idagent does not know", record.seq)),
+            EventBody::Notice(n) if !BENIGN_NOTICES.contains(&n.what.as_ref()) => {
+                self.incomplete.push(format!(
+                    "seq {}: notice {}: {}",
+                    record.seq, n.what, n.detail
+                ))
+            }
+            EventBody::Unknown => self.incomplete.push(format!(
+                "seq {}: an event kind this idagent does not know",
+                record.seq
+            )),
             EventBody::Dns(d) if !d.data.name.is_empty() && !d.data.qtype.is_empty() => {
                 let request = OwnedRequest::Dns {
                     name: d.data.name.clone(),
@@ -205,7 +211,10 @@ impl RunLog {
 /// with `..` segments is never counted as inside.
 pub fn in_workspace(path: &str) -> bool {
     let ws = crate::GUEST_WORKSPACE;
-    let beneath = path == ws || path.strip_prefix(ws).is_some_and(|rest| rest.starts_with('/'));
+    let beneath = path == ws
+        || path
+            .strip_prefix(ws)
+            .is_some_and(|rest| rest.starts_with('/'));
     beneath && !path.split('/').any(|seg| seg == "..")
 }
 

@@ -89,10 +89,7 @@ pub(crate) fn check(
         Permit::Deny(denial) => Gate::Refuse {
             status: StatusCode::FORBIDDEN,
             content_type: "application/json",
-            body: crate::enforce::denial_body(
-                &denial,
-                &crate::policy_cmd::describe(&request),
-            ),
+            body: crate::enforce::denial_body(&denial, &crate::policy_cmd::describe(&request)),
             note: format!("denied by policy (rule {})", denial.rule),
         },
     }

@@ -1,0 +1,490 @@
+//! Milestone 4 acceptance, end to end (real engine, kernel, TUN, TLS, Landlock; hermetic
+//! fakes): run → `policy learn` → `policy check` → confined reruns, an attacker's guest under
+//! the learned policy in enforce and report mode, learning across victims, determinism and
+//! `diff`, and bad policy files. Judged by what a user sees: exit codes, the audit log, the
+//! guest's own view of each refusal, files on disk.
+
+mod common;
+use common::*;
+use idagent_fakes::{start_blocking, FakeServer, FakesHandle};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fakes() -> (tempfile::TempDir, FakesHandle) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fakes = start_blocking(dir.path()).expect("start fakes");
+    (dir, fakes)
+}
+
+fn hermetic(fakes: &FakesHandle) -> Vec<String> {
+    let mut args = vec!["--offline".to_owned()];
+    args.extend(fakes.idagent_args());
+    args
+}
+
+fn run_with(fakes: &FakesHandle, extra: &[String], target: &[&str]) -> Run {
+    let mut args = hermetic(fakes);
+    args.extend(extra.iter().cloned());
+    args.extend(target.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    idagent_run(&refs)
+}
+
+fn idagent(args: &[&str]) -> Output {
+    Command::new(IDAGENT)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("start idagent")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Keeps a run folder after its `Run` is gone (the temp dirs are per run).
+fn keep(run: &Run, into: &Path, name: &str) -> PathBuf {
+    let dst = into.join(name);
+    std::fs::create_dir_all(&dst).expect("mkdir");
+    std::fs::copy(run.run_dir().join("audit.jsonl"), dst.join("audit.jsonl")).expect("copy log");
+    dst
+}
+
+fn learn(runs: &[&Path], out: &Path) -> Output {
+    let mut args = vec!["policy".to_owned(), "learn".to_owned()];
+    args.extend(runs.iter().map(|p| p.display().to_string()));
+    args.extend(["-o".to_owned(), out.display().to_string()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    idagent(&refs)
+}
+
+fn decisions(run: &Run) -> Vec<&Value> {
+    run.of_kind("decision").collect()
+}
+
+fn denies(run: &Run) -> Vec<&Value> {
+    run.of_kind("decision")
+        .filter(|d| d["verdict"] == "deny")
+        .collect()
+}
+
+/// Each victim: learn from an unconfined run, check it, then five confined reruns behave like
+/// the unconfined one with zero denials.
+#[test]
+fn each_victim_learns_checks_and_reruns_confined() {
+    let (_d, fakes) = fakes();
+    let keep_dir = tempfile::tempdir().expect("tempdir");
+    for victim in ["python-scrape", "node-openai", "go-escape"] {
+        let target = format!("victims/{victim}");
+        let env = [
+            "-e".to_owned(),
+            "OPENAI_API_KEY=sk-idagent-e2e-0000POLICY".to_owned(),
+        ];
+        let first = run_with(&fakes, &env, &[&target]);
+        let expected_code = first.code();
+        let dir = keep(&first, keep_dir.path(), victim);
+        let policy = keep_dir.path().join(format!("{victim}.yaml"));
+        let out = learn(&[&dir], &policy);
+        assert!(out.status.success(), "{victim}: {}", text(&out));
+        let yaml = std::fs::read_to_string(&policy).expect("policy written");
+        assert!(
+            yaml.contains("version: 1") && yaml.contains("observation: complete"),
+            "{yaml}"
+        );
+        let out = idagent(&[
+            "policy",
+            "check",
+            &policy.display().to_string(),
+            &dir.display().to_string(),
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{victim}: check\n{}",
+            text(&out)
+        );
+
+        let mut extra = env.to_vec();
+        extra.extend([
+            "--policy".into(),
+            policy.display().to_string(),
+            "--mode".into(),
+            "enforce".into(),
+        ]);
+        for i in 0..5 {
+            let run = run_with(&fakes, &extra, &[&target]);
+            assert_eq!(
+                run.code(),
+                expected_code,
+                "{victim} rerun {i}\n{}",
+                run.explain()
+            );
+            assert!(
+                denies(&run).is_empty(),
+                "{victim} rerun {i} denied\n{}",
+                run.explain()
+            );
+            assert!(
+                !decisions(&run).is_empty(),
+                "{victim}: no decisions\n{}",
+                run.explain()
+            );
+            match victim {
+                "python-scrape" => {
+                    let saved = std::fs::read(run.run_dir().join("workspace/google.html"))
+                        .expect("google.html written under enforcement");
+                    assert_eq!(saved, idagent_fakes::google_html());
+                }
+                "node-openai" => assert!(
+                    run.of_kind("http").any(|e| e["method"] == "POST"
+                        && e["url"] == "https://api.openai.com/v1/chat/completions"
+                        && e["status"] == 200),
+                    "{}",
+                    run.explain()
+                ),
+                _ => {
+                    let refused: Vec<&Value> = run
+                        .of_kind("file")
+                        .filter(|e| e["outcome"] == "denied")
+                        .collect();
+                    assert!(!refused.is_empty(), "{}", run.explain());
+                    assert!(
+                        refused.iter().all(|e| e["errno"] == "EROFS"),
+                        "{}",
+                        run.explain()
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The attacker's script: each line tries one thing the python-scrape policy does not allow
+/// and reports what the guest saw, as one JSON object.
+const ATTACK: &str = r##"
+import json, os, socket, subprocess, urllib.request, urllib.error
+r = {}
+def http(method, url):
+    try:
+        data = b"x" if method == "POST" else None
+        with urllib.request.urlopen(urllib.request.Request(url, method=method, data=data), timeout=10) as resp:
+            return [resp.status, resp.read(400).decode("utf-8", "replace")]
+    except urllib.error.HTTPError as e:
+        return [e.code, e.read(400).decode("utf-8", "replace")]
+    except Exception as e:
+        return ["error", type(e).__name__]
+r["get_other"] = http("GET", "https://www.google.com/other")
+r["post_root"] = http("POST", "https://www.google.com/")
+def resolve(name):
+    try:
+        socket.getaddrinfo(name, 443)
+        return "resolved"
+    except socket.gaierror as e:
+        return "gaierror"
+r["openai"] = resolve("api.openai.com")
+r["random"] = resolve("qz7x0k2m9v4w1c8r5t3y6u0pa1b2.google.com")
+try:
+    socket.create_connection(("192.0.2.10", 443), timeout=5).close()
+    r["ip_literal"] = "connected"
+except ConnectionRefusedError:
+    r["ip_literal"] = "refused"
+except Exception as e:
+    r["ip_literal"] = type(e).__name__
+try:
+    os.mkdir("/tmp/workspace/.ssh")
+    r["mkdir"] = "ok"
+except OSError as e:
+    r["mkdir"] = e.errno
+r["system"] = os.system("id >/dev/null 2>&1")
+script = "/tmp/workspace/run.sh"
+with open(script, "w") as f:
+    f.write("#!/bin/sh\nexit 0\n")
+os.chmod(script, 0o755)
+try:
+    r["script"] = subprocess.run([script]).returncode
+except PermissionError as e:
+    r["script"] = e.errno
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(2)
+u.connect(("192.0.2.10", 9999))
+try:
+    u.send(b"ping")
+    u.recv(16)
+    r["udp"] = "answered"
+except ConnectionRefusedError:
+    r["udp"] = "refused"
+except socket.timeout:
+    r["udp"] = "timeout"
+print("RESULT " + json.dumps(r, sort_keys=True))
+"##;
+
+fn result_of(run: &Run) -> Value {
+    let line = run
+        .stdout()
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT ").map(str::to_owned))
+        .unwrap_or_else(|| panic!("no RESULT line\n{}", run.explain()));
+    serde_json::from_str(&line).expect("result json")
+}
+
+fn has_decision(run: &Run, layer: &str, what: impl Fn(&Value) -> bool, would_deny: bool) -> bool {
+    run.of_kind("decision").any(|d| {
+        d["layer"] == layer
+            && d["verdict"] == "deny"
+            && d["would_deny"] == would_deny
+            && d["rule"].as_str().is_some_and(|r| !r.is_empty())
+            && what(&d["request"])
+    })
+}
+
+#[test]
+fn attacker_under_the_learned_policy_is_refused_in_enforce_and_only_recorded_in_report() {
+    let (_d, fakes) = fakes();
+    let keep_dir = tempfile::tempdir().expect("tempdir");
+    let first = run_with(&fakes, &[], &["victims/python-scrape"]);
+    assert_eq!(first.code(), Some(0), "{}", first.explain());
+    let dir = keep(&first, keep_dir.path(), "scrape");
+    let policy = keep_dir.path().join("scrape.yaml");
+    assert!(learn(&[&dir], &policy).status.success());
+    // A mapped IP literal the policy does not name: reachable without a policy.
+    let google = fakes.addr(FakeServer::GoogleHttps);
+    let mapped_ip = vec![
+        "--upstream-map".to_owned(),
+        format!("192.0.2.10:443={google}"),
+    ];
+    let cmd = ["--image", GUEST_IMAGE, "--", "python3", "-c", ATTACK];
+    let bare = run_with(&fakes, &mapped_ip, &cmd);
+    let unconfined = result_of(&bare);
+    assert_eq!(unconfined["ip_literal"], "connected", "{}", bare.explain());
+    assert_eq!(unconfined["mkdir"], "ok");
+    assert_eq!(unconfined["system"], 0);
+    assert_eq!(unconfined["script"], 0);
+
+    let mut with_policy = mapped_ip.clone();
+    with_policy.extend([
+        "--policy".into(),
+        policy.display().to_string(),
+        "--mode".into(),
+    ]);
+    let mut enforce_args = with_policy.clone();
+    enforce_args.push("enforce".into());
+    let enforced = run_with(&fakes, &enforce_args, &cmd);
+    let got = result_of(&enforced);
+    let explain = enforced.explain();
+    assert_eq!(got["get_other"][0], 403, "{explain}");
+    let body: Value = serde_json::from_str(got["get_other"][1].as_str().expect("body"))
+        .unwrap_or_else(|e| panic!("403 body is not JSON ({e}): {got}"));
+    assert_eq!(body["layer"], "http");
+    assert!(body["rule"].is_string() && body["request"].as_str().unwrap_or("").contains("/other"));
+    assert_eq!(got["post_root"][0], 403, "{explain}");
+    assert_eq!(got["openai"], "gaierror", "{explain}");
+    assert_eq!(got["random"], "gaierror", "{explain}");
+    assert_eq!(got["ip_literal"], "refused", "{explain}");
+    assert_eq!(got["mkdir"], 13, "{explain}");
+    assert_ne!(got["system"], 0, "{explain}");
+    assert_eq!(got["script"], 13, "{explain}");
+    assert_eq!(got["udp"], "refused", "{explain}");
+    assert!(!enforced.run_dir().join("workspace/.ssh").exists());
+    let checks: [(&str, Box<dyn Fn(&Value) -> bool>); 9] = [
+        (
+            "http",
+            Box::new(|r| r["method"] == "GET" && r["path"] == "/other"),
+        ),
+        (
+            "http",
+            Box::new(|r| r["method"] == "POST" && r["path"] == "/"),
+        ),
+        ("dns", Box::new(|r| r["name"] == "api.openai.com")),
+        (
+            "dns",
+            Box::new(|r| r["name"] == "qz7x0k2m9v4w1c8r5t3y6u0pa1b2.google.com"),
+        ),
+        (
+            "connect",
+            Box::new(|r| r["addr"] == "192.0.2.10" && r["port"] == 443),
+        ),
+        (
+            "file",
+            Box::new(|r| r["path"] == "/tmp/workspace/.ssh" && r["op"] == "create_dir"),
+        ),
+        ("exec", Box::new(|r| r["path"] == "/bin/sh")),
+        ("exec", Box::new(|r| r["path"] == "/tmp/workspace/run.sh")),
+        (
+            "datagram",
+            Box::new(|r| r["addr"] == "192.0.2.10" && r["port"] == 9999),
+        ),
+    ];
+    for (layer, what) in &checks {
+        assert!(
+            has_decision(&enforced, layer, what, false),
+            "no enforced {layer} denial\n{explain}"
+        );
+    }
+    assert!(enforced
+        .of_kind("decision")
+        .filter(|d| d["verdict"] == "deny")
+        .all(|d| d["mode"] == "enforce" && d["enforced_by"].is_string()));
+    assert!(enforced
+        .of_kind("file")
+        .any(|e| e["path"] == "/tmp/workspace/.ssh"
+            && e["outcome"] == "denied"
+            && e["errno"] == "EACCES"));
+
+    // Report mode: the guest sees what it sees without a policy; every denial is recorded.
+    let mut report_args = with_policy;
+    report_args.push("report".into());
+    let reported = run_with(&fakes, &report_args, &cmd);
+    assert_eq!(result_of(&reported), unconfined, "{}", reported.explain());
+    for (layer, what) in &checks {
+        assert!(
+            has_decision(&reported, layer, what, true),
+            "no would-deny {layer} decision\n{}",
+            reported.explain()
+        );
+    }
+    assert!(reported
+        .of_kind("decision")
+        .all(|d| d["mode"] == "report" && d["enforced_by"].is_null()));
+    // `idagent report` puts the denials first.
+    let out = idagent(&["report", &enforced.run_dir().display().to_string()]);
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        page.contains("/other") && page.to_lowercase().contains("decision"),
+        "{page}"
+    );
+}
+
+#[test]
+fn one_policy_from_two_victims_determinism_and_diff() {
+    let (_d, fakes) = fakes();
+    let keep_dir = tempfile::tempdir().expect("tempdir");
+    let env = [
+        "-e".to_owned(),
+        "OPENAI_API_KEY=sk-idagent-e2e-0000POLICY".to_owned(),
+    ];
+    let s1 = keep(
+        &run_with(&fakes, &[], &["victims/python-scrape"]),
+        keep_dir.path(),
+        "s1",
+    );
+    let s2 = keep(
+        &run_with(&fakes, &[], &["victims/python-scrape"]),
+        keep_dir.path(),
+        "s2",
+    );
+    let n1 = keep(
+        &run_with(&fakes, &env, &["victims/node-openai"]),
+        keep_dir.path(),
+        "n1",
+    );
+    let both = keep_dir.path().join("both.yaml");
+    let again = keep_dir.path().join("again.yaml");
+    assert!(learn(&[&s1, &n1], &both).status.success());
+    assert!(learn(&[&s1, &n1], &again).status.success());
+    let (a, b) = (
+        std::fs::read(&both).expect("read"),
+        std::fs::read(&again).expect("read"),
+    );
+    assert_eq!(a, b, "learn is not deterministic");
+    for run in [&s1, &n1] {
+        let out = idagent(&[
+            "policy",
+            "check",
+            &both.display().to_string(),
+            &run.display().to_string(),
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    }
+    // A single-victim policy does not let the other victim through.
+    let scrape_only = keep_dir.path().join("scrape.yaml");
+    assert!(learn(&[&s1], &scrape_only).status.success());
+    let out = idagent(&[
+        "policy",
+        "check",
+        &scrape_only.display().to_string(),
+        &n1.display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("api.openai.com"),
+        "{}",
+        text(&out)
+    );
+    // Same victim twice: nothing new. Another victim: its host and path are new.
+    let out = idagent(&["diff", &s1.display().to_string(), &s2.display().to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = idagent(&[
+        "diff",
+        &s1.display().to_string(),
+        &n1.display().to_string(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let d: Value = serde_json::from_slice(&out.stdout).expect("diff json");
+    let new: Vec<String> = d["kinds"]
+        .as_array()
+        .expect("kinds")
+        .iter()
+        .flat_map(|k| k["new"].as_array().cloned().unwrap_or_default())
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        new.iter()
+            .any(|n| n.contains("api.openai.com") && n.contains("/v1/chat/completions")),
+        "{new:?}"
+    );
+    let out = idagent(&["diff", &s1.display().to_string(), "/nonexistent/run"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).lines().count(),
+        1,
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn bad_policy_files_are_refused_with_file_line_col_before_any_container() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        ("unknown.yaml", "version: 1\nmode: enforce\nnetwork:\n  rules: []\n  colour: blue\n", 5),
+        (
+            "etc.yaml",
+            "version: 1\nmode: enforce\nfiles:\n  rules:\n    - path: /etc/**\n      kind: dir\n      allow: [create_file]\n",
+            5,
+        ),
+    ];
+    for (name, yaml, line) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, yaml).expect("write");
+        let p = path.display().to_string();
+        let run_dir = dir.path().join(format!("run-{name}"));
+        let rd = run_dir.display().to_string();
+        let out = idagent(&[
+            "run",
+            "--run-dir",
+            &rd,
+            "--policy",
+            &p,
+            "--image",
+            GUEST_IMAGE,
+            "--",
+            "true",
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(&format!("{p}:{line}:")), "{name}: {err}");
+        // Refused before anything was made: no run folder, so no container either.
+        assert!(!run_dir.exists(), "{name}: the run started");
+        let out = idagent(&["policy", "explain", &p]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    }
+}

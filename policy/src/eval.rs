@@ -194,14 +194,15 @@ fn http<'p>(
         return best.offer(Action::Allow, &r.id, r.mode);
     }
     for h in &r.http {
+        // Cheapest test first; the query is checked only for a matching route.
         let method_ok = h.method == "*" || h.method == method;
-        let query_ok = match (&h.query, query) {
+        let query_ok = || match (&h.query, query) {
             (None, _) | (Some(_), None) => true,
             (Some(keys), Some(q)) => {
                 query_keys(q).all(|k| keys.binary_search_by(|x| x.as_str().cmp(k)).is_ok())
             }
         };
-        if method_ok && query_ok && h.path.matches(path) {
+        if method_ok && h.path.matches(path) && query_ok() {
             best.offer(h.action, &h.id, h.mode.or(r.mode));
         }
     }

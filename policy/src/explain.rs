@@ -200,11 +200,11 @@ pub fn explain(policy: &Policy) -> String {
             seen_text(r.seen.as_ref())
         );
         for h in &r.http {
-            let q = h
-                .query
-                .as_ref()
-                .map(|q| format!("?{}", q.join("&")))
-                .unwrap_or_default();
+            let q = match &h.query {
+                None => "?(any query)".to_string(),
+                Some(keys) if keys.is_empty() => String::new(),
+                Some(keys) => format!("?{}", keys.join("&")),
+            };
             let _ = writeln!(
                 o,
                 "      {} {} {}{}{}  {}{}",

@@ -338,3 +338,19 @@ fn parsed_example_round_trips() {
         p
     );
 }
+
+#[test]
+fn explain_lists_risks_first_and_json_parses() {
+    let p = learn(sample());
+    let text = explain(&p);
+    let risks_at = text.find("RISKS (4)").unwrap();
+    assert!(risks_at < text.find("NETWORK").unwrap());
+    assert!(text.contains("! exec:/bin/sh  [shell]"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&explain_json(&p)).unwrap();
+    assert_eq!(json["risks"].as_array().map(Vec::len), Some(4));
+    assert_eq!(
+        json["policy"]["network"]["rules"][2]["host"],
+        "www.google.com"
+    );
+    assert_eq!(json["fs_plan"]["files_mode"], "enforce");
+}

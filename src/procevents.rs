@@ -64,10 +64,53 @@ pub struct ProcWatcher {
 /// Starts watching the tree rooted at `root_host_pid` (the container's PID 1, whose pid in
 /// the guest is `root_guest_pid`). The socket is subscribed when this returns: no event after
 /// it is missed, short of a kernel buffer overrun (which is reported and reconciled).
+/// Stops a program that was started through the dynamic loader (`ld.so /bin/sh`): Landlock
+/// must let every dynamic executable's loader execute, so that route is closed here, after the
+/// exec has happened — race-free, since `/proc/<pid>/exe` is what runs, not what was asked —
+/// by a SIGKILL when the policy does not allow the loader itself as a program.
+#[derive(Debug, Clone)]
+pub struct ExecGuard {
+    pub enforcer: std::sync::Arc<crate::enforce::Enforcer>,
+}
+
+impl ExecGuard {
+    fn check(&self, host_pid: i32, exe: &str, guest_pid: Option<i32>) {
+        if !is_dynamic_loader(exe) {
+            return;
+        }
+        let req = idagent_policy::Request::Exec {
+            path: exe,
+            argv: &[],
+        };
+        let ctx = crate::enforce::Context {
+            flow: None,
+            pid: guest_pid,
+        };
+        if let crate::enforce::Permit::Deny(_) =
+            self.enforcer.check(&req, ctx, "kill_after_exec")
+        {
+            // SAFETY-free: nix's kill; the pid is a tracked guest process (a stale pid at worst
+            // gets ESRCH: the tracker removes exited processes as their exit arrives).
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(host_pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Whether `path` names the dynamic loader (`ld-linux-x86-64.so.2`, `ld-musl-*.so.1`,
+/// `ld.so`), by its file name.
+pub fn is_dynamic_loader(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    (name.starts_with("ld-") && name.contains(".so")) || name == "ld.so"
+}
+
 pub fn start(
     root_host_pid: i32,
     root_guest_pid: i32,
     audit: AuditSink,
+    guard: Option<ExecGuard>,
 ) -> Result<ProcWatcher, ProcEventsError> {
     let sock = open_socket()?;
     let mut tracker = tracker::Tracker::new(
@@ -80,7 +123,7 @@ pub fn start(
     let (stop_rx, stop_tx) = nix::unistd::pipe().map_err(ProcEventsError::StopPipe)?;
     let thread = std::thread::Builder::new()
         .name("procevents".into())
-        .spawn(move || run(sock, stop_rx, tracker, audit))
+        .spawn(move || run(sock, stop_rx, tracker, audit, guard))
         .map_err(ProcEventsError::Spawn)?;
     Ok(ProcWatcher {
         stop_tx: Some(stop_tx),
@@ -222,6 +265,7 @@ fn run<S: procfs::ProcSource>(
     stop_rx: OwnedFd,
     mut tracker: tracker::Tracker<S>,
     audit: AuditSink,
+    guard: Option<ExecGuard>,
 ) -> ProcStats {
     let mut buf = vec![0u8; RECV_BUF];
     let mut stop_deadline: Option<Instant> = None;
@@ -256,6 +300,11 @@ fn run<S: procfs::ProcSource>(
             }
         }
         emit_all(&audit, out);
+        for (host_pid, exe, guest_pid) in tracker.take_execs() {
+            if let (Some(guard), Some(exe)) = (&guard, exe) {
+                guard.check(host_pid, &exe, guest_pid);
+            }
+        }
         if stop_signalled && stop_deadline.is_none() {
             stop_deadline = Some(Instant::now() + STOP_GRACE);
         }

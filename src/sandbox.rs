@@ -121,7 +121,8 @@ async fn run_inner<R: ContainerRuntime>(
     let workspace = prepare_dirs(cfg, &run_dir, &ctl_dir)?;
     if let Some(plan) = &landlock {
         let path = ctl_dir.join(LANDLOCK_PLAN);
-        std::fs::write(&path, plan.render()).map_err(|source| SandboxError::RunDir { path, source })?;
+        std::fs::write(&path, plan.render())
+            .map_err(|source| SandboxError::RunDir { path, source })?;
     }
     let audit = AuditLog::create(
         &run_dir.join("audit.jsonl"),
@@ -254,6 +255,15 @@ async fn setup_and_wait<R: ContainerRuntime>(
         Some(policy) => crate::enforce::Enforcer::new(policy.clone(), sink.clone()),
         None => crate::enforce::Enforcer::disabled(sink.clone()),
     });
+    // With exec rules enforced, a program run through the dynamic loader is stopped after its
+    // exec (Landlock cannot refuse that route: the loader must stay executable).
+    let exec_guard = cfg
+        .policy
+        .as_ref()
+        .is_some_and(|p| p.fs_plan().exec_mode == idagent_policy::Mode::Enforce)
+        .then(|| procevents::ExecGuard {
+            enforcer: enforcer.clone(),
+        });
     let mut icpt = net::build(
         &cfg.net,
         run_id,
@@ -341,7 +351,7 @@ async fn setup_and_wait<R: ContainerRuntime>(
                 .map_err(|e| observer("fswatch", e))?,
         );
         live.procs = Some(
-            procevents::start(pid, hello.guest_pid, sink.clone())
+            procevents::start(pid, hello.guest_pid, sink.clone(), exec_guard)
                 .map_err(|e| observer("procevents", e))?,
         );
         Ok::<_, SandboxError>(())

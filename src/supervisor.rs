@@ -383,7 +383,10 @@ impl Supervisor {
             .unwrap_or(0);
         let mut error =
             (procfs::exists_in_guest(pid, &path) == Some(false)).then(|| "ENOENT".to_owned());
-        if error.is_none() && self.enforcer.active() {
+        // An exec of the loader itself is decided after it happened (`procevents::ExecGuard`):
+        // Landlock lets the loader execute, so labelling it refused here would be false.
+        if error.is_none() && self.enforcer.active() && !crate::procevents::is_dynamic_loader(&path)
+        {
             let req = idagent_policy::Request::Exec {
                 path: &path,
                 argv: &argv,
@@ -504,9 +507,9 @@ impl Supervisor {
             path,
             op: policy_op,
         };
-        let decision = self
-            .enforcer
-            .label(&req, crate::enforce::Context::pid(actor.pid), "landlock")?;
+        let decision =
+            self.enforcer
+                .label(&req, crate::enforce::Context::pid(actor.pid), "landlock")?;
         decision.enforced().then(|| {
             Observed::Event(Box::new(EventBody::File(FileEvent {
                 op,

@@ -23,7 +23,7 @@ async fn records_child_exit_code_and_root_signal() {
         .spawn()
         .expect("spawn sh");
     let pid = i32::try_from(root.id()).expect("pid fits");
-    let watcher = start(pid, pid, log.sink()).expect("start watcher");
+    let watcher = start(pid, pid, log.sink(), None).expect("start watcher");
     root.stdin
         .take()
         .expect("stdin")

@@ -45,7 +45,14 @@ pub struct Tracker<S> {
     cap: usize,
     root: i32,
     stats: ProcStats,
+    /// Execs of tracked processes since the last [`Tracker::take_execs`]: (host pid, exe,
+    /// guest pid). Bounded by [`MAX_PENDING_EXECS`].
+    execs: Vec<(i32, Option<String>, Option<i32>)>,
 }
+
+/// Execs remembered between two drains of [`Tracker::take_execs`] (one datagram's worth is
+/// far fewer); beyond it the oldest are kept and the rest are not looked at.
+pub const MAX_PENDING_EXECS: usize = 4096;
 
 /// Guest pid written when the guest's view of a pid could not be read.
 pub const UNKNOWN_GUEST_PID: i32 = -1;
@@ -57,6 +64,7 @@ impl<S: ProcSource> Tracker<S> {
             cap: cap.max(1),
             root: root_host_pid,
             stats: ProcStats::default(),
+            execs: Vec::new(),
             src,
         };
         let root = Tracked {
@@ -67,6 +75,11 @@ impl<S: ProcSource> Tracker<S> {
         t.procs.insert(root_host_pid, root);
         t.stats.tracked = 1;
         t
+    }
+
+    /// The execs seen since the last call (host pid, exe after the exec, guest pid).
+    pub fn take_execs(&mut self) -> Vec<(i32, Option<String>, Option<i32>)> {
+        std::mem::take(&mut self.execs)
     }
 
     pub fn stats(&self) -> &ProcStats {
@@ -101,6 +114,9 @@ impl<S: ProcSource> Tracker<S> {
                     p.exe = self.src.exe(pid).or(p.exe.take());
                     if p.guest_pid.is_none() {
                         p.guest_pid = self.src.guest_pid(tgid);
+                    }
+                    if self.execs.len() < MAX_PENDING_EXECS {
+                        self.execs.push((tgid, p.exe.clone(), p.guest_pid));
                     }
                 }
             }

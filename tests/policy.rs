@@ -210,6 +210,10 @@ try:
     r["script"] = subprocess.run([script]).returncode
 except PermissionError as e:
     r["script"] = e.errno
+try:
+    r["loader"] = subprocess.run(["/lib64/ld-linux-x86-64.so.2", "/bin/true"]).returncode
+except OSError as e:
+    r["loader"] = e.errno
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 u.settimeout(2)
 u.connect(("192.0.2.10", 9999))
@@ -265,6 +269,7 @@ fn attacker_under_the_learned_policy_is_refused_in_enforce_and_only_recorded_in_
     assert_eq!(unconfined["mkdir"], "ok");
     assert_eq!(unconfined["system"], 0);
     assert_eq!(unconfined["script"], 0);
+    assert_eq!(unconfined["loader"], 0);
 
     let mut with_policy = mapped_ip.clone();
     with_policy.extend([
@@ -290,8 +295,11 @@ fn attacker_under_the_learned_policy_is_refused_in_enforce_and_only_recorded_in_
     assert_ne!(got["system"], 0, "{explain}");
     assert_eq!(got["script"], 13, "{explain}");
     assert_eq!(got["udp"], "refused", "{explain}");
+    // Through the dynamic loader: Landlock must let the loader run, so it is stopped after
+    // its exec instead.
+    assert_eq!(got["loader"], -9, "{explain}");
     assert!(!enforced.run_dir().join("workspace/.ssh").exists());
-    let checks: [(&str, Box<dyn Fn(&Value) -> bool>); 9] = [
+    let checks: [(&str, Box<dyn Fn(&Value) -> bool>); 10] = [
         (
             "http",
             Box::new(|r| r["method"] == "GET" && r["path"] == "/other"),
@@ -318,6 +326,10 @@ fn attacker_under_the_learned_policy_is_refused_in_enforce_and_only_recorded_in_
         (
             "datagram",
             Box::new(|r| r["addr"] == "192.0.2.10" && r["port"] == 9999),
+        ),
+        (
+            "exec",
+            Box::new(|r| r["path"].as_str().is_some_and(|p| p.contains("ld-linux"))),
         ),
     ];
     for (layer, what) in &checks {

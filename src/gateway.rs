@@ -238,11 +238,10 @@ impl Gateway {
         if !meta.connect_decided && !meta.proxy {
             // Flows no SYN gate saw (explicit-proxy tunnels, the standalone gateway): the
             // connect decision is made here, before a byte is read.
-            if let Permit::Deny(d) = self.enforcer.check(
-                &connect_request(meta),
-                Context::flow(meta.id),
-                "tcp_reset",
-            ) {
+            if let Permit::Deny(d) =
+                self.enforcer
+                    .check(&connect_request(meta), Context::flow(meta.id), "tcp_reset")
+            {
                 close.close_reason = Some(format!("denied by policy (rule {})", d.rule));
                 return close;
             }

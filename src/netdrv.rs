@@ -311,10 +311,7 @@ impl Driver {
                 false
             }
             Transport::Udp if port != 53 && port != 443 => {
-                let key = (
-                    SocketAddr::new(meta.src, meta.src_port.unwrap_or(0)),
-                    dst,
-                );
+                let key = (SocketAddr::new(meta.src, meta.src_port.unwrap_or(0)), dst);
                 let allowed = match self.udp_decisions.get(&key) {
                     Some(allowed) => *allowed,
                     None => {

@@ -385,7 +385,12 @@ impl Conn {
             note,
         } = gated
         {
-            let mut event = http_event(&self.meta, method.to_string(), url, header_list(req.headers()));
+            let mut event = http_event(
+                &self.meta,
+                method.to_string(),
+                url,
+                header_list(req.headers()),
+            );
             event.status = Some(status.as_u16());
             event.note = Some(note);
             let resp_tap = Tap::new(self.gw.capture_bytes);

@@ -117,7 +117,8 @@ fn supervisor_sees_exec_and_writes() {
         log.sink(),
         attribution.clone(),
         std::sync::Arc::new(crate::enforce::Enforcer::disabled(log.sink())),
-    ).expect("spawn");
+    )
+    .expect("spawn");
     // Only the supervisor may hold the listener once the guest runs.
     let InitConn {
         listener,

@@ -323,7 +323,10 @@ fn refused_syn_gets_a_rst_and_leaves_no_flow() {
     stack.poll(Instant::ZERO);
     assert!(stack.next_event().is_none(), "no flow was opened");
     let stats = stack.stats();
-    assert_eq!((stats.syn_refused, stats.rst_sent, stats.tcp_flows), (1, 1, 0));
+    assert_eq!(
+        (stats.syn_refused, stats.rst_sent, stats.tcp_flows),
+        (1, 1, 0)
+    );
     // Not a SYN: nothing is sent.
     let mut data = Vec::new();
     PacketBuilder::ipv4(GUEST_V4, [198, 51, 100, 7], 64)

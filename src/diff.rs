@@ -112,7 +112,7 @@ fn behaviour(log: &RunLog) -> Vec<BTreeSet<String>> {
                     idagent_policy::Scheme::Http => "http",
                     idagent_policy::Scheme::Https => "https",
                 };
-                let path = path.clone(); // TEMP
+                let path = idagent_policy::generalize_path(path);
                 (2, format!("{method} {scheme}://{host}:{port}{path}"))
             }
             OwnedRequest::FileWrite { path, op } if item.refused_by_kernel => {

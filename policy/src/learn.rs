@@ -32,7 +32,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 mod accumulate;
-use accumulate::{generalize_path, HostAcc, SeenAcc};
+pub(crate) use accumulate::generalize_path;
+use accumulate::{HostAcc, SeenAcc};
 
 /// One observed event, already converted from the audit log by the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,3 +29,10 @@ pub use model::{
 };
 pub use path::{PathPattern, WorkspacePath, WORKSPACE};
 pub use request::{Decision, OwnedRequest, Request, DEFAULT_DENY};
+
+/// A request path as the learner generalises it (numeric, UUID and 16+ hex-digit segments
+/// become `{id}`), for comparing runs (`idagent diff`) by the same rule; a path that cannot be
+/// a pattern comes back unchanged.
+pub fn generalize_path(path: &str) -> String {
+    learn::generalize_path(path).map_or_else(|| path.to_owned(), |p| p.to_string())
+}

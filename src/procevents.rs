@@ -86,9 +86,7 @@ impl ExecGuard {
             flow: None,
             pid: guest_pid,
         };
-        if let crate::enforce::Permit::Deny(_) =
-            self.enforcer.check(&req, ctx, "kill_after_exec")
-        {
+        if let crate::enforce::Permit::Deny(_) = self.enforcer.check(&req, ctx, "kill_after_exec") {
             // SAFETY-free: nix's kill; the pid is a tracked guest process (a stale pid at worst
             // gets ESRCH: the tracker removes exited processes as their exit arrives).
             let _ = nix::sys::signal::kill(

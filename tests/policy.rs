@@ -237,6 +237,9 @@ fn result_of(run: &Run) -> Value {
     serde_json::from_str(&line).expect("result json")
 }
 
+/// A predicate over a `decision` event's `request` fields.
+type RequestCheck = Box<dyn Fn(&Value) -> bool>;
+
 fn has_decision(run: &Run, layer: &str, what: impl Fn(&Value) -> bool, would_deny: bool) -> bool {
     run.of_kind("decision").any(|d| {
         d["layer"] == layer
@@ -299,7 +302,7 @@ fn attacker_under_the_learned_policy_is_refused_in_enforce_and_only_recorded_in_
     // its exec instead.
     assert_eq!(got["loader"], -9, "{explain}");
     assert!(!enforced.run_dir().join("workspace/.ssh").exists());
-    let checks: [(&str, Box<dyn Fn(&Value) -> bool>); 10] = [
+    let checks: [(&str, RequestCheck); 10] = [
         (
             "http",
             Box::new(|r| r["method"] == "GET" && r["path"] == "/other"),

@@ -337,3 +337,109 @@ pub fn landlock_plan(
     }
     Ok(Some(plan))
 }
+
+/// The `notice` of a file rule changed by [`reconcile_files`] (not an observation gap).
+pub const RECONCILED_NOTICE: &str = "policy_files_reconciled";
+
+/// Makes the policy's file rules say exactly what Landlock will enforce in this run, so a
+/// `decision` never claims a refusal the kernel does not make: Landlock grants on inodes that
+/// exist when the guest starts, so a `dir` rule whose directory is not in the (seeded)
+/// workspace yet is granted at its nearest existing ancestor — and widened to it here too — and
+/// a `file` rule whose file does not exist grants nothing and is dropped. `workspace` is the
+/// host side of `/tmp/workspace`. Returns the run's policy and one line per change.
+pub fn reconcile_files(policy: &Policy, workspace: &std::path::Path) -> (Policy, Vec<String>) {
+    use idagent_policy::{FileKind, FilesSection, WorkspacePath};
+    let mut notes = Vec::new();
+    let mut rules = Vec::new();
+    for rule in policy.files.rules() {
+        let guest = rule.path.as_str();
+        let host_of = |p: &str| {
+            let rel = p
+                .strip_prefix(crate::GUEST_WORKSPACE)
+                .unwrap_or("")
+                .trim_start_matches('/');
+            workspace.join(rel)
+        };
+        if host_of(guest).exists() {
+            rules.push(rule.clone());
+            continue;
+        }
+        match rule.kind {
+            FileKind::File => notes.push(format!(
+                "files rule {} dropped: {guest} does not exist when the run starts (a file rule grants writing an existing file)",
+                rule.id
+            )),
+            FileKind::Dir => {
+                let mut at = guest;
+                while let Some((parent, _)) = at.rsplit_once('/') {
+                    at = parent;
+                    if at.len() <= crate::GUEST_WORKSPACE.len() || host_of(at).exists() {
+                        break;
+                    }
+                }
+                let at = if at.len() < crate::GUEST_WORKSPACE.len() {
+                    crate::GUEST_WORKSPACE
+                } else {
+                    at
+                };
+                let Ok(path) = WorkspacePath::parse(at) else {
+                    continue;
+                };
+                notes.push(format!(
+                    "files rule {} granted at {at}: {guest} does not exist when the run starts, and the kernel grants on what exists (its whole subtree)",
+                    rule.id
+                ));
+                let mut widened = rule.clone();
+                widened.path = path;
+                rules.push(widened);
+            }
+        }
+    }
+    if notes.is_empty() {
+        return (policy.clone(), notes);
+    }
+    let mut out = policy.clone();
+    out.files = FilesSection::new(
+        policy.files.mode,
+        rules,
+        policy.files.observed_denied().to_vec(),
+    );
+    (out, notes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use idagent_policy::{FileOp, Verdict};
+
+    #[test]
+    fn file_rules_say_what_the_kernel_will_enforce() {
+        let policy = Policy::parse(
+            "version: 1\nmode: enforce\nfiles:\n  rules:\n    - path: /tmp/workspace/out/deep\n      kind: dir\n      allow: [create_file]\n    - path: /tmp/workspace/seed.txt\n      kind: file\n      allow: [write]\n",
+        )
+        .expect("parse");
+        let ws = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(ws.path().join("out")).expect("mkdir");
+        let (run, notes) = reconcile_files(&policy, ws.path());
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        let paths: Vec<&str> = run.files.rules().iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(paths, ["/tmp/workspace/out"]);
+        // Landlock grants create_file beneath /tmp/workspace/out: so does the decision.
+        let req = Request::FileWrite {
+            path: "/tmp/workspace/out/x.txt",
+            op: FileOp::CreateFile,
+        };
+        assert_eq!(evaluate(&run, &req).verdict, Verdict::Allow);
+        let req = Request::FileWrite {
+            path: "/tmp/workspace/seed.txt",
+            op: FileOp::Write,
+        };
+        assert_eq!(evaluate(&run, &req).verdict, Verdict::Deny);
+        // Nothing missing: nothing changes.
+        std::fs::create_dir(ws.path().join("out/deep")).expect("mkdir");
+        std::fs::write(ws.path().join("seed.txt"), b"x").expect("write");
+        let (same, notes) = reconcile_files(&policy, ws.path());
+        assert!(notes.is_empty());
+        assert_eq!(same, policy);
+    }
+}

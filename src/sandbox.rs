@@ -112,13 +112,22 @@ async fn run_inner<R: ContainerRuntime>(
     let started = Instant::now();
     // Checked before anything exists: a kernel that cannot enforce the policy's file and
     // exec rules stops the run here, with nothing to clean up.
-    let landlock = crate::enforce::landlock_plan(cfg.policy.as_ref())?;
+    crate::enforce::landlock_plan(cfg.policy.as_ref())?;
     let run_dir = cfg
         .run_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("captures").join(run_id.as_str()));
     let ctl_dir = PathBuf::from(HOST_CTL_ROOT).join(run_id.as_str());
     let workspace = prepare_dirs(cfg, &run_dir, &ctl_dir)?;
+    // The run's policy says what the kernel will enforce on this (seeded) workspace.
+    let (policy, reconciled) = match &cfg.policy {
+        Some(p) => {
+            let (p, notes) = crate::enforce::reconcile_files(p, &workspace);
+            (Some(p), notes)
+        }
+        None => (None, Vec::new()),
+    };
+    let landlock = crate::enforce::landlock_plan(policy.as_ref())?;
     if let Some(plan) = &landlock {
         let path = ctl_dir.join(LANDLOCK_PLAN);
         std::fs::write(&path, plan.render())
@@ -150,10 +159,25 @@ async fn run_inner<R: ContainerRuntime>(
         container: name.clone(),
     }))
     .await;
+    for detail in reconciled {
+        sink.emit(EventBody::Notice(Notice {
+            what: crate::enforce::RECONCILED_NOTICE.into(),
+            detail,
+        }));
+    }
 
     let mut live = Live::default();
     let result = setup_and_wait(
-        rt, cfg, &run_id, &name, &run_dir, &ctl_dir, &workspace, &sink, &mut live,
+        rt,
+        cfg,
+        policy.as_ref(),
+        &run_id,
+        &name,
+        &run_dir,
+        &ctl_dir,
+        &workspace,
+        &sink,
+        &mut live,
     )
     .await;
     let end = teardown(rt, &mut live, &sink).await;
@@ -237,6 +261,7 @@ fn prepare_dirs(cfg: &RunConfig, run_dir: &Path, ctl_dir: &Path) -> Result<PathB
 async fn setup_and_wait<R: ContainerRuntime>(
     rt: &R,
     cfg: &RunConfig,
+    policy: Option<&idagent_policy::Policy>,
     run_id: &RunId,
     name: &str,
     run_dir: &Path,
@@ -251,14 +276,14 @@ async fn setup_and_wait<R: ContainerRuntime>(
         .pcap
         .clone()
         .unwrap_or_else(|| run_dir.join("traffic.pcapng"));
-    let enforcer = Arc::new(match &cfg.policy {
+    let enforcer = Arc::new(match policy {
         Some(policy) => crate::enforce::Enforcer::new(policy.clone(), sink.clone()),
         None => crate::enforce::Enforcer::disabled(sink.clone()),
     });
     // A program run through the dynamic loader is decided after its exec, and stopped when
     // exec rules are enforced (Landlock cannot refuse that route: the loader must stay
     // executable); in report mode the guard only records.
-    let exec_guard = cfg.policy.is_some().then(|| procevents::ExecGuard {
+    let exec_guard = policy.is_some().then(|| procevents::ExecGuard {
         enforcer: enforcer.clone(),
     });
     let mut icpt = net::build(

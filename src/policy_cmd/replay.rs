@@ -15,7 +15,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// Notices that say nothing about what was observed (they are about teardown bookkeeping).
-const BENIGN_NOTICES: [&str; 2] = ["firewall_counters", "teardown"];
+const BENIGN_NOTICES: [&str; 3] = [
+    "firewall_counters",
+    "teardown",
+    crate::enforce::RECONCILED_NOTICE,
+];
 
 /// Why a run folder could not be read at all.
 #[derive(Debug, thiserror::Error)]

@@ -108,10 +108,7 @@ fn behaviour(log: &RunLog) -> Vec<BTreeSet<String>> {
                 path,
                 ..
             } => {
-                let scheme = match scheme {
-                    idagent_policy::Scheme::Http => "http",
-                    idagent_policy::Scheme::Https => "https",
-                };
+                let scheme = scheme.as_str();
                 let path = idagent_policy::generalize_path(path);
                 (2, format!("{method} {scheme}://{host}:{port}{path}"))
             }

@@ -170,13 +170,7 @@ pub fn request_fields(req: &Request<'_>) -> DecisionRequest {
             r.name = name.map(str::to_owned);
             r.addr = Some(addr.to_string());
             r.port = Some(*port);
-            r.proto = Some(
-                match proto {
-                    idagent_policy::Proto::Tcp => "tcp",
-                    idagent_policy::Proto::Udp => "udp",
-                }
-                .to_owned(),
-            );
+            r.proto = Some(proto.as_str().to_owned());
         }
         Request::Tls {
             sni,
@@ -199,13 +193,7 @@ pub fn request_fields(req: &Request<'_>) -> DecisionRequest {
             path,
             query,
         } => {
-            r.scheme = Some(
-                match scheme {
-                    idagent_policy::Scheme::Http => "http",
-                    idagent_policy::Scheme::Https => "https",
-                }
-                .to_owned(),
-            );
+            r.scheme = Some(scheme.as_str().to_owned());
             r.name = Some((*host).to_owned());
             r.port = Some(*port);
             r.method = Some((*method).to_owned());

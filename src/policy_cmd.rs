@@ -185,10 +185,7 @@ pub fn describe(req: &idagent_policy::OwnedRequest) -> String {
             path,
             query,
         } => {
-            let scheme = match scheme {
-                idagent_policy::Scheme::Http => "http",
-                idagent_policy::Scheme::Https => "https",
-            };
+            let scheme = scheme.as_str();
             let query = query
                 .as_deref()
                 .map(|q| format!("?{q}"))

@@ -3,7 +3,10 @@
 //! on the default bridge, and (c) from an idagent guest through the TUN, the userspace stack and
 //! the intercepting gateway (`--offline`, `bench.test` mapped to the host servers), with full
 //! packet capture and with `--snaplen 96` (idagent has no switch that turns the capture off).
-//! A last idagent run holds 1,000 keep-alive connections open and reads idagent's RSS.
+//! Then the HTTPS keep-alive measurement alone, in idagent runs without and with a generated
+//! policy of 1,000 HTTP rules in enforce mode (`interceptor/policy.rs`), interleaved; every
+//! request of a policy run must be allowed, or the bench fails. A last idagent run holds 1,000
+//! keep-alive connections open and reads idagent's RSS.
 //!
 //! Prints one table (value and ratio to (a)) plus PASS/BELOW per floor of the issue, and writes
 //! it as markdown to `target/bench-interceptor.md`. The floors are reported, never asserted.
@@ -15,11 +18,16 @@
 //!
 //! Environment: `IDAGENT_BENCH_BULK_MIB` (default 256), `IDAGENT_BENCH_BULK_REPS` (5),
 //! `IDAGENT_BENCH_REQUESTS` (2000),
-//! `IDAGENT_BENCH_CONN_SECS` (3), `IDAGENT_BENCH_CONNS` (1000), and `IDAGENT_BENCH_MODE=bulk`
-//! to run only the bulk downloads (no latency, connection or held-connection cases).
+//! `IDAGENT_BENCH_CONN_SECS` (3), `IDAGENT_BENCH_CONNS` (1000), `IDAGENT_BENCH_POLICY_REPS` (3
+//! pairs of runs without/with the policy), and `IDAGENT_BENCH_MODE=bulk` to run only the bulk
+//! downloads (no latency, connection, policy or held-connection cases) or
+//! `IDAGENT_BENCH_MODE=policy` to run only the idagent HTTPS keep-alive pairs without/with the
+//! policy.
 
 #[path = "interceptor/client.rs"]
 mod client;
+#[path = "interceptor/policy.rs"]
+mod policy;
 #[path = "interceptor/report.rs"]
 mod report;
 #[path = "interceptor/server.rs"]
@@ -32,7 +40,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use report::{CaseResult, Rss};
+use report::{CaseResult, PolicyRuns, Rss};
 use serde_json::Value;
 
 type BoxError = Box<dyn std::error::Error>;
@@ -88,10 +96,12 @@ fn env_num(key: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// `suite` (everything) or `bulk` (the bulk downloads only), from `IDAGENT_BENCH_MODE`.
+/// `suite` (everything), `bulk` (the bulk downloads only) or `policy` (the idagent HTTPS
+/// keep-alive runs without/with the policy only), from `IDAGENT_BENCH_MODE`.
 fn mode() -> &'static str {
     match std::env::var("IDAGENT_BENCH_MODE").as_deref() {
         Ok("bulk") => "bulk",
+        Ok("policy") => "policy",
         _ => "suite",
     }
 }
@@ -145,6 +155,26 @@ fn run() -> Result<(), BoxError> {
     let client = ws.join(CLIENT_FILE);
     let opts = client_opts();
 
+    let guest = GuestCase {
+        tmp: tmp.path(),
+        ws: &ws,
+        ca: &ca_path,
+        http_port: local.http.port(),
+        https_port: local.https.port(),
+        tcp_port: local.tcp.port(),
+        opts: &opts,
+    };
+    if mode() == "policy" {
+        eprintln!("== (c) idagent guest, HTTPS keep-alive without/with the 1,000-rule policy");
+        let c_full = CaseResult {
+            policy: Some(guest.policy_pairs()?),
+            ..CaseResult::default()
+        };
+        drop(local);
+        let cases = [("(c) idagent, full pcap", c_full)];
+        return write_report(&cases, &Rss::default(), None, "bench-interceptor-policy.md");
+    }
+
     eprintln!("== (a) host loopback");
     let mut cmd = Command::new(&client);
     cmd.arg("client").arg(mode()).args(&opts);
@@ -188,19 +218,14 @@ fn run() -> Result<(), BoxError> {
         CaseResult::from_events(&out.events)
     };
 
-    let guest = GuestCase {
-        tmp: tmp.path(),
-        ws: &ws,
-        ca: &ca_path,
-        http_port: local.http.port(),
-        https_port: local.https.port(),
-        tcp_port: local.tcp.port(),
-        opts: &opts,
-    };
     eprintln!("== (c) idagent guest, full pcap");
-    let c_full = guest.suite("c-full", 0)?;
+    let mut c_full = guest.suite("c-full", 0)?;
     eprintln!("== (c) idagent guest, pcap snaplen 96");
     let c_snap = guest.suite("c-snap96", 96)?;
+    if mode() == "suite" {
+        eprintln!("== (c) idagent guest, HTTPS keep-alive without/with the 1,000-rule policy");
+        c_full.policy = Some(guest.policy_pairs()?);
+    }
     eprintln!("== (c) idagent guest, held connections");
     let rss = if mode() == "suite" {
         guest.hold()?
@@ -216,12 +241,22 @@ fn run() -> Result<(), BoxError> {
         ("(c) idagent, snaplen 96", c_snap),
     ];
     let disk = disk_write_gbps(tmp.path()).ok();
-    let text = report::render(&cases, &rss, disk);
+    write_report(&cases, &rss, disk, "bench-interceptor.md")
+}
+
+/// Prints the report and writes it to `target/FILE`.
+fn write_report(
+    cases: &[(&str, CaseResult)],
+    rss: &Rss,
+    disk: Option<f64>,
+    file: &str,
+) -> Result<(), BoxError> {
+    let text = report::render(cases, rss, disk);
     println!("\n{text}");
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let md = target.join("bench-interceptor.md");
+    let md = target.join(file);
     std::fs::write(&md, text)?;
     eprintln!("wrote {}", md.display());
     Ok(())
@@ -369,10 +404,14 @@ struct GuestCase<'a> {
 
 impl GuestCase<'_> {
     /// `idagent run --offline …` with `bench.test` mapped to the host servers, running the
-    /// client in MODE against the address the guest resolves for `bench.test`.
-    fn command(&self, run_dir: &Path, snaplen: u32, mode: &str) -> Command {
+    /// client in MODE against the address the guest resolves for `bench.test`; with
+    /// `--policy POLICY --mode enforce` when a policy is given.
+    fn command(&self, run_dir: &Path, snaplen: u32, mode: &str, policy: Option<&Path>) -> Command {
         let mut cmd = Command::new(IDAGENT);
         cmd.arg("run").arg("--run-dir").arg(run_dir);
+        if let Some(policy) = policy {
+            cmd.arg("--policy").arg(policy).args(["--mode", "enforce"]);
+        }
         cmd.args([
             "--offline",
             "--timeout",
@@ -408,7 +447,11 @@ impl GuestCase<'_> {
 
     fn suite(&self, label: &str, snaplen: u32) -> Result<CaseResult, BoxError> {
         let run_dir = self.tmp.join(label);
-        let out = drive(self.command(&run_dir, snaplen, mode()), None, |_, _| {})?;
+        let out = drive(
+            self.command(&run_dir, snaplen, mode(), None),
+            None,
+            |_, _| {},
+        )?;
         let mut result = CaseResult::from_events(&out.events);
         result.idagent_hwm_kib = out.hwm_kib;
         result.pcap_bytes = std::fs::metadata(run_dir.join("traffic.pcapng"))
@@ -422,23 +465,89 @@ impl GuestCase<'_> {
         Ok(result)
     }
 
+    /// The HTTPS keep-alive measurement alone (full pcap), `IDAGENT_BENCH_POLICY_REPS` times
+    /// without and then with the generated 1,000-rule policy in enforce mode, interleaved so
+    /// both sides see the same machine load. Fails if a policy run denied anything on the
+    /// network, refused anything, or decided fewer `http` requests than it sent.
+    fn policy_pairs(&self) -> Result<PolicyRuns, BoxError> {
+        let policy = policy::write(self.tmp, server::NAME, client::SMALL_PATH)?;
+        let mut runs = PolicyRuns::default();
+        for rep in 0..env_num("IDAGENT_BENCH_POLICY_REPS", 3).max(1) {
+            for with_policy in [false, true] {
+                let label = format!(
+                    "c-https-{}-{rep}",
+                    ["bare", "policy"][usize::from(with_policy)]
+                );
+                let run_dir = self.tmp.join(&label);
+                let cmd = self.command(&run_dir, 0, "https", with_policy.then_some(&*policy));
+                let out = drive(cmd, None, |_, _| {})?;
+                let lat = CaseResult::from_events(&out.events)
+                    .lat_https
+                    .ok_or_else(|| format!("{label}: no lat_https result"))?;
+                let sent = out
+                    .events
+                    .iter()
+                    .find(|e| e["metric"] == "lat_https")
+                    .and_then(|e| e["n"].as_u64())
+                    .unwrap_or(0)
+                    + client::WARMUP_REQUESTS as u64;
+                let d = policy::decisions(&run_dir)?;
+                let _ = std::fs::remove_dir_all(&run_dir);
+                if !with_policy {
+                    if d.total != 0 {
+                        return Err(format!(
+                            "{label}: {} decision events without a policy",
+                            d.total
+                        )
+                        .into());
+                    }
+                    runs.bare.push(lat);
+                    continue;
+                }
+                eprintln!(
+                    "   {label}: {} decisions, {} http allowed of {sent} sent, {} network denied, \
+                     {} enforced, {} exec/file would-deny (report mode)",
+                    d.total, d.http_allowed, d.net_denied, d.enforced, d.report_denied
+                );
+                if d.net_denied != 0 || d.enforced != 0 || d.http_allowed < sent {
+                    return Err(format!(
+                        "{label}: the policy did not allow every request: {} network denials, \
+                         {} refusals, {} http allowed of {sent} sent",
+                        d.net_denied, d.enforced, d.http_allowed
+                    )
+                    .into());
+                }
+                runs.with_policy.push(lat);
+                runs.requests += sent;
+                runs.decisions += d.total;
+                runs.http_allowed += d.http_allowed;
+                runs.report_denied += d.report_denied;
+            }
+        }
+        Ok(runs)
+    }
+
     fn hold(&self) -> Result<Rss, BoxError> {
         let run_dir = self.tmp.join("c-hold");
         let mut rss = Rss::default();
-        let out = drive(self.command(&run_dir, 0, "hold"), None, |event, pid| {
-            match event["metric"].as_str() {
-                Some("hold_start") => rss.idle_kib = proc_status_kib(pid, "VmRSS:"),
-                Some("hold_ready") => {
-                    rss.conns = event["conns"].as_u64();
-                    // Let the last flows settle, then read current and peak.
-                    std::thread::sleep(Duration::from_millis(1500));
-                    rss.held_kib = proc_status_kib(pid, "VmRSS:");
-                    rss.hwm_kib = proc_status_kib(pid, "VmHWM:");
+        let out = drive(
+            self.command(&run_dir, 0, "hold", None),
+            None,
+            |event, pid| {
+                match event["metric"].as_str() {
+                    Some("hold_start") => rss.idle_kib = proc_status_kib(pid, "VmRSS:"),
+                    Some("hold_ready") => {
+                        rss.conns = event["conns"].as_u64();
+                        // Let the last flows settle, then read current and peak.
+                        std::thread::sleep(Duration::from_millis(1500));
+                        rss.held_kib = proc_status_kib(pid, "VmRSS:");
+                        rss.hwm_kib = proc_status_kib(pid, "VmHWM:");
+                    }
+                    Some("hold_end") => rss.alive = event["alive"].as_u64(),
+                    _ => {}
                 }
-                Some("hold_end") => rss.alive = event["alive"].as_u64(),
-                _ => {}
-            }
-        })?;
+            },
+        )?;
         rss.hwm_kib = rss.hwm_kib.max(out.hwm_kib);
         let _ = std::fs::remove_dir_all(&run_dir);
         Ok(rss)

@@ -18,7 +18,9 @@ use serde_json::json;
 /// Read buffer of one connection; also the largest single read of a bulk body.
 const READ_BUF: usize = 256 * 1024;
 /// Requests sent before timing starts on a keep-alive connection.
-const WARMUP_REQUESTS: usize = 50;
+pub const WARMUP_REQUESTS: usize = 50;
+/// The path of the keep-alive and connection requests (`GET /small`).
+pub const SMALL_PATH: &str = "/small";
 /// Longest any single socket operation may block: every loop stays bounded.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -79,10 +81,10 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     Ok(o)
 }
 
-/// `client suite|hold OPTIONS`; returns the process exit code.
+/// `client suite|bulk|https|hold OPTIONS`; returns the process exit code.
 pub fn main(args: &[String]) -> i32 {
     let Some((mode, rest)) = args.split_first() else {
-        eprintln!("usage: client suite|hold [--http ADDR] [--https ADDR] ...");
+        eprintln!("usage: client suite|bulk|https|hold [--http ADDR] [--https ADDR] ...");
         return 2;
     };
     let opts = match parse(rest) {
@@ -95,6 +97,7 @@ pub fn main(args: &[String]) -> i32 {
     let result = match mode.as_str() {
         "suite" => suite(&opts),
         "bulk" => bulks(&opts),
+        "https" => lat_https(&opts),
         "hold" => hold(&opts),
         _ => Err(io::Error::other(format!("unknown mode {mode}"))),
     };
@@ -133,10 +136,8 @@ fn suite(o: &Opts) -> io::Result<()> {
     let mut conn = HttpConn::new(tcp(o.http)?);
     let lat = latency(&mut conn, &o.name, o.requests)?;
     emit(json!({"metric": "lat_http", "p50_us": lat.0, "p99_us": lat.1, "n": o.requests}));
-    if let Some(addr) = o.https {
-        let mut conn = HttpConn::new(tls(o, addr)?);
-        let lat = latency(&mut conn, &o.name, o.requests)?;
-        emit(json!({"metric": "lat_https", "p50_us": lat.0, "p99_us": lat.1, "n": o.requests}));
+    if o.https.is_some() {
+        lat_https(o)?;
     }
     for concurrency in [1usize, 8] {
         let (ok, errors, secs) = connrate(o, concurrency);
@@ -145,6 +146,17 @@ fn suite(o: &Opts) -> io::Result<()> {
                     "errors": errors, "secs": secs}),
         );
     }
+    Ok(())
+}
+
+/// The HTTPS keep-alive latency only (one connection, `requests` after the warm-up).
+fn lat_https(o: &Opts) -> io::Result<()> {
+    let addr = o
+        .https
+        .ok_or_else(|| io::Error::other("https mode needs --https"))?;
+    let mut conn = HttpConn::new(tls(o, addr)?);
+    let lat = latency(&mut conn, &o.name, o.requests)?;
+    emit(json!({"metric": "lat_https", "p50_us": lat.0, "p99_us": lat.1, "n": o.requests}));
     Ok(())
 }
 
@@ -205,7 +217,7 @@ fn tls(
 
 fn small_request(name: &str, close: bool) -> Vec<u8> {
     let connection = if close { "Connection: close\r\n" } else { "" };
-    format!("GET /small HTTP/1.1\r\nHost: {name}\r\n{connection}\r\n").into_bytes()
+    format!("GET {SMALL_PATH} HTTP/1.1\r\nHost: {name}\r\n{connection}\r\n").into_bytes()
 }
 
 /// Seconds to download `bulk_bytes` over a fresh connection (request sent → last byte read).

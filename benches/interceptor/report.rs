@@ -27,6 +27,36 @@ pub struct CaseResult {
     pub pcap_bytes: Option<u64>,
     /// Packets the capture dropped (its queue was full or its size cap reached).
     pub pcap_dropped: Option<u64>,
+    /// The HTTPS keep-alive runs without and with the 1,000-rule policy (idagent only).
+    pub policy: Option<PolicyRuns>,
+}
+
+/// Interleaved idagent runs of the HTTPS keep-alive measurement alone: without a policy, then
+/// with the generated 1,000-rule policy in enforce mode, `reps` times.
+#[derive(Debug, Default, Clone)]
+pub struct PolicyRuns {
+    /// (p50, p99) in µs of each run, in order.
+    pub bare: Vec<(f64, f64)>,
+    pub with_policy: Vec<(f64, f64)>,
+    /// Over all the policy runs: requests sent (warm-up included), `decision` events, `http`
+    /// ones that allowed, exec/file ones that would deny (those sections are in report mode).
+    pub requests: u64,
+    pub decisions: u64,
+    pub http_allowed: u64,
+    pub report_denied: u64,
+}
+
+impl PolicyRuns {
+    fn p50(runs: &[(f64, f64)]) -> Option<f64> {
+        median(&runs.iter().map(|l| l.0).collect::<Vec<_>>())
+    }
+    fn p99(runs: &[(f64, f64)]) -> Option<f64> {
+        median(&runs.iter().map(|l| l.1).collect::<Vec<_>>())
+    }
+    /// Median p50 with the policy minus median p50 without, µs.
+    pub fn added_p50(&self) -> Option<f64> {
+        Some(Self::p50(&self.with_policy)? - Self::p50(&self.bare)?)
+    }
 }
 
 /// idagent's memory around the held connections.
@@ -78,7 +108,7 @@ fn median(values: &[f64]) -> Option<f64> {
 
 type Metric = fn(&CaseResult) -> Option<f64>;
 
-const ROWS: [(&str, Metric); 9] = [
+const ROWS: [(&str, Metric); 13] = [
     (
         "bulk TCP download (opaque relay), Gbit/s (median of reps)",
         |r| r.bulk_tcp_gbps,
@@ -91,6 +121,22 @@ const ROWS: [(&str, Metric); 9] = [
     ("HTTP keep-alive p99, µs", |r| r.lat_http.map(|l| l.1)),
     ("HTTPS keep-alive p50, µs", |r| r.lat_https.map(|l| l.0)),
     ("HTTPS keep-alive p99, µs", |r| r.lat_https.map(|l| l.1)),
+    (
+        "HTTPS keep-alive p50, µs, no policy (paired runs, median)",
+        |r| PolicyRuns::p50(&r.policy.as_ref()?.bare),
+    ),
+    (
+        "HTTPS keep-alive p50, µs, 1,000-rule policy (enforce)",
+        |r| PolicyRuns::p50(&r.policy.as_ref()?.with_policy),
+    ),
+    (
+        "HTTPS keep-alive p99, µs, no policy (paired runs, median)",
+        |r| PolicyRuns::p99(&r.policy.as_ref()?.bare),
+    ),
+    (
+        "HTTPS keep-alive p99, µs, 1,000-rule policy (enforce)",
+        |r| PolicyRuns::p99(&r.policy.as_ref()?.with_policy),
+    ),
     ("new HTTP conns/s, sequential", |r| r.conns_seq),
     ("new HTTP conns/s, concurrency 8", |r| r.conns_c8),
     ("idagent peak RSS in the run, MiB", |r| {
@@ -143,11 +189,18 @@ pub fn render(cases: &[(&str, CaseResult)], rss: &Rss, disk_gbps: Option<f64>) -
         let _ = write!(t, "---|");
     }
     t.push('\n');
-    let base = &cases[0].1;
+    // A partial run (`IDAGENT_BENCH_MODE=policy`) has no (a): no ratios then.
+    let base = cases
+        .iter()
+        .find(|(n, _)| n.starts_with("(a)"))
+        .map(|(_, r)| r);
     for (label, metric) in ROWS {
+        if cases.iter().all(|(_, r)| metric(r).is_none()) {
+            continue; // not measured in this mode
+        }
         let _ = write!(t, "| {label} |");
         for (_, r) in cases {
-            let _ = write!(t, " {} |", cell(metric(r), metric(base)));
+            let _ = write!(t, " {} |", cell(metric(r), base.and_then(metric)));
         }
         t.push('\n');
     }
@@ -158,10 +211,26 @@ pub fn render(cases: &[(&str, CaseResult)], rss: &Rss, disk_gbps: Option<f64>) -
         ),
         ("bulk HTTP, every rep (Gbit/s)", |r| &r.bulk_all),
     ] {
+        if cases.iter().all(|(_, r)| all(r).is_empty()) {
+            continue;
+        }
         let _ = write!(t, "| {label} |");
         for (_, r) in cases {
             let reps: Vec<String> = all(r).iter().map(|g| format!("{g:.2}")).collect();
             let _ = write!(t, " {} |", reps.join(", "));
+        }
+        t.push('\n');
+    }
+    if cases.iter().any(|(_, r)| r.policy.is_some()) {
+        let _ = write!(t, "| HTTPS p50 per paired run, no policy → policy (µs) |");
+        for (_, r) in cases {
+            let pairs: Vec<String> = r
+                .policy
+                .iter()
+                .flat_map(|p| p.bare.iter().zip(&p.with_policy))
+                .map(|(b, w)| format!("{:.0} → {:.0}", b.0, w.0))
+                .collect();
+            let _ = write!(t, " {} |", pairs.join(", "));
         }
         t.push('\n');
     }
@@ -189,6 +258,24 @@ pub fn render(cases: &[(&str, CaseResult)], rss: &Rss, disk_gbps: Option<f64>) -
         opt(rss.held_kib.map(mib), 1),
         opt(rss.hwm_kib.map(mib), 1),
     );
+    if let Some((name, p)) = cases
+        .iter()
+        .find_map(|(n, r)| Some((n, r.policy.as_ref()?)))
+    {
+        let _ = writeln!(
+            t,
+            "Policy runs ({name}, HTTPS keep-alive only, {} pairs without/with policy, \
+             interleaved): a generated policy of 1,000 HTTP rules (100 hosts × 10 paths, \
+             `--mode enforce` for network; exec and files in report mode). Over the policy \
+             runs: {} requests sent, {} `decision` events, {} `http` allowed, 0 network \
+             denials, {} exec/file would-deny (report mode).\n",
+            p.with_policy.len(),
+            p.requests,
+            p.decisions,
+            p.http_allowed,
+            p.report_denied,
+        );
+    }
     let _ = writeln!(
         t,
         "Disk under the run folders: {} Gbit/s sustained (1 GiB written and synced). The full \
@@ -264,6 +351,14 @@ fn floors(t: &mut String, cases: &[(&str, CaseResult)], rss: &Rss) {
         let v = added(full, f);
         floor(t, name, v, |us| us <= 1000.0, &format!("{} µs", opt(v, 0)));
     }
+    let v = full.and_then(|r| r.policy.as_ref()?.added_p50());
+    floor(
+        t,
+        "added HTTPS p50 with 1,000-rule policy vs none ≤ 20 µs [full pcap]",
+        v,
+        |us| us <= 20.0,
+        &format!("{} µs", opt(v, 1)),
+    );
     let v = full.and_then(|r| r.conns_c8);
     floor(
         t,

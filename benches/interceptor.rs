@@ -480,7 +480,14 @@ impl GuestCase<'_> {
                 );
                 let run_dir = self.tmp.join(&label);
                 let cmd = self.command(&run_dir, 0, "https", with_policy.then_some(&*policy));
-                let out = drive(cmd, None, |_, _| {})?;
+                let out =
+                    drive(cmd, None, |_, _| {}).map_err(|e| match policy::decisions(&run_dir) {
+                        Ok(d) if with_policy => format!(
+                            "{label}: {e} ({} network denials, {} refusals in its audit log)",
+                            d.net_denied, d.enforced
+                        ),
+                        _ => format!("{label}: {e}"),
+                    })?;
                 let lat = CaseResult::from_events(&out.events)
                     .lat_https
                     .ok_or_else(|| format!("{label}: no lat_https result"))?;

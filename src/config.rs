@@ -47,6 +47,8 @@ pub enum ConfigError {
     /// `policy.yaml:LINE:COL: what is wrong`, or a file that cannot be read.
     #[error(transparent)]
     Policy(#[from] crate::policy_cmd::PolicyCmdError),
+    #[error(transparent)]
+    Enforce(#[from] crate::enforce::EnforceSetupError),
 }
 
 /// Everything a run needs, validated.
@@ -121,6 +123,9 @@ impl RunConfig {
         }
         validate_user(&args.user).map_err(|r| value_err("user", &args.user, r))?;
         let policy = crate::enforce::load_run_policy(&args.policy)?;
+        if let Some(p) = &policy {
+            crate::enforce::check_inspection(p, args.net.tls)?;
+        }
         Ok(Self {
             image,
             command,

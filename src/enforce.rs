@@ -249,6 +249,9 @@ pub fn load_run_policy(
     }))
 }
 
+/// The guest's scratch shared-memory tmpfs, writable whatever the files rules say.
+pub const SCRATCH_SHM: &str = "/dev/shm";
+
 /// Why a run cannot enforce its policy.
 #[derive(Debug, thiserror::Error)]
 pub enum EnforceSetupError {
@@ -258,6 +261,35 @@ pub enum EnforceSetupError {
     NoLandlock { found: Option<u32>, need: u32 },
     #[error("landlock plan path {path:?}: {reason}")]
     Path { path: String, reason: String },
+    #[error(
+        "policy rule {rule} decides HTTPS requests one by one (inspect: l7), which --tls passthrough cannot see; use --tls intercept, inspect: l4, or --mode report"
+    )]
+    Uninspectable { rule: String },
+}
+
+/// Refuses a policy whose enforced HTTPS method/path rules the run could not see: with
+/// `--tls passthrough` the gateway never reads the HTTP inside TLS, so such a rule would be
+/// enforced as "any request" without saying so.
+pub fn check_inspection(
+    policy: &Policy,
+    tls: crate::gateway::TlsMode,
+) -> Result<(), EnforceSetupError> {
+    use idagent_policy::{Inspect, Protocol};
+    if tls != crate::gateway::TlsMode::Passthrough {
+        return Ok(());
+    }
+    let section = policy.network.mode.unwrap_or(policy.mode);
+    let blind = policy.network.rules().iter().find(|r| {
+        r.protocol == Protocol::Https
+            && r.inspect == Inspect::L7
+            && r.mode.unwrap_or(section) == Mode::Enforce
+    });
+    match blind {
+        Some(rule) => Err(EnforceSetupError::Uninspectable {
+            rule: rule.id.clone(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The Landlock plan guest init applies for `policy`: `None` when neither its file rules nor
@@ -295,6 +327,22 @@ pub fn landlock_plan(
         ..ll::Plan::default()
     };
     if handle_files {
+        // The scratch tmpfs is not the policy's to decide (it is not persisted, nor readable
+        // from the host; its writes are logged as `file` events `ok`), and runtimes need it
+        // (POSIX semaphores, shared memory).
+        plan.writes.push(WriteRule {
+            path: path(SCRATCH_SHM)?,
+            rights: [
+                Right::MakeReg,
+                Right::MakeDir,
+                Right::WriteFile,
+                Right::Truncate,
+                Right::RemoveFile,
+                Right::RemoveDir,
+            ]
+            .into_iter()
+            .collect(),
+        });
         for (p, rights) in &fs.write_rules {
             let rights: Rights = rights
                 .iter()

@@ -133,6 +133,9 @@ async fn gateway(args: idagent::cli::GatewayArgs) -> Result<ExitCode, Failure> {
         .map_err(|e| (anyhow::anyhow!("bad --timeout: {e}"), None))?;
     // Parsed before anything starts: a bad policy file is one line and exit 2.
     let policy = idagent::enforce::load_run_policy(&args.policy).map_err(|e| setup(e.into()))?;
+    if let Some(p) = &policy {
+        idagent::enforce::check_inspection(p, args.net.tls).map_err(|e| setup(e.into()))?;
+    }
     let run_id = RunId::generate();
     let run_dir = args
         .run_dir

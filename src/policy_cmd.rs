@@ -66,7 +66,18 @@ pub fn learn(runs: &[PathBuf], out: &Path) -> Result<(), PolicyCmdError> {
                 log.dir.display()
             );
         }
-        for item in &log.items {
+        let refused = log.items.iter().filter(|i| i.refused_by_policy).count();
+        if refused > 0 {
+            eprintln!(
+                "idagent: policy learn: {refused} request(s) in {} were refused by the run's policy; they are not learned",
+                log.dir.display()
+            );
+        }
+        for item in log
+            .items
+            .iter()
+            .filter(|i| !i.refused_by_policy && !i.scratch)
+        {
             learner.observe(Observed {
                 request: item.request.clone(),
                 run: log.run_id.clone(),
@@ -115,7 +126,7 @@ pub fn check(policy: &Path, runs: &[PathBuf]) -> Result<Vec<Violation>, PolicyCm
         let log = replay::load(dir)?;
         for item in &log.items {
             let req = item.request.as_request();
-            if item.refused_by_kernel {
+            if item.refused_by_kernel || item.scratch {
                 // Writes the read-only root refused stay refused; no policy can allow them.
                 continue;
             }

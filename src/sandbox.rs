@@ -280,12 +280,14 @@ async fn setup_and_wait<R: ContainerRuntime>(
         Some(policy) => crate::enforce::Enforcer::new(policy.clone(), sink.clone()),
         None => crate::enforce::Enforcer::disabled(sink.clone()),
     });
-    // A program run through the dynamic loader is decided after its exec, and stopped when
-    // exec rules are enforced (Landlock cannot refuse that route: the loader must stay
-    // executable); in report mode the guard only records.
-    let exec_guard = policy.is_some().then(|| procevents::ExecGuard {
-        enforcer: enforcer.clone(),
-    });
+    // With exec rules enforced, a program that still got to run through the dynamic loader
+    // (a path swapped after the supervisor read it) is stopped right after its exec: Landlock
+    // cannot refuse that route, the loader must stay executable.
+    let exec_guard = policy
+        .is_some_and(|p| p.fs_plan().exec_mode == idagent_policy::Mode::Enforce)
+        .then(|| procevents::ExecGuard {
+            enforcer: enforcer.clone(),
+        });
     let mut icpt = net::build(
         &cfg.net,
         run_id,

@@ -19,11 +19,14 @@
 //! symlink); `from` is the old name of a rename, the existing file of a link, or the contents of
 //! a symlink.
 //!
-//! The supervisor only observes: it always replies `CONTINUE`, so the kernel re-reads the
+//! The supervisor observes: it replies `CONTINUE`, so the kernel re-reads the
 //! arguments after we did (the documented seccomp_unotify TOCTOU: a second guest thread can
 //! change a path between our read and the kernel's). Unreadable arguments (the call will fault)
 //! are counted in [`SupervisorStats::read_failures`], not reported. Paths are resolved
 //! lexically; a symlink inside the workspace that points out of it is judged by its name.
+//! Its one exception is a refusal: under a policy that enforces exec rules, an exec of the
+//! dynamic loader itself (`ld.so PROG`, a route Landlock must leave open) is failed with
+//! `EACCES`; a swapped argument can only make that refusal needless, never let a call through.
 //!
 //! Does not own: installing the filter or receiving the listener (`idagent_guest`), the
 //! workspace's contents (`fswatch`).
@@ -166,6 +169,10 @@ struct Supervisor {
 /// What one notification turned into, decided before replying and applied after.
 enum Observed {
     Event(Box<EventBody>),
+    /// Record it, and fail the call with this errno instead of letting it continue. Only ever a
+    /// denial: refusing on what we read is safe even if a guest thread swaps the argument
+    /// (the worst it gets is a refusal), unlike allowing on it.
+    Refuse(Box<EventBody>, i32),
     Attribute(Vec<String>, Actor),
 }
 
@@ -262,7 +269,10 @@ impl Supervisor {
         // Only trust what we read if the target is still the one that made the call (the pid
         // could have been reused while we read /proc/<pid>).
         let valid = self.id_valid(notif.id);
-        self.reply_continue(notif.id);
+        match &observed {
+            Some(Observed::Refuse(_, errno)) => self.reply_error(notif.id, *errno),
+            _ => self.reply_continue(notif.id),
+        }
         match observed {
             Some(o) if valid => self.apply(o),
             Some(_) => self.stats.read_failures += 1,
@@ -285,12 +295,25 @@ impl Supervisor {
     }
 
     fn reply_continue(&self, id: u64) {
-        let mut resp = libc::seccomp_notif_resp {
+        self.reply(libc::seccomp_notif_resp {
             id,
             val: 0,
             error: 0,
             flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
-        };
+        });
+    }
+
+    /// Fails the notified call with `errno` (the kernel never performs it).
+    fn reply_error(&self, id: u64, errno: i32) {
+        self.reply(libc::seccomp_notif_resp {
+            id,
+            val: 0,
+            error: -errno,
+            flags: 0,
+        });
+    }
+
+    fn reply(&self, mut resp: libc::seccomp_notif_resp) {
         // SAFETY: SEND reads one seccomp_notif_resp (size checked in `spawn`) from `resp`.
         let rc = unsafe {
             libc::ioctl(
@@ -307,7 +330,7 @@ impl Supervisor {
 
     fn apply(&mut self, observed: Observed) {
         match observed {
-            Observed::Event(body) => {
+            Observed::Event(body) | Observed::Refuse(body, _) => {
                 let body = *body;
                 match body {
                     EventBody::Exec(_) => self.stats.exec_events += 1,
@@ -383,24 +406,28 @@ impl Supervisor {
             .unwrap_or(0);
         let mut error =
             (procfs::exists_in_guest(pid, &path) == Some(false)).then(|| "ENOENT".to_owned());
-        // An exec of the loader itself is decided after it happened (`procevents::ExecGuard`):
-        // Landlock lets the loader execute, so labelling it refused here would be false.
-        if error.is_none() && self.enforcer.active() && !crate::procevents::is_dynamic_loader(&path)
-        {
+        // The dynamic loader run as a program (`ld.so PROG`) is a route Landlock must leave
+        // open: a denied one is refused here, at the syscall (a denial on what we read is safe
+        // whatever a second thread does; a swap to the loader after our read is stopped after
+        // the exec by `procevents::ExecGuard`). Anything else is refused by Landlock, and the
+        // decision here only labels what the kernel does with the same policy.
+        let loader = crate::procevents::is_dynamic_loader(&path);
+        let mut refuse = false;
+        if error.is_none() && self.enforcer.active() {
             let req = idagent_policy::Request::Exec {
                 path: &path,
                 argv: &argv,
             };
             let ctx = crate::enforce::Context::pid(status.guest_pid().unwrap_or(0));
-            if let Some(d) = self.enforcer.label(&req, ctx, "landlock") {
+            let how = if loader { "seccomp" } else { "landlock" };
+            if let Some(d) = self.enforcer.label(&req, ctx, how) {
                 if d.enforced() {
-                    // Landlock refuses this exec in the guest kernel (the plan is built from
-                    // the same policy); the record says what the kernel does.
                     error = Some("EACCES".to_owned());
+                    refuse = loader;
                 }
             }
         }
-        Ok(Observed::Event(Box::new(EventBody::Exec(ExecEvent {
+        let event = Box::new(EventBody::Exec(ExecEvent {
             pid: status.guest_pid().unwrap_or(0),
             ppid,
             error,
@@ -408,7 +435,12 @@ impl Supervisor {
             argv,
             caller: procfs::read_link(pid, "exe").ok(),
             uid: status.uid.unwrap_or(u32::MAX),
-        }))))
+        }));
+        Ok(if refuse {
+            Observed::Refuse(event, libc::EACCES)
+        } else {
+            Observed::Event(event)
+        })
     }
 
     /// `Ok(None)` when the call is not a file write worth reporting.

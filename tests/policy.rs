@@ -214,6 +214,22 @@ try:
     r["loader"] = subprocess.run(["/lib64/ld-linux-x86-64.so.2", "/bin/true"]).returncode
 except OSError as e:
     r["loader"] = e.errno
+with open("/dev/shm/idagent-scratch", "w") as f:
+    f.write("1")
+r["shm"] = "ok"
+import http.client, ssl
+c = http.client.HTTPSConnection("www.google.com", context=ssl.create_default_context(), timeout=10)
+c.request("GET", "/")
+first = c.getresponse()
+first.read()
+c.request("GET", "/", headers={"Host": "api.openai.com"})
+second = c.getresponse()
+second.read()
+r["misdirected"] = [first.status, second.status]
+p = http.client.HTTPConnection("10.77.0.1", 5000, timeout=10)
+p.request("CONNECT", "api.openai.com:443")
+r["proxy_connect"] = p.getresponse().status
+p.close()
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 u.settimeout(2)
 u.connect(("192.0.2.10", 9999))
@@ -273,6 +289,8 @@ fn attacker_under_the_learned_policy_is_refused_in_enforce_and_only_recorded_in_
     assert_eq!(unconfined["system"], 0);
     assert_eq!(unconfined["script"], 0);
     assert_eq!(unconfined["loader"], 0);
+    assert_eq!(unconfined["misdirected"], serde_json::json!([200, 421]));
+    assert_eq!(unconfined["proxy_connect"], 200);
 
     let mut with_policy = mapped_ip.clone();
     with_policy.extend([
@@ -298,11 +316,20 @@ fn attacker_under_the_learned_policy_is_refused_in_enforce_and_only_recorded_in_
     assert_ne!(got["system"], 0, "{explain}");
     assert_eq!(got["script"], 13, "{explain}");
     assert_eq!(got["udp"], "refused", "{explain}");
-    // Through the dynamic loader: Landlock must let the loader run, so it is stopped after
-    // its exec instead.
-    assert_eq!(got["loader"], -9, "{explain}");
+    // The dynamic loader run as a program: Landlock must let the loader execute, so that
+    // route is refused at the syscall.
+    assert_eq!(got["loader"], 13, "{explain}");
+    // Scratch shared memory stays writable; a second Host on a keep-alive connection is 421
+    // with or without a policy; the explicit proxy refuses CONNECT to a denied host with 403.
+    assert_eq!(got["shm"], "ok", "{explain}");
+    assert_eq!(
+        got["misdirected"],
+        serde_json::json!([200, 421]),
+        "{explain}"
+    );
+    assert_eq!(got["proxy_connect"], 403, "{explain}");
     assert!(!enforced.run_dir().join("workspace/.ssh").exists());
-    let checks: [(&str, RequestCheck); 10] = [
+    let checks: [(&str, RequestCheck); 11] = [
         (
             "http",
             Box::new(|r| r["method"] == "GET" && r["path"] == "/other"),
@@ -334,6 +361,10 @@ fn attacker_under_the_learned_policy_is_refused_in_enforce_and_only_recorded_in_
             "exec",
             Box::new(|r| r["path"].as_str().is_some_and(|p| p.contains("ld-linux"))),
         ),
+        (
+            "connect",
+            Box::new(|r| r["name"] == "api.openai.com" && r["port"] == 443),
+        ),
     ];
     for (layer, what) in &checks {
         assert!(
@@ -350,6 +381,30 @@ fn attacker_under_the_learned_policy_is_refused_in_enforce_and_only_recorded_in_
         .any(|e| e["path"] == "/tmp/workspace/.ssh"
             && e["outcome"] == "denied"
             && e["errno"] == "EACCES"));
+
+    // Learning from the enforced run allows nothing the policy refused there.
+    let enforced_dir = keep(&enforced, keep_dir.path(), "enforced");
+    let relearned = keep_dir.path().join("relearned.yaml");
+    let out = learn(&[&enforced_dir], &relearned);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not learned"),
+        "{}",
+        text(&out)
+    );
+    let yaml = std::fs::read_to_string(&relearned).expect("read");
+    for refused in [
+        "api.openai.com",
+        "path: /other",
+        "192.0.2.10",
+        "/bin/sh",
+        "/dev/shm",
+    ] {
+        assert!(
+            !yaml.contains(refused),
+            "learned {refused} from a refusal:\n{yaml}"
+        );
+    }
 
     // Report mode: the guest sees what it sees without a policy; every denial is recorded.
     let mut report_args = with_policy;
@@ -502,4 +557,32 @@ fn bad_policy_files_are_refused_with_file_line_col_before_any_container() {
         let out = idagent(&["policy", "explain", &p]);
         assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     }
+    // Method/path rules on HTTPS cannot be enforced on TLS the gateway does not open.
+    let l7 = dir.path().join("l7.yaml");
+    std::fs::write(
+        &l7,
+        "version: 1\nmode: enforce\nnetwork:\n  rules:\n    - host: www.google.com\n      port: 443\n      protocol: https\n      http:\n        - method: GET\n          path: /\n",
+    )
+    .expect("write");
+    let run_dir = dir.path().join("run-l7");
+    let out = idagent(&[
+        "run",
+        "--run-dir",
+        &run_dir.display().to_string(),
+        "--tls",
+        "passthrough",
+        "--policy",
+        &l7.display().to_string(),
+        "--image",
+        GUEST_IMAGE,
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("passthrough"),
+        "{}",
+        text(&out)
+    );
+    assert!(!run_dir.exists());
 }

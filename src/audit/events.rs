@@ -367,7 +367,7 @@ pub struct DecisionEvent {
 }
 
 /// The request of a [`DecisionEvent`]; only the fields of its layer are present.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct DecisionRequest {
     /// DNS name, the resolved name of a connect/datagram destination, or the HTTP host.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -311,7 +311,7 @@ impl Conn {
                 "CONNECT is served on the proxy port only\n",
             );
         };
-        let target = self
+        let mut target = self
             .gw
             .proxy_target(&self.meta, auth.host(), auth.port_u16().unwrap_or(443))
             .await;
@@ -321,6 +321,23 @@ impl Conn {
             auth.to_string(),
             header_list(req.headers()),
         );
+        // The tunnel's connect decision is made here, so a refusal is an HTTP answer the
+        // client understands (403) rather than a tunnel that closes at once.
+        let ctx = crate::enforce::Context::flow(target.id);
+        let connect = super::connect_request(&target);
+        if let crate::enforce::Permit::Deny(d) = self.gw.enforcer.check(&connect, ctx, "http_403") {
+            let body =
+                crate::enforce::denial_body(&d, &crate::policy_cmd::describe(&connect.to_owned()));
+            event.note = Some(format!("denied by policy (rule {})", d.rule));
+            return self.refusal(
+                event,
+                StatusCode::FORBIDDEN,
+                "application/json",
+                &body,
+                started,
+            );
+        }
+        target.connect_decided = true;
         event.status = Some(200);
         event.note = Some(format!("tunnel as flow {}", target.id));
         finish_event(&self.gw, event, &Tap::new(0), &Tap::new(0), started);
@@ -343,6 +360,28 @@ impl Conn {
                 .clone()
                 .unwrap_or_else(|| self.meta.dst.ip().to_canonical().to_string()),
         })
+    }
+
+    /// Answers a request the gateway refuses itself (no upstream request is made) and logs
+    /// its `http` event with the answer as the response body.
+    fn refusal(
+        &self,
+        mut event: HttpEvent,
+        status: StatusCode,
+        content_type: &'static str,
+        body: &str,
+        started: Instant,
+    ) -> Response<GuestBody> {
+        event.status = Some(status.as_u16());
+        let resp_tap = Tap::new(self.gw.capture_bytes);
+        resp_tap.observe_all(body.as_bytes());
+        finish_event(&self.gw, event, &Tap::new(0), &resp_tap, started);
+        let mut resp = plain_response(status, body);
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(content_type),
+        );
+        resp
     }
 
     fn set_verify(&self, v: String) {
@@ -391,16 +430,8 @@ impl Conn {
                 url,
                 header_list(req.headers()),
             );
-            event.status = Some(status.as_u16());
             event.note = Some(note);
-            let resp_tap = Tap::new(self.gw.capture_bytes);
-            resp_tap.observe_all(body.as_bytes());
-            finish_event(&self.gw, event, &Tap::new(0), &resp_tap, started);
-            let mut resp = plain_response(status, &body);
-            if let Ok(v) = http::HeaderValue::from_str(content_type) {
-                resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
-            }
-            return Ok(resp);
+            return Ok(self.refusal(event, status, content_type, &body, started));
         }
         let guest_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
         let capture = self.gw.capture_bytes;

@@ -40,8 +40,14 @@ pub struct Item {
     pub ts: String,
     /// An HTTP exchange that carried credentials.
     pub credentials: bool,
-    /// A file write the kernel refused (read-only mount), or one outside the workspace.
+    /// A file write the kernel refused (read-only mount, Landlock).
     pub refused_by_kernel: bool,
+    /// A write to a scratch mount outside the workspace (`/dev/shm`): allowed by the mount,
+    /// not persisted, and not the policy's to decide.
+    pub scratch: bool,
+    /// The run's policy refused it (enforce mode): the log shows the attempt, not something
+    /// the program got to do, so `learn` never allows it.
+    pub refused_by_policy: bool,
 }
 
 /// A run's requests and what makes its record incomplete.
@@ -88,6 +94,7 @@ pub fn load(dir: &Path) -> Result<RunLog, ReplayError> {
         ended |= matches!(record.body, EventBody::RunEnd(_));
         log.take(record, &mut flows);
     }
+    log.mark_policy_refusals();
     if log.bad_lines > 0 {
         log.incomplete.push(format!(
             "{} torn or unreadable line(s) in {}",
@@ -105,6 +112,29 @@ pub fn load(dir: &Path) -> Result<RunLog, ReplayError> {
 }
 
 impl RunLog {
+    /// Marks the requests an enforced `decision` refused. Matched by layer and request fields
+    /// (a decision is written before the event of its request); TLS sessions and HTTP requests
+    /// the gateway refused also say so themselves (`mode: denied`, `note: denied by policy`).
+    fn mark_policy_refusals(&mut self) {
+        let refused: std::collections::HashSet<(String, crate::audit::DecisionRequest)> = self
+            .decisions
+            .iter()
+            .filter(|(_, d)| d.enforced_by.is_some())
+            .map(|(_, d)| (d.layer.clone(), d.request.clone()))
+            .collect();
+        if refused.is_empty() {
+            return;
+        }
+        for item in &mut self.items {
+            let req = item.request.as_request();
+            let key = (
+                req.layer().to_string(),
+                crate::enforce::request_fields(&req),
+            );
+            item.refused_by_policy |= refused.contains(&key);
+        }
+    }
+
     fn push(&mut self, record: &Record, request: OwnedRequest) {
         self.items.push(Item {
             request,
@@ -112,6 +142,8 @@ impl RunLog {
             ts: record.ts.clone(),
             credentials: false,
             refused_by_kernel: false,
+            scratch: false,
+            refused_by_policy: false,
         });
     }
 
@@ -165,14 +197,24 @@ impl RunLog {
                     port: dst.port(),
                 };
                 self.push(&record, request);
+                if let Some(last) = self.items.last_mut() {
+                    last.refused_by_policy = t.mode.as_ref() == "denied";
+                }
             }
             EventBody::Http(h) if h.method != "CONNECT" => {
                 let Some(url) = HttpTarget::parse(&h.url) else {
                     return;
                 };
+                if h.note.as_deref() == Some("misdirected") {
+                    return; // refused by routing: nothing was sent anywhere
+                }
                 self.push(&record, url.request(&h.method));
                 if let Some(last) = self.items.last_mut() {
                     last.credentials = !h.credentials.is_empty();
+                    last.refused_by_policy = h
+                        .note
+                        .as_deref()
+                        .is_some_and(|n| n.starts_with("denied by policy"));
                 }
             }
             EventBody::Udp(u) => {
@@ -195,7 +237,8 @@ impl RunLog {
                 };
                 self.push(&record, request);
                 if let Some(last) = self.items.last_mut() {
-                    last.refused_by_kernel = f.outcome == Outcome::Denied || !inside;
+                    last.refused_by_kernel = f.outcome == Outcome::Denied;
+                    last.scratch = f.outcome != Outcome::Denied && !inside;
                 }
             }
             EventBody::Exec(e) if e.error.is_none() => {

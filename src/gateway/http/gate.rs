@@ -2,9 +2,10 @@
 //! own target, before anything is sent upstream.
 //!
 //! Owns two checks, in order: (1) the request must name what the connection really reaches —
-//! its SNI, else the name the guest resolved for the address it dialled, else that address —
-//! or it gets `421 Misdirected Request` (so a keep-alive or HTTP/2 connection cannot carry a
-//! request for another host under the first one's name); (2) the run's policy
+//! its SNI, else the name the guest resolved for the address it dialled — and the port it was
+//! made to, or it gets `421 Misdirected Request` (so a keep-alive or HTTP/2 connection cannot
+//! carry a request for another host under the first one's name); a connection to a bare
+//! address may carry any Host and is decided as that address; (2) the run's policy
 //! ([`crate::enforce::Enforcer`]) decides the request, and an enforced denial gets `403` with a
 //! JSON body naming the layer, the request and the rule. Explicit-proxy requests name their
 //! own target in the URL and skip (1). Does not own forwarding (`super`).
@@ -40,33 +41,44 @@ pub(crate) fn check(
     host: Option<&str>,
 ) -> Gate {
     let policy = gw.enforcer.active();
+    let target = HttpTarget::parse(url);
+    let mut reached_ip = None;
     if let Some(identity) = identity {
         let claimed = host.map(normalize).unwrap_or_default();
         let real = normalize(identity);
-        // Without a policy, a connection to a bare address may carry any Host (nothing is
-        // decided by it); with one, the request is decided as what it really reaches.
-        let by_address = real.parse::<std::net::IpAddr>().is_ok() && !policy;
-        if !claimed.is_empty() && claimed != real && !by_address {
+        let real_ip = real.parse::<std::net::IpAddr>().ok();
+        // A connection to a bare address (no SNI, no resolved name) may carry any Host: it is
+        // decided as the address it reaches. A connection to a name serves that name only,
+        // and any connection serves only the port it was made to.
+        let host_ok = claimed.is_empty() || claimed == real || real_ip.is_some();
+        let port_ok = target.as_ref().is_none_or(|t| t.port == meta.dst.port());
+        if !(host_ok && port_ok) {
+            let port = target.as_ref().map_or(meta.dst.port(), |t| t.port);
             gw.audit.emit(EventBody::Blocked(BlockedEvent {
                 what: "http".into(),
                 target: url.to_owned(),
-                reason: format!("misdirected: Host {claimed} on a connection to {real}"),
+                reason: format!(
+                    "misdirected: a request for {claimed}:{port} on a connection to {real}:{}",
+                    meta.dst.port()
+                ),
                 flow: Some(meta.id),
             }));
             return Gate::Refuse {
                 status: StatusCode::MISDIRECTED_REQUEST,
                 content_type: "text/plain",
                 body: format!(
-                    "idagent gateway: this connection reaches {real}; a request for {claimed} needs a connection of its own\n"
+                    "idagent gateway: this connection reaches {real}:{}; a request for {claimed}:{port} needs a connection of its own\n",
+                    meta.dst.port()
                 ),
                 note: "misdirected".into(),
             };
         }
+        reached_ip = real_ip;
     }
     if !policy {
         return Gate::Pass;
     }
-    let Some(target) = HttpTarget::parse(url) else {
+    let Some(mut target) = target else {
         gw.audit.emit(EventBody::Blocked(BlockedEvent {
             what: "http".into(),
             target: url.to_owned(),
@@ -80,6 +92,10 @@ pub(crate) fn check(
             note: "undecidable".into(),
         };
     };
+    if let Some(ip) = reached_ip {
+        // Decided as what it really reaches, never as the Host it claims.
+        target.host = ip.to_string();
+    }
     let request = target.request(method);
     match gw
         .enforcer

@@ -5,13 +5,19 @@
 //! same action the smallest id decides, so rule order never changes the result. A decision's
 //! mode is the deciding rule's `mode`, else (for HTTP sub-rules) its host rule's, else the
 //! section's, else the global one; `default-deny` takes the section's mode, else the global.
+//!
+//! HTTP paths are matched only in canonical form ([`is_canonical_path`]): wherever an `l7`
+//! rule would match method/path sub-rules, a non-canonical path matches none of them and, if
+//! nothing else decides, is denied as [`NONCANONICAL_PATH`] (with the default-deny mode). An
+//! opaque stream ([`Request::Stream`]) is allowed only by a rule that does not need HTTP
+//! inspection (`tcp`, `tls` or `inspect: l4`).
 
 use crate::fsplan::{granted_rights, required_rights};
 use crate::host::normalize_name;
 use crate::kinds::{Action, FileKind, Inspect, Layer, Mode, Proto, Protocol, Scheme, Verdict};
 use crate::model::{NetworkRule, Policy};
-use crate::path::{is_below, normalize_abs, query_keys, WORKSPACE};
-use crate::request::{Decision, Request, DEFAULT_DENY};
+use crate::path::{is_below, is_canonical_path, normalize_abs, query_keys, WORKSPACE};
+use crate::request::{Decision, Request, DEFAULT_DENY, NONCANONICAL_PATH};
 use std::net::IpAddr;
 
 /// The best allow and the best deny seen so far (smallest id each).
@@ -87,6 +93,17 @@ pub fn evaluate(policy: &Policy, req: &Request<'_>) -> Decision {
             udp(policy, name, addr, port, &mut best);
             policy.udp.mode
         }
+        Request::Stream {
+            name, addr, port, ..
+        } => {
+            // Opaque bytes: only a rule that never needed to see HTTP allows them.
+            for_network_hosts(policy, name, Some(addr), |r| {
+                if r.port == port && (r.action == Action::Deny || is_l4(r)) {
+                    best.offer(r.action, &r.id, r.mode);
+                }
+            });
+            policy.network.mode
+        }
         Request::Tls {
             sni,
             name,
@@ -113,11 +130,22 @@ pub fn evaluate(policy: &Policy, req: &Request<'_>) -> Decision {
             path,
             query,
         } => {
+            let canonical = is_canonical_path(path);
+            let mut refused = false;
             for_network_hosts(policy, Some(host), None, |r| {
                 if r.port == port && carries(r.protocol, scheme) {
-                    http(r, method, path, query, &mut best);
+                    refused |= !http(r, method, path, canonical, query, &mut best);
                 }
             });
+            if refused && best.allow.is_none() && best.deny.is_none() {
+                let mode = policy.network.mode.unwrap_or(global);
+                return Decision {
+                    verdict: Verdict::Deny,
+                    rule: NONCANONICAL_PATH.to_string(),
+                    mode,
+                    layer,
+                };
+            }
             policy.network.mode
         }
         Request::FileWrite { path, op } => {
@@ -179,19 +207,31 @@ fn carries(protocol: Protocol, scheme: Scheme) -> bool {
     )
 }
 
+/// Whether a rule allows its connections without looking at HTTP (tcp, tls or `inspect: l4`).
+fn is_l4(r: &NetworkRule) -> bool {
+    r.inspect == Inspect::L4 || matches!(r.protocol, Protocol::Tcp | Protocol::Tls)
+}
+
+/// Offers what host rule `r` says about one HTTP request. `false` when the rule would have
+/// matched sub-rules but the path is not canonical (then no sub-rule is consulted).
 fn http<'p>(
     r: &'p NetworkRule,
     method: &str,
     path: &str,
+    canonical: bool,
     query: Option<&str>,
     best: &mut Best<'p>,
-) {
+) -> bool {
     if r.action == Action::Deny {
-        return best.offer(Action::Deny, &r.id, r.mode);
+        best.offer(Action::Deny, &r.id, r.mode);
+        return true;
     }
-    let l4 = r.inspect == Inspect::L4 || matches!(r.protocol, Protocol::Tcp | Protocol::Tls);
-    if l4 {
-        return best.offer(Action::Allow, &r.id, r.mode);
+    if is_l4(r) {
+        best.offer(Action::Allow, &r.id, r.mode);
+        return true;
+    }
+    if !canonical {
+        return false;
     }
     for h in &r.http {
         // Cheapest test first; the query is checked only for a matching route.
@@ -206,6 +246,7 @@ fn http<'p>(
             best.offer(h.action, &h.id, h.mode.or(r.mode));
         }
     }
+    true
 }
 
 fn for_network_hosts<'p>(
@@ -272,12 +313,13 @@ fn dns<'p>(policy: &'p Policy, name: &str, best: &mut Best<'p>) {
     });
 }
 
-/// The rule closest to a request: the deciding rule if one decided, else a rule for the same
+/// The rule closest to a request: the deciding rule if one decided (a `noncanonical-path`
+/// denial counts as none: the host rule is named), else a rule for the same
 /// host (same port first), the deepest files rule sharing the path's directories, or an exec
 /// rule for a program of the same file name. `None` when nothing is close.
 pub fn nearest_rule(policy: &Policy, req: &Request<'_>) -> Option<String> {
     let d = evaluate(policy, req);
-    if !d.is_default_deny() {
+    if !d.is_default_deny() && d.rule != NONCANONICAL_PATH {
         return Some(d.rule);
     }
     match *req {
@@ -287,6 +329,9 @@ pub fn nearest_rule(policy: &Policy, req: &Request<'_>) -> Option<String> {
             addr,
             port,
             proto: Proto::Tcp,
+        }
+        | Request::Stream {
+            name, addr, port, ..
         } => near_network(policy, name, Some(addr), port),
         Request::Tls {
             sni,

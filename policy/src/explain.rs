@@ -4,7 +4,9 @@
 //!
 //! Risk tags: `wildcard-host`, `ip-literal`, `write-with-credentials` (an HTTP rule for a
 //! method other than GET/HEAD on a host that received credentials), `l4-http` (`inspect: l4`
-//! on http/https: requests are not checked), `shell`, `network-tool`, `inline-code` (an
+//! on http/https: requests are not checked), `l4-with-http` (the learner saw HTTP and opaque
+//! streams on one host and port, so wrote an `l4` rule: those HTTP requests are not checked;
+//! known only from the learner's tag), `shell`, `network-tool`, `inline-code` (an
 //! interpreter run with `-c`/`-e`; known only from the learner's tag).
 
 use crate::host::HostPattern;
@@ -23,6 +25,10 @@ pub struct Risk {
     /// One sentence for a human.
     pub what: String,
 }
+
+/// The learner's tag for an `l4` rule written for a host and port that carried both HTTP and
+/// opaque streams.
+pub(crate) const L4_WITH_HTTP: &str = "l4-with-http";
 
 const SHELLS: &[&str] = &[
     "sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "fish", "csh", "tcsh", "busybox",
@@ -43,6 +49,9 @@ fn describe(code: &str) -> &'static str {
             "non-GET/HEAD requests allowed to a host that received credentials"
         }
         "l4-http" => "inspect: l4 on an http(s) rule: requests are not checked",
+        L4_WITH_HTTP => {
+            "HTTP and opaque streams were seen here, so the rule is l4: HTTP requests are not checked"
+        }
         "shell" => "a shell may be executed",
         "network-tool" => "a network tool may be executed",
         "inline-code" => "an interpreter was run with inline code (-c/-e)",

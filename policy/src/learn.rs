@@ -11,6 +11,16 @@
 //!   tagged `ip-literal`). One network rule per (host, port): `https` when TLS or an https
 //!   request was seen together with HTTP, `http` for plain HTTP, `tls` for TLS alone, `tcp`
 //!   otherwise; `l7` when HTTP was seen, else `l4`. One http rule per (method, path pattern).
+//! - An opaque stream (`Stream`: bytes on a TCP flow that were not HTTP) needs a rule that
+//!   does not inspect HTTP, so its (host, port) gets `protocol: tcp, inspect: l4` (`tls` when
+//!   the stream was inside TLS, or TLS or HTTPS was also seen there). If HTTP was seen on the
+//!   same (host, port) too, the rule is still that `l4` one — an `l7` rule would refuse the
+//!   stream — without `http` sub-rules (they would not be enforced), and it is tagged
+//!   `l4-with-http` so a reviewer sees that those requests are no longer checked.
+//! - An HTTP request whose path is not canonical (`is_canonical_path`: `..`, `%2e%2e`, `//`,
+//!   `;`...) never becomes a rule, and is not counted. It still keeps its (host, port) `l7`
+//!   if that (host, port) has a rule from other observations (so the skip cannot turn the
+//!   host into an `l4` allow-everything rule); it never creates a rule by itself.
 //! - Names queried in DNS with no network or udp rule → `dns.names`.
 //! - Workspace writes: a created, removed or renamed entry gives a `dir` rule on its parent
 //!   with exactly the operations seen and the entry's name in `observed`; a write to a file
@@ -22,11 +32,15 @@
 //! - Anything that cannot be written as a rule (a malformed host, path or method) marks the
 //!   observation incomplete with a reason, rather than vanishing.
 
-use crate::explain::{exec_tags, host_tags, http_tags, network_tags, program, INTERPRETERS};
+use crate::explain::{
+    exec_tags, host_tags, http_tags, network_tags, program, INTERPRETERS, L4_WITH_HTTP,
+};
 use crate::host::{normalize_name, HostPattern};
 use crate::kinds::{Action, FileKind, FileOp, Inspect, Mode, Proto, Protocol, Scheme};
 use crate::model::*;
-use crate::path::{is_below, normalize_abs, parent, query_keys, WorkspacePath, WORKSPACE};
+use crate::path::{
+    is_below, is_canonical_path, normalize_abs, parent, query_keys, WorkspacePath, WORKSPACE,
+};
 use crate::request::OwnedRequest;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -64,6 +78,8 @@ pub struct Learner {
     denied: BTreeMap<(String, FileOp, Option<String>), u64>,
     exec: BTreeMap<String, (BTreeSet<String>, SeenAcc, bool)>,
     reasons: BTreeSet<String>,
+    /// (host, port) → an https request with a non-canonical path was seen (else plain http).
+    noncanonical: BTreeMap<(HostPattern, u16), bool>,
 }
 
 impl Learner {
@@ -106,6 +122,18 @@ impl Learner {
             | OwnedRequest::Datagram { name, addr, port } => {
                 if let Some(host) = self.pattern(name.as_deref(), *addr) {
                     self.udp.entry((host, *port)).or_default().add(&o);
+                }
+            }
+            OwnedRequest::Stream {
+                name,
+                addr,
+                port,
+                tls,
+            } => {
+                if let Some(acc) = self.host(name.as_deref(), *addr, *port) {
+                    acc.stream = true;
+                    acc.stream_tls |= *tls;
+                    acc.seen.add(&o);
                 }
             }
             OwnedRequest::Tls {
@@ -178,6 +206,11 @@ impl Learner {
         let Some(host) = self.pattern(Some(host), IpAddr::from([0, 0, 0, 0])) else {
             return;
         };
+        if !is_canonical_path(path) {
+            // Never a rule, never counted; `finish` keeps an existing rule for it l7.
+            *self.noncanonical.entry((host, port)).or_default() |= scheme == Scheme::Https;
+            return;
+        }
         if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
             self.reasons.insert(format!(
                 "http method `{method}` cannot be written as a rule"
@@ -221,7 +254,13 @@ impl Learner {
     }
 
     /// The learned policy.
-    pub fn finish(self) -> Policy {
+    pub fn finish(mut self) -> Policy {
+        for (key, https) in &self.noncanonical {
+            if let Some(acc) = self.hosts.get_mut(key) {
+                acc.http = true;
+                acc.https |= *https;
+            }
+        }
         let mut reasons = self.reasons;
         let mut network = Vec::new();
         for ((host, port), acc) in &self.hosts {
@@ -301,18 +340,21 @@ impl Learner {
 
 impl HostAcc {
     fn rule(&self, host: &HostPattern, port: u16) -> NetworkRule {
-        let protocol = match (self.http, self.tls || self.https) {
+        let secure = self.tls || self.https || self.stream_tls;
+        let protocol = match (self.http && !self.stream, secure) {
             (true, true) => Protocol::Https,
             (true, false) => Protocol::Http,
             (false, true) => Protocol::Tls,
             (false, false) => Protocol::Tcp,
         };
+        // An opaque stream needs l4; then HTTP sub-rules could not be enforced at all.
+        let l7 = self.http && !self.stream;
         let mut rule = NetworkRule {
             id: format!("net:{host}:{port}"),
             host: host.clone(),
             port,
             protocol,
-            inspect: if self.http { Inspect::L7 } else { Inspect::L4 },
+            inspect: if l7 { Inspect::L7 } else { Inspect::L4 },
             action: Action::Allow,
             mode: None,
             http: vec![],
@@ -320,7 +362,7 @@ impl HostAcc {
             risk: vec![],
             seen: self.seen.finish(),
         };
-        for ((method, pattern), (keys, seen)) in &self.routes {
+        for ((method, pattern), (keys, seen)) in self.routes.iter().filter(|_| l7) {
             let mut h = HttpRule {
                 id: format!("http:{host}:{port}:{method}:{pattern}"),
                 method: method.clone(),
@@ -337,10 +379,11 @@ impl HostAcc {
                 .collect();
             rule.http.push(h);
         }
-        rule.risk = network_tags(&rule)
-            .into_iter()
-            .map(str::to_string)
-            .collect();
+        let mut tags = network_tags(&rule);
+        if self.http && self.stream {
+            tags.push(L4_WITH_HTTP);
+        }
+        rule.risk = tags.into_iter().map(str::to_string).collect();
         rule
     }
 }

@@ -27,8 +27,8 @@ pub use model::{
     NetworkRule, NetworkSection, Observation, Policy, PolicyError, Seen, UdpRule, UdpSection,
     VERSION,
 };
-pub use path::{PathPattern, WorkspacePath, WORKSPACE};
-pub use request::{Decision, OwnedRequest, Request, DEFAULT_DENY};
+pub use path::{is_canonical_path, PathPattern, WorkspacePath, WORKSPACE};
+pub use request::{Decision, OwnedRequest, Request, DEFAULT_DENY, NONCANONICAL_PATH};
 
 /// A request path as the learner generalises it (numeric, UUID and 16+ hex-digit segments
 /// become `{id}`), for comparing runs (`idagent diff`) by the same rule; a path that cannot be

@@ -6,7 +6,8 @@
 //! without percent-decoding): a literal segment matches itself, `{name}` or `*` matches exactly
 //! one segment, and `**`, allowed only as the last segment, matches zero or more segments.
 //! So `/users/{id}` matches `/users/42` but not `/users/42/x`, and `/static/**` matches
-//! `/static`, `/static/` and `/static/a/b`.
+//! `/static`, `/static/` and `/static/a/b`. `eval` matches only paths that pass
+//! [`is_canonical_path`], so `{id}`, `*` and `**` never stand for `..`, `%2e%2e` or `a%2fb`.
 
 use serde::{Serialize, Serializer};
 use std::fmt;
@@ -123,6 +124,62 @@ impl Serialize for PathPattern {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.raw)
     }
+}
+
+/// Whether an HTTP request path is canonical: the only form the policy matches, since
+/// upstream servers resolve the others (`/a/../b`, `/a/%2e%2e/b`, `/a;x/b`, `//a`) to paths
+/// the rules never named. Canonical means: starts with `/`; no empty segment except one
+/// trailing slash (`/` and `/a/` are canonical, `//a` and `/a//b` are not); every `%` is
+/// followed by two hex digits; and no segment, once percent-decoded, is `.` or `..` or
+/// contains `/`, `\`, NUL or `;`. A query (from `?` on) is ignored, as [`PathPattern::matches`]
+/// ignores it. Allocation-free: one pass over the bytes.
+pub fn is_canonical_path(path: &str) -> bool {
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    let mut segments = rest.split('/').peekable();
+    while let Some(seg) = segments.next() {
+        let last = segments.peek().is_none();
+        if seg.is_empty() {
+            if last {
+                continue;
+            }
+            return false;
+        }
+        if !canonical_segment(seg.as_bytes()) {
+            return false;
+        }
+    }
+    true
+}
+
+/// One non-empty raw segment: valid escapes, decoded not `.`/`..`, no decoded `/ \ NUL ;`.
+fn canonical_segment(seg: &[u8]) -> bool {
+    let hex = |b: u8| char::from(b).to_digit(16);
+    let (mut i, mut decoded_len, mut all_dots) = (0, 0usize, true);
+    while i < seg.len() {
+        let b = if seg[i] == b'%' {
+            let (Some(hi), Some(lo)) = (
+                seg.get(i + 1).copied().and_then(hex),
+                seg.get(i + 2).copied().and_then(hex),
+            ) else {
+                return false;
+            };
+            i += 3;
+            // Both digits are < 16, so this fits a byte.
+            u8::try_from(hi * 16 + lo).unwrap_or(0)
+        } else {
+            i += 1;
+            seg[i - 1]
+        };
+        if matches!(b, b'/' | b'\\' | 0 | b';') {
+            return false;
+        }
+        decoded_len += 1;
+        all_dots &= b == b'.';
+    }
+    !(all_dots && decoded_len <= 2)
 }
 
 /// The keys of a raw query string (`a=1&b&c=` → `a`, `b`, `c`), empty parts skipped.
@@ -277,6 +334,55 @@ mod tests {
         assert!(PathPattern::parse("/a*").is_err());
         assert!(PathPattern::parse("/{a-b}").is_err());
         assert!(PathPattern::parse("/a?b=1").is_err());
+    }
+
+    #[test]
+    fn canonical_paths() {
+        for ok in [
+            "/",
+            "/a/",
+            "/a",
+            "/a/b%20c",
+            "/users/42",
+            "/a.b/..c/...",
+            "/%41%7e",
+            "/a?x=../..",
+            "/.well-known/x",
+            "/a/%2E%2Ex",
+        ] {
+            assert!(is_canonical_path(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a",
+            "*",
+            "http://h/a",
+            "//",
+            "//a",
+            "/a//b",
+            "/a//",
+            "/.",
+            "/./a",
+            "/a/..",
+            "/public/../admin",
+            "/public/%2e%2e/admin",
+            "/public/%2E%2e/admin",
+            "/a/.%2e/b",
+            "/a/%2e/b",
+            "/..%2fadmin",
+            "/a/%2F",
+            "/a\\b",
+            "/a/%5c",
+            "/a/%00",
+            "/a;x",
+            "/a/%3b",
+            "/a/%",
+            "/a/%2",
+            "/a/%zz",
+            "/a/%2g",
+        ] {
+            assert!(!is_canonical_path(bad), "{bad}");
+        }
     }
 
     #[test]

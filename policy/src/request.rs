@@ -35,6 +35,16 @@ pub enum Request<'a> {
         path: &'a str,
         query: Option<&'a str>,
     },
+    /// Opaque bytes on a TCP flow: what the gateway relays when a connection's bytes are not
+    /// HTTP (`tls`: inside an intercepted TLS session). Decided at [`Layer::Connect`]; only a
+    /// rule that needs no HTTP inspection (`tcp`, `tls`, `inspect: l4`) allows it. `name` as
+    /// for [`Request::Connect`].
+    Stream {
+        name: Option<&'a str>,
+        addr: IpAddr,
+        port: u16,
+        tls: bool,
+    },
     /// A UDP datagram flow.
     Datagram {
         name: Option<&'a str>,
@@ -77,6 +87,13 @@ pub enum OwnedRequest {
         path: String,
         query: Option<String>,
     },
+    /// See [`Request::Stream`].
+    Stream {
+        name: Option<String>,
+        addr: IpAddr,
+        port: u16,
+        tls: bool,
+    },
     /// See [`Request::Datagram`].
     Datagram {
         name: Option<String>,
@@ -94,7 +111,7 @@ impl Request<'_> {
     pub fn layer(&self) -> Layer {
         match self {
             Request::Dns { .. } => Layer::Dns,
-            Request::Connect { .. } => Layer::Connect,
+            Request::Connect { .. } | Request::Stream { .. } => Layer::Connect,
             Request::Tls { .. } => Layer::Tls,
             Request::Http { .. } => Layer::Http,
             Request::Datagram { .. } => Layer::Datagram,
@@ -149,6 +166,17 @@ impl Request<'_> {
                 method: s(method),
                 path: s(path),
                 query: query.map(s),
+            },
+            Request::Stream {
+                name,
+                addr,
+                port,
+                tls,
+            } => OwnedRequest::Stream {
+                name: name.map(s),
+                addr,
+                port,
+                tls,
             },
             Request::Datagram { name, addr, port } => OwnedRequest::Datagram {
                 name: name.map(s),
@@ -208,6 +236,17 @@ impl OwnedRequest {
                 path,
                 query: query.as_deref(),
             },
+            OwnedRequest::Stream {
+                name,
+                addr,
+                port,
+                tls,
+            } => Request::Stream {
+                name: name.as_deref(),
+                addr: *addr,
+                port: *port,
+                tls: *tls,
+            },
             OwnedRequest::Datagram { name, addr, port } => Request::Datagram {
                 name: name.as_deref(),
                 addr: *addr,
@@ -227,12 +266,16 @@ impl OwnedRequest {
 /// The rule id of a decision no rule made.
 pub const DEFAULT_DENY: &str = "default-deny";
 
+/// The rule id of an HTTP request denied because its path is not canonical
+/// ([`crate::is_canonical_path`]): no `l7` rule matches such a path.
+pub const NONCANONICAL_PATH: &str = "noncanonical-path";
+
 /// The answer to one [`Request`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Decision {
     /// Allow or deny.
     pub verdict: Verdict,
-    /// The deciding rule's id, or `default-deny`.
+    /// The deciding rule's id, `default-deny` or `noncanonical-path`.
     pub rule: String,
     /// The mode the decision takes (rule, else section, else global).
     pub mode: Mode,

@@ -486,3 +486,184 @@ fn fs_plan_maps_ops_to_landlock_rights() {
     );
     assert!(p.has_file_rules() && p.has_exec_rules());
 }
+
+const STRICT: &str = r#"
+version: 1
+mode: enforce
+network:
+  mode: report
+  rules:
+    - host: api.example
+      port: 443
+      protocol: https
+      mode: enforce
+      http:
+        - {method: GET, path: "/public/**"}
+        - {method: GET, path: "/users/{id}"}
+        - {method: GET, path: "/"}
+        - {method: GET, path: "/a/"}
+        - {method: GET, path: "/a/*"}
+    - host: raw.example
+      port: 443
+      protocol: https
+      inspect: l4
+    - {host: db.example, port: 5432, protocol: tcp}
+    - {host: vpn.example, port: 443, protocol: tls, mode: report}
+    - {host: 192.0.2.7, port: 443, protocol: tcp}
+    - {host: web.example, port: 80, protocol: http}
+    - {host: blocked.example, port: 5432, protocol: tcp}
+    - {host: blocked.example, port: 5432, protocol: https, action: deny, id: no-blocked}
+"#;
+
+#[test]
+fn noncanonical_paths_are_denied_under_l7_rules() {
+    let p = Policy::parse(STRICT).unwrap();
+    let get = |path| http(Scheme::Https, "api.example", 443, "GET", path, None);
+    let bad_public = [
+        "/public/../admin",
+        "/public/%2e%2e/admin",
+        "/public/%2E%2e/admin",
+        "/public/./x",
+        "/public/%2e/x",
+        "/public/..%2fadmin",
+        "/public//x",
+        "//public/x",
+        "/public/..;/admin",
+        "/public/a%3bb",
+        "/public/a%5cb",
+        "/public/a\\b",
+        "/public/a%00",
+        "/public/%zz",
+        "/public/%2",
+        "public/x",
+    ];
+    let bad_users = [
+        "/users/..",
+        "/users/.",
+        "/users/%2e%2e",
+        "/users/%2E%2E",
+        "/users/..%2fadmin",
+        "/users/%2fadmin",
+        "/users/1;x",
+        "/users/%",
+    ];
+    for path in bad_public.into_iter().chain(bad_users) {
+        let d = evaluate(&p, &get(path));
+        assert_eq!(
+            (d.verdict, d.rule.as_str(), d.mode, d.layer),
+            (Verdict::Deny, NONCANONICAL_PATH, Mode::Report, Layer::Http),
+            "{path}"
+        );
+        assert!(!d.is_default_deny());
+        // The reviewer's pointer still names the host rule.
+        assert_eq!(
+            nearest_rule(&p, &get(path)).as_deref(),
+            Some("net:api.example:443"),
+            "{path}"
+        );
+    }
+    for ok in [
+        "/",
+        "/a/",
+        "/a/b%20c",
+        "/users/42",
+        "/public/x/y",
+        "/public/%2e%2ex",
+    ] {
+        assert_eq!(
+            verdict(&p, get(ok)).0,
+            Verdict::Allow,
+            "{ok} should be allowed"
+        );
+    }
+    // Canonical but unmatched stays a default deny.
+    assert_eq!(verdict(&p, get("/private")), deny(DEFAULT_DENY));
+    // l4 rules do not inspect HTTP: any path passes, as before.
+    let raw = http(Scheme::Https, "raw.example", 443, "GET", "/x/../y", None);
+    assert_eq!(verdict(&p, raw), allow("net:raw.example:443"));
+    let tls = http(Scheme::Https, "vpn.example", 443, "GET", "/%2e%2e/", None);
+    assert_eq!(verdict(&p, tls), allow("net:vpn.example:443"));
+    // No host rule at all: a plain default deny.
+    let none = http(Scheme::Https, "other.example", 443, "GET", "/../x", None);
+    assert_eq!(verdict(&p, none), deny(DEFAULT_DENY));
+    assert!(is_canonical_path("/users/42"));
+    assert!(!is_canonical_path("/users/%2e%2e"));
+}
+
+#[test]
+fn opaque_streams_need_a_rule_without_http_inspection() {
+    let p = Policy::parse(STRICT).unwrap();
+    let any = ip("198.51.100.9");
+    let s = |name, addr, port, tls| Request::Stream {
+        name,
+        addr,
+        port,
+        tls,
+    };
+    // An l7 https rule allows the connection but not opaque bytes on it.
+    let conn = Request::Connect {
+        name: Some("api.example"),
+        addr: any,
+        port: 443,
+        proto: Proto::Tcp,
+    };
+    assert_eq!(verdict(&p, conn), allow("net:api.example:443"));
+    for tls in [false, true] {
+        let d = evaluate(&p, &s(Some("api.example"), any, 443, tls));
+        assert_eq!(
+            (d.verdict, d.rule.as_str(), d.mode, d.layer),
+            (Verdict::Deny, DEFAULT_DENY, Mode::Report, Layer::Connect)
+        );
+        assert_eq!(
+            nearest_rule(&p, &s(Some("api.example"), any, 443, tls)).as_deref(),
+            Some("net:api.example:443")
+        );
+    }
+    // So is an l7 http rule.
+    assert_eq!(
+        verdict(&p, s(Some("web.example"), any, 80, false)),
+        deny(DEFAULT_DENY)
+    );
+    // tcp, tls and inspect: l4 rules allow them; the mode resolves as for Connect.
+    let d = evaluate(&p, &s(Some("db.example"), any, 5432, false));
+    assert_eq!(
+        (d.verdict, d.rule.as_str(), d.mode, d.layer),
+        (
+            Verdict::Allow,
+            "net:db.example:5432",
+            Mode::Report,
+            Layer::Connect
+        )
+    );
+    assert_eq!(
+        verdict(&p, s(Some("raw.example"), any, 443, true)),
+        allow("net:raw.example:443")
+    );
+    let d = evaluate(&p, &s(Some("vpn.example"), any, 443, true));
+    assert_eq!(
+        (d.verdict, d.rule.as_str(), d.mode),
+        (Verdict::Allow, "net:vpn.example:443", Mode::Report)
+    );
+    // By IP literal (no name), like Connect; wrong port or unknown host: default deny.
+    assert_eq!(
+        verdict(&p, s(None, ip("192.0.2.7"), 443, false)),
+        allow("net:192.0.2.7:443")
+    );
+    assert_eq!(
+        verdict(&p, s(Some("db.example"), any, 5433, false)),
+        deny(DEFAULT_DENY)
+    );
+    assert_eq!(
+        verdict(&p, s(Some("nope.example"), any, 5432, false)),
+        deny(DEFAULT_DENY)
+    );
+    // A deny rule of any protocol beats the tcp allow, as for Connect.
+    assert_eq!(
+        verdict(&p, s(Some("blocked.example"), any, 5432, false)),
+        deny("no-blocked")
+    );
+    // The owned twin round-trips and keeps the layer.
+    let owned = s(Some("db.example"), any, 5432, true).to_owned();
+    assert_eq!(owned.layer(), Layer::Connect);
+    assert_eq!(owned.as_request(), s(Some("db.example"), any, 5432, true));
+}

@@ -71,6 +71,9 @@ pub(crate) struct HostAcc {
     pub(crate) tls: bool,
     pub(crate) http: bool,
     pub(crate) https: bool,
+    /// Opaque bytes (not HTTP) were seen on a flow; `stream_tls`: inside TLS.
+    pub(crate) stream: bool,
+    pub(crate) stream_tls: bool,
     pub(crate) credentials: bool,
     pub(crate) seen: SeenAcc,
     /// (method, path pattern) → (query keys, provenance).

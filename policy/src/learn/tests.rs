@@ -354,3 +354,186 @@ fn explain_lists_risks_first_and_json_parses() {
     );
     assert_eq!(json["fs_plan"]["files_mode"], "enforce");
 }
+
+fn connect(name: &str, port: u16) -> OwnedRequest {
+    OwnedRequest::Connect {
+        name: Some(name.into()),
+        addr: "203.0.113.9".parse().unwrap(),
+        port,
+        proto: Proto::Tcp,
+    }
+}
+
+fn stream(name: &str, port: u16, tls: bool) -> OwnedRequest {
+    OwnedRequest::Stream {
+        name: Some(name.into()),
+        addr: "203.0.113.9".parse().unwrap(),
+        port,
+        tls,
+    }
+}
+
+fn tls_hello(name: &str) -> OwnedRequest {
+    OwnedRequest::Tls {
+        sni: Some(name.into()),
+        alpn: vec![],
+        name: Some(name.into()),
+        addr: "203.0.113.9".parse().unwrap(),
+        port: 443,
+    }
+}
+
+/// Learns `items` in several orders; all must print the same, and it must round-trip.
+fn learn_stable(items: Vec<Observed>) -> Policy {
+    let text = learn(items.clone()).to_yaml();
+    let mut rev = items.clone();
+    rev.reverse();
+    assert_eq!(learn(rev).to_yaml(), text);
+    let mut rot = items.clone();
+    rot.rotate_left(1);
+    assert_eq!(learn(rot).to_yaml(), text);
+    let p = learn(items);
+    assert_eq!(
+        Policy::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}")),
+        p
+    );
+    p
+}
+
+#[test]
+fn streams_learn_l4_rules() {
+    let p = learn_stable(vec![
+        obs(connect("db.example", 5432), "r", 1),
+        obs(stream("db.example", 5432, false), "r", 2),
+        obs(connect("vpn.example", 443), "r", 3),
+        obs(stream("vpn.example", 443, true), "r", 4),
+    ]);
+    let rules: Vec<(&str, Protocol, Inspect, Vec<String>)> = p
+        .network
+        .rules()
+        .iter()
+        .map(|r| (r.id.as_str(), r.protocol, r.inspect, r.risk.clone()))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            ("net:db.example:5432", Protocol::Tcp, Inspect::L4, vec![]),
+            ("net:vpn.example:443", Protocol::Tls, Inspect::L4, vec![]),
+        ]
+    );
+    assert_eq!(p.network.rules()[0].seen.as_ref().unwrap().count, 2);
+    assert!(risks(&p).is_empty());
+    // The learned policy allows the streams it saw.
+    for o in [
+        stream("db.example", 5432, false),
+        stream("vpn.example", 443, true),
+    ] {
+        assert!(!evaluate(&p, &o.as_request()).is_deny());
+    }
+}
+
+#[test]
+fn http_and_streams_on_one_port_learn_l4_with_a_risk() {
+    let items = vec![
+        obs(connect("api.example", 443), "r", 1),
+        obs(tls_hello("api.example"), "r", 2),
+        obs(get("api.example", "/v1/x", None), "r", 3),
+        obs(stream("api.example", 443, true), "r", 4),
+    ];
+    let p = learn_stable(items);
+    let r = &p.network.rules()[0];
+    assert_eq!(
+        (r.protocol, r.inspect, r.http.len(), r.risk.clone()),
+        (
+            Protocol::Tls,
+            Inspect::L4,
+            0,
+            vec!["l4-with-http".to_string()]
+        )
+    );
+    let codes: Vec<(String, String)> = risks(&p).into_iter().map(|r| (r.rule, r.code)).collect();
+    assert_eq!(
+        codes,
+        [(
+            "net:api.example:443".to_string(),
+            "l4-with-http".to_string()
+        )]
+    );
+    assert!(explain(&p).contains("l4-with-http"));
+    // Both what was seen is allowed: the stream and the request.
+    assert!(!evaluate(&p, &stream("api.example", 443, true).as_request()).is_deny());
+    assert!(!evaluate(&p, &get("api.example", "/v1/x", None).as_request()).is_deny());
+    // Plain HTTP with a plain stream: tcp (which carries plain http).
+    let plain = |path: &str| OwnedRequest::Http {
+        scheme: Scheme::Http,
+        host: "web.example".into(),
+        port: 80,
+        method: "GET".into(),
+        path: path.into(),
+        query: None,
+    };
+    let p = learn_stable(vec![
+        obs(connect("web.example", 80), "r", 1),
+        obs(plain("/"), "r", 2),
+        obs(stream("web.example", 80, false), "r", 3),
+    ]);
+    let r = &p.network.rules()[0];
+    assert_eq!(
+        (r.protocol, r.inspect, r.risk.clone()),
+        (Protocol::Tcp, Inspect::L4, vec!["l4-with-http".to_string()])
+    );
+    assert!(!evaluate(&p, &plain("/").as_request()).is_deny());
+}
+
+#[test]
+fn noncanonical_paths_never_become_rules() {
+    let p = learn_stable(vec![
+        obs(connect("api.example", 443), "r", 1),
+        obs(tls_hello("api.example"), "r", 2),
+        obs(get("api.example", "/ok", None), "r", 3),
+        obs(get("api.example", "/ok/../admin", None), "r", 4),
+        obs(get("api.example", "/ok/%2e%2e/admin", None), "r", 5),
+        obs(get("api.example", "/users/..", None), "r", 6),
+        // Only non-canonical HTTP on this host: it stays l7 (no l4 allow-all), with no routes.
+        obs(connect("only.example", 443), "r", 7),
+        obs(tls_hello("only.example"), "r", 8),
+        obs(get("only.example", "/a//b", None), "r", 9),
+        // Non-canonical HTTP alone creates nothing.
+        obs(get("ghost.example", "/..", None), "r", 10),
+    ]);
+    assert_eq!(p.observation, Observation::Complete);
+    let rules: Vec<(&str, Protocol, Inspect, Vec<&str>, u64)> = p
+        .network
+        .rules()
+        .iter()
+        .map(|r| {
+            (
+                r.id.as_str(),
+                r.protocol,
+                r.inspect,
+                r.http.iter().map(|h| h.path.as_str()).collect(),
+                r.seen.as_ref().map_or(0, |s| s.count),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            (
+                "net:api.example:443",
+                Protocol::Https,
+                Inspect::L7,
+                vec!["/ok"],
+                3
+            ),
+            (
+                "net:only.example:443",
+                Protocol::Https,
+                Inspect::L7,
+                vec![],
+                2
+            ),
+        ]
+    );
+    assert!(evaluate(&p, &get("only.example", "/a//b", None).as_request()).is_deny());
+}

@@ -99,7 +99,7 @@ fn behaviour(log: &RunLog) -> Vec<BTreeSet<String>> {
                     None => format!("udp {}", std::net::SocketAddr::new(*addr, *port)),
                 },
             ),
-            OwnedRequest::Tls { .. } => continue,
+            OwnedRequest::Tls { .. } | OwnedRequest::Stream { .. } => continue,
             OwnedRequest::Http {
                 scheme,
                 host,

@@ -56,7 +56,10 @@ pub struct Denial {
 /// The run's enforcer (see the module docs).
 #[derive(Debug)]
 pub struct Enforcer {
-    policy: Option<Policy>,
+    /// `None`: no policy. Behind a lock only so that [`Enforcer::refine`] can make the exec
+    /// rules name real files once the guest's filesystem exists; every decision takes an
+    /// uncontended read lock.
+    policy: Option<std::sync::RwLock<Policy>>,
     audit: AuditSink,
 }
 
@@ -72,7 +75,7 @@ impl Enforcer {
     /// Decides by `policy` (its modes already resolved by the caller's `--mode`).
     pub fn new(policy: Policy, audit: AuditSink) -> Self {
         Self {
-            policy: Some(policy),
+            policy: Some(std::sync::RwLock::new(policy)),
             audit,
         }
     }
@@ -82,18 +85,35 @@ impl Enforcer {
         self.policy.is_some()
     }
 
-    pub fn policy(&self) -> Option<&Policy> {
-        self.policy.as_ref()
+    /// Replaces the policy by `f(policy)` (before the guest's command starts: see
+    /// [`reconcile_exec`]). Returns what `f` noted.
+    pub fn refine(&self, f: impl FnOnce(&Policy) -> (Policy, Vec<String>)) -> Vec<String> {
+        let Some(lock) = &self.policy else {
+            return Vec::new();
+        };
+        let mut guard = lock
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (refined, notes) = f(&guard);
+        *guard = refined;
+        notes
+    }
+
+    fn evaluate(&self, req: &Request<'_>) -> Option<Decision> {
+        let lock = self.policy.as_ref()?;
+        let policy = lock
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some(evaluate(&policy, req))
     }
 
     /// Decides `req`, writes its `decision` event, and says whether to refuse it.
     /// `enforced_by` names how the caller refuses (`nxdomain`, `tcp_reset`, …); it is written
     /// only when the denial is enforced.
     pub fn check(&self, req: &Request<'_>, ctx: Context, enforced_by: &'static str) -> Permit {
-        let Some(policy) = &self.policy else {
+        let Some(decision) = self.evaluate(req) else {
             return Permit::Allow;
         };
-        let decision = evaluate(policy, req);
         self.audit.emit(EventBody::Decision(decision_event(
             &decision,
             req,
@@ -118,8 +138,7 @@ impl Enforcer {
         ctx: Context,
         enforced_by: &'static str,
     ) -> Option<Decision> {
-        let policy = self.policy.as_ref()?;
-        let decision = evaluate(policy, req);
+        let decision = self.evaluate(req)?;
         self.audit.emit(EventBody::Decision(decision_event(
             &decision,
             req,
@@ -128,6 +147,40 @@ impl Enforcer {
         )));
         Some(decision)
     }
+}
+
+/// Makes the exec rules name the files Landlock will grant: Landlock grants by inode (opening a
+/// rule's path follows its symlinks), and the supervisor labels an exec by the real path of
+/// what runs, so every rule path and alias gets its real path (`resolve`, inside the guest's
+/// root) added as an alias. Returns the run's policy and one line per addition.
+pub fn reconcile_exec(
+    policy: &Policy,
+    resolve: impl Fn(&str) -> Option<String>,
+) -> (Policy, Vec<String>) {
+    use idagent_policy::ExecSection;
+    let mut notes = Vec::new();
+    let mut rules = Vec::new();
+    for rule in policy.exec.rules() {
+        let mut rule = rule.clone();
+        let known: Vec<String> = std::iter::once(rule.path.clone())
+            .chain(rule.aliases.iter().cloned())
+            .collect();
+        for p in known.iter().filter(|p| p.starts_with('/')) {
+            if let Some(real) = resolve(p) {
+                if !known.contains(&real) && !rule.aliases.contains(&real) {
+                    notes.push(format!("exec rule {}: {p} is {real}", rule.id));
+                    rule.aliases.push(real);
+                }
+            }
+        }
+        rules.push(rule);
+    }
+    if notes.is_empty() {
+        return (policy.clone(), notes);
+    }
+    let mut out = policy.clone();
+    out.exec = ExecSection::new(policy.exec.mode, rules);
+    (out, notes)
 }
 
 /// The `decision` event for `decision` on `req`.
@@ -199,6 +252,17 @@ pub fn request_fields(req: &Request<'_>) -> DecisionRequest {
             r.method = Some((*method).to_owned());
             r.path = Some((*path).to_owned());
             r.query = query.map(str::to_owned);
+        }
+        Request::Stream {
+            name,
+            addr,
+            port,
+            tls,
+        } => {
+            r.name = name.map(str::to_owned);
+            r.addr = Some(addr.to_string());
+            r.port = Some(*port);
+            r.proto = Some(if *tls { "tls-stream" } else { "tcp-stream" }.to_owned());
         }
         Request::Datagram { name, addr, port } => {
             r.name = name.map(str::to_owned);
@@ -365,8 +429,9 @@ pub fn landlock_plan(
     }
     if handle_exec {
         for p in &fs.exec_paths {
-            // Bare names (`python3`) are aliases for the record; the kernel needs paths.
-            if p.starts_with('/') {
+            // Bare names (`python3`) are aliases for the record; the kernel needs paths. Paths
+            // through a process's own descriptors (`/proc/self/fd/N`) mean nothing to init.
+            if p.starts_with('/') && !p.starts_with("/proc/") && !p.starts_with("/dev/fd/") {
                 plan.execs.push(path(p)?);
             }
         }
@@ -376,6 +441,8 @@ pub fn landlock_plan(
 
 /// The `notice` of a file rule changed by [`reconcile_files`] (not an observation gap).
 pub const RECONCILED_NOTICE: &str = "policy_files_reconciled";
+/// The `notice` of an exec rule given its real path by [`reconcile_exec`].
+pub const EXEC_RESOLVED_NOTICE: &str = "policy_exec_resolved";
 
 /// Makes the policy's file rules say exactly what Landlock will enforce in this run, so a
 /// `decision` never claims a refusal the kernel does not make: Landlock grants on inodes that

@@ -323,6 +323,24 @@ impl Gateway {
         }
     }
 
+    /// The decision for relaying opaque bytes on `meta` (plain, or inside intercepted TLS):
+    /// a rule that wants to see HTTP (`inspect: l7`) never lets bytes it cannot read through.
+    pub(crate) fn stream_permitted(&self, meta: &FlowMeta, tls: bool) -> Result<(), String> {
+        let req = idagent_policy::Request::Stream {
+            name: meta.name.as_deref(),
+            addr: meta.dst.ip().to_canonical(),
+            port: meta.dst.port(),
+            tls,
+        };
+        match self
+            .enforcer
+            .check(&req, Context::flow(meta.id), "tcp_close")
+        {
+            Permit::Allow => Ok(()),
+            Permit::Deny(d) => Err(format!("denied by policy (rule {})", d.rule)),
+        }
+    }
+
     /// Opaque flow: relay both ways, keep the first bytes of each direction.
     async fn relay<S>(
         &self,
@@ -335,6 +353,7 @@ impl Gateway {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         close.first_bytes_up = Some(escape_bytes(&first[..first.len().min(self.capture_bytes)]));
+        self.stream_permitted(meta, false)?;
         let (mut upstream, addr) = self.dial(meta, None).await.map_err(|e| e.to_string())?;
         let mut down_first = CaptureWriter::new(self.capture_bytes);
         let (mut ur, mut uw) = upstream.split();

@@ -293,7 +293,10 @@ impl Driver {
         };
         let dst = SocketAddr::new(meta.dst, port);
         match meta.transport {
-            Transport::Tcp { syn: true } if !is_gateway_service(dst) => {
+            // Only a SYN the stack would take is decided (a malformed one is dropped anyway).
+            Transport::Tcp { syn: true }
+                if !is_gateway_service(dst) && stack.would_accept_syn(packet) =>
+            {
                 let name = self.name_of(dst);
                 let req = idagent_policy::Request::Connect {
                     name: name.as_deref(),
@@ -347,7 +350,7 @@ impl Driver {
             .names
             .lock()
             .ok()
-            .and_then(|t| t.name_of(dst.ip()).map(str::to_owned))
+            .and_then(|t| t.name_of(dst.ip().to_canonical()).map(str::to_owned))
     }
 
     fn on_event(&mut self, stack: &mut Stack, event: StackEvent, udp_tx: &mpsc::Sender<UdpReply>) {

@@ -85,7 +85,7 @@ pub fn learn(runs: &[PathBuf], out: &Path) -> Result<(), PolicyCmdError> {
                 ts: item.ts.clone(),
                 credentials: item.credentials,
                 refused_by_kernel: item.refused_by_kernel,
-                real_path: None,
+                real_path: item.real_path.clone(),
             });
         }
     }
@@ -125,7 +125,17 @@ pub fn check(policy: &Path, runs: &[PathBuf]) -> Result<Vec<Violation>, PolicyCm
     for dir in runs {
         let log = replay::load(dir)?;
         for item in &log.items {
-            let req = item.request.as_request();
+            // An exec is decided on the file that ran, as the supervisor decides it live.
+            let real = match (&item.request, &item.real_path) {
+                (idagent_policy::OwnedRequest::Exec { argv, .. }, Some(real)) => {
+                    Some(idagent_policy::OwnedRequest::Exec {
+                        path: real.clone(),
+                        argv: argv.clone(),
+                    })
+                }
+                _ => None,
+            };
+            let req = real.as_ref().unwrap_or(&item.request).as_request();
             if item.refused_by_kernel || item.scratch {
                 // Writes the read-only root refused stay refused; no policy can allow them.
                 continue;
@@ -203,6 +213,19 @@ pub fn describe(req: &idagent_policy::OwnedRequest) -> String {
                 .unwrap_or_default();
             format!("{method} {scheme}://{host}:{port}{path}{query}")
         }
+        R::Stream {
+            name,
+            addr,
+            port,
+            tls,
+        } => format!(
+            "{} stream to {}{}",
+            if *tls { "tls" } else { "tcp" },
+            std::net::SocketAddr::new(*addr, *port),
+            name.as_deref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
+        ),
         R::Datagram { name, addr, port } => format!(
             "udp {}{}",
             std::net::SocketAddr::new(*addr, *port),

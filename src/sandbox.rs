@@ -364,6 +364,17 @@ async fn setup_and_wait<R: ContainerRuntime>(
             expected: pid,
         });
     }
+    // The guest's filesystem exists now: exec rules get the real paths Landlock will grant.
+    for detail in enforcer.refine(|p| {
+        crate::enforce::reconcile_exec(p, |path| {
+            supervisor::real_path_in_guest(pid.unsigned_abs(), path)
+        })
+    }) {
+        sink.emit(EventBody::Notice(Notice {
+            what: crate::enforce::EXEC_RESOLVED_NOTICE.into(),
+            detail,
+        }));
+    }
     let attribution = Arc::new(Attribution::default());
     live.supervisor = Some(
         supervisor::spawn(listener, sink.clone(), attribution.clone(), enforcer)

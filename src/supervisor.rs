@@ -404,18 +404,24 @@ impl Supervisor {
             .and_then(|pp| Status::read(pp).ok())
             .map(|parent| procfs::guest_ppid(&status, &parent))
             .unwrap_or(0);
-        let mut error =
-            (procfs::exists_in_guest(pid, &path) == Some(false)).then(|| "ENOENT".to_owned());
+        // What runs, not what was named: Landlock grants by inode, so the decision is made on
+        // the real path (an exec of a symlink, `/proc/self/fd/N` or `/dev/fd/N` is an exec of
+        // the file behind it).
+        let resolved = procfs::real_path_in_guest(pid, &path);
+        let mut error = (resolved.is_none() && procfs::exists_in_guest(pid, &path) == Some(false))
+            .then(|| "ENOENT".to_owned());
+        let real_path = resolved.filter(|real| *real != path);
         // The dynamic loader run as a program (`ld.so PROG`) is a route Landlock must leave
         // open: a denied one is refused here, at the syscall (a denial on what we read is safe
         // whatever a second thread does; a swap to the loader after our read is stopped after
         // the exec by `procevents::ExecGuard`). Anything else is refused by Landlock, and the
         // decision here only labels what the kernel does with the same policy.
-        let loader = crate::procevents::is_dynamic_loader(&path);
+        let decided = real_path.as_deref().unwrap_or(&path);
+        let loader = crate::procevents::is_dynamic_loader(decided);
         let mut refuse = false;
         if error.is_none() && self.enforcer.active() {
             let req = idagent_policy::Request::Exec {
-                path: &path,
+                path: decided,
                 argv: &argv,
             };
             let ctx = crate::enforce::Context::pid(status.guest_pid().unwrap_or(0));
@@ -432,6 +438,7 @@ impl Supervisor {
             ppid,
             error,
             path,
+            real_path,
             argv,
             caller: procfs::read_link(pid, "exe").ok(),
             uid: status.uid.unwrap_or(u32::MAX),
@@ -633,3 +640,9 @@ fn resolve(mem: &GuestMem, pid: u32, args: &[u64; 6], which: PathArg) -> io::Res
 
 #[cfg(test)]
 mod smoke_tests;
+
+/// The real path of `path` for guest process `pid` (host pid), as the guest sees it: see
+/// `procfs::real_path_in_guest`.
+pub fn real_path_in_guest(pid: u32, path: &str) -> Option<String> {
+    procfs::real_path_in_guest(pid, path)
+}

@@ -230,6 +230,25 @@ p = http.client.HTTPConnection("10.77.0.1", 5000, timeout=10)
 p.request("CONNECT", "api.openai.com:443")
 r["proxy_connect"] = p.getresponse().status
 p.close()
+c = http.client.HTTPSConnection("www.google.com", context=ssl.create_default_context(), timeout=10)
+c.request("GET", "/%2e%2e/other")
+dotdot = c.getresponse()
+dotdot.read()
+r["dotdot"] = dotdot.status
+import time
+raw = ssl.create_default_context().wrap_socket(socket.create_connection(("www.google.com", 443), timeout=10), server_hostname="www.google.com")
+raw.sendall(b"GE")
+time.sleep(0.8)
+try:
+    raw.sendall(b"T /other HTTP/1.1\r\nHost: www.google.com\r\nConnection: close\r\n\r\n")
+    r["slow_request"] = "answered" if raw.recv(64) else "closed"
+except (OSError, ssl.SSLError):
+    r["slow_request"] = "closed"
+fd = os.open("/lib64/ld-linux-x86-64.so.2", os.O_RDONLY)
+try:
+    r["loader_fd"] = subprocess.run(["/proc/self/fd/%d" % fd, "/bin/true"], pass_fds=[fd]).returncode
+except OSError as e:
+    r["loader_fd"] = e.errno
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 u.settimeout(2)
 u.connect(("192.0.2.10", 9999))
@@ -291,6 +310,8 @@ fn attacker_under_the_learned_policy_is_refused_in_enforce_and_only_recorded_in_
     assert_eq!(unconfined["loader"], 0);
     assert_eq!(unconfined["misdirected"], serde_json::json!([200, 421]));
     assert_eq!(unconfined["proxy_connect"], 200);
+    assert_eq!(unconfined["slow_request"], "answered", "{}", bare.explain());
+    assert_eq!(unconfined["loader_fd"], 0);
 
     let mut with_policy = mapped_ip.clone();
     with_policy.extend([
@@ -328,6 +349,17 @@ fn attacker_under_the_learned_policy_is_refused_in_enforce_and_only_recorded_in_
         "{explain}"
     );
     assert_eq!(got["proxy_connect"], 403, "{explain}");
+    // A path that climbs out of what the rules name, bytes that are not HTTP to a host whose
+    // rule wants to read HTTP, and the loader reached through a descriptor: all refused.
+    assert_eq!(got["dotdot"], 403, "{explain}");
+    assert_eq!(got["slow_request"], "closed", "{explain}");
+    assert_eq!(got["loader_fd"], 13, "{explain}");
+    assert!(
+        enforced
+            .of_kind("exec")
+            .any(|e| e["path"] == "/usr/bin/python3" && e["real_path"] == "/usr/bin/python3.11"),
+        "{explain}"
+    );
     assert!(!enforced.run_dir().join("workspace/.ssh").exists());
     let checks: [(&str, RequestCheck); 11] = [
         (
@@ -351,7 +383,11 @@ fn attacker_under_the_learned_policy_is_refused_in_enforce_and_only_recorded_in_
             "file",
             Box::new(|r| r["path"] == "/tmp/workspace/.ssh" && r["op"] == "create_dir"),
         ),
-        ("exec", Box::new(|r| r["path"] == "/bin/sh")),
+        // Decided on what runs: /bin/sh is dash on this image.
+        (
+            "exec",
+            Box::new(|r| r["path"] == "/bin/sh" || r["path"] == "/usr/bin/dash"),
+        ),
         ("exec", Box::new(|r| r["path"] == "/tmp/workspace/run.sh")),
         (
             "datagram",

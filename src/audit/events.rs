@@ -176,6 +176,10 @@ pub struct ExecEvent {
     pub pid: i32,
     pub ppid: i32,
     pub path: String,
+    /// The file `path` resolves to in the guest (symlinks, `/proc/self/fd/N`), when a policy
+    /// is in force and it differs from `path`: what the decision was made on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub real_path: Option<String>,
     pub argv: Vec<String>,
     /// The executable that made the call.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -433,6 +433,9 @@ impl Conn {
             event.note = Some(note);
             return Ok(self.refusal(event, status, content_type, &body, started));
         }
+        // HTTP/2 over cleartext (h2c) would turn the connection into frames nobody logs or
+        // decides: the offer is dropped, and the upstream answers the request in HTTP/1.1.
+        drop_h2c_offer(req.headers_mut());
         let guest_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
         let capture = self.gw.capture_bytes;
         let req_tap = Tap::new(capture);
@@ -450,13 +453,13 @@ impl Conn {
             .unwrap_or_else(|_| Uri::from_static("/"));
         strip_hop_by_hop(&mut parts.headers, guest_upgrade.is_some());
         if parts.version == http::Version::HTTP_2 {
-            // Upstream is HTTP/1.1: the :authority pseudo-header becomes Host.
+            // Upstream is HTTP/1.1.
             parts.version = http::Version::HTTP_11;
-            if !parts.headers.contains_key(http::header::HOST) {
-                if let Some(h) = authority.and_then(|a| http::HeaderValue::from_str(&a).ok()) {
-                    parts.headers.insert(http::header::HOST, h);
-                }
-            }
+        }
+        // The request was routed and decided by its authority (absolute-form URL or
+        // `:authority`): the upstream gets that as `Host`, whatever `Host` the guest also sent.
+        if let Some(h) = authority.and_then(|a| http::HeaderValue::from_str(&a).ok()) {
+            parts.headers.insert(http::header::HOST, h);
         }
         let upstream_req = Request::from_parts(parts, TapBody::new(body, req_tap.clone()));
         let mut event = http_event(&self.meta, method.to_string(), url, req_headers);
@@ -569,6 +572,18 @@ fn header_list(headers: &HeaderMap) -> Vec<(String, String)> {
         .iter()
         .map(|(n, v)| (n.as_str().to_owned(), escape_bytes(v.as_bytes())))
         .collect()
+}
+
+/// Removes an `Upgrade: h2c` offer (and its `HTTP2-Settings`); other upgrades stay.
+fn drop_h2c_offer(headers: &mut HeaderMap) {
+    let h2c = headers.get_all(http::header::UPGRADE).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.to_ascii_lowercase().contains("h2c"))
+    });
+    if h2c {
+        headers.remove(http::header::UPGRADE);
+        headers.remove("http2-settings");
+    }
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {

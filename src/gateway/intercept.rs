@@ -237,6 +237,9 @@ async fn relay_inside<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    if let Err(e) = gw.stream_permitted(meta, true) {
+        return (None, None, Some(e));
+    }
     let (tcp, addr) = match gw.dial(meta, Some(server_name)).await {
         Ok(x) => x,
         Err(e) => return (None, None, Some(e.to_string())),

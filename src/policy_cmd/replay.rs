@@ -15,10 +15,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// Notices that say nothing about what was observed (they are about teardown bookkeeping).
-const BENIGN_NOTICES: [&str; 3] = [
+const BENIGN_NOTICES: [&str; 4] = [
     "firewall_counters",
     "teardown",
     crate::enforce::RECONCILED_NOTICE,
+    crate::enforce::EXEC_RESOLVED_NOTICE,
 ];
 
 /// Why a run folder could not be read at all.
@@ -42,6 +43,8 @@ pub struct Item {
     pub credentials: bool,
     /// A file write the kernel refused (read-only mount, Landlock).
     pub refused_by_kernel: bool,
+    /// For an exec: the file that ran, when it is not `path` (a symlink, `/proc/self/fd/N`).
+    pub real_path: Option<String>,
     /// A write to a scratch mount outside the workspace (`/dev/shm`): allowed by the mount,
     /// not persisted, and not the policy's to decide.
     pub scratch: bool,
@@ -81,7 +84,7 @@ pub fn load(dir: &Path) -> Result<RunLog, ReplayError> {
         dir: dir.to_owned(),
         ..RunLog::default()
     };
-    let mut flows: HashMap<u64, (Option<String>, SocketAddr)> = HashMap::new();
+    let mut flows = Flows::default();
     let mut ended = false;
     for line in records(&path)? {
         let Ok(record) = line else {
@@ -142,12 +145,13 @@ impl RunLog {
             ts: record.ts.clone(),
             credentials: false,
             refused_by_kernel: false,
+            real_path: None,
             scratch: false,
             refused_by_policy: false,
         });
     }
 
-    fn take(&mut self, record: Record, flows: &mut HashMap<u64, (Option<String>, SocketAddr)>) {
+    fn take(&mut self, record: Record, flows: &mut Flows) {
         match &record.body {
             EventBody::Gap(g) => self.incomplete.push(format!(
                 "seq {}: {} event(s) lost ({})",
@@ -174,7 +178,7 @@ impl RunLog {
                 let Ok(dst) = t.dst.parse::<SocketAddr>() else {
                     return;
                 };
-                flows.insert(t.flow.0, (t.name.clone(), dst));
+                flows.open.insert(t.flow.0, (t.name.clone(), dst));
                 if !crate::netdrv::is_gateway_service(dst) {
                     let request = OwnedRequest::Connect {
                         name: t.name.clone(),
@@ -186,9 +190,12 @@ impl RunLog {
                 }
             }
             EventBody::Tls(t) if t.mode.as_ref() != "rejected" || t.sni.is_some() => {
-                let Some((name, dst)) = flows.get(&t.flow.0).cloned() else {
+                let Some((name, dst)) = flows.open.get(&t.flow.0).cloned() else {
                     return;
                 };
+                if t.mode.as_ref() == "intercepted" {
+                    flows.intercepted.insert(t.flow.0);
+                }
                 let request = OwnedRequest::Tls {
                     sni: t.sni.clone(),
                     alpn: t.alpn.iter().cloned().collect(),
@@ -201,7 +208,29 @@ impl RunLog {
                     last.refused_by_policy = t.mode.as_ref() == "denied";
                 }
             }
+            EventBody::Tcp(t) if t.phase.as_ref() == "close" => {
+                // Opaque bytes the gateway relayed (plain, or inside intercepted TLS with no
+                // HTTP in it): decided live as a stream, so replayed as one.
+                let Some((name, dst)) = flows.open.remove(&t.flow.0) else {
+                    return;
+                };
+                let http = flows.http.remove(&t.flow.0);
+                let intercepted = flows.intercepted.remove(&t.flow.0);
+                let tls = match t.protocol.as_deref() {
+                    Some("relay") => false,
+                    Some("tls") if intercepted && !http => true,
+                    _ => return,
+                };
+                let request = OwnedRequest::Stream {
+                    name,
+                    addr: dst.ip(),
+                    port: dst.port(),
+                    tls,
+                };
+                self.push(&record, request);
+            }
             EventBody::Http(h) if h.method != "CONNECT" => {
+                flows.http.insert(h.flow.0);
                 let Some(url) = HttpTarget::parse(&h.url) else {
                     return;
                 };
@@ -247,11 +276,25 @@ impl RunLog {
                     argv: e.argv.clone(),
                 };
                 self.push(&record, request);
+                if let Some(last) = self.items.last_mut() {
+                    last.real_path = e.real_path.clone();
+                }
             }
             EventBody::Decision(d) => self.decisions.push((record.seq, d.clone())),
             _ => {}
         }
     }
+}
+
+/// What the replay remembers of each open flow until its close.
+#[derive(Debug, Default)]
+struct Flows {
+    /// The resolved name and destination of each open flow.
+    open: HashMap<u64, (Option<String>, SocketAddr)>,
+    /// Flows whose TLS was intercepted.
+    intercepted: std::collections::HashSet<u64>,
+    /// Flows that carried HTTP.
+    http: std::collections::HashSet<u64>,
 }
 
 /// Whether `path` (absolute, as the guest named it) is the workspace or beneath it; a path

@@ -106,7 +106,13 @@ impl<S: ProcSource> Tracker<S> {
                 // A new thread (child_pid != child_tgid) belongs to a process already tracked.
                 if child_pid == child_tgid && self.procs.contains_key(&parent_tgid) {
                     let exe = self.procs.get(&parent_tgid).and_then(|p| p.exe.clone());
-                    self.add(child_pid, exe, out);
+                    // A fork runs its parent's program: it is looked at like an exec (a
+                    // program stopped after its exec must not live on in its children).
+                    if self.add(child_pid, exe.clone(), out) && self.execs.len() < MAX_PENDING_EXECS
+                    {
+                        let guest = self.procs.get(&child_pid).and_then(|p| p.guest_pid);
+                        self.execs.push((child_pid, exe, guest));
+                    }
                 }
             }
             ProcEvent::Exec { pid, tgid } => {

@@ -248,6 +248,45 @@ mod tests;
 
 /// Whether absolute `path` exists in the filesystem of guest process `pid`, resolved the way
 /// the guest would (symlinks stay inside its root: `RESOLVE_IN_ROOT`). `None` when unknowable.
+/// The real path (symlinks resolved as the kernel resolves them for `pid`, inside its root) of
+/// the file `path` names for `pid`, as the guest sees it; `None` when it cannot be opened.
+/// `/proc/self/…` and `/dev/fd/…` name the caller's own files, so they are resolved through
+/// the host's view of `pid` (`/proc/<pid>/…`): an exec of `/proc/self/fd/3` is an exec of
+/// whatever that descriptor is.
+pub fn real_path_in_guest(pid: u32, path: &str) -> Option<String> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let own = path
+        .strip_prefix("/proc/self/")
+        .or_else(|| path.strip_prefix("/proc/thread-self/"))
+        .map(|rest| format!("/proc/{pid}/{rest}"))
+        .or_else(|| {
+            path.strip_prefix("/dev/fd/")
+                .map(|rest| format!("/proc/{pid}/fd/{rest}"))
+        });
+    let fd: std::os::fd::OwnedFd = match own {
+        Some(host_path) => std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+            .open(host_path)
+            .ok()?
+            .into(),
+        None => {
+            let root = std::fs::File::open(format!("/proc/{pid}/root")).ok()?;
+            let how = OpenHow::new()
+                .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+                .resolve(ResolveFlag::RESOLVE_IN_ROOT);
+            openat2(&root, path, how).ok()?
+        }
+    };
+    // Our descriptor's path, printed relative to the guest's root (its mount namespace is not
+    // ours, so the kernel stops at that root).
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
 pub fn exists_in_guest(pid: u32, path: &str) -> Option<bool> {
     use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
     let root = std::fs::File::open(format!("/proc/{pid}/root")).ok()?;

@@ -126,6 +126,15 @@ fn peer_finished(state: TcpState) -> bool {
 }
 
 impl Stack {
+    /// Whether `packet` is a guest TCP SYN that passes triage (checksums, addresses): the
+    /// host decides only what the stack would otherwise take.
+    pub fn would_accept_syn(&self, packet: &[u8]) -> bool {
+        matches!(
+            super::ingress::parse(packet, &self.net),
+            Ok(super::ingress::Ingress::TcpSyn(_))
+        )
+    }
+
     /// Refuses a guest connection attempt before any handshake: answers the SYN (a packet the
     /// caller has not given to [`Stack::receive`]) with a RST from the address the guest
     /// dialled, and creates no state. The host's policy decides; the stack only speaks TCP.

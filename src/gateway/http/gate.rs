@@ -78,20 +78,23 @@ pub(crate) fn check(
     if !policy {
         return Gate::Pass;
     }
-    let Some(mut target) = target else {
-        gw.audit.emit(EventBody::Blocked(BlockedEvent {
-            what: "http".into(),
-            target: url.to_owned(),
-            reason: "request target is not a URL the policy can decide".into(),
-            flow: Some(meta.id),
-        }));
-        return Gate::Refuse {
-            status: StatusCode::BAD_REQUEST,
-            content_type: "text/plain",
-            body: "idagent gateway: request target cannot be decided\n".into(),
-            note: "undecidable".into(),
-        };
-    };
+    // A target that is not a URL (`OPTIONS *`, a Host that is no authority) is decided as the
+    // connection it is on, with a path no rule can allow: refused in enforce mode, recorded
+    // and let through in report mode.
+    let mut target = target.unwrap_or_else(|| HttpTarget {
+        scheme: if url.starts_with("https:") {
+            idagent_policy::Scheme::Https
+        } else {
+            idagent_policy::Scheme::Http
+        },
+        host: identity
+            .map(normalize)
+            .or_else(|| meta.name.clone())
+            .unwrap_or_else(|| meta.dst.ip().to_canonical().to_string()),
+        port: meta.dst.port(),
+        path: "*".into(),
+        query: None,
+    });
     if let Some(ip) = reached_ip {
         // Decided as what it really reaches, never as the Host it claims.
         target.host = ip.to_string();

@@ -70,7 +70,14 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
                 .map_err(|e| (e.into(), Some("see the build output above".to_owned())))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Gateway(args) => gateway(*args).await,
+        Command::Gateway(args) => idagent::standalone::run_command(*args)
+            .await
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| {
+                let hint = matches!(e, idagent::standalone::GatewayCmdError::Listen { .. })
+                    .then(|| "is the port in use?".to_owned());
+                (e.into(), hint)
+            }),
         Command::Capture(args) => {
             let args = *args;
             let mut cfg = run_config(args.run)?;
@@ -119,106 +126,6 @@ async fn run(docker_host: &str, cfg: RunConfig) -> Result<ExitCode, Failure> {
         outcome.run_dir.join("audit.jsonl").display()
     );
     Ok(ExitCode::from(outcome.ending.exit_code() as u8))
-}
-
-/// `idagent gateway`: the standalone gateway until Ctrl-C, SIGTERM or --timeout.
-async fn gateway(args: idagent::cli::GatewayArgs) -> Result<ExitCode, Failure> {
-    use idagent::audit::{AuditLog, EventBody, Limits, RunEnd, RunId, RunStart};
-    let setup = |e: anyhow::Error| (e, None);
-    let timeout = args
-        .timeout
-        .as_deref()
-        .map(idagent::config::parse_duration)
-        .transpose()
-        .map_err(|e| (anyhow::anyhow!("bad --timeout: {e}"), None))?;
-    // Parsed before anything starts: a bad policy file is one line and exit 2.
-    let policy = idagent::enforce::load_run_policy(&args.policy).map_err(|e| setup(e.into()))?;
-    if let Some(p) = &policy {
-        idagent::enforce::check_inspection(p, args.net.tls).map_err(|e| setup(e.into()))?;
-    }
-    let run_id = RunId::generate();
-    let run_dir = args
-        .run_dir
-        .clone()
-        .unwrap_or_else(|| std::path::PathBuf::from("captures").join(run_id.as_str()));
-    std::fs::create_dir_all(&run_dir)
-        .map_err(|e| setup(anyhow::anyhow!("create {}: {e}", run_dir.display())))?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| {
-            (
-                anyhow::anyhow!("listen on {}: {e}", args.listen),
-                Some("is the port in use?".to_owned()),
-            )
-        })?;
-    let audit_path = run_dir.join("audit.jsonl");
-    let audit = AuditLog::create(
-        &audit_path,
-        run_id.clone(),
-        idagent::audit::DEFAULT_AUDIT_QUEUE,
-    )
-    .map_err(|e| setup(e.into()))?;
-    let started = std::time::Instant::now();
-    audit
-        .sink()
-        .emit_reliable(EventBody::RunStart(RunStart {
-            idagent_version: env!("CARGO_PKG_VERSION").into(),
-            image: String::new(),
-            command: vec!["gateway".into(), "--listen".into(), args.listen.to_string()],
-            user: String::new(),
-            workspace: String::new(),
-            limits: Limits {
-                memory_bytes: 0,
-                pids: 0,
-                timeout_secs: timeout.map(|t| t.as_secs()),
-            },
-            offline: args.net.offline,
-            container: String::new(),
-        }))
-        .await;
-    let enforcer = std::sync::Arc::new(match policy {
-        Some(p) => idagent::enforce::Enforcer::new(p, audit.sink()),
-        None => idagent::enforce::Enforcer::disabled(audit.sink()),
-    });
-    let icpt = idagent::net::build(&args.net, &run_id, audit.sink(), None, enforcer)
-        .map_err(|e| setup(e.into()))?;
-    eprintln!(
-        "idagent: gateway on {}; audit log {}",
-        args.listen,
-        audit_path.display()
-    );
-    let stop = async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let deadline = async {
-            match timeout {
-                Some(t) => tokio::time::sleep(t).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { if let Some(t) = term.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
-            _ = deadline => {}
-        }
-    };
-    let served = idagent::standalone::serve(listener, icpt.gateway.clone(), stop).await;
-    // Give flows in progress a moment to log their close.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    audit
-        .finish(RunEnd {
-            reason: if served.is_ok() {
-                "interrupted".into()
-            } else {
-                "error".into()
-            },
-            duration_ms: started.elapsed().as_millis() as u64,
-            ..RunEnd::default()
-        })
-        .await
-        .map_err(|e| setup(e.into()))?;
-    served.map_err(|e| setup(anyhow::anyhow!("gateway: {e}")))?;
-    Ok(ExitCode::SUCCESS)
 }
 
 async fn connect(host: &str) -> Result<DockerRuntime, Failure> {

@@ -3,13 +3,151 @@
 //! original destination comes from `SO_ORIGINAL_DST` (`IP6T_SO_ORIGINAL_DST` for IPv6).
 //! Connections made straight to the listener (no REDIRECT) are explicit-proxy clients.
 //!
-//! Owns: the accept loop and the original-destination lookup. Everything else is the same
-//! `Gateway::serve_flow` the sandbox uses, so the audit events are the same.
+//! Owns: the command's run (its audit log, policy and stop conditions), the accept loop and
+//! the original-destination lookup. Everything else is the same `Gateway::serve_flow` the
+//! sandbox uses, so the audit events are the same.
 
 use crate::gateway::Gateway;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
+
+/// Why `idagent gateway` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayCmdError {
+    #[error("bad --timeout {value:?}: {reason}")]
+    Timeout { value: String, reason: String },
+    #[error(transparent)]
+    Policy(#[from] crate::policy_cmd::PolicyCmdError),
+    #[error(transparent)]
+    Enforce(#[from] crate::enforce::EnforceSetupError),
+    #[error("create {path}: {source}")]
+    RunDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    #[error(transparent)]
+    Net(#[from] crate::net::NetSetupError),
+    #[error("gateway: {0}")]
+    Serve(std::io::Error),
+}
+
+/// `idagent gateway`: the standalone gateway until Ctrl-C, SIGTERM or `--timeout`, with its
+/// own audit log (and policy, when given).
+pub async fn run_command(args: crate::cli::GatewayArgs) -> Result<(), GatewayCmdError> {
+    use crate::audit::{AuditLog, EventBody, Limits, RunEnd, RunId, RunStart};
+    let timeout = args
+        .timeout
+        .as_deref()
+        .map(|t| {
+            crate::config::parse_duration(t).map_err(|reason| GatewayCmdError::Timeout {
+                value: t.to_owned(),
+                reason,
+            })
+        })
+        .transpose()?;
+    // Parsed before anything starts: a bad policy file is one line and exit 2.
+    let policy = crate::enforce::load_run_policy(&args.policy)?;
+    if let Some(p) = &policy {
+        crate::enforce::check_inspection(p, args.net.tls)?;
+    }
+    let run_id = RunId::generate();
+    let run_dir = args
+        .run_dir
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from("captures").join(run_id.as_str()));
+    std::fs::create_dir_all(&run_dir).map_err(|source| GatewayCmdError::RunDir {
+        path: run_dir.clone(),
+        source,
+    })?;
+    let listener =
+        TcpListener::bind(args.listen)
+            .await
+            .map_err(|source| GatewayCmdError::Listen {
+                addr: args.listen,
+                source,
+            })?;
+    let audit_path = run_dir.join("audit.jsonl");
+    let audit = AuditLog::create(
+        &audit_path,
+        run_id.clone(),
+        crate::audit::DEFAULT_AUDIT_QUEUE,
+    )?;
+    let started = std::time::Instant::now();
+    audit
+        .sink()
+        .emit_reliable(EventBody::RunStart(RunStart {
+            idagent_version: env!("CARGO_PKG_VERSION").into(),
+            image: String::new(),
+            command: vec!["gateway".into(), "--listen".into(), args.listen.to_string()],
+            user: String::new(),
+            workspace: String::new(),
+            limits: Limits {
+                memory_bytes: 0,
+                pids: 0,
+                timeout_secs: timeout.map(|t| t.as_secs()),
+            },
+            offline: args.net.offline,
+            container: String::new(),
+        }))
+        .await;
+    let enforcer = Arc::new(match policy {
+        Some(p) => crate::enforce::Enforcer::new(p, audit.sink()),
+        None => crate::enforce::Enforcer::disabled(audit.sink()),
+    });
+    let icpt = crate::net::build(&args.net, &run_id, audit.sink(), None, enforcer)?;
+    eprintln!(
+        "idagent: gateway on {}; audit log {}",
+        args.listen,
+        audit_path.display()
+    );
+    let served = serve(listener, icpt.gateway.clone(), stop_signal(timeout)).await;
+    // Give flows in progress a moment to log their close.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    audit
+        .finish(RunEnd {
+            reason: if served.is_ok() {
+                "interrupted".into()
+            } else {
+                "error".into()
+            },
+            duration_ms: started.elapsed().as_millis() as u64,
+            ..RunEnd::default()
+        })
+        .await?;
+    served.map_err(GatewayCmdError::Serve)
+}
+
+/// Resolves at Ctrl-C, SIGTERM, or after `timeout`.
+async fn stop_signal(timeout: Option<std::time::Duration>) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let deadline = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    let terminated = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminated => {}
+        _ = deadline => {}
+    }
+}
 
 /// Most connections served at once; over it, new ones wait in the listen backlog.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;

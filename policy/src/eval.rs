@@ -11,13 +11,22 @@
 //! nothing else decides, is denied as [`NONCANONICAL_PATH`] (with the default-deny mode). An
 //! opaque stream ([`Request::Stream`]) is allowed only by a rule that does not need HTTP
 //! inspection (`tcp`, `tls` or `inspect: l4`).
+//!
+//! File requests are decided on the rights table Landlock gets from `fs_plan`
+//! ([`crate::granted_rights`]), so a decision is a label of what the kernel does: a
+//! [`Request::FileRename`] needs [`crate::rename_rights`] at both parents and, across
+//! directories, must not let the entry gain rights (Landlock's `EXDEV`); `create_special`
+//! needs make_sym, which no rule grants.
 
-use crate::fsplan::{granted_rights, required_rights};
+use crate::fsplan::{granted_rights, rename_rights, required_rights, FsRight, FILE_RIGHTS};
 use crate::host::normalize_name;
 use crate::kinds::{Action, FileKind, Inspect, Layer, Mode, Proto, Protocol, Scheme, Verdict};
-use crate::model::{NetworkRule, Policy};
-use crate::path::{is_below, is_canonical_path, normalize_abs, query_keys, WORKSPACE};
+use crate::model::{FileRule, NetworkRule, Policy};
+use crate::path::{
+    is_below, is_canonical_path, is_within, normalize_abs, parent, query_keys, WORKSPACE,
+};
 use crate::request::{Decision, Request, DEFAULT_DENY, NONCANONICAL_PATH};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 /// The best allow and the best deny seen so far (smallest id each).
@@ -151,38 +160,21 @@ pub fn evaluate(policy: &Policy, req: &Request<'_>) -> Decision {
         Request::FileWrite { path, op } => {
             if let Some(path) = normalize_abs(path) {
                 let required = required_rights(op);
-                let mut granted = Vec::new();
-                let mut decider: Option<(&str, &str, Option<Mode>)> = None;
-                for r in policy.files.rules() {
-                    let applies = match r.kind {
-                        FileKind::File => r.path.as_str() == path,
-                        FileKind::Dir => is_below(&path, r.path.as_str()),
-                    };
-                    if !applies {
-                        continue;
-                    }
-                    let rights: Vec<_> = r
-                        .allow
-                        .iter()
-                        .flat_map(|op| granted_rights(r.kind, *op))
-                        .collect();
-                    if rights.iter().any(|g| required.contains(g)) {
-                        let key = (r.path.as_str(), r.id.as_str());
-                        // The deepest contributing rule decides (then the smallest id).
-                        let better = decider.is_none_or(|(p, id, _)| {
-                            key.0.len() > p.len() || (key.0.len() == p.len() && key.1 < id)
-                        });
-                        if better {
-                            decider = Some((key.0, key.1, r.mode));
-                        }
-                    }
-                    granted.extend(rights);
-                }
+                let (granted, decider) = grants(policy, required, |r| match r.kind {
+                    FileKind::File => r.path.as_str() == path,
+                    FileKind::Dir => is_below(&path, r.path.as_str()),
+                });
                 if required.iter().all(|r| granted.contains(r)) {
-                    if let Some((_, id, mode)) = decider {
+                    if let Some((id, mode)) = decider {
                         best.offer(Action::Allow, id, mode);
                     }
                 }
+            }
+            policy.files.mode
+        }
+        Request::FileRename { from, to, dir } => {
+            if let Some((id, mode)) = rename(policy, from, to, dir) {
+                best.offer(Action::Allow, id, mode);
             }
             policy.files.mode
         }
@@ -196,6 +188,99 @@ pub fn evaluate(policy: &Policy, req: &Request<'_>) -> Decision {
         }
     };
     best.decide(global, section, layer)
+}
+
+/// The deepest rule granting one of `wanted` (then the smallest id): `(id, mode)`.
+type Decider<'p> = Option<(&'p str, Option<Mode>)>;
+
+/// The rights granted by the files rules that `applies` selects, and the deciding rule: the
+/// deepest of them that grants one of `wanted` (then the smallest id).
+fn grants<'p>(
+    policy: &'p Policy,
+    wanted: &[FsRight],
+    applies: impl Fn(&FileRule) -> bool,
+) -> (BTreeSet<FsRight>, Decider<'p>) {
+    let mut granted = BTreeSet::new();
+    let mut decider: Option<(&str, &str, Option<Mode>)> = None;
+    for r in policy.files.rules().iter().filter(|r| applies(r)) {
+        let rights: Vec<FsRight> = r
+            .allow
+            .iter()
+            .flat_map(|op| granted_rights(r.kind, *op))
+            .copied()
+            .collect();
+        if rights.iter().any(|g| wanted.contains(g)) {
+            let key = (r.path.as_str(), r.id.as_str());
+            let better = decider.is_none_or(|(p, id, _)| {
+                key.0.len() > p.len() || (key.0.len() == p.len() && key.1 < id)
+            });
+            if better {
+                decider = Some((key.0, key.1, r.mode));
+            }
+        }
+        granted.extend(rights);
+    }
+    (granted, decider.map(|(_, id, mode)| (id, mode)))
+}
+
+/// A rename as Landlock decides it (ABI >= 2): the rights of [`rename_rights`] at from's and
+/// to's parent directories (a dir rule grants to its whole subtree, the directory itself
+/// included); across directories, the entry must also not gain rights at its new place
+/// (`EXDEV` otherwise): every right to's parent grants must already be granted where the entry
+/// is now (its parents' rules and a rule on the entry itself), counting only the file rights
+/// (write_file, truncate) for a regular file, all rights for a directory. Whether `to` exists
+/// is not known: replacing it would also need remove on to's parent, which is not required
+/// here. The deciding rule is the deepest rule at to's parent granting a needed right.
+fn rename<'p>(policy: &'p Policy, from: &str, to: &str, dir: bool) -> Decider<'p> {
+    let from = normalize_abs(from)?;
+    let to = normalize_abs(to)?;
+    if !is_below(&from, WORKSPACE) || !is_below(&to, WORKSPACE) {
+        return None;
+    }
+    let (from_parent, to_parent) = (parent(&from)?, parent(&to)?);
+    let cross = from_parent != to_parent;
+    let (need_from, need_to) = rename_rights(dir, cross);
+    let at_dir = |d: &str| {
+        let d = d.to_string();
+        move |r: &FileRule| r.kind == FileKind::Dir && is_within(&d, r.path.as_str())
+    };
+    let (at_to, decider) = grants(policy, need_to, at_dir(to_parent));
+    let (at_from, _) = grants(policy, need_from, at_dir(from_parent));
+    if !need_to.iter().all(|r| at_to.contains(r)) || !need_from.iter().all(|r| at_from.contains(r))
+    {
+        return None;
+    }
+    if cross {
+        let (now, _) = grants(policy, &[], |r| match r.kind {
+            FileKind::Dir => is_within(&from, r.path.as_str()),
+            FileKind::File => r.path.as_str() == from,
+        });
+        let compared = |r: &&FsRight| dir || FILE_RIGHTS.contains(r);
+        if at_to.iter().filter(compared).any(|r| !now.contains(r)) {
+            return None;
+        }
+    }
+    decider
+}
+
+/// The id of the deepest files rule sharing `path`'s directories (within the workspace).
+fn near_file(policy: &Policy, path: &str) -> Option<String> {
+    let path = normalize_abs(path)?;
+    let depth = |a: &str, b: &str| {
+        a.split('/')
+            .zip(b.split('/'))
+            .take_while(|(x, y)| x == y)
+            .count()
+    };
+    let min = depth(WORKSPACE, WORKSPACE);
+    policy
+        .files
+        .rules()
+        .iter()
+        .map(|r| (depth(r.path.as_str(), &path), r))
+        .filter(|(d, _)| *d >= min)
+        .max_by(|(da, a), (db, b)| da.cmp(db).then_with(|| b.id.cmp(&a.id)))
+        .map(|(_, r)| r.id.clone())
 }
 
 /// Whether a rule of `protocol` carries HTTP of `scheme` (tcp and tls are l4: bytes pass).
@@ -315,7 +400,8 @@ fn dns<'p>(policy: &'p Policy, name: &str, best: &mut Best<'p>) {
 
 /// The rule closest to a request: the deciding rule if one decided (a `noncanonical-path`
 /// denial counts as none: the host rule is named), else a rule for the same
-/// host (same port first), the deepest files rule sharing the path's directories, or an exec
+/// host (same port first), the deepest files rule sharing the path's directories (for a rename
+/// `to`'s, else `from`'s), or an exec
 /// rule for a program of the same file name. `None` when nothing is close.
 pub fn nearest_rule(policy: &Policy, req: &Request<'_>) -> Option<String> {
     let d = evaluate(policy, req);
@@ -364,23 +450,9 @@ pub fn nearest_rule(policy: &Policy, req: &Request<'_>) -> Option<String> {
             policy.udp.index.for_ip(addr, &mut visit);
             found.map(|(_, id)| id.to_string())
         }
-        Request::FileWrite { path, .. } => {
-            let path = normalize_abs(path)?;
-            let depth = |a: &str, b: &str| {
-                a.split('/')
-                    .zip(b.split('/'))
-                    .take_while(|(x, y)| x == y)
-                    .count()
-            };
-            let min = depth(WORKSPACE, WORKSPACE);
-            policy
-                .files
-                .rules()
-                .iter()
-                .map(|r| (depth(r.path.as_str(), &path), r))
-                .filter(|(d, _)| *d >= min)
-                .max_by(|(da, a), (db, b)| da.cmp(db).then_with(|| b.id.cmp(&a.id)))
-                .map(|(_, r)| r.id.clone())
+        Request::FileWrite { path, .. } => near_file(policy, path),
+        Request::FileRename { from, to, .. } => {
+            near_file(policy, to).or_else(|| near_file(policy, from))
         }
         Request::Exec { path, .. } => {
             let base = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();

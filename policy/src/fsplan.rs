@@ -38,9 +38,12 @@ use FsRight::*;
 /// A dir rule: `create_file` → make_reg + write_file + truncate (a file you create you must be
 /// able to write); `create_dir` → make_dir; `remove` → remove_file + remove_dir; `rename` →
 /// refer + make_reg + remove_file; `write` → write_file + truncate. A file rule: `write` →
-/// write_file + truncate (Landlock grants nothing else on a file).
+/// write_file + truncate (Landlock grants nothing else on a file). `create_special` grants
+/// nothing: the rights for symlinks, device nodes, FIFOs and sockets are never granted (and
+/// the parser refuses a rule that lists it).
 pub fn granted_rights(kind: FileKind, op: FileOp) -> &'static [FsRight] {
     match (kind, op) {
+        (_, FileOp::CreateSpecial) => &[],
         (FileKind::Dir, FileOp::CreateFile) => &[MakeReg, WriteFile, Truncate],
         (FileKind::Dir, FileOp::CreateDir) => &[MakeDir],
         (FileKind::Dir, FileOp::Remove) => &[RemoveFile, RemoveDir],
@@ -50,9 +53,11 @@ pub fn granted_rights(kind: FileKind, op: FileOp) -> &'static [FsRight] {
     }
 }
 
-/// The rights one operation needs on its path.
+/// The rights one operation needs on its path (`create_special`: make_sym, which no rule
+/// grants, so it is always denied).
 pub fn required_rights(op: FileOp) -> &'static [FsRight] {
     match op {
+        FileOp::CreateSpecial => &[MakeSym],
         FileOp::CreateFile => &[MakeReg],
         FileOp::CreateDir => &[MakeDir],
         FileOp::Write => &[WriteFile],
@@ -60,6 +65,27 @@ pub fn required_rights(op: FileOp) -> &'static [FsRight] {
         FileOp::Rename => &[Refer, MakeReg, RemoveFile],
     }
 }
+
+/// The rights a rename needs, as `(on from's parent, on to's parent)`, Landlock's rule: a
+/// regular file needs remove_file on from's parent and make_reg on to's parent; a directory
+/// (`dir`) remove_dir and make_dir; and when the parents differ (`cross_dir`), refer on both.
+///
+/// Not included: replacing an existing `to` also needs remove_file (remove_dir) on to's
+/// parent, whether that entry exists is not known to the policy. A cross-directory rename is
+/// further refused (`EXDEV`) when the entry would gain rights at its new place; `evaluate`
+/// checks that as well.
+pub fn rename_rights(dir: bool, cross_dir: bool) -> (&'static [FsRight], &'static [FsRight]) {
+    match (dir, cross_dir) {
+        (false, false) => (&[RemoveFile], &[MakeReg]),
+        (false, true) => (&[RemoveFile, Refer], &[MakeReg, Refer]),
+        (true, false) => (&[RemoveDir], &[MakeDir]),
+        (true, true) => (&[RemoveDir, Refer], &[MakeDir, Refer]),
+    }
+}
+
+/// The rights Landlock compares for a regular file moved to another directory (`ACCESS_FILE`
+/// among the rights the plan can grant): it may not have more of them at its new place.
+pub(crate) const FILE_RIGHTS: &[FsRight] = &[WriteFile, Truncate];
 
 /// What the guest's Landlock ruleset must allow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -94,9 +94,12 @@ keyword_enum! {
 
 keyword_enum! {
     /// A write-side file operation, as the supervisor and the workspace watcher report it.
+    /// `create_special` (a symlink, device node, FIFO or socket) needs a Landlock right no
+    /// rule grants, so it is always denied while file rights are handled; a files rule cannot
+    /// allow it.
     FileOp {
         CreateFile => "create_file", CreateDir => "create_dir", Write => "write",
-        Remove => "remove", Rename => "rename",
+        Remove => "remove", Rename => "rename", CreateSpecial => "create_special",
     }
 }
 

@@ -27,7 +27,16 @@
 //!   created in the run is covered by `create_file`; to one that appeared by rename, by
 //!   `write` on the parent's dir rule; to any other file, a `file` rule. Nothing outside
 //!   `/tmp/workspace` is ever allowed: such writes, and those the kernel refused, go to
-//!   `files.observed_denied`.
+//!   `files.observed_denied`. So does every `create_special` (symlink, device node, FIFO,
+//!   socket): Landlock never grants it.
+//! - A rename (`FileRename`): to's parent gets `create_file` (`create_dir` for a directory)
+//!   and from's parent `remove`, as for a create there and a remove here. Across directories
+//!   both parents also get `rename` (refer), and from's parent whatever to's parent grants
+//!   beyond it among the rights Landlock compares (for a file: `write`; for a directory,
+//!   every right), since the kernel refuses a move that gains rights (`EXDEV`). A rename
+//!   that replaces an existing `to` would also need `remove` on to's parent: not learned
+//!   (the observation does not say whether `to` existed). Both paths must be in the
+//!   workspace, else each outside path goes to `observed_denied`.
 //! - Exec: one rule per real path, the other paths seen as `aliases`.
 //! - Anything that cannot be written as a rule (a malformed host, path or method) marks the
 //!   observation incomplete with a reason, rather than vanishing.
@@ -35,11 +44,13 @@
 use crate::explain::{
     exec_tags, host_tags, http_tags, network_tags, program, INTERPRETERS, L4_WITH_HTTP,
 };
+use crate::fsplan::{granted_rights, FsRight, FILE_RIGHTS};
 use crate::host::{normalize_name, HostPattern};
 use crate::kinds::{Action, FileKind, FileOp, Inspect, Mode, Proto, Protocol, Scheme};
 use crate::model::*;
 use crate::path::{
-    is_below, is_canonical_path, normalize_abs, parent, query_keys, WorkspacePath, WORKSPACE,
+    is_below, is_canonical_path, is_within, normalize_abs, parent, query_keys, WorkspacePath,
+    WORKSPACE,
 };
 use crate::request::OwnedRequest;
 use std::collections::{BTreeMap, BTreeSet};
@@ -76,6 +87,8 @@ pub struct Learner {
     dns: BTreeMap<String, SeenAcc>,
     files: BTreeMap<String, BTreeMap<FileOp, SeenAcc>>,
     denied: BTreeMap<(String, FileOp, Option<String>), u64>,
+    /// Renames across directories: (from, to, dir) → provenance.
+    cross_renames: BTreeMap<(String, String, bool), SeenAcc>,
     exec: BTreeMap<String, (BTreeSet<String>, SeenAcc, bool)>,
     reasons: BTreeSet<String>,
     /// (host, port) → an https request with a non-canonical path was seen (else plain http).
@@ -159,6 +172,7 @@ impl Learner {
                 self.http(&o, *scheme, host, *port, method, path, query.as_deref());
             }
             OwnedRequest::FileWrite { path, op } => self.file(&o, path, *op),
+            OwnedRequest::FileRename { from, to, dir } => self.rename(&o, from, to, *dir),
             OwnedRequest::Exec { path, argv } => {
                 let real = o.real_path.clone().unwrap_or_else(|| path.clone());
                 let inline = INTERPRETERS.contains(&program(&real))
@@ -237,7 +251,12 @@ impl Learner {
     fn file(&mut self, o: &Observed, path: &str, op: FileOp) {
         let norm = normalize_abs(path);
         match norm {
-            Some(p) if !o.refused_by_kernel && is_below(&p, WORKSPACE) => {
+            // Symlinks, device nodes, FIFOs, sockets: Landlock never grants them.
+            Some(p)
+                if op != FileOp::CreateSpecial
+                    && !o.refused_by_kernel
+                    && is_below(&p, WORKSPACE) =>
+            {
                 self.files
                     .entry(p)
                     .or_default()
@@ -250,6 +269,46 @@ impl Learner {
                 let shown = norm.unwrap_or_else(|| path.to_string());
                 *self.denied.entry((shown, op, errno)).or_default() += 1;
             }
+        }
+    }
+
+    /// A rename: `to` is created (`create_file`, `create_dir`) and `from` removed in their
+    /// parents; across directories both parents also get `rename` (refer), see `files`.
+    fn rename(&mut self, o: &Observed, from: &str, to: &str, dir: bool) {
+        let (nf, nt) = (normalize_abs(from), normalize_abs(to));
+        let inside = |p: &Option<String>| p.as_deref().is_some_and(|p| is_below(p, WORKSPACE));
+        let (Some(f), Some(t)) = (
+            nf.clone().filter(|_| inside(&nf)),
+            nt.clone().filter(|_| inside(&nt)),
+        ) else {
+            // Outside the workspace: each such path, never a rule.
+            for (raw, norm) in [(from, &nf), (to, &nt)] {
+                if !inside(norm) {
+                    let shown = norm.clone().unwrap_or_else(|| raw.to_string());
+                    *self
+                        .denied
+                        .entry((shown, FileOp::Rename, None))
+                        .or_default() += 1;
+                }
+            }
+            return;
+        };
+        if o.refused_by_kernel {
+            *self
+                .denied
+                .entry((t, FileOp::Rename, Some("EROFS".to_string())))
+                .or_default() += 1;
+            return;
+        }
+        let create = if dir {
+            FileOp::CreateDir
+        } else {
+            FileOp::CreateFile
+        };
+        self.file(o, &t, create);
+        self.file(o, &f, FileOp::Remove);
+        if parent(&f) != parent(&t) {
+            self.cross_renames.entry((f, t, dir)).or_default().add(o);
         }
     }
 
@@ -297,7 +356,7 @@ impl Learner {
                 });
             }
         }
-        let (files, denied) = files(&self.files, self.denied, &mut reasons);
+        let (files, denied) = files(&self.files, &self.cross_renames, self.denied, &mut reasons);
         let exec = self
             .exec
             .iter()
@@ -390,14 +449,44 @@ impl HostAcc {
 
 type Denied = BTreeMap<(String, FileOp, Option<String>), u64>;
 
+/// Learned dir rules in the making: dir → (ops, observed names, provenance).
+type Dirs<'a> = BTreeMap<&'a str, (BTreeSet<FileOp>, BTreeSet<String>, SeenAcc)>;
+
+/// The rights the dir rules in the making grant at `path` (rules on it and its ancestors).
+fn rights_at(dirs: &Dirs<'_>, path: &str) -> BTreeSet<FsRight> {
+    dirs.iter()
+        .filter(|(d, _)| is_within(path, d))
+        .flat_map(|(_, (ops, _, _))| ops.iter())
+        .flat_map(|op| granted_rights(FileKind::Dir, *op).iter().copied())
+        .collect()
+}
+
+/// The operation of a dir rule granting `right` with the least else (`write` for the file
+/// rights, `rename` for refer and make_reg).
+fn op_granting(right: FsRight) -> Option<FileOp> {
+    match right {
+        FsRight::WriteFile | FsRight::Truncate => Some(FileOp::Write),
+        FsRight::MakeReg | FsRight::Refer => Some(FileOp::Rename),
+        FsRight::MakeDir => Some(FileOp::CreateDir),
+        FsRight::RemoveFile | FsRight::RemoveDir => Some(FileOp::Remove),
+        FsRight::MakeSym => None,
+    }
+}
+
 /// Workspace operations by path → dir and file rules; what cannot be a rule → denied.
+///
+/// A rename across directories adds `rename` (refer) on both parents; and since Landlock
+/// refuses to move an entry where it would gain rights (`EXDEV`), from's parent also gets
+/// what to's parent grants beyond it (for a file only write_file and truncate count: `write`;
+/// for a directory every right), until no rename needs more.
 fn files(
     ops: &BTreeMap<String, BTreeMap<FileOp, SeenAcc>>,
+    cross: &BTreeMap<(String, String, bool), SeenAcc>,
     mut denied: Denied,
     reasons: &mut BTreeSet<String>,
 ) -> (Vec<FileRule>, Vec<DeniedWrite>) {
     // dir path → (ops, observed names, provenance)
-    let mut dirs: BTreeMap<&str, (BTreeSet<FileOp>, BTreeSet<String>, SeenAcc)> = BTreeMap::new();
+    let mut dirs: Dirs<'_> = BTreeMap::new();
     let mut plain_files: BTreeMap<&str, SeenAcc> = BTreeMap::new();
     for (path, by_op) in ops {
         let Some(dir) = parent(path) else { continue };
@@ -416,6 +505,38 @@ fn files(
             }
             entry.1.insert(name.clone());
             entry.2.merge(seen);
+        }
+    }
+    for ((from, to, _), seen) in cross {
+        for dir in [parent(from), parent(to)].into_iter().flatten() {
+            let entry = dirs.entry(dir).or_default();
+            entry.0.insert(FileOp::Rename);
+            entry.2.merge(seen);
+        }
+    }
+    // Rights only grow and are bounded: this ends.
+    loop {
+        let mut changed = false;
+        for (from, to, dir) in cross.keys() {
+            let (Some(from_parent), Some(to_parent)) = (parent(from), parent(to)) else {
+                continue;
+            };
+            let mut now = rights_at(&dirs, from);
+            if plain_files.contains_key(from.as_str()) {
+                now.extend(granted_rights(FileKind::File, FileOp::Write));
+            }
+            let missing: Vec<FileOp> = rights_at(&dirs, to_parent)
+                .into_iter()
+                .filter(|r| (*dir || FILE_RIGHTS.contains(r)) && !now.contains(r))
+                .filter_map(op_granting)
+                .collect();
+            let entry = dirs.entry(from_parent).or_default();
+            for op in missing {
+                changed |= entry.0.insert(op);
+            }
+        }
+        if !changed {
+            break;
         }
     }
     let mut rules = Vec::new();

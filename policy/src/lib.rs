@@ -18,7 +18,7 @@ mod yaml_out;
 
 pub use eval::{evaluate, nearest_rule};
 pub use explain::{explain, explain_json, risks, Risk};
-pub use fsplan::{granted_rights, required_rights, FsPlan, FsRight};
+pub use fsplan::{granted_rights, rename_rights, required_rights, FsPlan, FsRight};
 pub use host::{normalize_name, HostPattern};
 pub use kinds::{Action, FileKind, FileOp, Inspect, Layer, Mode, Proto, Protocol, Scheme, Verdict};
 pub use learn::{Learner, Observed};

@@ -53,6 +53,13 @@ pub enum Request<'a> {
     },
     /// A write-side file operation.
     FileWrite { path: &'a str, op: FileOp },
+    /// A rename of `from` to `to` (`dir`: the entry is a directory). Decided on the rights at
+    /// both parent directories, as Landlock does ([`crate::rename_rights`]).
+    FileRename {
+        from: &'a str,
+        to: &'a str,
+        dir: bool,
+    },
     /// An exec.
     Exec { path: &'a str, argv: &'a [String] },
 }
@@ -102,6 +109,8 @@ pub enum OwnedRequest {
     },
     /// See [`Request::FileWrite`].
     FileWrite { path: String, op: FileOp },
+    /// See [`Request::FileRename`].
+    FileRename { from: String, to: String, dir: bool },
     /// See [`Request::Exec`].
     Exec { path: String, argv: Vec<String> },
 }
@@ -115,7 +124,7 @@ impl Request<'_> {
             Request::Tls { .. } => Layer::Tls,
             Request::Http { .. } => Layer::Http,
             Request::Datagram { .. } => Layer::Datagram,
-            Request::FileWrite { .. } => Layer::File,
+            Request::FileWrite { .. } | Request::FileRename { .. } => Layer::File,
             Request::Exec { .. } => Layer::Exec,
         }
     }
@@ -184,6 +193,11 @@ impl Request<'_> {
                 port,
             },
             Request::FileWrite { path, op } => OwnedRequest::FileWrite { path: s(path), op },
+            Request::FileRename { from, to, dir } => OwnedRequest::FileRename {
+                from: s(from),
+                to: s(to),
+                dir,
+            },
             Request::Exec { path, argv } => OwnedRequest::Exec {
                 path: s(path),
                 argv: argv.to_vec(),
@@ -253,6 +267,11 @@ impl OwnedRequest {
                 port: *port,
             },
             OwnedRequest::FileWrite { path, op } => Request::FileWrite { path, op: *op },
+            OwnedRequest::FileRename { from, to, dir } => Request::FileRename {
+                from,
+                to,
+                dir: *dir,
+            },
             OwnedRequest::Exec { path, argv } => Request::Exec { path, argv },
         }
     }

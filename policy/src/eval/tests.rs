@@ -667,3 +667,210 @@ fn opaque_streams_need_a_rule_without_http_inspection() {
     assert_eq!(owned.layer(), Layer::Connect);
     assert_eq!(owned.as_request(), s(Some("db.example"), any, 5432, true));
 }
+
+const RENAMES: &str = r#"
+version: 1
+files:
+  mode: report
+  rules:
+    - {path: /tmp/workspace/a, kind: dir, allow: [create_file, remove]}
+    - {path: /tmp/workspace/b, kind: dir, allow: [create_file]}
+    - {path: /tmp/workspace/in, kind: dir, allow: [create_file, remove, rename]}
+    - {path: /tmp/workspace/out, kind: dir, allow: [create_file, rename], mode: enforce}
+    - {path: /tmp/workspace/ro, kind: dir, allow: [remove, rename]}
+    - {path: /tmp/workspace/ro/keep, kind: file, allow: [write]}
+    - {path: /tmp/workspace/d, kind: dir, allow: [create_dir, remove]}
+    - {path: /tmp/workspace/dx, kind: dir, allow: [create_dir, remove, rename]}
+    - {path: /tmp/workspace/dy, kind: dir, allow: [create_dir, remove, rename]}
+    - {path: /tmp/workspace/dy/deep, kind: dir, allow: [create_dir]}
+"#;
+
+fn mv<'a>(from: &'a str, to: &'a str) -> Request<'a> {
+    Request::FileRename {
+        from,
+        to,
+        dir: false,
+    }
+}
+
+fn mv_dir<'a>(from: &'a str, to: &'a str) -> Request<'a> {
+    Request::FileRename {
+        from,
+        to,
+        dir: true,
+    }
+}
+
+#[test]
+fn same_dir_rename_needs_make_and_remove_there() {
+    let p = Policy::parse(RENAMES).unwrap();
+    // create_file (make_reg) + remove (remove_file) on the one parent; no refer needed.
+    let d = evaluate(&p, &mv("/tmp/workspace/a/x.part", "/tmp/workspace/a/x"));
+    assert_eq!(
+        (d.verdict, d.rule.as_str(), d.mode, d.layer),
+        (
+            Verdict::Allow,
+            "files:/tmp/workspace/a",
+            Mode::Report,
+            Layer::File
+        )
+    );
+    // Inherited by the subtree: a rename inside a/sub is decided by a's rule.
+    assert_eq!(
+        verdict(&p, mv("/tmp/workspace/a/s/x", "/tmp/workspace/a/s/y")),
+        allow("files:/tmp/workspace/a")
+    );
+    // The old single-path `rename` op (refer + make_reg + remove_file) is not what a
+    // same-directory rename needs.
+    assert!(evaluate(
+        &p,
+        &Request::FileWrite {
+            path: "/tmp/workspace/a/x",
+            op: FileOp::Rename
+        }
+    )
+    .is_deny());
+    // Missing remove: refused.
+    assert_eq!(
+        verdict(&p, mv("/tmp/workspace/b/x.part", "/tmp/workspace/b/x")),
+        deny(DEFAULT_DENY)
+    );
+    assert_eq!(
+        nearest_rule(&p, &mv("/tmp/workspace/b/x.part", "/tmp/workspace/b/x")).as_deref(),
+        Some("files:/tmp/workspace/b")
+    );
+    // Outside the workspace, or leaving it.
+    for (from, to) in [
+        ("/tmp/workspace/a/x", "/etc/x"),
+        ("/etc/x", "/tmp/workspace/a/x"),
+        ("/tmp/workspace/a/x", "/tmp/workspace/a/../../x"),
+        ("/tmp/workspace/a", "/tmp/workspace/b"),
+        ("relative", "/tmp/workspace/a/x"),
+        ("/tmp/workspace/a/x", "/"),
+    ] {
+        assert_eq!(verdict(&p, mv(from, to)), deny(DEFAULT_DENY), "{from} {to}");
+    }
+    let d = evaluate(&p, &mv("/etc/x", "/etc/y"));
+    assert_eq!((d.mode, d.layer), (Mode::Report, Layer::File));
+}
+
+#[test]
+fn cross_dir_rename_needs_rename_on_both_parents() {
+    let p = Policy::parse(RENAMES).unwrap();
+    // in: refer + remove_file; out: refer + make_reg. No remove needed on out (replacing an
+    // existing `to` would need it: not known, not required). The deciding rule is to's
+    // parent's, with its mode.
+    let d = evaluate(&p, &mv("/tmp/workspace/in/x", "/tmp/workspace/out/x"));
+    assert_eq!(
+        (d.verdict, d.rule.as_str(), d.mode),
+        (Verdict::Allow, "files:/tmp/workspace/out", Mode::Enforce)
+    );
+    // Refer missing on one side: refused.
+    assert!(evaluate(&p, &mv("/tmp/workspace/a/x", "/tmp/workspace/out/x")).is_deny());
+    assert!(evaluate(&p, &mv("/tmp/workspace/in/x", "/tmp/workspace/a/x")).is_deny());
+    // `rename` itself grants make_reg and remove_file, so back is allowed too.
+    assert_eq!(
+        verdict(&p, mv("/tmp/workspace/out/x", "/tmp/workspace/in/x")),
+        allow("files:/tmp/workspace/in")
+    );
+    // ro has refer + remove_file, but out grants write_file/truncate that ro does not: the
+    // file would gain rights, Landlock answers EXDEV.
+    assert!(evaluate(&p, &mv("/tmp/workspace/ro/x", "/tmp/workspace/out/x")).is_deny());
+    // Unless the file itself has them (a file rule on it travels with it).
+    assert_eq!(
+        verdict(&p, mv("/tmp/workspace/ro/keep", "/tmp/workspace/out/keep")),
+        allow("files:/tmp/workspace/out")
+    );
+    // Losing rights is fine (ro's `rename` grants make_reg).
+    assert_eq!(
+        verdict(&p, mv("/tmp/workspace/in/x", "/tmp/workspace/ro/x")),
+        allow("files:/tmp/workspace/ro")
+    );
+    assert_eq!(
+        verdict(&p, mv("/tmp/workspace/in/x", "/tmp/workspace/dx/x")),
+        allow("files:/tmp/workspace/dx")
+    );
+    assert_eq!(
+        nearest_rule(&p, &mv("/tmp/workspace/a/x", "/tmp/workspace/out/x")).as_deref(),
+        Some("files:/tmp/workspace/out")
+    );
+}
+
+#[test]
+fn directory_renames_need_make_dir_and_remove_dir() {
+    let p = Policy::parse(RENAMES).unwrap();
+    assert_eq!(
+        verdict(&p, mv_dir("/tmp/workspace/d/x", "/tmp/workspace/d/y")),
+        allow("files:/tmp/workspace/d")
+    );
+    // create_dir does not grant make_reg, create_file not make_dir.
+    assert!(evaluate(&p, &mv("/tmp/workspace/d/x", "/tmp/workspace/d/y")).is_deny());
+    assert!(evaluate(&p, &mv_dir("/tmp/workspace/a/x", "/tmp/workspace/a/y")).is_deny());
+    // Across directories: refer on both; every right of to's parent must be had already.
+    assert_eq!(
+        verdict(&p, mv_dir("/tmp/workspace/dx/s", "/tmp/workspace/dy/s")),
+        allow("files:/tmp/workspace/dy")
+    );
+    // The deepest contributing rule decides.
+    assert_eq!(
+        verdict(
+            &p,
+            mv_dir("/tmp/workspace/dx/s", "/tmp/workspace/dy/deep/s")
+        ),
+        allow("files:/tmp/workspace/dy/deep")
+    );
+    // dy/deep grants nothing dx lacks, so back is fine too.
+    assert_eq!(
+        verdict(
+            &p,
+            mv_dir("/tmp/workspace/dy/deep/s", "/tmp/workspace/dx/s")
+        ),
+        allow("files:/tmp/workspace/dx")
+    );
+    // `in` lacks make_dir, which dx grants: a directory would gain it (a file would not).
+    assert!(evaluate(&p, &mv_dir("/tmp/workspace/in/s", "/tmp/workspace/dx/s")).is_deny());
+    assert!(!evaluate(&p, &mv("/tmp/workspace/in/s", "/tmp/workspace/dx/s")).is_deny());
+    // Remove_dir missing on from's parent (`rename` grants only remove_file): refused.
+    assert!(evaluate(&p, &mv_dir("/tmp/workspace/out/s", "/tmp/workspace/dx/s")).is_deny());
+    // out has no make_dir.
+    assert!(evaluate(&p, &mv_dir("/tmp/workspace/in/s", "/tmp/workspace/out/s")).is_deny());
+}
+
+#[test]
+fn file_rename_requests_own_and_borrow() {
+    let r = mv_dir("/tmp/workspace/d/x", "/tmp/workspace/d/y");
+    let owned = r.to_owned();
+    assert_eq!(
+        owned,
+        OwnedRequest::FileRename {
+            from: "/tmp/workspace/d/x".into(),
+            to: "/tmp/workspace/d/y".into(),
+            dir: true
+        }
+    );
+    assert_eq!(owned.as_request(), r);
+    assert_eq!((r.layer(), owned.layer()), (Layer::File, Layer::File));
+}
+
+#[test]
+fn create_special_is_always_denied() {
+    let text = "version: 1\nfiles:\n  rules:\n    - {path: /tmp/workspace, kind: dir, allow: [create_file, create_dir, remove, rename, write]}\n";
+    let p = Policy::parse(text).unwrap();
+    let d = evaluate(
+        &p,
+        &Request::FileWrite {
+            path: "/tmp/workspace/link",
+            op: FileOp::CreateSpecial,
+        },
+    );
+    assert_eq!((d.verdict, d.rule.as_str()), (Verdict::Deny, DEFAULT_DENY));
+    assert_eq!(required_rights(FileOp::CreateSpecial), &[FsRight::MakeSym]);
+    for kind in FileKind::ALL {
+        assert!(granted_rights(*kind, FileOp::CreateSpecial).is_empty());
+    }
+    assert!(p
+        .fs_plan()
+        .write_rules
+        .iter()
+        .all(|(_, r)| !r.contains(&FsRight::MakeSym)));
+}

@@ -537,3 +537,159 @@ fn noncanonical_paths_never_become_rules() {
     );
     assert!(evaluate(&p, &get("only.example", "/a//b", None).as_request()).is_deny());
 }
+
+fn rename(from: &str, to: &str, dir: bool) -> OwnedRequest {
+    OwnedRequest::FileRename {
+        from: from.into(),
+        to: to.into(),
+        dir,
+    }
+}
+
+fn file_rules(p: &Policy) -> Vec<(&str, FileKind, Vec<FileOp>, Vec<String>)> {
+    p.files
+        .rules()
+        .iter()
+        .map(|r| (r.path.as_str(), r.kind, r.allow.clone(), r.observed.clone()))
+        .collect()
+}
+
+/// Every observation of the run is allowed by the policy learned from it.
+fn all_allowed(p: &Policy, items: &[Observed]) {
+    for o in items {
+        let d = evaluate(p, &o.request.as_request());
+        assert!(!d.is_deny(), "{:?} -> {d:?}\n{}", o.request, p.to_yaml());
+    }
+}
+
+#[test]
+fn same_dir_rename_learns_create_and_remove() {
+    let items = vec![
+        obs(
+            write("/tmp/workspace/w/x.part", FileOp::CreateFile),
+            "r1",
+            1,
+        ),
+        obs(write("/tmp/workspace/w/x.part", FileOp::Write), "r1", 2),
+        obs(
+            rename("/tmp/workspace/w/x.part", "/tmp/workspace/w/x", false),
+            "r1",
+            3,
+        ),
+        obs(write("/tmp/workspace/w/x", FileOp::Write), "r1", 4),
+    ];
+    let p = learn_stable(items.clone());
+    assert_eq!(
+        file_rules(&p),
+        [(
+            "/tmp/workspace/w",
+            FileKind::Dir,
+            vec![FileOp::CreateFile, FileOp::Remove],
+            vec!["x".into(), "x.part".into()]
+        )]
+    );
+    all_allowed(&p, &items);
+}
+
+#[test]
+fn cross_dir_renames_learn_refer_on_both_parents() {
+    let items = vec![
+        // A file whose parent grants no file rights moved where they are granted: its parent
+        // needs `write` too, or Landlock answers EXDEV.
+        obs(
+            rename("/tmp/workspace/tmp/a.part", "/tmp/workspace/out/a", false),
+            "r1",
+            1,
+        ),
+        // A directory: every right of the destination must be had at the source.
+        obs(
+            rename("/tmp/workspace/x/d", "/tmp/workspace/y/d", true),
+            "r1",
+            2,
+        ),
+    ];
+    let p = learn_stable(items.clone());
+    assert_eq!(
+        file_rules(&p),
+        [
+            (
+                "/tmp/workspace/out",
+                FileKind::Dir,
+                vec![FileOp::CreateFile, FileOp::Rename],
+                vec!["a".into()]
+            ),
+            (
+                "/tmp/workspace/tmp",
+                FileKind::Dir,
+                vec![FileOp::Write, FileOp::Remove, FileOp::Rename],
+                vec!["a.part".into()]
+            ),
+            (
+                "/tmp/workspace/x",
+                FileKind::Dir,
+                vec![FileOp::CreateDir, FileOp::Remove, FileOp::Rename],
+                vec!["d".into()]
+            ),
+            (
+                "/tmp/workspace/y",
+                FileKind::Dir,
+                vec![FileOp::CreateDir, FileOp::Rename],
+                vec!["d".into()]
+            ),
+        ]
+    );
+    all_allowed(&p, &items);
+    // The usual staging pattern needs no widening: tmp already grants write.
+    let staged = vec![
+        obs(
+            write("/tmp/workspace/tmp/b.part", FileOp::CreateFile),
+            "r1",
+            1,
+        ),
+        obs(
+            rename("/tmp/workspace/tmp/b.part", "/tmp/workspace/out/b", false),
+            "r1",
+            2,
+        ),
+    ];
+    let p = learn_stable(staged.clone());
+    assert_eq!(
+        p.files.rules()[1].allow,
+        [FileOp::CreateFile, FileOp::Remove, FileOp::Rename]
+    );
+    all_allowed(&p, &staged);
+}
+
+#[test]
+fn renames_outside_the_workspace_and_special_files_are_never_rules() {
+    let mut refused = obs(
+        rename("/tmp/workspace/a", "/tmp/workspace/b", false),
+        "r1",
+        3,
+    );
+    refused.refused_by_kernel = true;
+    let items = vec![
+        obs(rename("/tmp/workspace/a", "/etc/a", false), "r1", 1),
+        obs(write("/tmp/workspace/link", FileOp::CreateSpecial), "r1", 2),
+        refused,
+    ];
+    let p = learn_stable(items.clone());
+    assert!(p.files.rules().is_empty(), "{}", p.to_yaml());
+    let denied: Vec<(&str, FileOp, Option<&str>)> = p
+        .files
+        .observed_denied()
+        .iter()
+        .map(|d| (d.path.as_str(), d.op, d.errno.as_deref()))
+        .collect();
+    assert_eq!(
+        denied,
+        [
+            ("/etc/a", FileOp::Rename, None),
+            ("/tmp/workspace/b", FileOp::Rename, Some("EROFS")),
+            ("/tmp/workspace/link", FileOp::CreateSpecial, None),
+        ]
+    );
+    for o in &items {
+        assert!(evaluate(&p, &o.request.as_request()).is_deny());
+    }
+}

@@ -76,6 +76,12 @@ fn file_rule(n: &Node<'_>, ids: &mut Ids) -> Result<FileRule> {
             FileOp::from_keyword,
             FileOp::expected(),
         )?;
+        if o == FileOp::CreateSpecial {
+            return Err(err(
+                op,
+                "create_special cannot be allowed: Landlock rights for symlinks and device nodes are never granted",
+            ));
+        }
         if kind == FileKind::File && o != FileOp::Write {
             return Err(err(
                 op,

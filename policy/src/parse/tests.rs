@@ -191,3 +191,18 @@ fn defaults_and_shorthands() {
         }
     );
 }
+
+#[test]
+fn create_special_cannot_be_allowed() {
+    let text = "version: 1\nfiles:\n  rules:\n    - path: /tmp/workspace\n      kind: dir\n      allow: [create_file, create_special]\n";
+    assert_eq!(
+        error(text),
+        "6:28: create_special cannot be allowed: Landlock rights for symlinks and device nodes are never granted"
+    );
+    // It is a known keyword: observed_denied may name it.
+    let denied = "version: 1\nfiles:\n  observed_denied:\n    - {path: /tmp/workspace/l, op: create_special, count: 1}\n";
+    assert_eq!(
+        Policy::parse(denied).unwrap().files.observed_denied()[0].op,
+        FileOp::CreateSpecial
+    );
+}

@@ -116,6 +116,10 @@ fn behaviour(log: &RunLog) -> Vec<BTreeSet<String>> {
                 (5, format!("{op} {path}"))
             }
             OwnedRequest::FileWrite { path, op } => (3, format!("{op} {path}")),
+            OwnedRequest::FileRename { from, to, .. } if item.refused_by_kernel => {
+                (5, format!("rename {from} -> {to}"))
+            }
+            OwnedRequest::FileRename { from, to, .. } => (3, format!("rename {from} -> {to}")),
             OwnedRequest::Exec { path, .. } => (4, path.clone()),
         };
         sets[kind].insert(text);

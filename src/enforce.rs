@@ -274,6 +274,11 @@ pub fn request_fields(req: &Request<'_>) -> DecisionRequest {
             r.path = Some((*path).to_owned());
             r.op = Some(op.to_string());
         }
+        Request::FileRename { from, to, dir } => {
+            r.path = Some((*to).to_owned());
+            r.from = Some((*from).to_owned());
+            r.op = Some(if *dir { "rename_dir" } else { "rename" }.to_owned());
+        }
         Request::Exec { path, argv } => {
             r.path = Some((*path).to_owned());
             r.argv = argv.to_vec();

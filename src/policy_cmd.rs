@@ -234,6 +234,7 @@ pub fn describe(req: &idagent_policy::OwnedRequest) -> String {
                 .unwrap_or_default()
         ),
         R::FileWrite { path, op } => format!("{op} {path}"),
+        R::FileRename { from, to, .. } => format!("rename {from} -> {to}"),
         R::Exec { path, .. } => format!("exec {path}"),
     }
 }

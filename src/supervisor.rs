@@ -536,19 +536,21 @@ impl Supervisor {
         if !self.enforcer.active() {
             return None;
         }
-        let policy_op = match op {
-            FileOp::OpenWrite if procfs::exists_in_guest(pid, path) == Some(false) => {
-                idagent_policy::FileOp::CreateFile
-            }
-            other => crate::policy_cmd::replay::file_op(other)?,
-        };
-        let req = idagent_policy::Request::FileWrite {
+        let creates = matches!(op, FileOp::OpenWrite | FileOp::Creat)
+            && procfs::exists_in_guest(pid, path) == Some(false);
+        let dir = from.is_some_and(|f| procfs::is_dir_in_guest(pid, f));
+        let req = crate::policy_cmd::replay::file_request(
+            op,
             path,
-            op: policy_op,
-        };
-        let decision =
-            self.enforcer
-                .label(&req, crate::enforce::Context::pid(actor.pid), "landlock")?;
+            from.map(String::as_str),
+            dir,
+            creates,
+        )?;
+        let decision = self.enforcer.label(
+            &req.as_request(),
+            crate::enforce::Context::pid(actor.pid),
+            "landlock",
+        )?;
         decision.enforced().then(|| {
             Observed::Event(Box::new(EventBody::File(FileEvent {
                 op,

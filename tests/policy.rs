@@ -214,6 +214,18 @@ try:
     r["loader"] = subprocess.run(["/lib64/ld-linux-x86-64.so.2", "/bin/true"]).returncode
 except OSError as e:
     r["loader"] = e.errno
+with open("/tmp/workspace/draft.txt", "w") as f:
+    f.write("draft")
+try:
+    os.rename("/tmp/workspace/draft.txt", "/tmp/workspace/final.txt")
+    r["rename"] = "ok"
+except OSError as e:
+    r["rename"] = e.errno
+try:
+    os.symlink("/etc/passwd", "/tmp/workspace/link")
+    r["symlink"] = "ok"
+except OSError as e:
+    r["symlink"] = e.errno
 with open("/dev/shm/idagent-scratch", "w") as f:
     f.write("1")
 r["shm"] = "ok"
@@ -312,6 +324,8 @@ fn attacker_under_the_learned_policy_is_refused_in_enforce_and_only_recorded_in_
     assert_eq!(unconfined["proxy_connect"], 200);
     assert_eq!(unconfined["slow_request"], "answered", "{}", bare.explain());
     assert_eq!(unconfined["loader_fd"], 0);
+    assert_eq!(unconfined["rename"], "ok");
+    assert_eq!(unconfined["symlink"], "ok");
 
     let mut with_policy = mapped_ip.clone();
     with_policy.extend([
@@ -354,6 +368,37 @@ fn attacker_under_the_learned_policy_is_refused_in_enforce_and_only_recorded_in_
     assert_eq!(got["dotdot"], 403, "{explain}");
     assert_eq!(got["slow_request"], "closed", "{explain}");
     assert_eq!(got["loader_fd"], 13, "{explain}");
+    // The policy lets the run create files in the workspace, not remove them (a rename
+    // removes the old name) nor make symlinks: the kernel refuses both, and says so.
+    assert_eq!(got["rename"], 13, "{explain}");
+    assert_eq!(got["symlink"], 13, "{explain}");
+    for (op, path) in [
+        ("rename", "/tmp/workspace/final.txt"),
+        ("create_special", "/tmp/workspace/link"),
+    ] {
+        assert!(
+            has_decision(
+                &enforced,
+                "file",
+                |r| r["op"] == op && r["path"] == path,
+                false
+            ),
+            "no enforced {op} denial\n{explain}"
+        );
+    }
+    // Everything the kernel refused in the workspace is on record as refused.
+    for path in [
+        "/tmp/workspace/.ssh",
+        "/tmp/workspace/final.txt",
+        "/tmp/workspace/link",
+    ] {
+        assert!(
+            enforced
+                .of_kind("file")
+                .any(|e| e["path"] == path && e["errno"] == "EACCES"),
+            "{path} not recorded as refused\n{explain}"
+        );
+    }
     assert!(
         enforced
             .of_kind("exec")

@@ -398,9 +398,13 @@ pub struct DecisionRequest {
     pub path: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
-    /// File operation (`create_file`, `create_dir`, `write`, `remove`, `rename`).
+    /// File operation (`create_file`, `create_dir`, `write`, `remove`, `rename`,
+    /// `create_special`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub op: Option<String>,
+    /// A rename's old path (`path` is the new one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub argv: Vec<String>,
 }

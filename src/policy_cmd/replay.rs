@@ -196,6 +196,16 @@ impl RunLog {
                 if t.mode.as_ref() == "intercepted" {
                     flows.intercepted.insert(t.flow.0);
                 }
+                let waiting = flows.pending_sni.remove(&t.flow.0).unwrap_or_default();
+                if t.sni.is_none() {
+                    for i in waiting {
+                        if let Some(OwnedRequest::Http { host, .. }) =
+                            self.items.get_mut(i).map(|item| &mut item.request)
+                        {
+                            *host = dst.ip().to_string();
+                        }
+                    }
+                }
                 let request = OwnedRequest::Tls {
                     sni: t.sni.clone(),
                     alpn: t.alpn.iter().cloned().collect(),
@@ -237,6 +247,28 @@ impl RunLog {
                 if h.note.as_deref() == Some("misdirected") {
                     return; // refused by routing: nothing was sent anywhere
                 }
+                let mut url = url;
+                // Decided as the gateway decides it: on a connection to a bare address (no
+                // resolved name, and for HTTPS no SNI) the request is the address's, whatever
+                // Host it claimed. The SNI is known only at the flow's `tls` event, which comes
+                // after its requests: HTTPS requests wait for it there.
+                let bare = flows
+                    .open
+                    .get(&h.flow.0)
+                    .filter(|(name, dst)| {
+                        name.is_none() && !crate::netdrv::is_gateway_service(*dst)
+                    })
+                    .map(|(_, dst)| dst.ip());
+                if let Some(ip) = bare {
+                    match url.scheme {
+                        idagent_policy::Scheme::Http => url.host = ip.to_string(),
+                        idagent_policy::Scheme::Https => flows
+                            .pending_sni
+                            .entry(h.flow.0)
+                            .or_default()
+                            .push(self.items.len()),
+                    }
+                }
                 self.push(&record, url.request(&h.method));
                 if let Some(last) = self.items.last_mut() {
                     last.credentials = !h.credentials.is_empty();
@@ -258,12 +290,13 @@ impl RunLog {
                 self.push(&record, request);
             }
             EventBody::File(f) => {
-                let Some(op) = file_op(f.op) else { return };
-                let inside = in_workspace(&f.path);
-                let request = OwnedRequest::FileWrite {
-                    path: f.path.clone(),
-                    op,
+                // The watcher reports a renamed directory without size or hash.
+                let dir = f.op == AuditOp::Rename && f.size.is_none() && f.sha256.is_none();
+                let Some(request) = file_request(f.op, &f.path, f.from.as_deref(), dir, false)
+                else {
+                    return;
                 };
+                let inside = in_workspace(&f.path);
                 self.push(&record, request);
                 if let Some(last) = self.items.last_mut() {
                     last.refused_by_kernel = f.outcome == Outcome::Denied;
@@ -295,6 +328,8 @@ struct Flows {
     intercepted: std::collections::HashSet<u64>,
     /// Flows that carried HTTP.
     http: std::collections::HashSet<u64>,
+    /// HTTPS requests (item indices) on flows to a bare address, until the flow's SNI is known.
+    pending_sni: HashMap<u64, Vec<usize>>,
 }
 
 /// Whether `path` (absolute, as the guest named it) is the workspace or beneath it; a path
@@ -308,12 +343,43 @@ pub fn in_workspace(path: &str) -> bool {
     beneath && !path.split('/').any(|seg| seg == "..")
 }
 
+/// The policy request of a file operation on `path` — the one mapping the supervisor (live)
+/// and the replay share. `from` is a rename's old path, `dir` whether a directory is renamed,
+/// `creates` whether a write-open makes a new file. `None` for what is not a write.
+/// Landlock's rights decide the mapping: a rename needs rights at both parents
+/// (`FileRename`); symlinks and device nodes need rights no rule grants (`CreateSpecial`); a
+/// hard link is a new entry (`CreateFile`; across directories Landlock also wants `refer`,
+/// which this mapping does not model).
+pub fn file_request(
+    op: AuditOp,
+    path: &str,
+    from: Option<&str>,
+    dir: bool,
+    creates: bool,
+) -> Option<OwnedRequest> {
+    let op = match (op, from) {
+        (AuditOp::Rename, Some(from)) => {
+            return Some(OwnedRequest::FileRename {
+                from: from.to_owned(),
+                to: path.to_owned(),
+                dir,
+            })
+        }
+        (AuditOp::Symlink | AuditOp::Mknod, _) => FileOp::CreateSpecial,
+        (AuditOp::OpenWrite | AuditOp::Creat, _) if creates => FileOp::CreateFile,
+        (other, _) => file_op(other)?,
+    };
+    Some(OwnedRequest::FileWrite {
+        path: path.to_owned(),
+        op,
+    })
+}
+
 /// The policy's view of a file event's operation; `None` for what is not a write.
 pub fn file_op(op: AuditOp) -> Option<FileOp> {
     Some(match op {
-        AuditOp::Create | AuditOp::Creat | AuditOp::Mknod | AuditOp::Symlink | AuditOp::Link => {
-            FileOp::CreateFile
-        }
+        AuditOp::Create | AuditOp::Creat | AuditOp::Link => FileOp::CreateFile,
+        AuditOp::Mknod | AuditOp::Symlink => FileOp::CreateSpecial,
         AuditOp::Modify | AuditOp::OpenWrite | AuditOp::Truncate => FileOp::Write,
         AuditOp::Delete | AuditOp::Unlink | AuditOp::Rmdir => FileOp::Remove,
         AuditOp::Rename => FileOp::Rename,

@@ -287,6 +287,22 @@ pub fn real_path_in_guest(pid: u32, path: &str) -> Option<String> {
         .map(|p| p.to_string_lossy().into_owned())
 }
 
+/// Whether `path` is a directory for `pid` (inside its root; symlinks not followed at the
+/// end, as rename does not follow them). `false` when it cannot be told.
+pub fn is_dir_in_guest(pid: u32, path: &str) -> bool {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    let Ok(root) = std::fs::File::open(format!("/proc/{pid}/root")) else {
+        return false;
+    };
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    openat2(&root, path, how)
+        .ok()
+        .and_then(|fd| nix::sys::stat::fstat(&fd).ok())
+        .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+}
+
 pub fn exists_in_guest(pid: u32, path: &str) -> Option<bool> {
     use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
     let root = std::fs::File::open(format!("/proc/{pid}/root")).ok()?;

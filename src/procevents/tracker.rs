@@ -251,6 +251,22 @@ impl<S: ProcSource> Tracker<S> {
             }
             adopt.extend(self.src.children(child));
         }
+        // Execs may have been lost too: every live process is looked at again, with the
+        // program it runs now (bounded like any exec batch).
+        let mut live: Vec<i32> = self.procs.keys().copied().collect();
+        live.sort_unstable();
+        for pid in live {
+            if self.execs.len() >= MAX_PENDING_EXECS {
+                break;
+            }
+            let exe = self.src.exe(pid);
+            if let Some(p) = self.procs.get_mut(&pid) {
+                if exe.is_some() {
+                    p.exe = exe.clone();
+                }
+                self.execs.push((pid, exe, p.guest_pid));
+            }
+        }
     }
 }
 
@@ -393,6 +409,40 @@ mod tests {
             1
         );
         assert_eq!(t.stats().cap_refusals, 7);
+    }
+
+    #[test]
+    fn forks_and_a_loss_queue_what_runs_for_the_exec_guard() {
+        let fake = Fake::default();
+        fake.stats.borrow_mut().insert(1001, alive(5));
+        let mut t = Tracker::new(&fake, 1001, 1, 10);
+        let mut out = Vec::new();
+        assert!(t.take_execs().is_empty());
+        t.on_event(
+            ProcEvent::Fork {
+                parent_pid: 1001,
+                parent_tgid: 1001,
+                child_pid: 1002,
+                child_tgid: 1002,
+            },
+            &mut out,
+        );
+        // A fork runs its parent's program.
+        assert_eq!(
+            t.take_execs(),
+            vec![(1002, Some("/bin/p1001".to_owned()), Some(2))]
+        );
+        // After lost events every live process is looked at again, with what it runs now.
+        fake.stats.borrow_mut().insert(1002, alive(6));
+        t.on_lost("ENOBUFS", &mut out);
+        let execs = t.take_execs();
+        assert_eq!(
+            execs.iter().map(|e| (e.0, e.1.clone())).collect::<Vec<_>>(),
+            vec![
+                (1001, Some("/bin/p1001".to_owned())),
+                (1002, Some("/bin/p1002".to_owned()))
+            ]
+        );
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! through taps (nothing buffers a whole body; SSE and chunked responses reach the guest as
 //! they arrive), `Upgrade` (WebSocket) tunnels, and the `http` audit event with credentials
 //! redacted. `Expect: 100-continue` is hyper's: the guest's body is read only once forwarded.
+//! Every request first passes `http/gate.rs` (routing by its own target, then the policy);
+//! `http/tunnel.rs` holds CONNECT, the connection's identity and the gateway's own refusals.
 //!
 //! HTTP/2 (`--http2`, guest side only): each stream is served like an HTTP/1 request and
 //! forwarded over HTTP/1.1 upstream, on a small pool of upstream connections per guest

@@ -125,6 +125,9 @@ impl RunConfig {
         let policy = crate::enforce::load_run_policy(&args.policy)?;
         if let Some(p) = &policy {
             crate::enforce::check_inspection(p, args.net.tls)?;
+            for warning in crate::enforce::enforcement_warnings(p) {
+                eprintln!("idagent: warning: {warning}");
+            }
         }
         Ok(Self {
             image,

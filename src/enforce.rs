@@ -336,6 +336,25 @@ pub enum EnforceSetupError {
     Uninspectable { rule: String },
 }
 
+/// What a reviewer should hear before an enforced run with this policy starts: sections that
+/// are enforced but allow nothing (default deny is meant, but an empty `exec` section means the
+/// command itself cannot start).
+pub fn enforcement_warnings(policy: &Policy) -> Vec<String> {
+    let fs = policy.fs_plan();
+    let mut out = Vec::new();
+    if fs.exec_mode == Mode::Enforce && policy.exec.rules().is_empty() {
+        out.push(
+            "the policy has no exec rules: in enforce mode every exec is refused, the command's own included (add exec rules, or `exec: {mode: report}`)".to_owned(),
+        );
+    }
+    if fs.files_mode == Mode::Enforce && policy.files.rules().is_empty() {
+        out.push(
+            "the policy has no files rules: in enforce mode nothing may be created or written in /tmp/workspace".to_owned(),
+        );
+    }
+    out
+}
+
 /// Refuses a policy whose enforced HTTPS method/path rules the run could not see: with
 /// `--tls passthrough` the gateway never reads the HTTP inside TLS, so such a rule would be
 /// enforced as "any request" without saying so.

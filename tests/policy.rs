@@ -665,5 +665,27 @@ fn bad_policy_files_are_refused_with_file_line_col_before_any_container() {
         "{}",
         text(&out)
     );
+    // Default deny per section: an enforced policy without exec rules lets nothing start, and
+    // says so before the run and in the record.
+    let bare = dir.path().join("bare.yaml");
+    std::fs::write(&bare, "version: 1\nmode: enforce\n").expect("write");
+    let run = idagent_run(&[
+        "--offline",
+        "--policy",
+        &bare.display().to_string(),
+        "--image",
+        GUEST_IMAGE,
+        "--",
+        "true",
+    ]);
+    assert_eq!(run.code(), Some(127), "{}", run.explain());
+    assert!(run.stderr().contains("no exec rules"), "{}", run.explain());
+    assert!(
+        run.of_kind("decision").any(|d| d["layer"] == "exec"
+            && d["verdict"] == "deny"
+            && d["enforced_by"] == "landlock"),
+        "{}",
+        run.explain()
+    );
     assert!(!run_dir.exists());
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -121,9 +122,11 @@ impl AuditLog {
     /// Creates `path` (it must not exist: a log is never appended to by two runs) and starts the
     /// writer thread.
     pub fn create(path: &Path, run: RunId, queue: usize) -> Result<Self, AuditError> {
+        // Owner-only: the log holds what the guest sent (bodies, names, fingerprints).
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(path)
             .map_err(|source| AuditError::Open {
                 path: path.to_owned(),

@@ -378,7 +378,19 @@ pub fn write_html(run_dir: &Path) -> Result<PathBuf, ReportError> {
     let report = b.finish_with(warnings);
     let html = render_html(&report, &timeline);
     let path = run_dir.join("report.html");
-    std::fs::write(&path, html).map_err(|source| ReportError::WriteHtml {
+    // Owner-only, like the log it is made from.
+    let write = || {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)?
+            .write_all(html.as_bytes())
+    };
+    write().map_err(|source| ReportError::WriteHtml {
         path: path.clone(),
         source,
     })?;

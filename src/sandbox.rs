@@ -226,6 +226,9 @@ fn prepare_dirs(cfg: &RunConfig, run_dir: &Path, ctl_dir: &Path) -> Result<PathB
         move |source| SandboxError::RunDir { path, source }
     };
     std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
+    // The run folder holds what the guest did and sent: owner (root) only.
+    std::fs::set_permissions(run_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .map_err(io(run_dir))?;
     let workspace = std::fs::canonicalize(run_dir)
         .map_err(io(run_dir))?
         .join("workspace");

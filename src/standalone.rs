@@ -63,10 +63,17 @@ pub async fn run_command(args: crate::cli::GatewayArgs) -> Result<(), GatewayCmd
         .run_dir
         .clone()
         .unwrap_or_else(|| std::path::PathBuf::from("captures").join(run_id.as_str()));
-    std::fs::create_dir_all(&run_dir).map_err(|source| GatewayCmdError::RunDir {
-        path: run_dir.clone(),
-        source,
-    })?;
+    std::fs::create_dir_all(&run_dir)
+        .and_then(|()| {
+            std::fs::set_permissions(
+                &run_dir,
+                std::os::unix::fs::PermissionsExt::from_mode(0o700),
+            )
+        })
+        .map_err(|source| GatewayCmdError::RunDir {
+            path: run_dir.clone(),
+            source,
+        })?;
     let listener =
         TcpListener::bind(args.listen)
             .await

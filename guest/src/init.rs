@@ -255,6 +255,13 @@ fn supervise(
             return Err(os_err("arm control socket"));
         }
     }
+    // PID 1 is not dumpable: the app runs as the same uid and could otherwise ptrace-stop it
+    // (or read its /proc files) and outlive the dead-man switch. The command's own exec resets
+    // the flag for the app, so its crash dumps and /proc stay as usual.
+    // SAFETY: prctl with PR_SET_DUMPABLE and a constant argument; no pointers.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(os_err("make init non-dumpable"));
+    }
     if host_gone(ctl) {
         return Err(InitError::Os(
             "host hung up before start",

@@ -9,7 +9,17 @@ use tokio::io::AsyncWriteExt;
 pub(super) async fn forward_output(mut rx: tokio::sync::mpsc::Receiver<Output>, run_dir: PathBuf) {
     let open = |name: &str| {
         let path = run_dir.join(name);
-        async move { tokio::fs::File::create(path).await.ok() }
+        // Owner-only: the guest's output is as sensitive as the log.
+        async move {
+            tokio::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)
+                .await
+                .ok()
+        }
     };
     let (mut out_log, mut err_log) = (open("stdout.log").await, open("stderr.log").await);
     let (mut stdout, mut stderr) = (tokio::io::stdout(), tokio::io::stderr());

@@ -1,0 +1,67 @@
+//! The guest against its own sandbox (first part of the hardening work): it cannot
+//! ptrace-stop or read its PID 1, and what a run leaves on the host is readable by its owner
+//! only. Real engine, real kernel; judged by what the guest sees and the files' modes.
+
+mod common;
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+
+const PROBE: &str = r#"
+import ctypes, json
+r = {}
+try:
+    open("/proc/1/environ").read()
+    r["environ"] = "read"
+except PermissionError:
+    r["environ"] = "denied"
+libc = ctypes.CDLL(None, use_errno=True)
+rc = libc.ptrace(16, 1, 0, 0)  # PTRACE_ATTACH to the guest's init
+r["ptrace"] = [rc, ctypes.get_errno()]
+print("RESULT " + json.dumps(r))
+"#;
+
+#[test]
+fn the_guest_cannot_touch_its_init_and_the_run_folder_is_private() {
+    let run = idagent_run(&[
+        "--offline",
+        "--image",
+        GUEST_IMAGE,
+        "--",
+        "python3",
+        "-c",
+        PROBE,
+    ]);
+    assert_eq!(run.code(), Some(0), "{}", run.explain());
+    let line = run
+        .stdout()
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT ").map(str::to_owned))
+        .unwrap_or_else(|| panic!("no RESULT\n{}", run.explain()));
+    let got: serde_json::Value = serde_json::from_str(&line).expect("json");
+    assert_eq!(got["environ"], "denied", "{}", run.explain());
+    assert_eq!(
+        got["ptrace"],
+        serde_json::json!([-1, libc::EPERM]),
+        "{}",
+        run.explain()
+    );
+
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let dir = run.run_dir();
+    assert_eq!(mode(&dir), 0o700, "run folder");
+    for file in [
+        "audit.jsonl",
+        "report.html",
+        "stdout.log",
+        "stderr.log",
+        "traffic.pcapng",
+    ] {
+        assert_eq!(mode(&dir.join(file)), 0o600, "{file}");
+    }
+}

@@ -392,10 +392,11 @@ impl Supervisor {
         };
         // Credentials on a command line (`curl -H "Authorization: Bearer …"`) are logged as
         // fingerprints, like everywhere else in the log.
-        let argv: Vec<String> = mem
-            .read_argv(arg(args, argv_arg))?
-            .into_iter()
-            .map(|a| crate::redact::redact_text(&a).0)
+        let read = mem.read_argv(arg(args, argv_arg))?;
+        let argv: Vec<String> = read
+            .args
+            .iter()
+            .map(|a| crate::redact::redact_text(a).0)
             .collect();
         let status = Status::read(pid)?;
         let ppid = status
@@ -440,6 +441,8 @@ impl Supervisor {
             path,
             real_path,
             argv,
+            argv_truncated: read.truncated,
+            argc: read.truncated.then_some(read.argc),
             caller: procfs::read_link(pid, "exe").ok(),
             uid: status.uid.unwrap_or(u32::MAX),
         }));

@@ -180,6 +180,11 @@ pub struct ExecEvent {
     /// is in force and it differs from `path`: what the decision was made on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub real_path: Option<String>,
+    /// `argv` was cut to the caps (entries or bytes); `argc` then says how many there were.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub argv_truncated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argc: Option<usize>,
     pub argv: Vec<String>,
     /// The executable that made the call.
     #[serde(skip_serializing_if = "Option::is_none")]

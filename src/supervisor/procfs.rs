@@ -14,6 +14,19 @@ use std::os::unix::fs::FileExt;
 pub(super) const MAX_STRING: usize = 4096;
 /// Most argv entries read for one exec.
 pub(super) const MAX_ARGV: usize = 256;
+/// Most argv entries counted for `argc` (the kernel's argument space, 2 MiB by default, holds
+/// at most 256 Ki pointers).
+pub(super) const MAX_ARGC_COUNTED: usize = 1 << 18;
+
+/// An exec's argument vector as kept for the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Argv {
+    pub args: Vec<String>,
+    /// The real number of arguments (counted up to [`MAX_ARGC_COUNTED`]).
+    pub argc: usize,
+    /// Entries or bytes were cut to the caps.
+    pub truncated: bool,
+}
 const PAGE: u64 = 4096;
 
 /// A guest process's memory, opened once per notification.
@@ -28,6 +41,11 @@ impl GuestMem {
     /// A NUL-terminated string at `addr`, read page by page so a string that ends just before
     /// an unmapped page is still read; at most [`MAX_STRING`] bytes.
     pub(super) fn read_cstr(&self, addr: u64) -> io::Result<String> {
+        self.read_cstr_capped(addr).map(|(s, _)| s)
+    }
+
+    /// [`GuestMem::read_cstr`], and whether the string went on past [`MAX_STRING`].
+    fn read_cstr_capped(&self, addr: u64) -> io::Result<(String, bool)> {
         if addr == 0 {
             return Err(io::Error::from_raw_os_error(libc::EFAULT));
         }
@@ -43,7 +61,7 @@ impl GuestMem {
             }
             if let Some(end) = buf[..n].iter().position(|&b| b == 0) {
                 out.extend_from_slice(&buf[..end]);
-                return Ok(String::from_utf8_lossy(&out).into_owned());
+                return Ok((String::from_utf8_lossy(&out).into_owned(), false));
             }
             out.extend_from_slice(&buf[..n]);
             at = at
@@ -51,7 +69,7 @@ impl GuestMem {
                 .ok_or_else(|| io::Error::from_raw_os_error(libc::EFAULT))?;
         }
         // Longer than PATH_MAX: the kernel refuses such a path (ENAMETOOLONG); keep the prefix.
-        Ok(String::from_utf8_lossy(&out).into_owned())
+        Ok((String::from_utf8_lossy(&out).into_owned(), true))
     }
 
     pub(super) fn read_u64(&self, addr: u64) -> io::Result<u64> {
@@ -60,20 +78,42 @@ impl GuestMem {
         Ok(u64::from_ne_bytes(buf))
     }
 
-    /// The NULL-terminated argv array at `addr`: at most [`MAX_ARGV`] entries (a NULL array is
-    /// empty, as Linux treats it).
-    pub(super) fn read_argv(&self, addr: u64) -> io::Result<Vec<String>> {
-        let mut argv = Vec::new();
+    /// The NULL-terminated argv array at `addr`: at most [`MAX_ARGV`] entries of at most
+    /// [`MAX_STRING`] bytes (a NULL array is empty, as Linux treats it), with the real count
+    /// (up to [`MAX_ARGC_COUNTED`]) and whether anything was cut.
+    pub(super) fn read_argv(&self, addr: u64) -> io::Result<Argv> {
+        let mut argv = Argv::default();
         if addr == 0 {
             return Ok(argv);
         }
         for i in 0..MAX_ARGV as u64 {
             let ptr = self.read_u64(addr.wrapping_add(i * 8))?;
             if ptr == 0 {
+                argv.argc = argv.args.len();
+                return Ok(argv);
+            }
+            let (arg, cut) = self.read_cstr_capped(ptr)?;
+            argv.truncated |= cut;
+            argv.args.push(arg);
+        }
+        // More entries than kept: count the rest, a page of pointers per read.
+        let mut count = MAX_ARGV;
+        let mut page = [0u8; PAGE as usize];
+        'count: while count < MAX_ARGC_COUNTED {
+            let at = addr.wrapping_add(count as u64 * 8);
+            let n = self.0.read_at(&mut page, at)?;
+            if n < 8 {
                 break;
             }
-            argv.push(self.read_cstr(ptr)?);
+            for ptr in page[..n - n % 8].chunks_exact(8) {
+                if ptr.iter().all(|b| *b == 0) {
+                    break 'count;
+                }
+                count += 1;
+            }
         }
+        argv.argc = count;
+        argv.truncated |= count > MAX_ARGV;
         Ok(argv)
     }
 }

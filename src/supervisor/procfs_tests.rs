@@ -161,11 +161,26 @@ fn reads_own_memory() {
     let a = std::ffi::CString::new("ls").expect("cstring");
     let b = std::ffi::CString::new("-l").expect("cstring");
     let argv = [a.as_ptr(), b.as_ptr(), std::ptr::null()];
+    let got = mem.read_argv(argv.as_ptr() as u64).expect("argv");
     assert_eq!(
-        mem.read_argv(argv.as_ptr() as u64).expect("argv"),
-        vec!["ls", "-l"]
+        (got.args, got.argc, got.truncated),
+        (vec!["ls".into(), "-l".into()], 2, false)
     );
-    assert_eq!(mem.read_argv(0).expect("null argv"), Vec::<String>::new());
+    assert_eq!(mem.read_argv(0).expect("null argv"), Argv::default());
+    // Past the caps: the real count and a marker, for entries and for bytes.
+    let many: Vec<std::ffi::CString> = (0..1000)
+        .map(|i| std::ffi::CString::new(format!("a{i}")).expect("cstring"))
+        .collect();
+    let mut ptrs: Vec<*const libc::c_char> = many.iter().map(|c| c.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    let got = mem.read_argv(ptrs.as_ptr() as u64).expect("argv");
+    assert_eq!(
+        (got.args.len(), got.argc, got.truncated),
+        (MAX_ARGV, 1000, true)
+    );
+    let argv = [a.as_ptr(), long.as_ptr(), std::ptr::null()];
+    let got = mem.read_argv(argv.as_ptr() as u64).expect("argv");
+    assert_eq!((got.argc, got.truncated), (2, true));
     assert!(mem.read_cstr(0).is_err());
     assert!(mem.read_cstr(8).is_err(), "unmapped page");
 }

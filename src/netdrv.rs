@@ -39,6 +39,8 @@ const READ_CHUNK: usize = flow::MAX_CHUNK;
 /// UDP flows (guest address, destination) whose policy decision is remembered, so a datagram
 /// stream costs one `decision` event, not one per datagram. When full it is cleared.
 pub const MAX_UDP_DECISIONS: usize = 4096;
+/// ICMP echo targets recorded with a `blocked` event (one each); beyond, only the counter.
+pub const MAX_ICMP_TARGETS_LOGGED: usize = 64;
 
 /// What the driver counted.
 #[derive(Debug, Default, Clone, Copy)]
@@ -128,6 +130,7 @@ pub async fn run(
         stats: DriverStats::default(),
         icmp_logged: Default::default(),
         udp_decisions: HashMap::new(),
+        caps_noticed: Default::default(),
         chunk: vec![0u8; READ_CHUNK],
     };
     let (udp_tx, mut udp_rx) = mpsc::channel::<UdpReply>(UDP_REPLY_QUEUE);
@@ -217,6 +220,8 @@ struct Driver {
     stats: DriverStats,
     /// ICMP targets already logged (bounded).
     icmp_logged: std::collections::HashSet<std::net::IpAddr>,
+    /// Per-guest stack caps already reported with a `notice`.
+    caps_noticed: std::collections::HashSet<String>,
     /// Policy decisions of UDP flows: allowed (true) or refused (at most [`MAX_UDP_DECISIONS`]).
     udp_decisions: HashMap<(SocketAddr, SocketAddr), bool>,
     chunk: Vec<u8>,
@@ -235,29 +240,13 @@ impl Driver {
                 return;
             }
         }
-        if stack.receive(packet, now).is_err() {
+        if let Err(reason) = stack.receive(packet, now) {
             self.stats.dropped += 1;
+            self.record_drop(&reason);
             return;
         }
         // QUIC: refuse at once so clients fall back to TCP (where the gateway sees the HTTP).
-        // ICMP echo: the stack answers pings to the gateway only; a ping anywhere else is
-        // dropped (idagent does not originate ICMP for the guest) and logged once per target.
         if let Some(meta) = meta {
-            let to_gateway =
-                meta.dst == crate::netns::GATEWAY_V4 || meta.dst == crate::netns::GATEWAY_V6;
-            if meta.transport == Transport::Icmp
-                && !to_gateway
-                && self.icmp_logged.len() < 64
-                && self.icmp_logged.insert(meta.dst)
-            {
-                self.parts.audit.emit(EventBody::Blocked(BlockedEvent {
-                    what: "icmp".into(),
-                    target: meta.dst.to_string(),
-                    reason: "ICMP is answered for the gateway only; nothing is sent upstream"
-                        .into(),
-                    flow: None,
-                }));
-            }
             if meta.transport == Transport::Udp
                 && meta.dst_port == Some(443)
                 && stack.reject_udp(packet).is_ok()
@@ -274,6 +263,38 @@ impl Driver {
                     }));
                 }
             }
+        }
+    }
+
+    /// The record of a guest packet the stack dropped, for the drops a reviewer must see
+    /// (the rest stay counters: `tun_packets_dropped` in `run_end`). An ICMP echo to anything
+    /// but the gateway (idagent originates no ICMP for the guest) is one `blocked` event per
+    /// target, at most [`MAX_ICMP_TARGETS_LOGGED`]; a per-guest cap is one `notice` per cap.
+    fn record_drop(&mut self, reason: &idagent_netstack::stack::DropReason) {
+        use idagent_netstack::stack::DropReason;
+        match reason {
+            DropReason::IcmpEchoNotGateway { dst }
+                if self.icmp_logged.len() < MAX_ICMP_TARGETS_LOGGED
+                    && self.icmp_logged.insert(*dst) =>
+            {
+                self.parts.audit.emit(EventBody::Blocked(BlockedEvent {
+                    what: "icmp".into(),
+                    target: dst.to_string(),
+                    reason: "ICMP is answered for the gateway only; nothing is sent upstream"
+                        .into(),
+                    flow: None,
+                }));
+            }
+            DropReason::OverCap { cap, max } if self.caps_noticed.insert(cap.to_string()) => {
+                notice(
+                    &self.parts.audit,
+                    "netstack_cap",
+                    format!(
+                        "the guest reached the {cap} cap ({max}); further packets over it are dropped (counted in run_end)"
+                    ),
+                );
+            }
+            _ => {}
         }
     }
 

@@ -65,3 +65,44 @@ fn the_guest_cannot_touch_its_init_and_the_run_folder_is_private() {
         assert_eq!(mode(&dir.join(file)), 0o600, "{file}");
     }
 }
+
+const PING: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
+s.settimeout(1)
+s.sendto(b"\x08\x00\x00\x00\x00\x01\x00\x01idagent", ("192.0.2.1", 0))
+try:
+    s.recv(100)
+    print("RESULT answered")
+except socket.timeout:
+    print("RESULT unanswered")
+s.sendto(b"\x08\x00\x00\x00\x00\x01\x00\x02idagent", ("10.77.0.1", 0))
+s.recv(100)
+"#;
+
+/// A ping to anything but the gateway goes nowhere and is on record (the stack drops it before
+/// any flow exists, so the record comes from the stack's typed drop reason).
+#[test]
+fn pings_beyond_the_gateway_are_dropped_and_recorded() {
+    let run = idagent_run(&[
+        "--offline",
+        "--image",
+        GUEST_IMAGE,
+        "--",
+        "python3",
+        "-c",
+        PING,
+    ]);
+    assert_eq!(run.code(), Some(0), "{}", run.explain());
+    assert!(
+        run.stdout().contains("RESULT unanswered"),
+        "{}",
+        run.explain()
+    );
+    let blocked: Vec<_> = run
+        .of_kind("blocked")
+        .filter(|e| e["what"] == "icmp")
+        .collect();
+    assert_eq!(blocked.len(), 1, "{}", run.explain());
+    assert_eq!(blocked[0]["target"], "192.0.2.1");
+}

@@ -263,6 +263,7 @@ impl Writer {
             body,
         };
         let mut line = serde_json::to_vec(&record).map_err(|e| format!("encode event: {e}"))?;
+        escape_line_separators(&mut line);
         line.push(b'\n');
         // One write(2) per line on an O_APPEND-less file we alone own: a crash leaves at most a
         // torn last line, never a reordered or interleaved one.
@@ -274,9 +275,53 @@ impl Writer {
     }
 }
 
+/// Writes U+2028 and U+2029 as `\u2028`/`\u2029`: valid JSON either way, but tools that
+/// split on Unicode line breaks (and JavaScript before ES2019) would cut a record in two.
+/// serde_json emits them only inside strings, so the swap never touches structure.
+fn escape_line_separators(line: &mut Vec<u8>) {
+    const LS: [u8; 3] = [0xE2, 0x80, 0xA8];
+    const PS: [u8; 3] = [0xE2, 0x80, 0xA9];
+    if !line.windows(3).any(|w| w == LS || w == PS) {
+        return;
+    }
+    let mut out = Vec::with_capacity(line.len() + 16);
+    let mut i = 0;
+    while i < line.len() {
+        match line.get(i..i + 3) {
+            Some(w) if w == LS => {
+                out.extend_from_slice(b"\\u2028");
+                i += 3;
+            }
+            Some(w) if w == PS => {
+                out.extend_from_slice(b"\\u2029");
+                i += 3;
+            }
+            _ => {
+                out.push(line[i]);
+                i += 1;
+            }
+        }
+    }
+    *line = out;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unicode_line_separators_are_escaped_and_read_back() {
+        let body = EventBody::Notice(Notice {
+            what: "test".into(),
+            detail: "a\u{2028}b\u{2029}c".into(),
+        });
+        let mut line = serde_json::to_vec(&body).expect("encode");
+        escape_line_separators(&mut line);
+        let text = String::from_utf8(line).expect("utf8");
+        assert!(text.contains("a\\u2028b\\u2029c"), "{text}");
+        let back: serde_json::Value = serde_json::from_str(&text).expect("parse");
+        assert_eq!(back["detail"], "a\u{2028}b\u{2029}c");
+    }
 
     #[tokio::test]
     async fn seq_is_contiguous_and_gaps_are_explicit() {

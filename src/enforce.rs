@@ -111,22 +111,12 @@ impl Enforcer {
     /// `enforced_by` names how the caller refuses (`nxdomain`, `tcp_reset`, …); it is written
     /// only when the denial is enforced.
     pub fn check(&self, req: &Request<'_>, ctx: Context, enforced_by: &'static str) -> Permit {
-        let Some(decision) = self.evaluate(req) else {
-            return Permit::Allow;
-        };
-        self.audit.emit(EventBody::Decision(decision_event(
-            &decision,
-            req,
-            ctx,
-            enforced_by,
-        )));
-        if decision.enforced() {
-            Permit::Deny(Denial {
+        match self.label(req, ctx, enforced_by) {
+            Some(decision) if decision.enforced() => Permit::Deny(Denial {
                 layer: decision.layer.to_string(),
                 rule: decision.rule,
-            })
-        } else {
-            Permit::Allow
+            }),
+            _ => Permit::Allow,
         }
     }
 

@@ -216,12 +216,7 @@ fn observation(n: &Node<'_>) -> Result<Observation> {
 fn network(n: &Node<'_>, ids: &mut Ids) -> Result<NetworkSection> {
     let m = Map::new(n, "network", &["mode", "rules"])?;
     let mut rules = Vec::new();
-    for r in m
-        .get("rules")
-        .map(|r| seq(r, "rules"))
-        .transpose()?
-        .unwrap_or_default()
-    {
+    for r in m.list("rules")? {
         rules.push(network_rule(r, ids)?);
     }
     Ok(NetworkSection::new(opt_mode(&m)?, rules))
@@ -343,12 +338,7 @@ fn http_rule(n: &Node<'_>, host: &HostPattern, port: u16, ids: &mut Ids) -> Resu
 fn udp(n: &Node<'_>, ids: &mut Ids) -> Result<UdpSection> {
     let m = Map::new(n, "udp", &["mode", "rules"])?;
     let mut rules = Vec::new();
-    for r in m
-        .get("rules")
-        .map(|r| seq(r, "rules"))
-        .transpose()?
-        .unwrap_or_default()
-    {
+    for r in m.list("rules")? {
         let m = Map::new(
             r,
             "a udp rule",
@@ -373,12 +363,7 @@ fn udp(n: &Node<'_>, ids: &mut Ids) -> Result<UdpSection> {
 fn dns(n: &Node<'_>, ids: &mut Ids) -> Result<DnsSection> {
     let m = Map::new(n, "dns", &["mode", "names"])?;
     let mut names = Vec::new();
-    for item in m
-        .get("names")
-        .map(|r| seq(r, "names"))
-        .transpose()?
-        .unwrap_or_default()
-    {
+    for item in m.list("names")? {
         if let Ok(s) = string(item, "name") {
             let name = HostPattern::parse(s).map_err(|e| err(item, e))?;
             let id = format!("dns:{name}");

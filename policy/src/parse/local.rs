@@ -10,21 +10,11 @@ use crate::path::WorkspacePath;
 pub(super) fn files(n: &Node<'_>, ids: &mut Ids) -> Result<FilesSection> {
     let m = Map::new(n, "files", &["mode", "rules", "observed_denied"])?;
     let mut rules = Vec::new();
-    for r in m
-        .get("rules")
-        .map(|r| seq(r, "rules"))
-        .transpose()?
-        .unwrap_or_default()
-    {
+    for r in m.list("rules")? {
         rules.push(file_rule(r, ids)?);
     }
     let mut denied = Vec::new();
-    for d in m
-        .get("observed_denied")
-        .map(|r| seq(r, "observed_denied"))
-        .transpose()?
-        .unwrap_or_default()
-    {
+    for d in m.list("observed_denied")? {
         let m = Map::new(
             d,
             "an observed_denied entry",
@@ -113,12 +103,7 @@ fn file_rule(n: &Node<'_>, ids: &mut Ids) -> Result<FileRule> {
 pub(super) fn exec(n: &Node<'_>, ids: &mut Ids) -> Result<ExecSection> {
     let m = Map::new(n, "exec", &["mode", "rules"])?;
     let mut rules = Vec::new();
-    for r in m
-        .get("rules")
-        .map(|r| seq(r, "rules"))
-        .transpose()?
-        .unwrap_or_default()
-    {
+    for r in m.list("rules")? {
         let m = Map::new(
             r,
             "an exec rule",

@@ -92,6 +92,11 @@ impl<'n, 'a> Map<'n, 'a> {
         self.node
     }
 
+    /// The list at `key`: empty when absent or null, an error when it is not a list.
+    pub(crate) fn list(&self, key: &str) -> Result<&'n [Node<'a>]> {
+        self.get(key).map_or(Ok(&[]), |n| seq(n, key))
+    }
+
     /// The value of `key`, if present and not null.
     pub(crate) fn get(&self, key: &str) -> Option<&'n Node<'a>> {
         self.entries

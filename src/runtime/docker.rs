@@ -78,6 +78,16 @@ fn is_not_found(e: &bollard::errors::Error) -> bool {
     )
 }
 
+/// Another remover (a concurrent `gc`, or a run's own teardown) got there first: the container
+/// is going away, which is what the caller wanted.
+fn is_removal_in_progress(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError { status_code: 409, message }
+            if message.contains("already in progress")
+    )
+}
+
 /// The engine-level shape of a sealed guest: read-only root, no network, no capabilities, no
 /// privilege gain, bounded memory and pids.
 fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
@@ -265,7 +275,7 @@ impl ContainerRuntime for DockerRuntime {
             .build();
         match self.docker.remove_container(id, Some(opts)).await {
             Ok(()) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) if is_not_found(&e) || is_removal_in_progress(&e) => Ok(()),
             Err(e) => Err(container_err("remove", id, &e)),
         }
     }

@@ -10,12 +10,13 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
 
 pub mod events;
 pub mod read;
@@ -74,8 +75,73 @@ pub enum AuditError {
     Writer(String),
 }
 
+/// Largest `audit.jsonl` a run may write (`--max-audit-bytes`). Past it only the closing records
+/// (`notice`, `gap`, `run_end`) are written and the guest is stopped: a record that cannot be
+/// kept is never silently skipped while the guest goes on.
+pub const DEFAULT_MAX_AUDIT_BYTES: u64 = 2 << 30;
+/// How long the log may fail to be written (a full disk, an I/O error) before the guest is
+/// stopped (fail closed, `run_end.reason = "audit_failed"`).
+pub const AUDIT_FAIL_GRACE: Duration = Duration::from_secs(5);
+/// Space kept in reserve next to the log (`.audit-reserve`, preallocated) and released when the
+/// log has failed for longer than the grace or is being closed, so that the `gap` and `run_end`
+/// explaining the failure can still be written on a full filesystem.
+pub const AUDIT_RESERVE_BYTES: u64 = 1 << 20;
+/// How often a failing writer retries when no new event wakes it.
+const RETRY_TICK: Duration = Duration::from_millis(250);
+/// Name of the reserve file in the log's folder.
+pub const RESERVE_FILE: &str = ".audit-reserve";
+
+/// The writer's caps.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditLimits {
+    pub max_bytes: u64,
+    pub fail_grace: Duration,
+    pub reserve_bytes: u64,
+}
+
+impl Default for AuditLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: DEFAULT_MAX_AUDIT_BYTES,
+            fail_grace: AUDIT_FAIL_GRACE,
+            reserve_bytes: AUDIT_RESERVE_BYTES,
+        }
+    }
+}
+
+/// Why the log can no longer keep up with the guest; the run stops the guest when it sees one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditFailure {
+    /// Writes have failed for longer than [`AuditLimits::fail_grace`].
+    WriteFailed(String),
+    /// [`AuditLimits::max_bytes`] was reached.
+    Cap(u64),
+}
+
+impl AuditFailure {
+    /// The `run_end.reason` a run stopped by this failure gets.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuditFailure::WriteFailed(_) => "audit_failed",
+            AuditFailure::Cap(_) => "audit_cap",
+        }
+    }
+}
+
+impl std::fmt::Display for AuditFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuditFailure::WriteFailed(e) => write!(f, "the audit log could not be written: {e}"),
+            AuditFailure::Cap(n) => write!(f, "the audit log reached its cap of {n} bytes"),
+        }
+    }
+}
+
 enum Msg {
     Event(Box<EventBody>),
+    /// Wakes a failing writer so it retries (and notices the grace running out) even when the
+    /// guest has gone quiet.
+    Tick,
     Close(std::sync::mpsc::Sender<BTreeMap<&'static str, u64>>),
 }
 
@@ -116,12 +182,23 @@ pub struct AuditLog {
     sink: AuditSink,
     thread: Option<std::thread::JoinHandle<Result<(), String>>>,
     path: PathBuf,
+    failure: watch::Receiver<Option<AuditFailure>>,
 }
 
 impl AuditLog {
     /// Creates `path` (it must not exist: a log is never appended to by two runs) and starts the
-    /// writer thread.
+    /// writer thread, with the default [`AuditLimits`].
     pub fn create(path: &Path, run: RunId, queue: usize) -> Result<Self, AuditError> {
+        Self::create_with(path, run, queue, AuditLimits::default())
+    }
+
+    /// [`AuditLog::create`] with explicit caps.
+    pub fn create_with(
+        path: &Path,
+        run: RunId,
+        queue: usize,
+        limits: AuditLimits,
+    ) -> Result<Self, AuditError> {
         // Owner-only: the log holds what the guest sent (bodies, names, fingerprints).
         let file = OpenOptions::new()
             .write(true)
@@ -132,23 +209,47 @@ impl AuditLog {
                 path: path.to_owned(),
                 source,
             })?;
+        let reserve = path.with_file_name(RESERVE_FILE);
+        let have_reserve = make_reserve(&reserve, limits.reserve_bytes);
         let (tx, rx) = mpsc::channel(queue.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
+        let (fail_tx, fail_rx) = watch::channel(None);
         let writer = Writer {
             file,
             run,
             seq: 0,
+            good_len: 0,
             counts: BTreeMap::new(),
             dropped: dropped.clone(),
+            limits,
+            reserve: have_reserve.then_some(reserve),
+            failing: None,
+            restricted: None,
+            restricted_lost: 0,
+            failure: fail_tx,
         };
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| AuditError::Writer(e.to_string()))?;
+        // A weak sender: the ticker ends by itself once the log is closed and every sink gone.
+        let weak = tx.downgrade();
+        let _ = std::thread::Builder::new()
+            .name("audit-tick".into())
+            .spawn(move || loop {
+                std::thread::sleep(RETRY_TICK);
+                match weak.upgrade() {
+                    Some(tx) if !tx.is_closed() => {
+                        let _ = tx.try_send(Msg::Tick);
+                    }
+                    _ => return,
+                }
+            });
         Ok(Self {
             sink: AuditSink { tx, dropped },
             thread: Some(thread),
             path: path.to_owned(),
+            failure: fail_rx,
         })
     }
 
@@ -158,6 +259,27 @@ impl AuditLog {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Resolves when the log can no longer keep the guest's record (write failures past the
+    /// grace, or the byte cap); never resolves otherwise.
+    pub fn failed(&self) -> impl std::future::Future<Output = AuditFailure> + Send + 'static {
+        let mut rx = self.failure.clone();
+        async move {
+            loop {
+                if let Some(f) = rx.borrow_and_update().clone() {
+                    return f;
+                }
+                if rx.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+        }
+    }
+
+    /// The failure seen so far, if any.
+    pub fn failure(&self) -> Option<AuditFailure> {
+        self.failure.borrow().clone()
     }
 
     /// Writes `run_end` (its `counts` filled in by the writer), syncs the file and stops the
@@ -184,12 +306,61 @@ impl AuditLog {
     }
 }
 
+/// Preallocates the reserve; false when the filesystem has no room even for it.
+fn make_reserve(path: &Path, bytes: u64) -> bool {
+    if bytes == 0 {
+        return false;
+    }
+    let Ok(file) = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+    else {
+        return false;
+    };
+    let len = i64::try_from(bytes).unwrap_or(i64::MAX);
+    let ok = nix::fcntl::fallocate(
+        &file,
+        nix::fcntl::FallocateFlags::empty(),
+        0,
+        len,
+    )
+    .is_ok()
+        // Filesystems without fallocate: real blocks written once.
+        || (file.set_len(0).is_ok()
+            && std::io::Write::write_all(&mut &file, &vec![0u8; bytes as usize]).is_ok());
+    if !ok {
+        let _ = std::fs::remove_file(path);
+    }
+    ok
+}
+
+/// Writes are failing: since when, why, and how many events were lost meanwhile.
+struct Failing {
+    since: Instant,
+    error: String,
+    lost: u64,
+    signalled: bool,
+}
+
 struct Writer {
     file: File,
     run: RunId,
     seq: u64,
+    /// Bytes of whole lines in the file; a failed write is cut back to here, so the log never
+    /// keeps a torn line.
+    good_len: u64,
     counts: BTreeMap<&'static str, u64>,
     dropped: Arc<AtomicU64>,
+    limits: AuditLimits,
+    reserve: Option<PathBuf>,
+    failing: Option<Failing>,
+    /// Set once the guest must be stopped: only closing records are written from then on.
+    restricted: Option<&'static str>,
+    restricted_lost: u64,
+    failure: watch::Sender<Option<AuditFailure>>,
 }
 
 /// The envelope as written; [`Record`] is its owned, readable twin.
@@ -203,13 +374,23 @@ struct Line<'a> {
     body: &'a EventBody,
 }
 
+/// Records that explain the end of a run: written even after the log went restricted.
+fn closing_record(body: &EventBody) -> bool {
+    matches!(
+        body,
+        EventBody::RunStart(_) | EventBody::RunEnd(_) | EventBody::Gap(_) | EventBody::Notice(_)
+    )
+}
+
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) -> Result<(), String> {
         while let Some(msg) = rx.blocking_recv() {
             match msg {
                 Msg::Event(mut body) => {
-                    self.write_gap_if_any()?;
                     if let EventBody::RunEnd(end) = &mut *body {
+                        // The end is near: the reserve is for exactly this.
+                        self.release_reserve();
+                        self.flush_losses();
                         end.counts = self
                             .counts
                             .iter()
@@ -217,61 +398,210 @@ impl Writer {
                             .collect();
                         *end.counts.entry("run_end".into()).or_default() += 1;
                     }
-                    self.write(&body)?;
+                    self.record(&body);
+                }
+                Msg::Tick => {
+                    if self.failing.is_some() {
+                        self.flush_losses();
+                    }
                 }
                 Msg::Close(done) => {
-                    self.write_gap_if_any()?;
-                    self.file
-                        .sync_all()
-                        .map_err(|e| format!("sync audit log: {e}"))?;
+                    self.release_reserve();
+                    self.flush_losses();
+                    let synced = self.file.sync_all();
                     let _ = done.send(self.counts.clone());
-                    return Ok(());
+                    return match (synced, &self.failing) {
+                        (_, Some(f)) => Err(format!(
+                            "audit log incomplete: {} event(s) could not be written ({})",
+                            f.lost, f.error
+                        )),
+                        (Err(e), None) => Err(format!("sync audit log: {e}")),
+                        (Ok(()), None) => Ok(()),
+                    };
                 }
             }
         }
-        self.write_gap_if_any()?;
+        self.release_reserve();
+        self.flush_losses();
         self.file
             .sync_all()
             .map_err(|e| format!("sync audit log: {e}"))
     }
 
-    fn write_gap_if_any(&mut self) -> Result<(), String> {
-        let dropped = self.dropped.swap(0, Ordering::Relaxed);
-        if dropped > 0 {
-            self.write(&EventBody::Gap(Gap {
-                dropped,
-                reason: "audit queue full".into(),
-            }))?;
-        }
-        Ok(())
-    }
-
-    fn write(&mut self, body: &EventBody) -> Result<(), String> {
+    /// Writes one event, after whatever explains the events lost before it.
+    fn record(&mut self, body: &EventBody) {
         if matches!(body, EventBody::Unknown) {
             // Only a reader makes these; there is nothing to write.
-            return Ok(());
+            return;
         }
-        self.seq += 1;
+        if self.restricted.is_some() && !closing_record(body) {
+            self.restricted_lost += 1;
+            return;
+        }
+        if self.restricted.is_none()
+            && self.good_len.saturating_add(512) > self.limits.max_bytes
+            && !closing_record(body)
+        {
+            self.restrict("audit log cap", AuditFailure::Cap(self.limits.max_bytes));
+            self.append_event(&EventBody::Notice(Notice {
+                what: "audit_cap".into(),
+                detail: format!(
+                    "audit.jsonl reached its cap of {} bytes; the guest is stopped and only closing records follow",
+                    self.limits.max_bytes
+                ),
+            }));
+            self.restricted_lost += 1;
+            return;
+        }
+        if !self.flush_losses() {
+            self.lose_one();
+            return;
+        }
+        if !self.append_event(body) {
+            self.lose_one();
+        }
+    }
+
+    fn lose_one(&mut self) {
+        if let Some(f) = &mut self.failing {
+            f.lost += 1;
+        }
+        self.check_grace();
+    }
+
+    /// Writes the `gap` records owed (queue drops, write failures, restricted drops). False
+    /// when the log still cannot be written.
+    fn flush_losses(&mut self) -> bool {
+        if let Some(f) = &self.failing {
+            let gap = EventBody::Gap(Gap {
+                dropped: f.lost,
+                reason: format!(
+                    "audit log could not be written for {} ms: {}",
+                    f.since.elapsed().as_millis(),
+                    f.error
+                ),
+            });
+            if !self.try_append(&gap) {
+                self.check_grace();
+                return false;
+            }
+            self.failing = None;
+        }
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0
+            && !self.append_event(&EventBody::Gap(Gap {
+                dropped,
+                reason: "audit queue full".into(),
+            }))
+        {
+            if let Some(f) = &mut self.failing {
+                f.lost += dropped;
+            }
+            return false;
+        }
+        if self.restricted_lost > 0 {
+            let lost = self.restricted_lost;
+            let gap = EventBody::Gap(Gap {
+                dropped: lost,
+                reason: format!(
+                    "{} (only closing records are written)",
+                    self.restricted.unwrap_or("restricted")
+                ),
+            });
+            if self.append_event(&gap) {
+                self.restricted_lost = 0;
+            } else {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Appends, entering the failing state on an error.
+    fn append_event(&mut self, body: &EventBody) -> bool {
+        let ok = self.try_append(body);
+        if !ok {
+            self.check_grace();
+        }
+        ok
+    }
+
+    fn try_append(&mut self, body: &EventBody) -> bool {
         let ts = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
         let record = Line {
             v: SCHEMA_VERSION,
-            seq: self.seq,
+            seq: self.seq + 1,
             ts,
             run: &self.run,
             body,
         };
-        let mut line = serde_json::to_vec(&record).map_err(|e| format!("encode event: {e}"))?;
+        let Ok(mut line) = serde_json::to_vec(&record) else {
+            // Our own types always encode; should one not, it is lost like a failed write.
+            return self.fail("encode event".into());
+        };
         escape_line_separators(&mut line);
         line.push(b'\n');
-        // One write(2) per line on an O_APPEND-less file we alone own: a crash leaves at most a
-        // torn last line, never a reordered or interleaved one.
-        self.file
-            .write_all(&line)
-            .map_err(|e| format!("write audit log: {e}"))?;
-        *self.counts.entry(body.kind()).or_default() += 1;
-        Ok(())
+        // One write(2) per line on a file we alone own. A failed (possibly partial) write is cut
+        // back to the last whole line, so the log never holds a torn record it goes on after.
+        match self.file.write_all(&line) {
+            Ok(()) => {
+                self.seq += 1;
+                self.good_len += line.len() as u64;
+                *self.counts.entry(body.kind()).or_default() += 1;
+                true
+            }
+            Err(e) => {
+                let _ = self.file.set_len(self.good_len);
+                let _ = self.file.seek(SeekFrom::Start(self.good_len));
+                self.fail(e.to_string())
+            }
+        }
+    }
+
+    /// Enters (or stays in) the failing state; always false.
+    fn fail(&mut self, error: String) -> bool {
+        match &mut self.failing {
+            Some(f) => f.error = error,
+            None => {
+                tracing::error!(error = %error, "audit log write failed");
+                self.failing = Some(Failing {
+                    since: Instant::now(),
+                    error,
+                    lost: 0,
+                    signalled: false,
+                });
+            }
+        }
+        false
+    }
+
+    /// Past the grace, the guest must stop: say so once, and free the reserve so the closing
+    /// records fit.
+    fn check_grace(&mut self) {
+        let Some(f) = &mut self.failing else { return };
+        if f.signalled || f.since.elapsed() < self.limits.fail_grace {
+            return;
+        }
+        f.signalled = true;
+        let error = f.error.clone();
+        self.restrict("audit log write failures", AuditFailure::WriteFailed(error));
+        self.release_reserve();
+    }
+
+    fn restrict(&mut self, why: &'static str, failure: AuditFailure) {
+        if self.restricted.is_none() {
+            self.restricted = Some(why);
+            tracing::error!(%failure, "stopping the guest");
+            self.failure.send_replace(Some(failure));
+        }
+    }
+
+    fn release_reserve(&mut self) {
+        if let Some(path) = self.reserve.take() {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -321,6 +651,210 @@ mod tests {
         assert!(text.contains("a\\u2028b\\u2029c"), "{text}");
         let back: serde_json::Value = serde_json::from_str(&text).expect("parse");
         assert_eq!(back["detail"], "a\u{2028}b\u{2029}c");
+    }
+
+    fn blocked(i: usize) -> EventBody {
+        EventBody::Blocked(BlockedEvent {
+            what: "tcp".into(),
+            target: format!("198.51.100.1:{i}"),
+            reason: "test".into(),
+            flow: None,
+        })
+    }
+
+    /// A tiny tmpfs the test can fill: a real ENOSPC, not a fake writer.
+    struct SmallFs {
+        dir: tempfile::TempDir,
+    }
+
+    impl SmallFs {
+        fn new(bytes: u64) -> Self {
+            let dir = tempfile::tempdir().expect("tempdir");
+            nix::mount::mount(
+                Some("idagent-test"),
+                dir.path(),
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                Some(format!("size={bytes}").as_str()),
+            )
+            .expect("mount a small tmpfs (the unit tests run as root)");
+            Self { dir }
+        }
+        fn path(&self) -> &Path {
+            self.dir.path()
+        }
+        /// Fills the filesystem until ENOSPC; the filler is removed to free it again.
+        fn fill(&self) -> PathBuf {
+            let filler = self.path().join("filler");
+            let mut f = File::create(&filler).expect("filler");
+            let chunk = vec![0u8; 4096];
+            while f.write_all(&chunk).is_ok() {}
+            // The last partial block too: not even a short line may fit afterwards.
+            while f.write_all(&chunk[..1]).is_ok() {}
+            filler
+        }
+    }
+
+    impl Drop for SmallFs {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(self.dir.path(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+
+    fn lines(path: &Path) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(path).expect("read log");
+        assert!(text.ends_with('\n'), "no torn last line");
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("every line is whole JSON"))
+            .collect()
+    }
+
+    fn assert_contiguous(lines: &[serde_json::Value]) {
+        for (expected, v) in (1u64..).zip(lines) {
+            assert_eq!(v["seq"], expected, "seq is contiguous: {v}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_is_a_gap_and_the_log_goes_on() {
+        let fs = SmallFs::new(256 << 10);
+        let path = fs.path().join("audit.jsonl");
+        let limits = AuditLimits {
+            fail_grace: Duration::from_secs(30),
+            reserve_bytes: 16 << 10,
+            ..AuditLimits::default()
+        };
+        let log = AuditLog::create_with(&path, RunId::generate(), 1024, limits).expect("create");
+        assert!(fs.path().join(RESERVE_FILE).exists(), "the reserve is held");
+        let sink = log.sink();
+        for i in 0..10 {
+            sink.emit_reliable(blocked(i)).await;
+        }
+        // Let the writer drain before the disk fills, so the counts below are exact.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let filler = fs.fill();
+        for i in 10..60 {
+            sink.emit_reliable(blocked(i)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        std::fs::remove_file(filler).expect("free the disk");
+        for i in 60..70 {
+            sink.emit_reliable(blocked(i)).await;
+        }
+        assert_eq!(
+            log.failure(),
+            None,
+            "a failure shorter than the grace stops nothing"
+        );
+        log.finish(RunEnd::default()).await.expect("finish");
+        let lines = lines(&path);
+        assert_contiguous(&lines);
+        let written = lines.iter().filter(|v| v["kind"] == "blocked").count() as u64;
+        let gaps: Vec<_> = lines.iter().filter(|v| v["kind"] == "gap").collect();
+        assert_eq!(gaps.len(), 1, "one gap for the one outage: {gaps:?}");
+        let lost = gaps[0]["dropped"].as_u64().expect("dropped");
+        assert!(lost >= 1, "the outage lost events: {gaps:?}");
+        assert!(
+            gaps[0]["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("No space"),
+            "the gap says why: {gaps:?}"
+        );
+        assert_eq!(written + lost, 70, "every event is written or counted");
+        assert_eq!(lines.last().expect("last")["kind"], "run_end");
+        assert!(
+            !fs.path().join(RESERVE_FILE).exists(),
+            "the reserve is gone at the end"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_disk_that_stays_full_stops_the_run_and_still_ends_the_log() {
+        let fs = SmallFs::new(256 << 10);
+        let path = fs.path().join("audit.jsonl");
+        let limits = AuditLimits {
+            fail_grace: Duration::from_millis(500),
+            reserve_bytes: 32 << 10,
+            ..AuditLimits::default()
+        };
+        let log = AuditLog::create_with(&path, RunId::generate(), 1024, limits).expect("create");
+        let sink = log.sink();
+        sink.emit_reliable(blocked(0)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _filler = fs.fill();
+        // More than the log's own last page can still take.
+        for i in 1..41 {
+            sink.emit_reliable(blocked(i)).await;
+        }
+        // No further event: the writer's own retries notice that the grace ran out.
+        let failure = tokio::time::timeout(Duration::from_secs(10), log.failed())
+            .await
+            .expect("the failure is signalled without new events");
+        assert!(
+            matches!(failure, AuditFailure::WriteFailed(_)),
+            "{failure:?}"
+        );
+        assert_eq!(failure.reason(), "audit_failed");
+        sink.emit_reliable(blocked(41)).await;
+        log.finish(RunEnd {
+            reason: "audit_failed".into(),
+            ..RunEnd::default()
+        })
+        .await
+        .expect("the reserve makes room for the closing records");
+        let lines = lines(&path);
+        assert_contiguous(&lines);
+        let kinds: Vec<_> = lines
+            .iter()
+            .map(|v| v["kind"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(kinds.first(), Some(&"blocked"));
+        assert_eq!(kinds.last(), Some(&"run_end"));
+        assert_eq!(lines.last().expect("end")["reason"], "audit_failed");
+        let lost: u64 = lines
+            .iter()
+            .filter(|v| v["kind"] == "gap")
+            .map(|v| v["dropped"].as_u64().unwrap_or(0))
+            .sum();
+        let written = lines.iter().filter(|v| v["kind"] == "blocked").count() as u64;
+        assert!(lost >= 1, "the outage lost events");
+        assert_eq!(written + lost, 42, "every event is written or counted");
+    }
+
+    #[tokio::test]
+    async fn the_byte_cap_stops_the_run_with_a_notice() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        let limits = AuditLimits {
+            max_bytes: 8 << 10,
+            ..AuditLimits::default()
+        };
+        let log = AuditLog::create_with(&path, RunId::generate(), 4096, limits).expect("create");
+        let sink = log.sink();
+        for i in 0..500 {
+            sink.emit_reliable(blocked(i)).await;
+        }
+        let failure = tokio::time::timeout(Duration::from_secs(10), log.failed())
+            .await
+            .expect("the cap is signalled");
+        assert_eq!(failure, AuditFailure::Cap(8 << 10));
+        log.finish(RunEnd::default()).await.expect("finish");
+        let len = std::fs::metadata(&path).expect("meta").len();
+        assert!(len < (8 << 10) + 4096, "the log stays near its cap: {len}");
+        let lines = lines(&path);
+        assert_contiguous(&lines);
+        assert!(lines
+            .iter()
+            .any(|v| v["kind"] == "notice" && v["what"] == "audit_cap"));
+        let written = lines.iter().filter(|v| v["kind"] == "blocked").count() as u64;
+        let lost: u64 = lines
+            .iter()
+            .filter(|v| v["kind"] == "gap")
+            .map(|v| v["dropped"].as_u64().unwrap_or(0))
+            .sum();
+        assert_eq!(written + lost, 500, "every event is written or counted");
+        assert_eq!(lines.last().expect("end")["kind"], "run_end");
     }
 
     #[tokio::test]

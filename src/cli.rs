@@ -174,6 +174,16 @@ pub struct RunArgs {
     /// Maximum number of processes in the guest.
     #[arg(long, default_value_t = 512)]
     pub pids: i64,
+    /// CPUs the guest may use (fractions allowed, e.g. 0.5).
+    #[arg(long, default_value = "1")]
+    pub cpus: String,
+    /// Size of /tmp/workspace, a tmpfs of its own (bytes, or with k/m/g suffix); what the
+    /// guest writes there counts against --memory too.
+    #[arg(long, default_value = "1g")]
+    pub workspace_size: String,
+    /// Largest audit.jsonl; at the cap the guest is stopped (run_end reason `audit_cap`).
+    #[arg(long, default_value = "2g")]
+    pub max_audit_bytes: String,
     /// Where the run's audit log, capture and workspace go (default captures/<run-id>).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,

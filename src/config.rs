@@ -62,6 +62,12 @@ pub struct RunConfig {
     pub user: String,
     pub memory_bytes: i64,
     pub pids: i64,
+    /// CPUs for the guest (Docker NanoCpus / 1e9).
+    pub cpus: f64,
+    /// Size of the guest's workspace tmpfs.
+    pub workspace_bytes: u64,
+    /// The audit log's byte cap.
+    pub max_audit_bytes: u64,
     pub run_dir: Option<PathBuf>,
     pub net: crate::cli::NetArgs,
     /// Where the pcapng goes (default `RUN_DIR/traffic.pcapng`).
@@ -122,6 +128,33 @@ impl RunConfig {
             ));
         }
         validate_user(&args.user).map_err(|r| value_err("user", &args.user, r))?;
+        let cpus = parse_cpus(&args.cpus).map_err(|r| value_err("cpus", &args.cpus, r))?;
+        let workspace_bytes = parse_bytes(&args.workspace_size)
+            .map_err(|r| value_err("workspace-size", &args.workspace_size, r))
+            .and_then(|b| {
+                if b < MIN_WORKSPACE_BYTES {
+                    Err(value_err(
+                        "workspace-size",
+                        &args.workspace_size,
+                        format!("must be at least {MIN_WORKSPACE_BYTES} bytes"),
+                    ))
+                } else {
+                    Ok(b as u64)
+                }
+            })?;
+        let max_audit_bytes = parse_bytes(&args.max_audit_bytes)
+            .map_err(|r| value_err("max-audit-bytes", &args.max_audit_bytes, r))
+            .and_then(|b| {
+                if b < MIN_AUDIT_BYTES {
+                    Err(value_err(
+                        "max-audit-bytes",
+                        &args.max_audit_bytes,
+                        format!("must be at least {MIN_AUDIT_BYTES} bytes"),
+                    ))
+                } else {
+                    Ok(b as u64)
+                }
+            })?;
         let policy = crate::enforce::load_run_policy(&args.policy)?;
         if let Some(p) = &policy {
             crate::enforce::check_inspection(p, args.net.tls)?;
@@ -138,6 +171,9 @@ impl RunConfig {
             user: args.user,
             memory_bytes,
             pids: args.pids,
+            cpus,
+            workspace_bytes,
+            max_audit_bytes,
             run_dir: args.run_dir,
             net: args.net,
             pcap: None,
@@ -167,6 +203,9 @@ impl RunConfig {
             user: "65534:65534".into(),
             memory_bytes: 1 << 30,
             pids: 512,
+            cpus: DEFAULT_CPUS,
+            workspace_bytes: DEFAULT_WORKSPACE_BYTES,
+            max_audit_bytes: crate::audit::DEFAULT_MAX_AUDIT_BYTES,
             run_dir: Some(run_dir),
             net,
             pcap: None,
@@ -174,6 +213,25 @@ impl RunConfig {
             policy: None,
         })
     }
+}
+
+/// The guest's CPU share when `--cpus` is not given.
+pub const DEFAULT_CPUS: f64 = 1.0;
+/// `--workspace-size` when not given: the same as the default `--memory`, which bounds it too.
+pub const DEFAULT_WORKSPACE_BYTES: u64 = 1 << 30;
+const MIN_WORKSPACE_BYTES: i64 = 1 << 20;
+const MIN_AUDIT_BYTES: i64 = 1 << 20;
+
+fn parse_cpus(text: &str) -> Result<f64, String> {
+    let cpus: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| "expected a number of CPUs, e.g. 1 or 0.5".to_string())?;
+    let host = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    if !(0.01..=host).contains(&cpus) {
+        return Err(format!("must be between 0.01 and the host's {host} CPUs"));
+    }
+    Ok(cpus)
 }
 
 fn value_err(flag: &'static str, value: &str, reason: String) -> ConfigError {

@@ -229,6 +229,17 @@ fn write_sysctl(key: &str, value: &str) -> Result<(), NetnsError> {
     })
 }
 
+/// Whether `prog` is an executable file in `PATH` (the host tools sealing needs are checked
+/// before the container exists).
+pub fn tool_exists(prog: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path).any(|dir| {
+        std::fs::metadata(dir.join(prog))
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
 /// Runs a command (in the calling thread's namespaces) and returns its stdout.
 fn run(argv: &[&str], stdin: Option<&str>) -> Result<String, NetnsError> {
     let command = argv.join(" ");

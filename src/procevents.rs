@@ -104,6 +104,46 @@ pub fn is_dynamic_loader(path: &str) -> bool {
     (name.starts_with("ld-") && name.contains(".so")) || name == "ld.so"
 }
 
+/// Whether the proc connector answers here: it refuses the subscription outside the initial
+/// network namespace. Checked before a run creates anything, so the run knows up front where
+/// its exit records come from.
+pub fn probe() -> Result<(), ProcEventsError> {
+    let sock = open_socket()?;
+    let mut tracker = tracker::Tracker::new(procfs::ProcFs::default(), -1, -1, 1);
+    // Events arriving meanwhile are the host's, not a guest's: nothing is emitted.
+    subscribe_quiet(&sock, &mut tracker)
+}
+
+fn subscribe_quiet<S: procfs::ProcSource>(
+    sock: &OwnedFd,
+    tracker: &mut tracker::Tracker<S>,
+) -> Result<(), ProcEventsError> {
+    let msg = wire::subscribe_message(0, wire::PROC_CN_MCAST_LISTEN);
+    send(sock.as_raw_fd(), &msg, MsgFlags::empty()).map_err(ProcEventsError::Subscribe)?;
+    let deadline = Instant::now() + ACK_TIMEOUT;
+    let mut buf = vec![0u8; RECV_BUF];
+    while !deadline.saturating_duration_since(Instant::now()).is_zero() {
+        let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(50u16)) {
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => return Err(ProcEventsError::Receive(e)),
+        }
+        let mut acked = None;
+        match receive(sock, &mut buf, tracker, &mut Vec::new(), &mut acked) {
+            Ok(()) | Err(Errno::EAGAIN) => {}
+            Err(e) => return Err(ProcEventsError::Receive(e)),
+        }
+        match acked {
+            Some(0) => return Ok(()),
+            Some(err) => return Err(ProcEventsError::Refused(err)),
+            None => {}
+        }
+    }
+    // Old kernels do not acknowledge; the send succeeded, which is what fails elsewhere.
+    Ok(())
+}
+
 pub fn start(
     root_host_pid: i32,
     root_guest_pid: i32,

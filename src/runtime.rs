@@ -40,6 +40,10 @@ pub struct ContainerSpec {
     pub binds: Vec<Bind>,
     pub memory_bytes: i64,
     pub pids: i64,
+    /// CPU limit in billionths of a CPU (Docker's NanoCpus); 0 means none.
+    pub nano_cpus: i64,
+    /// tmpfs mounts the engine makes in the container: guest path → mount options.
+    pub tmpfs: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
 }
 

@@ -6,7 +6,9 @@
 //! `procevents`, `net`, `netdrv`).
 
 use crate::attribution::Attribution;
-use crate::audit::{AuditLog, AuditSink, EventBody, Limits, Notice, RunEnd, RunId, RunStart};
+use crate::audit::{
+    AuditLog, AuditSink, EventBody, Limits, Notice, Observation, RunEnd, RunId, RunStart,
+};
 use crate::config::{user_ids, RunConfig};
 use crate::runtime::{self, Bind, ContainerRuntime, ContainerSpec};
 use crate::{fswatch, net, netdrv, netns, procevents, supervisor, GUEST_WORKSPACE};
@@ -16,8 +18,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, info_span, warn, Instrument};
 
+mod exits;
 mod files;
-use files::{chown_tree, copy_tree, forward_output};
+pub mod workspace;
+use files::{chown_tree, forward_output};
 
 /// Where idagent's own binary appears in the guest (it is the guest's PID 1).
 pub const GUEST_INIT_PATH: &str = "/.idagent/idagent";
@@ -29,6 +33,10 @@ pub const HOST_CTL_ROOT: &str = "/run/idagent";
 pub const LANDLOCK_PLAN: &str = "landlock.plan";
 /// How long the guest init gets to connect back after the container starts.
 pub const INIT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long teardown may take once the guest is gone: draining observers, the watcher's final
+/// scan, closing the capture, exporting the workspace. A step still running at the deadline is
+/// left behind (its thread ends with the process) and named in a `teardown_deadline` notice.
+pub const TEARDOWN_DEADLINE: Duration = Duration::from_secs(60);
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,16 +44,20 @@ pub enum Ending {
     Exited(i64),
     Timeout,
     Interrupted,
+    /// The audit log could not keep the record (`audit_failed`, `audit_cap`): the guest was
+    /// stopped, fail closed.
+    AuditFailed(&'static str),
 }
 
 impl Ending {
     /// idagent's own exit code: the guest's, or the conventional ones for timeout (124) and
-    /// interruption (130).
+    /// interruption (130); 2 (idagent's own failure) when the log could not keep the record.
     pub fn exit_code(self) -> i32 {
         match self {
             Ending::Exited(c) => c.clamp(0, 255) as i32,
             Ending::Timeout => 124,
             Ending::Interrupted => 130,
+            Ending::AuditFailed(_) => 2,
         }
     }
 }
@@ -81,6 +93,10 @@ pub enum SandboxError {
     Observer { what: &'static str, reason: String },
     #[error(transparent)]
     Enforce(#[from] crate::enforce::EnforceSetupError),
+    #[error(transparent)]
+    Workspace(#[from] workspace::WorkspaceError),
+    #[error("this host cannot run a guest: {0}")]
+    Precondition(String),
 }
 
 /// Per-run resources that teardown must release, filled in as setup progresses.
@@ -95,6 +111,7 @@ struct Live {
     fswatch: Option<fswatch::WorkspaceWatcher>,
     procs: Option<procevents::ProcWatcher>,
     output_task: Option<tokio::task::JoinHandle<()>>,
+    init_reports: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Runs `cfg` to completion in a sealed guest. The image must exist.
@@ -110,19 +127,20 @@ async fn run_inner<R: ContainerRuntime>(
     run_id: RunId,
 ) -> Result<RunOutcome, SandboxError> {
     let started = Instant::now();
-    // Checked before anything exists: a kernel that cannot enforce the policy's file and
-    // exec rules stops the run here, with nothing to clean up.
-    crate::enforce::landlock_plan(cfg.policy.as_ref())?;
+    // Checked before anything exists: what can fail stops the run here, with nothing to
+    // clean up; what only narrows observation is said in run_start.
+    let mut observation = preflight(cfg)?;
     let run_dir = cfg
         .run_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("captures").join(run_id.as_str()));
     let ctl_dir = PathBuf::from(HOST_CTL_ROOT).join(run_id.as_str());
-    let workspace = prepare_dirs(cfg, &run_dir, &ctl_dir)?;
-    // The run's policy says what the kernel will enforce on this (seeded) workspace.
+    let seeded = prepare_dirs(cfg, &run_dir, &ctl_dir)?;
+    // The run's policy says what the kernel will enforce on the workspace as seeded (the seed
+    // is what the guest's tmpfs will hold when the command starts).
     let (policy, reconciled) = match &cfg.policy {
         Some(p) => {
-            let (p, notes) = crate::enforce::reconcile_files(p, &workspace);
+            let (p, notes) = crate::enforce::reconcile_files(p, &seeded);
             (Some(p), notes)
         }
         None => (None, Vec::new()),
@@ -133,10 +151,15 @@ async fn run_inner<R: ContainerRuntime>(
         std::fs::write(&path, plan.render())
             .map_err(|source| SandboxError::RunDir { path, source })?;
     }
-    let audit = AuditLog::create(
+    observation.landlock = landlock.is_some();
+    let audit = AuditLog::create_with(
         &run_dir.join("audit.jsonl"),
         run_id.clone(),
         crate::audit::DEFAULT_AUDIT_QUEUE,
+        crate::audit::AuditLimits {
+            max_bytes: cfg.max_audit_bytes,
+            ..Default::default()
+        },
     )?;
     let sink = audit.sink();
     let name = format!("idagent-{run_id}");
@@ -153,10 +176,14 @@ async fn run_inner<R: ContainerRuntime>(
         limits: Limits {
             memory_bytes: cfg.memory_bytes,
             pids: cfg.pids,
+            cpus: Some(cfg.cpus),
+            workspace_bytes: Some(cfg.workspace_bytes),
+            audit_bytes: Some(cfg.max_audit_bytes),
             timeout_secs: cfg.timeout.map(|t| t.as_secs()),
         },
         offline: cfg.net.offline,
         container: name.clone(),
+        observation: Some(observation.clone()),
     }))
     .await;
     for detail in reconciled {
@@ -167,25 +194,42 @@ async fn run_inner<R: ContainerRuntime>(
     }
 
     let mut live = Live::default();
+    let mut ws = None;
     let result = setup_and_wait(
         rt,
         cfg,
+        &observation,
+        audit.failed(),
         policy.as_ref(),
         &run_id,
         &name,
         &run_dir,
         &ctl_dir,
-        &workspace,
         &sink,
         &mut live,
+        &mut ws,
     )
     .await;
-    let end = teardown(rt, &mut live, &sink).await;
+    let deadline = Instant::now() + TEARDOWN_DEADLINE;
+    let end = teardown(rt, &mut live, &sink, deadline).await;
+    // The watcher's final scan is done: now the workspace can be copied out and unmounted.
+    let ws_sink = sink.clone();
+    let ws_dst = run_dir.join("workspace");
+    let ws_problems = match ws {
+        Some(ws) => tokio::task::spawn_blocking(move || ws.finish(&ws_dst, &ws_sink, deadline))
+            .await
+            .unwrap_or_else(|e| vec![format!("workspace export task: {e}")]),
+        None => Vec::new(),
+    };
+    for problem in ws_problems {
+        notice(&sink, "workspace", problem);
+    }
     let _ = std::fs::remove_dir_all(&ctl_dir);
     let (ending, reason) = match &result {
         Ok(Ending::Exited(_)) => (result.as_ref().ok().copied(), "exited"),
         Ok(Ending::Timeout) => (Some(Ending::Timeout), "timeout"),
         Ok(Ending::Interrupted) => (Some(Ending::Interrupted), "interrupted"),
+        Ok(Ending::AuditFailed(reason)) => (result.as_ref().ok().copied(), *reason),
         Err(e) => {
             sink.emit(EventBody::Notice(Notice {
                 what: "run_error".into(),
@@ -202,6 +246,7 @@ async fn run_inner<R: ContainerRuntime>(
             },
             reason: reason.into(),
             duration_ms: started.elapsed().as_millis() as u64,
+            observation: Some(observation),
             ..end
         })
         .await?;
@@ -218,6 +263,47 @@ async fn run_inner<R: ContainerRuntime>(
     })
 }
 
+/// What must hold before anything of the run exists, and what this host lets the run
+/// observe. Errors here leave nothing to clean up.
+fn preflight(cfg: &RunConfig) -> Result<Observation, SandboxError> {
+    // A kernel that cannot enforce the policy's file and exec rules stops the run.
+    crate::enforce::landlock_plan(cfg.policy.as_ref())?;
+    // The guest's only network is a TUN device we create in its namespace.
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .map_err(|e| SandboxError::Precondition(format!("open /dev/net/tun: {e}")))?;
+    for tool in ["ip", "iptables-restore", "ip6tables-restore"] {
+        if !crate::netns::tool_exists(tool) {
+            return Err(SandboxError::Precondition(format!(
+                "`{tool}` is not installed (apt-get install iproute2 iptables)"
+            )));
+        }
+    }
+    let mut obs = Observation {
+        seccomp: true,
+        fswatch: true,
+        ..Observation::default()
+    };
+    match procevents::probe() {
+        Ok(()) => {
+            obs.proc_connector = true;
+            obs.exits = "proc_connector".into();
+        }
+        Err(e) => {
+            warn!(error = %e, "proc connector unavailable: exits come from init and seccomp");
+            obs.exits = "init+seccomp".into();
+            obs.missing.push(format!(
+                "proc connector ({e}; it answers only in the initial network namespace): exits \
+                 come from the guest's init and each process's exit_group; a process killed by \
+                 a signal and reaped by its own parent has no exit record"
+            ));
+        }
+    }
+    Ok(obs)
+}
+
 /// Creates the run folder, the workspace (seeded, owned by the guest user) and the control
 /// folder with the guest's /etc files. Returns the workspace path.
 fn prepare_dirs(cfg: &RunConfig, run_dir: &Path, ctl_dir: &Path) -> Result<PathBuf, SandboxError> {
@@ -229,15 +315,15 @@ fn prepare_dirs(cfg: &RunConfig, run_dir: &Path, ctl_dir: &Path) -> Result<PathB
     // The run folder holds what the guest did and sent: owner (root) only.
     std::fs::set_permissions(run_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .map_err(io(run_dir))?;
-    let workspace = std::fs::canonicalize(run_dir)
-        .map_err(io(run_dir))?
-        .join("workspace");
-    std::fs::create_dir(&workspace).map_err(io(&workspace))?;
-    if let Some(seed) = &cfg.workspace_seed {
-        copy_tree(seed, &workspace).map_err(io(seed))?;
+    // The exported workspace appears here at the end; a folder already there is another
+    // run's and must not be mixed with this one.
+    let exported = run_dir.join("workspace");
+    if exported.symlink_metadata().is_ok() {
+        return Err(SandboxError::RunDir {
+            path: exported,
+            source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+        });
     }
-    let (uid, gid) = user_ids(&cfg.user);
-    chown_tree(&workspace, uid, gid).map_err(io(&workspace))?;
     let etc = ctl_dir.join("etc");
     std::fs::create_dir_all(&etc).map_err(io(&etc))?;
     // Lets `idagent gc` tell a live run's folder from a dead one's.
@@ -257,21 +343,31 @@ fn prepare_dirs(cfg: &RunConfig, run_dir: &Path, ctl_dir: &Path) -> Result<PathB
     for (file, text) in files {
         std::fs::write(etc.join(file), text).map_err(io(&etc))?;
     }
-    Ok(workspace)
+    // What the workspace holds when the command starts: the seed, or nothing.
+    Ok(match &cfg.workspace_seed {
+        Some(seed) => seed.clone(),
+        None => {
+            let empty = ctl_dir.join("empty-workspace");
+            std::fs::create_dir_all(&empty).map_err(io(&empty))?;
+            empty
+        }
+    })
 }
 
 #[allow(clippy::too_many_arguments)] // the run's context, threaded once through setup
 async fn setup_and_wait<R: ContainerRuntime>(
     rt: &R,
     cfg: &RunConfig,
+    observation: &Observation,
+    audit_failed: impl std::future::Future<Output = crate::audit::AuditFailure>,
     policy: Option<&idagent_policy::Policy>,
     run_id: &RunId,
     name: &str,
     run_dir: &Path,
     ctl_dir: &Path,
-    workspace: &Path,
     sink: &AuditSink,
     live: &mut Live,
+    ws: &mut Option<workspace::Workspace>,
 ) -> Result<Ending, SandboxError> {
     let sock = ctl_dir.join("ctl.sock");
     let ctl = idagent_guest::ctl::CtlServer::bind(&sock)?;
@@ -298,7 +394,7 @@ async fn setup_and_wait<R: ContainerRuntime>(
         Some(&pcap_path),
         enforcer.clone(),
     )?;
-    let mut spec = container_spec(cfg, run_id, name, ctl_dir, workspace)?;
+    let mut spec = container_spec(cfg, run_id, name, ctl_dir)?;
     if let Some(ca) = &icpt.ca {
         // The guest trusts the run CA without writing its read-only root: a combined bundle
         // mounted over the system bundle, and the variables common runtimes read.
@@ -326,6 +422,18 @@ async fn setup_and_wait<R: ContainerRuntime>(
     rt.start(&id).await?;
     let pid = rt.init_pid(&id).await?;
     info!(container.id = %id, init.pid = pid, "guest started");
+    // Init is parked until GO: the workspace is ours to open and seed.
+    let opened = workspace::Workspace::open(pid)?;
+    if let Some(seed) = &cfg.workspace_seed {
+        opened.seed(seed)?;
+        let (uid, gid) = user_ids(&cfg.user);
+        chown_tree(opened.path(), uid, gid).map_err(|source| SandboxError::RunDir {
+            path: PathBuf::from(GUEST_WORKSPACE),
+            source,
+        })?;
+    }
+    let workspace = opened.path().to_owned();
+    *ws = Some(opened);
 
     // Seal the network before the app exists: the init is parked waiting for our GO.
     let net = netns::seal(pid)?;
@@ -385,13 +493,20 @@ async fn setup_and_wait<R: ContainerRuntime>(
     );
     let observers = (|| {
         live.fswatch = Some(
-            fswatch::start(workspace, sink.clone(), attribution)
+            fswatch::start(&workspace, sink.clone(), attribution)
                 .map_err(|e| observer("fswatch", e))?,
         );
-        live.procs = Some(
-            procevents::start(pid, hello.guest_pid, sink.clone(), exec_guard)
-                .map_err(|e| observer("procevents", e))?,
-        );
+        if observation.proc_connector {
+            live.procs = Some(
+                procevents::start(pid, hello.guest_pid, sink.clone(), exec_guard)
+                    .map_err(|e| observer("procevents", e))?,
+            );
+        } else {
+            // Without the proc connector, init's reports are how orphans' and the
+            // command's exits are recorded.
+            let reader = reply.reports().map_err(|e| observer("init reports", e))?;
+            live.init_reports = Some(exits::spawn(reader, sink.clone()));
+        }
         Ok::<_, SandboxError>(())
     })();
     if let Err(e) = observers {
@@ -411,6 +526,14 @@ async fn setup_and_wait<R: ContainerRuntime>(
         .map_err(|e| observer("signals", e))?;
     let ending = tokio::select! {
         code = rt.wait(&id) => Ending::Exited(code?),
+        failure = audit_failed => {
+            warn!(%failure, "the audit log cannot keep the record: stopping the guest");
+            sink.emit(EventBody::Notice(Notice {
+                what: failure.reason().into(),
+                detail: format!("{failure}; the guest is stopped"),
+            }));
+            Ending::AuditFailed(failure.reason())
+        }
         _ = timeout => Ending::Timeout,
         _ = tokio::signal::ctrl_c() => Ending::Interrupted,
         _ = sigterm.recv() => Ending::Interrupted,
@@ -442,7 +565,6 @@ fn container_spec(
     run_id: &RunId,
     name: &str,
     ctl_dir: &Path,
-    workspace: &Path,
 ) -> Result<ContainerSpec, SandboxError> {
     let exe = std::env::current_exe().map_err(|source| SandboxError::RunDir {
         path: PathBuf::from("/proc/self/exe"),
@@ -482,13 +604,17 @@ fn container_spec(
         binds: vec![
             bind(exe, GUEST_INIT_PATH, true),
             bind(ctl_dir.to_owned(), GUEST_CTL_DIR, true),
-            bind(workspace.to_owned(), GUEST_WORKSPACE, false),
             bind(etc.join("hosts"), "/etc/hosts", true),
             bind(etc.join("hostname"), "/etc/hostname", true),
             bind(etc.join("resolv.conf"), "/etc/resolv.conf", true),
         ],
         memory_bytes: cfg.memory_bytes,
         pids: cfg.pids,
+        nano_cpus: (cfg.cpus * 1e9) as i64,
+        tmpfs: BTreeMap::from([(GUEST_WORKSPACE.to_owned(), {
+            let (uid, gid) = user_ids(&cfg.user);
+            workspace::tmpfs_options(cfg.workspace_bytes, uid, gid)
+        })]),
         labels: BTreeMap::from([
             (runtime::LABEL.to_owned(), "1".to_owned()),
             (runtime::LABEL_RUN.to_owned(), run_id.to_string()),
@@ -502,8 +628,27 @@ fn container_spec(
 
 /// Releases everything in `live`, in the order that loses no event: observers drain first,
 /// then the namespace (after its counters are read), then the container.
-async fn teardown<R: ContainerRuntime>(rt: &R, live: &mut Live, sink: &AuditSink) -> RunEnd {
+async fn teardown<R: ContainerRuntime>(
+    rt: &R,
+    live: &mut Live,
+    sink: &AuditSink,
+    deadline: Instant,
+) -> RunEnd {
     let mut end = RunEnd::default();
+    // Each step gets what is left of the deadline; one that overruns is named, not awaited.
+    let bounded = |step: &'static str| {
+        let sink = sink.clone();
+        move |late: bool| {
+            if late {
+                notice(
+                    &sink,
+                    "teardown_deadline",
+                    format!("{step} was still running at the teardown deadline ({TEARDOWN_DEADLINE:?}) and was cut short"),
+                );
+            }
+        }
+    };
+    let left = || deadline.saturating_duration_since(Instant::now());
     if let Some(id) = &live.container {
         // Whatever state we are in, the guest must be gone before observers close.
         if let Err(e) = rt.kill(id).await {
@@ -512,26 +657,45 @@ async fn teardown<R: ContainerRuntime>(rt: &R, live: &mut Live, sink: &AuditSink
         let _ = rt.wait(id).await;
     }
     if let Some(procs) = live.procs.take() {
-        let _ = tokio::task::spawn_blocking(move || procs.stop()).await;
+        let late = tokio::time::timeout(left(), tokio::task::spawn_blocking(move || procs.stop()))
+            .await
+            .is_err();
+        bounded("the process watcher's drain")(late);
+    }
+    if let Some(reports) = live.init_reports.take() {
+        let late =
+            tokio::time::timeout(left(), tokio::task::spawn_blocking(move || reports.join()))
+                .await
+                .is_err();
+        bounded("reading init's exit reports")(late);
     }
     if let Some(sup) = live.supervisor.take() {
-        let _ = tokio::task::spawn_blocking(move || sup.join()).await;
+        let late = tokio::time::timeout(left(), tokio::task::spawn_blocking(move || sup.join()))
+            .await
+            .is_err();
+        bounded("the supervisor's drain")(late);
     }
     if let Some(w) = live.fswatch.take() {
-        w.stop().await;
+        let late = tokio::time::timeout(left(), w.stop()).await.is_err();
+        bounded("the workspace watcher's final scan")(late);
     }
     if let Some(stop) = live.tun_stop.take() {
         let _ = stop.send(true);
     }
     if let Some(task) = live.tun_task.take() {
-        if let Ok(Ok(stats)) = task.await {
+        let res = tokio::time::timeout(left(), task).await;
+        bounded("the network driver's stop")(res.is_err());
+        if let Ok(Ok(Ok(stats))) = res {
             end.tun_packets_in = stats.packets_in;
             end.tun_packets_out = stats.packets_out;
             end.tun_packets_dropped = stats.dropped;
         }
     }
     if let Some(pcap) = live.pcap.take() {
-        if let Ok(stats) = tokio::task::spawn_blocking(move || pcap.finish()).await {
+        let res =
+            tokio::time::timeout(left(), tokio::task::spawn_blocking(move || pcap.finish())).await;
+        bounded("closing the capture")(res.is_err());
+        if let Ok(Ok(stats)) = res {
             end.pcap_packets = Some(stats.packets_written);
             end.pcap_packets_dropped = Some(stats.packets_dropped);
         }

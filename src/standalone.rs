@@ -91,6 +91,7 @@ pub async fn run_command(args: crate::cli::GatewayArgs) -> Result<(), GatewayCmd
     audit
         .sink()
         .emit_reliable(EventBody::RunStart(RunStart {
+            observation: None,
             idagent_version: env!("CARGO_PKG_VERSION").into(),
             image: String::new(),
             command: vec!["gateway".into(), "--listen".into(), args.listen.to_string()],
@@ -99,6 +100,9 @@ pub async fn run_command(args: crate::cli::GatewayArgs) -> Result<(), GatewayCmd
             limits: Limits {
                 memory_bytes: 0,
                 pids: 0,
+                cpus: None,
+                workspace_bytes: None,
+                audit_bytes: None,
                 timeout_secs: timeout.map(|t| t.as_secs()),
             },
             offline: args.net.offline,

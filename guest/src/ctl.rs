@@ -15,6 +15,13 @@
 //! 2. host → init: `GO\n` (fork and exec the command) or `ABORT <reason>\n` (one line, at most
 //!    [`REASON_MAX`] bytes; init prints the reason and exits 125). EOF counts as an abort.
 //!
+//! 3. init → host, after `GO`, for the rest of the run: one line per process init reaped (its
+//!    command and every orphan reparented to PID 1), `EXIT <guest-pid> code <n>\n` or
+//!    `EXIT <guest-pid> signal <n>\n`; and `LOST <n>\n` when init had to skip `n` reports
+//!    because the host was not reading (init never blocks on the host). Where the kernel's
+//!    proc connector works the host ignores these; where it does not (a non-initial network
+//!    namespace), they are how exits of orphans and of the command are recorded.
+//!
 //! The host unlinks the socket path after accepting, so the untrusted program started later
 //! cannot connect. Init keeps its end open (close-on-exec) until it exits, so the host sees EOF
 //! when PID 1 is gone.
@@ -442,6 +449,135 @@ fn parse_reply(line: &[u8]) -> Result<Reply, CtlError> {
         Ok(Reply::Abort(reason.to_owned()))
     } else {
         Err(CtlError::BadReply(text.into_owned()))
+    }
+}
+
+/// Longest report line init sends, newline included.
+pub const REPORT_MAX: usize = 64;
+
+/// What init reports after `GO`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitReport {
+    /// A process init reaped: its guest pid and how it ended.
+    Exit {
+        pid: i32,
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+    /// Reports init skipped (the socket was full).
+    Lost(u64),
+}
+
+impl InitReport {
+    /// The wire line, newline included.
+    pub fn line(&self) -> String {
+        match self {
+            InitReport::Exit {
+                pid,
+                signal: Some(s),
+                ..
+            } => format!("EXIT {pid} signal {s}\n"),
+            InitReport::Exit { pid, code, .. } => {
+                format!("EXIT {pid} code {}\n", code.unwrap_or(0))
+            }
+            InitReport::Lost(n) => format!("LOST {n}\n"),
+        }
+    }
+
+    /// Parses one line (without its newline). The host treats anything else as malformed.
+    pub fn parse(line: &[u8]) -> Result<Self, CtlError> {
+        let bad = || CtlError::BadReply(String::from_utf8_lossy(line).into_owned());
+        let text = std::str::from_utf8(line).map_err(|_| bad())?;
+        let mut words = text.split(' ');
+        match (
+            words.next(),
+            words.next(),
+            words.next(),
+            words.next(),
+            words.next(),
+        ) {
+            (Some("EXIT"), Some(pid), Some(how), Some(n), None) => {
+                let pid: i32 = pid.parse().map_err(|_| bad())?;
+                let n: i32 = n.parse().map_err(|_| bad())?;
+                match how {
+                    "code" => Ok(InitReport::Exit {
+                        pid,
+                        code: Some(n),
+                        signal: None,
+                    }),
+                    "signal" => Ok(InitReport::Exit {
+                        pid,
+                        code: None,
+                        signal: Some(n),
+                    }),
+                    _ => Err(bad()),
+                }
+            }
+            (Some("LOST"), Some(n), None, None, None) => {
+                Ok(InitReport::Lost(n.parse().map_err(|_| bad())?))
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// Init's side: sends `report` without ever blocking; false when it could not be sent whole
+/// (the caller counts it and sends a `LOST` later).
+pub fn send_report(ctl: BorrowedFd<'_>, report: &InitReport) -> bool {
+    let line = report.line();
+    // SAFETY: send(2) from a valid buffer of the given length; MSG_DONTWAIT never blocks and
+    // MSG_NOSIGNAL turns a closed peer into EPIPE rather than SIGPIPE. A stream socket takes a
+    // short line whole or not at all when it has room for it (unix stream sockets copy
+    // atomically below the buffer size).
+    let n = unsafe {
+        libc::send(
+            ctl.as_raw_fd(),
+            line.as_ptr().cast(),
+            line.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    n == line.len() as isize
+}
+
+impl InitReply {
+    /// A reader of init's reports, on its own handle of the connection (the host keeps this
+    /// one for the dead-man switch).
+    pub fn reports(&self) -> io::Result<ReportReader> {
+        Ok(ReportReader {
+            stream: io::BufReader::new(self.stream.try_clone()?),
+        })
+    }
+}
+
+/// Reads [`InitReport`]s until init closes the connection.
+#[derive(Debug)]
+pub struct ReportReader {
+    stream: io::BufReader<UnixStream>,
+}
+
+impl ReportReader {
+    /// The next report; `None` at EOF (init is gone) or on a read error. A malformed or
+    /// over-long line is an error item: the caller records it and goes on.
+    pub fn next_report(&mut self) -> Option<Result<InitReport, CtlError>> {
+        let mut line = Vec::with_capacity(REPORT_MAX);
+        loop {
+            let mut byte = [0u8; 1];
+            match self.stream.read(&mut byte) {
+                Ok(0) => return None,
+                Ok(_) if byte[0] == b'\n' => return Some(InitReport::parse(&line)),
+                Ok(_) if line.len() >= REPORT_MAX => {
+                    // Skip to the end of the over-long line, then say it was malformed.
+                    line.push(byte[0]);
+                }
+                Ok(_) => line.push(byte[0]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+            if line.len() > REPORT_MAX * 4 {
+                return Some(Err(CtlError::BadReply("over-long report".into())));
+            }
+        }
     }
 }
 

@@ -138,3 +138,61 @@ fn reply_parsing() {
     assert!(parse_reply(b"go").is_err());
     assert!(parse_reply(b"").is_err());
 }
+
+#[test]
+fn init_reports_round_trip_and_garbage_is_an_error() {
+    let reports = [
+        InitReport::Exit {
+            pid: 7,
+            code: Some(3),
+            signal: None,
+        },
+        InitReport::Exit {
+            pid: 8,
+            code: None,
+            signal: Some(9),
+        },
+        InitReport::Lost(12),
+    ];
+    for r in reports {
+        let line = r.line();
+        assert!(line.len() <= REPORT_MAX && line.ends_with('\n'));
+        let parsed = InitReport::parse(line.trim_end().as_bytes()).expect("parses");
+        assert_eq!(parsed, r);
+    }
+    for bad in [
+        &b"EXIT"[..],
+        b"EXIT x code 1",
+        b"EXIT 1 code",
+        b"EXIT 1 stopped 2",
+        b"EXIT 1 code 2 extra",
+        b"LOST -1",
+        b"\xff\xfe",
+        b"",
+    ] {
+        assert!(InitReport::parse(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn reports_are_read_until_eof() {
+    let (a, b) = UnixStream::pair().expect("pair");
+    let exit = InitReport::Exit {
+        pid: 42,
+        code: Some(0),
+        signal: None,
+    };
+    assert!(send_report(a.as_fd(), &exit));
+    (&a).write_all(b"garbage line\n").expect("write");
+    assert!(send_report(a.as_fd(), &InitReport::Lost(2)));
+    drop(a);
+    let reply = InitReply { stream: b };
+    let mut reader = reply.reports().expect("clone");
+    assert_eq!(reader.next_report().map(|r| r.ok()), Some(Some(exit)));
+    assert!(matches!(reader.next_report(), Some(Err(_))));
+    assert_eq!(
+        reader.next_report().map(|r| r.ok()),
+        Some(Some(InitReport::Lost(2)))
+    );
+    assert!(reader.next_report().is_none());
+}

@@ -278,6 +278,8 @@ fn supervise(
     if child == 0 {
         exec_child(file.as_ptr(), &ptrs, &old, plan);
     }
+    // Reports init could not send (the host was not reading); said in one `LOST` line later.
+    let mut lost = 0u64;
     loop {
         // SAFETY: siginfo_t is plain data that sigwaitinfo fills in.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -295,7 +297,7 @@ fn supervise(
                 // SAFETY: kill(-1) from PID 1 signals every other process of the guest's pid
                 // namespace; init itself is not signalled.
                 unsafe { libc::kill(-1, libc::SIGKILL) };
-                let _ = reap(child);
+                let _ = reap(child, ctl, &mut lost);
                 return Ok(128 + libc::SIGKILL);
             }
             continue;
@@ -306,7 +308,7 @@ fn supervise(
             unsafe { libc::kill(child, sig) };
             continue;
         }
-        if let Some(code) = reap(child) {
+        if let Some(code) = reap(child, ctl, &mut lost) {
             return Ok(code);
         }
     }
@@ -327,8 +329,11 @@ fn host_gone(ctl: libc::c_int) -> bool {
     n == 0 || (n < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN))
 }
 
-/// Reaps every exited child; returns the exit code once `main` is among them.
-fn reap(main: libc::pid_t) -> Option<i32> {
+/// Reaps every exited child, reporting each to the host; returns the exit code once `main`
+/// is among them.
+fn reap(main: libc::pid_t, ctl: libc::c_int, lost: &mut u64) -> Option<i32> {
+    // SAFETY: `ctl` is the control stream init keeps open for its whole life.
+    let ctl = unsafe { std::os::fd::BorrowedFd::borrow_raw(ctl) };
     let mut code = None;
     loop {
         let mut status = 0;
@@ -336,6 +341,25 @@ fn reap(main: libc::pid_t) -> Option<i32> {
         let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
         if pid <= 0 {
             return code;
+        }
+        let report = if libc::WIFSIGNALED(status) {
+            ctl::InitReport::Exit {
+                pid,
+                code: None,
+                signal: Some(libc::WTERMSIG(status)),
+            }
+        } else {
+            ctl::InitReport::Exit {
+                pid,
+                code: Some(libc::WEXITSTATUS(status)),
+                signal: None,
+            }
+        };
+        if *lost > 0 && ctl::send_report(ctl, &ctl::InitReport::Lost(*lost)) {
+            *lost = 0;
+        }
+        if !ctl::send_report(ctl, &report) {
+            *lost += 1;
         }
         if pid == main {
             code = Some(if libc::WIFSIGNALED(status) {

@@ -65,6 +65,9 @@ pub struct RunStart {
     pub limits: Limits,
     pub offline: bool,
     pub container: String,
+    /// Which observers this run has (absent in logs written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observation: Option<Observation>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,6 +75,37 @@ pub struct Limits {
     pub memory_bytes: i64,
     pub pids: i64,
     pub timeout_secs: Option<u64>,
+    /// CPUs the guest may use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    /// Size of the workspace tmpfs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_bytes: Option<u64>,
+    /// The audit log's byte cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_bytes: Option<u64>,
+}
+
+/// Which observers a run had, said in `run_start` (planned) and `run_end` (what ran), so a
+/// reviewer never mistakes a missing record for a missing action.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Observation {
+    /// The seccomp supervisor: execs, write attempts outside the workspace.
+    pub seccomp: bool,
+    /// The workspace watcher: every change under /tmp/workspace.
+    pub fswatch: bool,
+    /// The kernel's proc connector: every fork, exec and exit. It answers only in the initial
+    /// network namespace.
+    pub proc_connector: bool,
+    /// Where `exit` events come from: `proc_connector` (every process), or
+    /// `init+seccomp` (processes init reaped, with code or signal, and every `exit_group`
+    /// with its code; a process killed by a signal and reaped by its own parent is not seen).
+    pub exits: String,
+    /// Landlock enforces the policy's file and exec rules in the guest.
+    pub landlock: bool,
+    /// What is not observed in this run, and why (empty when everything is).
+    pub missing: Vec<String>,
 }
 
 /// Last event of every run; `counts` (events per kind, this one included) is filled in by the
@@ -96,6 +130,9 @@ pub struct RunEnd {
     /// Packets that left by another interface and were dropped by the guest's firewall
     /// (iptables/ip6tables counters of the final DROP rules), when they could be read.
     pub firewall_packets_dropped: Option<u64>,
+    /// The observers that ran (see `run_start.observation`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observation: Option<Observation>,
 }
 
 /// How the guest's network was sealed.
@@ -206,6 +243,10 @@ pub struct ExitEvent {
     pub signal: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exe: Option<String>,
+    /// Who saw the exit: absent for the proc connector, `init` (reaped by the guest's PID 1)
+    /// or `seccomp` (the process's `exit_group`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// Events that were lost; `seq` stays contiguous and this record says how many are missing.

@@ -176,6 +176,7 @@ impl<S: ProcSource> Tracker<S> {
             .unwrap_or(UNKNOWN_GUEST_PID);
         let (code, signal) = status.map(decode_status).unwrap_or((None, None));
         out.push(EventBody::Exit(ExitEvent {
+            source: None,
             pid: guest_pid,
             code,
             signal,

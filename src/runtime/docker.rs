@@ -111,6 +111,8 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         memory: Some(spec.memory_bytes),
         memory_swap: Some(spec.memory_bytes),
         pids_limit: Some(spec.pids),
+        nano_cpus: (spec.nano_cpus > 0).then_some(spec.nano_cpus),
+        tmpfs: (!spec.tmpfs.is_empty()).then(|| spec.tmpfs.clone().into_iter().collect()),
         mounts: Some(mounts),
         init: Some(false),
         ipc_mode: Some("private".into()),

@@ -82,14 +82,13 @@ pub const DEFAULT_MAX_AUDIT_BYTES: u64 = 2 << 30;
 /// How long the log may fail to be written (a full disk, an I/O error) before the guest is
 /// stopped (fail closed, `run_end.reason = "audit_failed"`).
 pub const AUDIT_FAIL_GRACE: Duration = Duration::from_secs(5);
-/// Space kept in reserve next to the log (`.audit-reserve`, preallocated) and released when the
-/// log has failed for longer than the grace or is being closed, so that the `gap` and `run_end`
-/// explaining the failure can still be written on a full filesystem.
-pub const AUDIT_RESERVE_BYTES: u64 = 1 << 20;
+/// Space kept allocated to the log beyond its end (`fallocate` with `KEEP_SIZE`), so the
+/// closing records explaining a failure (`gap`, `notice`, `run_end`) can be written on a full
+/// filesystem whoever filled it. Ordinary events stop (and are counted) when less than half of
+/// it is left and it cannot be renewed: the disk is treated as full before it is.
+pub const AUDIT_RESERVE_BYTES: u64 = 256 << 10;
 /// How often a failing writer retries when no new event wakes it.
 const RETRY_TICK: Duration = Duration::from_millis(250);
-/// Name of the reserve file in the log's folder.
-pub const RESERVE_FILE: &str = ".audit-reserve";
 
 /// The writer's caps.
 #[derive(Debug, Clone, Copy)]
@@ -209,8 +208,6 @@ impl AuditLog {
                 path: path.to_owned(),
                 source,
             })?;
-        let reserve = path.with_file_name(RESERVE_FILE);
-        let have_reserve = make_reserve(&reserve, limits.reserve_bytes);
         let (tx, rx) = mpsc::channel(queue.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
         let (fail_tx, fail_rx) = watch::channel(None);
@@ -222,7 +219,8 @@ impl AuditLog {
             counts: BTreeMap::new(),
             dropped: dropped.clone(),
             limits,
-            reserve: have_reserve.then_some(reserve),
+            reserved_to: 0,
+            can_reserve: limits.reserve_bytes > 0,
             failing: None,
             restricted: None,
             restricted_lost: 0,
@@ -306,37 +304,6 @@ impl AuditLog {
     }
 }
 
-/// Preallocates the reserve; false when the filesystem has no room even for it.
-fn make_reserve(path: &Path, bytes: u64) -> bool {
-    if bytes == 0 {
-        return false;
-    }
-    let Ok(file) = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-    else {
-        return false;
-    };
-    let len = i64::try_from(bytes).unwrap_or(i64::MAX);
-    let ok = nix::fcntl::fallocate(
-        &file,
-        nix::fcntl::FallocateFlags::empty(),
-        0,
-        len,
-    )
-    .is_ok()
-        // Filesystems without fallocate: real blocks written once.
-        || (file.set_len(0).is_ok()
-            && std::io::Write::write_all(&mut &file, &vec![0u8; bytes as usize]).is_ok());
-    if !ok {
-        let _ = std::fs::remove_file(path);
-    }
-    ok
-}
-
 /// Writes are failing: since when, why, and how many events were lost meanwhile.
 struct Failing {
     since: Instant,
@@ -355,7 +322,10 @@ struct Writer {
     counts: BTreeMap<&'static str, u64>,
     dropped: Arc<AtomicU64>,
     limits: AuditLimits,
-    reserve: Option<PathBuf>,
+    /// File offset up to which blocks are allocated to the log (see [`AUDIT_RESERVE_BYTES`]).
+    reserved_to: u64,
+    /// False on filesystems without `fallocate`: then the log simply writes until ENOSPC.
+    can_reserve: bool,
     failing: Option<Failing>,
     /// Set once the guest must be stopped: only closing records are written from then on.
     restricted: Option<&'static str>,
@@ -388,9 +358,7 @@ impl Writer {
             match msg {
                 Msg::Event(mut body) => {
                     if let EventBody::RunEnd(end) = &mut *body {
-                        // The end is near: the reserve is for exactly this.
-                        self.release_reserve();
-                        self.flush_losses();
+                        self.flush_losses(true);
                         end.counts = self
                             .counts
                             .iter()
@@ -402,12 +370,13 @@ impl Writer {
                 }
                 Msg::Tick => {
                     if self.failing.is_some() {
-                        self.flush_losses();
+                        self.flush_losses(false);
                     }
                 }
                 Msg::Close(done) => {
-                    self.release_reserve();
-                    self.flush_losses();
+                    self.flush_losses(true);
+                    // Give back what the reserve held beyond the last line.
+                    let _ = self.file.set_len(self.good_len);
                     let synced = self.file.sync_all();
                     let _ = done.send(self.counts.clone());
                     return match (synced, &self.failing) {
@@ -421,8 +390,8 @@ impl Writer {
                 }
             }
         }
-        self.release_reserve();
-        self.flush_losses();
+        self.flush_losses(true);
+        let _ = self.file.set_len(self.good_len);
         self.file
             .sync_all()
             .map_err(|e| format!("sync audit log: {e}"))
@@ -453,7 +422,7 @@ impl Writer {
             self.restricted_lost += 1;
             return;
         }
-        if !self.flush_losses() {
+        if !self.flush_losses(closing_record(body)) {
             self.lose_one();
             return;
         }
@@ -470,8 +439,13 @@ impl Writer {
     }
 
     /// Writes the `gap` records owed (queue drops, write failures, restricted drops). False
-    /// when the log still cannot be written.
-    fn flush_losses(&mut self) -> bool {
+    /// when the log still cannot be written. Outside `closing`, an outage ends only once the
+    /// reserve could be renewed, so a nearly full disk gives one gap, not one per event.
+    fn flush_losses(&mut self, closing: bool) -> bool {
+        if self.failing.is_some() && !closing && !self.renew_reserve() {
+            self.check_grace();
+            return false;
+        }
         if let Some(f) = &self.failing {
             let gap = EventBody::Gap(Gap {
                 dropped: f.lost,
@@ -543,6 +517,9 @@ impl Writer {
         };
         escape_line_separators(&mut line);
         line.push(b'\n');
+        if !closing_record(body) && !self.ensure_reserve(line.len() as u64) {
+            return false;
+        }
         // One write(2) per line on a file we alone own. A failed (possibly partial) write is cut
         // back to the last whole line, so the log never holds a torn record it goes on after.
         match self.file.write_all(&line) {
@@ -577,8 +554,8 @@ impl Writer {
         false
     }
 
-    /// Past the grace, the guest must stop: say so once, and free the reserve so the closing
-    /// records fit.
+    /// Past the grace, the guest must stop: say so once; the closing records go into the
+    /// reserve.
     fn check_grace(&mut self) {
         let Some(f) = &mut self.failing else { return };
         if f.signalled || f.since.elapsed() < self.limits.fail_grace {
@@ -587,7 +564,6 @@ impl Writer {
         f.signalled = true;
         let error = f.error.clone();
         self.restrict("audit log write failures", AuditFailure::WriteFailed(error));
-        self.release_reserve();
     }
 
     fn restrict(&mut self, why: &'static str, failure: AuditFailure) {
@@ -598,9 +574,45 @@ impl Writer {
         }
     }
 
-    fn release_reserve(&mut self) {
-        if let Some(path) = self.reserve.take() {
-            let _ = std::fs::remove_file(path);
+    /// Keeps at least half the reserve allocated past the line about to be written; false
+    /// (the failing state) when the filesystem has no room to renew it.
+    fn ensure_reserve(&mut self, len: u64) -> bool {
+        if !self.can_reserve {
+            return true;
+        }
+        let need = self.good_len + len + self.limits.reserve_bytes / 2;
+        need <= self.reserved_to || self.renew_reserve()
+    }
+
+    /// Allocates a whole reserve past the log's end; false (the failing state) when the
+    /// filesystem has no room for it.
+    fn renew_reserve(&mut self) -> bool {
+        if !self.can_reserve {
+            return true;
+        }
+        let want = self.good_len + self.limits.reserve_bytes;
+        let (Ok(off), Ok(n)) = (
+            i64::try_from(self.good_len),
+            i64::try_from(self.limits.reserve_bytes),
+        ) else {
+            return true;
+        };
+        match nix::fcntl::fallocate(
+            &self.file,
+            nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
+            off,
+            n,
+        ) {
+            Ok(()) => {
+                self.reserved_to = want;
+                true
+            }
+            Err(nix::errno::Errno::EOPNOTSUPP) => {
+                // No preallocation here: write until the disk says no.
+                self.can_reserve = false;
+                true
+            }
+            Err(e) => self.fail(std::io::Error::from(e).to_string()),
         }
     }
 }
@@ -725,7 +737,6 @@ mod tests {
             ..AuditLimits::default()
         };
         let log = AuditLog::create_with(&path, RunId::generate(), 1024, limits).expect("create");
-        assert!(fs.path().join(RESERVE_FILE).exists(), "the reserve is held");
         let sink = log.sink();
         for i in 0..10 {
             sink.emit_reliable(blocked(i)).await;
@@ -763,9 +774,10 @@ mod tests {
         );
         assert_eq!(written + lost, 70, "every event is written or counted");
         assert_eq!(lines.last().expect("last")["kind"], "run_end");
+        let on_disk = std::fs::metadata(&path).expect("meta");
         assert!(
-            !fs.path().join(RESERVE_FILE).exists(),
-            "the reserve is gone at the end"
+            std::os::unix::fs::MetadataExt::blocks(&on_disk) * 512 < on_disk.len() + 8192,
+            "the reserve beyond the end is given back"
         );
     }
 
@@ -783,8 +795,8 @@ mod tests {
         sink.emit_reliable(blocked(0)).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         let _filler = fs.fill();
-        // More than the log's own last page can still take.
-        for i in 1..41 {
+        // More than the log's reserve lets through before it must be renewed.
+        for i in 1..301 {
             sink.emit_reliable(blocked(i)).await;
         }
         // No further event: the writer's own retries notice that the grace ran out.
@@ -796,13 +808,13 @@ mod tests {
             "{failure:?}"
         );
         assert_eq!(failure.reason(), "audit_failed");
-        sink.emit_reliable(blocked(41)).await;
+        sink.emit_reliable(blocked(301)).await;
         log.finish(RunEnd {
             reason: "audit_failed".into(),
             ..RunEnd::default()
         })
         .await
-        .expect("the reserve makes room for the closing records");
+        .expect("the reserve holds the closing records");
         let lines = lines(&path);
         assert_contiguous(&lines);
         let kinds: Vec<_> = lines
@@ -819,7 +831,7 @@ mod tests {
             .sum();
         let written = lines.iter().filter(|v| v["kind"] == "blocked").count() as u64;
         assert!(lost >= 1, "the outage lost events");
-        assert_eq!(written + lost, 42, "every event is written or counted");
+        assert_eq!(written + lost, 302, "every event is written or counted");
     }
 
     #[tokio::test]

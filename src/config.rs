@@ -129,7 +129,7 @@ impl RunConfig {
         }
         validate_user(&args.user).map_err(|r| value_err("user", &args.user, r))?;
         let cpus = parse_cpus(&args.cpus).map_err(|r| value_err("cpus", &args.cpus, r))?;
-        let workspace_bytes = parse_bytes(&args.workspace_size)
+        let workspace_bytes = parse_size(&args.workspace_size)
             .map_err(|r| value_err("workspace-size", &args.workspace_size, r))
             .and_then(|b| {
                 if b < MIN_WORKSPACE_BYTES {
@@ -142,7 +142,7 @@ impl RunConfig {
                     Ok(b as u64)
                 }
             })?;
-        let max_audit_bytes = parse_bytes(&args.max_audit_bytes)
+        let max_audit_bytes = parse_size(&args.max_audit_bytes)
             .map_err(|r| value_err("max-audit-bytes", &args.max_audit_bytes, r))
             .and_then(|b| {
                 if b < MIN_AUDIT_BYTES {
@@ -287,7 +287,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// `1048576`, `512k`, `512m`, `2g`.
+/// A memory size for the engine: at least 16m, which a container needs to start.
 pub fn parse_bytes(s: &str) -> Result<i64, String> {
+    let bytes = parse_size(s)?;
+    if bytes < (16 << 20) {
+        return Err("must be at least 16m".into());
+    }
+    Ok(bytes)
+}
+
+/// Bytes, or a number with a k, m or g suffix.
+pub fn parse_size(s: &str) -> Result<i64, String> {
     let lower = s.trim().to_ascii_lowercase();
     let (num, mul) = match lower.char_indices().last() {
         Some((i, 'k')) => (&lower[..i], 1i64 << 10),
@@ -299,8 +309,8 @@ pub fn parse_bytes(s: &str) -> Result<i64, String> {
         .parse()
         .map_err(|_| "expected bytes, or a number with k, m or g".to_string())?;
     let bytes = n.checked_mul(mul).ok_or("too large")?;
-    if bytes < (16 << 20) {
-        return Err("must be at least 16m".into());
+    if bytes < 0 {
+        return Err("must not be negative".into());
     }
     Ok(bytes)
 }

@@ -1,7 +1,12 @@
 # The one task runner. CI (.ci/run) calls `make test`, exactly as the README says.
 CARGO ?= cargo
 
-.PHONY: build image demo fakes captures bench test lint leftovers
+.PHONY: setup build image demo fakes captures bench test lint leftovers
+
+# What a fresh Debian machine lacks for a run (docker.io, iptables, mmdebstrap, …) and a
+# running dockerd; the same script .ci/run uses.
+setup:
+	./scripts/host-setup.sh demo
 
 build:
 	$(CARGO) build --release
@@ -11,7 +16,7 @@ image: build
 
 # The main job: the multi-language audit — Python, Node.js and Go victims in sealed guests,
 # against local fake upstreams — and its PASS/FAIL verdict.
-demo: build
+demo: setup build
 	./target/x86_64-unknown-linux-gnu/release/idagent audit
 
 # Hermetic fake www.google.com / api.openai.com for your own runs (prints the flags to pass).
@@ -42,4 +47,5 @@ leftovers:
 	@if [ -d /run/idagent ] && [ -n "$$(ls -A /run/idagent)" ]; then echo "leftovers: /run/idagent not empty"; ls -la /run/idagent; exit 1; fi
 	@if ip -o link show type tun | grep -q .; then echo "leftovers: TUN device in the host namespace"; exit 1; fi
 	@if [ -n "$$(ip netns list)" ]; then echo "leftovers: network namespaces: $$(ip netns list)"; exit 1; fi
+	@if grep -q idagent-test /proc/self/mountinfo; then echo "leftovers: test mounts"; grep idagent-test /proc/self/mountinfo; exit 1; fi
 	@echo "leftovers: none"

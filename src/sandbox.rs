@@ -266,8 +266,21 @@ async fn run_inner<R: ContainerRuntime>(
 /// What must hold before anything of the run exists, and what this host lets the run
 /// observe. Errors here leave nothing to clean up.
 fn preflight(cfg: &RunConfig) -> Result<Observation, SandboxError> {
+    // Creating namespaces' devices, entering the guest's netns and reading its /proc need root.
+    if !nix::unistd::geteuid().is_root() {
+        return Err(SandboxError::Precondition(
+            "idagent run needs root on the host (it creates the guest's TUN and firewall)".into(),
+        ));
+    }
     // A kernel that cannot enforce the policy's file and exec rules stops the run.
     crate::enforce::landlock_plan(cfg.policy.as_ref())?;
+    // The supervisor is a seccomp user-notification listener (Linux 5.0+); without it the
+    // guest's init would fail after the container exists.
+    if !seccomp_notify_available() {
+        return Err(SandboxError::Precondition(
+            "the kernel has no seccomp user notification (Linux 5.0 or later is needed)".into(),
+        ));
+    }
     // The guest's only network is a TUN device we create in its namespace.
     std::fs::OpenOptions::new()
         .read(true)
@@ -302,6 +315,24 @@ fn preflight(cfg: &RunConfig) -> Result<Observation, SandboxError> {
         }
     }
     Ok(obs)
+}
+
+#[allow(unsafe_code)] // one seccomp(2) query with a plain-data out-parameter
+fn seccomp_notify_available() -> bool {
+    // struct seccomp_notif_sizes: three u16.
+    let mut sizes = [0u16; 3];
+    const SECCOMP_GET_NOTIF_SIZES: libc::c_ulong = 3;
+    // SAFETY: SECCOMP_GET_NOTIF_SIZES writes exactly a seccomp_notif_sizes (6 bytes) to the
+    // pointer, which points at a live 6-byte buffer.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            SECCOMP_GET_NOTIF_SIZES,
+            0 as libc::c_ulong,
+            sizes.as_mut_ptr(),
+        )
+    };
+    rc == 0 && sizes[0] > 0
 }
 
 /// Creates the run folder, the workspace (seeded, owned by the guest user) and the control

@@ -69,6 +69,8 @@ pub struct RunConfig {
     pub context: Option<PathBuf>,
     /// The policy every decision point asks, its modes resolved with `--mode`.
     pub policy: Option<idagent_policy::Policy>,
+    /// The seccomp supervisor writes `exit` events from `exit_group` (`--seccomp-exits`).
+    pub seccomp_exits: bool,
 }
 
 impl RunConfig {
@@ -143,6 +145,7 @@ impl RunConfig {
             pcap: None,
             context: args.context,
             policy,
+            seccomp_exits: args.seccomp_exits,
         })
     }
 }
@@ -172,6 +175,7 @@ impl RunConfig {
             pcap: None,
             context: None,
             policy: None,
+            seccomp_exits: false,
         })
     }
 }

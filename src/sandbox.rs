@@ -286,11 +286,12 @@ async fn setup_and_wait<R: ContainerRuntime>(
     // With exec rules enforced, a program that still got to run through the dynamic loader
     // (a path swapped after the supervisor read it) is stopped right after its exec: Landlock
     // cannot refuse that route, the loader must stay executable.
-    let exec_guard = policy
-        .is_some_and(|p| p.fs_plan().exec_mode == idagent_policy::Mode::Enforce)
-        .then(|| procevents::ExecGuard {
-            enforcer: enforcer.clone(),
-        });
+    let mut exec_guard = procevents::ExecGuard {
+        enforcer: policy
+            .is_some_and(|p| p.fs_plan().exec_mode == idagent_policy::Mode::Enforce)
+            .then(|| enforcer.clone()),
+        confirm: None,
+    };
     let mut icpt = net::build(
         &cfg.net,
         run_id,
@@ -379,17 +380,28 @@ async fn setup_and_wait<R: ContainerRuntime>(
         }));
     }
     let attribution = Arc::new(Attribution::default());
-    live.supervisor = Some(
-        supervisor::spawn(listener, sink.clone(), attribution.clone(), enforcer)
-            .map_err(|e| observer("supervisor", e))?,
-    );
+    let options = supervisor::SupervisorOptions {
+        exits: cfg.seccomp_exits,
+    };
+    let sup = supervisor::spawn(
+        listener,
+        sink.clone(),
+        attribution.clone(),
+        enforcer,
+        options,
+    )
+    .map_err(|e| observer("supervisor", e))?;
+    // The proc connector's exec events confirm what an exec ran sooner than the supervisor's
+    // own look at /proc (both write one `exec_ran` between them).
+    exec_guard.confirm = Some(sup.exec_confirm());
+    live.supervisor = Some(sup);
     let observers = (|| {
         live.fswatch = Some(
             fswatch::start(workspace, sink.clone(), attribution)
                 .map_err(|e| observer("fswatch", e))?,
         );
         live.procs = Some(
-            procevents::start(pid, hello.guest_pid, sink.clone(), exec_guard)
+            procevents::start(pid, hello.guest_pid, sink.clone(), Some(exec_guard))
                 .map_err(|e| observer("procevents", e))?,
         );
         Ok::<_, SandboxError>(())

@@ -33,11 +33,17 @@
 
 #![allow(unsafe_code)] // OS module: seccomp ioctls and /proc/<pid>/mem
 
+mod exec_confirm;
 mod procfs;
+mod resolve;
 mod syscalls;
 
-use crate::attribution::{Actor, Attribution};
-use crate::audit::{AuditSink, EventBody, ExecEvent, FileEvent, FileOp, Outcome};
+pub use exec_confirm::{ExecConfirm, EXEC_CONFIRM_WINDOW, MAX_PENDING_EXEC_CONFIRMS};
+
+use crate::attribution::{Actor, Attribution, Recorded};
+use crate::audit::{
+    AuditSink, EventBody, ExecEvent, ExitEvent, FileEvent, FileOp, Notice, Outcome,
+};
 use procfs::{GuestMem, Mount, Status};
 use std::collections::HashMap;
 use std::io;
@@ -63,6 +69,20 @@ pub struct SupervisorStats {
     pub attributions: u64,
     /// Notifications whose arguments or process could not be read (nothing was emitted).
     pub read_failures: u64,
+    /// `exit` events written from `exit_group` (only with [`SupervisorOptions::exits`]).
+    pub exit_events: u64,
+    /// Write attempts whose path resolved (symlinks, `/proc/self/…`) to another one than its
+    /// text: recorded with `requested`.
+    pub resolved_elsewhere: u64,
+}
+
+/// What the supervisor records beyond execs and file writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SupervisorOptions {
+    /// Write an `exit` event (`source: "seccomp"`) for every `exit_group` a guest process
+    /// makes: the source of exits where the proc connector is missing. Off by default (the
+    /// proc connector writes them; both on would write each exit twice).
+    pub exits: bool,
 }
 
 /// The running supervisor thread. Dropping it tells the thread to stop without waiting.
@@ -70,9 +90,16 @@ pub struct SupervisorStats {
 pub struct SupervisorHandle {
     stop: Option<UnixStream>,
     thread: Option<std::thread::JoinHandle<SupervisorStats>>,
+    confirm: Arc<ExecConfirm>,
 }
 
 impl SupervisorHandle {
+    /// The exec confirmations this supervisor waits for: hand it to `procevents` (its exec
+    /// events confirm them sooner; see [`ExecConfirm::on_exec`]).
+    pub fn exec_confirm(&self) -> Arc<ExecConfirm> {
+        self.confirm.clone()
+    }
+
     /// Asks the thread to handle the notifications already queued and stop. Only call this
     /// when the guest is gone or going: afterwards its notified syscalls fail with `ENOSYS`.
     pub fn stop(&mut self) {
@@ -96,14 +123,18 @@ pub fn spawn(
     audit: AuditSink,
     attribution: Arc<Attribution>,
     enforcer: Arc<crate::enforce::Enforcer>,
+    options: SupervisorOptions,
 ) -> io::Result<SupervisorHandle> {
     check_notif_sizes()?;
     let (stop, stop_rx) = UnixStream::pair()?;
+    let confirm = Arc::new(ExecConfirm::new(audit.clone()));
     let supervisor = Supervisor {
         listener,
         audit,
         attribution,
         enforcer,
+        options,
+        confirm: confirm.clone(),
         stats: SupervisorStats::default(),
         mounts: HashMap::new(),
     };
@@ -113,6 +144,7 @@ pub fn spawn(
     Ok(SupervisorHandle {
         stop: Some(stop),
         thread: Some(thread),
+        confirm,
     })
 }
 
@@ -161,6 +193,8 @@ struct Supervisor {
     /// Labels each exec and workspace write with the policy's decision; the refusal itself is
     /// Landlock's, in the guest kernel (this thread always lets the call continue).
     enforcer: Arc<crate::enforce::Enforcer>,
+    options: SupervisorOptions,
+    confirm: Arc<ExecConfirm>,
     stats: SupervisorStats,
     /// Parsed mountinfo per mount namespace (`/proc/<pid>/ns/mnt`), with when it was read.
     mounts: HashMap<String, (Instant, Arc<Vec<Mount>>)>,
@@ -169,11 +203,21 @@ struct Supervisor {
 /// What one notification turned into, decided before replying and applied after.
 enum Observed {
     Event(Box<EventBody>),
+    /// An exec event, and what to confirm once the exec happened (absent when it will fail).
+    Exec(Box<EventBody>, Option<Expectation>),
     /// Record it, and fail the call with this errno instead of letting it continue. Only ever a
     /// denial: refusing on what we read is safe even if a guest thread swaps the argument
     /// (the worst it gets is a refusal), unlike allowing on it.
     Refuse(Box<EventBody>, i32),
     Attribute(Vec<String>, Actor),
+}
+
+/// What `exec_confirm` needs to know about an exec that is about to continue.
+struct Expectation {
+    host_tgid: u32,
+    guest_pid: i32,
+    requested: String,
+    before: exec_confirm::Signature,
 }
 
 enum Next {
@@ -197,8 +241,12 @@ impl Supervisor {
                     revents: 0,
                 },
             ];
+            // Exec confirmations due soon bound the wait (see `exec_confirm`).
+            let timeout = self.confirm.poll(Instant::now()).map_or(-1, |d| {
+                i32::try_from(d.as_millis().max(1)).unwrap_or(i32::MAX)
+            });
             // SAFETY: two valid pollfds for the duration of the call.
-            if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            if unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) } < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -219,6 +267,7 @@ impl Supervisor {
                 break;
             }
         }
+        self.confirm.flush();
         tracing::debug!(?self.stats, "seccomp supervisor stopped");
         self.stats
     }
@@ -269,14 +318,21 @@ impl Supervisor {
         // Only trust what we read if the target is still the one that made the call (the pid
         // could have been reused while we read /proc/<pid>).
         let valid = self.id_valid(notif.id);
-        match &observed {
-            Some(Observed::Refuse(_, errno)) => self.reply_error(notif.id, *errno),
-            _ => self.reply_continue(notif.id),
-        }
+        let refuse = match &observed {
+            Some(Observed::Refuse(_, errno)) => Some(*errno),
+            _ => None,
+        };
+        // Recorded before the reply: an exec's confirmation (which may come from another
+        // thread as soon as the call continues) must find its expectation, and follow its
+        // `exec` event in the log.
         match observed {
             Some(o) if valid => self.apply(o),
             Some(_) => self.stats.read_failures += 1,
             None => {}
+        }
+        match refuse {
+            Some(errno) => self.reply_error(notif.id, errno),
+            None => self.reply_continue(notif.id),
         }
         Next::Continue
     }
@@ -334,14 +390,36 @@ impl Supervisor {
                 let body = *body;
                 match body {
                     EventBody::Exec(_) => self.stats.exec_events += 1,
+                    EventBody::Exit(_) => self.stats.exit_events += 1,
                     _ => self.stats.file_events += 1,
                 }
                 self.audit.emit(body);
             }
+            Observed::Exec(body, expect) => {
+                self.stats.exec_events += 1;
+                self.audit.emit(*body);
+                if let Some(e) = expect {
+                    self.confirm
+                        .expect(e.host_tgid, e.guest_pid, e.requested, e.before);
+                }
+            }
             Observed::Attribute(paths, actor) => {
                 for path in paths {
                     self.stats.attributions += 1;
-                    self.attribution.record(&path, actor.clone());
+                    if let Recorded::Evicted { first: true } =
+                        self.attribution.record(&path, actor.clone())
+                    {
+                        self.audit.emit(EventBody::Notice(Notice {
+                            what: "attribution_cap".into(),
+                            detail: format!(
+                                "over {} workspace paths or {} bytes of path state: the oldest \
+                                 are forgotten, and later changes to them are reported without \
+                                 their process",
+                                crate::attribution::DEFAULT_MAX_ATTRIBUTIONS,
+                                crate::attribution::DEFAULT_MAX_ATTRIBUTION_BYTES
+                            ),
+                        }));
+                    }
                 }
             }
         }
@@ -352,6 +430,15 @@ impl Supervisor {
         let spec = syscalls::lookup(i64::from(notif.data.nr))?;
         let (pid, args) = (notif.pid, notif.data.args);
         let result = match spec.call {
+            Call::Exit { code } => {
+                // A process with an exec in flight is stopped here, still readable: the
+                // moment to confirm a short-lived program.
+                self.confirm.on_stopped(pid);
+                if !self.options.exits {
+                    return None;
+                }
+                observe_exit(pid, arg(&args, code)).map(Some)
+            }
             Call::Exec { target, argv } => self.observe_exec(pid, &args, target, argv).map(Some),
             Call::File {
                 op,
@@ -386,10 +473,7 @@ impl Supervisor {
         argv_arg: usize,
     ) -> io::Result<Observed> {
         let mem = GuestMem::open(pid)?;
-        let path = match resolve(&mem, pid, args, target)? {
-            Resolved::Path(p) => p,
-            Resolved::NotAFile(p) => p,
-        };
+        let seen = resolve(&mem, pid, args, target)?;
         // Credentials on a command line (`curl -H "Authorization: Bearer …"`) are logged as
         // fingerprints, like everywhere else in the log.
         let read = mem.read_argv(arg(args, argv_arg))?;
@@ -407,8 +491,13 @@ impl Supervisor {
             .unwrap_or(0);
         // What runs, not what was named: Landlock grants by inode, so the decision is made on
         // the real path (an exec of a symlink, `/proc/self/fd/N` or `/dev/fd/N` is an exec of
-        // the file behind it).
-        let resolved = procfs::real_path_in_guest(pid, &path);
+        // the file behind it), resolved from the text the guest wrote, as the kernel will.
+        let path = seen.lexical;
+        let resolved = seen
+            .written
+            .as_deref()
+            .and_then(|w| resolve::resolve_in_guest(pid, w, true))
+            .or_else(|| procfs::real_path_in_guest(pid, &path));
         let mut error = (resolved.is_none() && procfs::exists_in_guest(pid, &path) == Some(false))
             .then(|| "ENOENT".to_owned());
         let real_path = resolved.filter(|real| *real != path);
@@ -417,15 +506,16 @@ impl Supervisor {
         // whatever a second thread does; a swap to the loader after our read is stopped after
         // the exec by `procevents::ExecGuard`). Anything else is refused by Landlock, and the
         // decision here only labels what the kernel does with the same policy.
-        let decided = real_path.as_deref().unwrap_or(&path);
-        let loader = crate::procevents::is_dynamic_loader(decided);
+        let decided = real_path.as_deref().unwrap_or(&path).to_owned();
+        let loader = crate::procevents::is_dynamic_loader(&decided);
+        let guest_pid = status.guest_tgid().unwrap_or(0);
         let mut refuse = false;
         if error.is_none() && self.enforcer.active() {
             let req = idagent_policy::Request::Exec {
-                path: decided,
+                path: &decided,
                 argv: &argv,
             };
-            let ctx = crate::enforce::Context::pid(status.guest_pid().unwrap_or(0));
+            let ctx = crate::enforce::Context::pid(guest_pid);
             let how = if loader { "seccomp" } else { "landlock" };
             if let Some(d) = self.enforcer.label(&req, ctx, how) {
                 if d.enforced() {
@@ -434,8 +524,20 @@ impl Supervisor {
                 }
             }
         }
+        // An exec expected to run is confirmed after it did (see `exec_confirm`): what runs
+        // now is the "before" it must differ from.
+        let host_tgid = status.host_tgid().unwrap_or(pid);
+        let expect = match (&error, exec_confirm::Signature::read(host_tgid)) {
+            (None, Some(before)) => Some(Expectation {
+                host_tgid,
+                guest_pid,
+                requested: decided,
+                before,
+            }),
+            _ => None,
+        };
         let event = Box::new(EventBody::Exec(ExecEvent {
-            pid: status.guest_pid().unwrap_or(0),
+            pid: guest_pid,
             ppid,
             error,
             path,
@@ -449,7 +551,7 @@ impl Supervisor {
         Ok(if refuse {
             Observed::Refuse(event, libc::EACCES)
         } else {
-            Observed::Event(event)
+            Observed::Exec(event, expect)
         })
     }
 
@@ -469,19 +571,43 @@ impl Supervisor {
         let Some(op) = syscalls::file_op(call.op, call.flags, flags_value) else {
             return Ok(None);
         };
-        let Resolved::Path(path) = resolve(&mem, pid, args, call.target)? else {
+        let seen = resolve(&mem, pid, args, call.target)?;
+        // Judged by where the kernel will write, not by the text: a workspace symlink to /etc,
+        // `/proc/self/root/…`, `/proc/self/cwd/…`, `/dev/fd/N/…` name files elsewhere.
+        let real = seen
+            .written
+            .as_deref()
+            .and_then(|w| resolve::resolve_in_guest(pid, w, follows_last(op, flags_value)));
+        if !seen.is_path && real.is_none() {
             // An fd that is a pipe, socket or memfd: not a file in any mount.
             return Ok(None);
-        };
+        }
+        let requested = real
+            .as_ref()
+            .filter(|r| **r != seen.lexical)
+            .map(|_| seen.lexical.clone());
+        let path = real.unwrap_or(seen.lexical);
+        if requested.is_some() {
+            self.stats.resolved_elsewhere += 1;
+        }
         let from = match call.from {
-            Some(f) => Some(match resolve(&mem, pid, args, f)? {
-                Resolved::Path(p) | Resolved::NotAFile(p) => p,
-            }),
+            Some(f) => {
+                let from = resolve(&mem, pid, args, f)?;
+                // A rename's or link's old name is not followed (symlink contents are text).
+                let real = match f {
+                    PathArg::Raw(_) => None,
+                    _ => from
+                        .written
+                        .as_deref()
+                        .and_then(|w| resolve::resolve_in_guest(pid, w, false)),
+                };
+                Some(real.unwrap_or(from.lexical))
+            }
             None => None,
         };
         let status = Status::read(pid)?;
         let actor = Actor {
-            pid: status.guest_pid().unwrap_or(0),
+            pid: status.guest_tgid().unwrap_or(0),
             exe: procfs::read_link(pid, "exe").unwrap_or_default(),
         };
         let changed: Vec<&String> = std::iter::once(&path)
@@ -512,6 +638,7 @@ impl Supervisor {
             FileEvent {
                 op,
                 path,
+                requested,
                 outcome,
                 errno,
                 size: None,
@@ -558,6 +685,7 @@ impl Supervisor {
             Observed::Event(Box::new(EventBody::File(FileEvent {
                 op,
                 path: path.to_owned(),
+                requested: None,
                 outcome: Outcome::Denied,
                 errno: Some("EACCES".to_owned()),
                 size: None,
@@ -598,19 +726,54 @@ struct FileCall {
     from_changes: bool,
 }
 
-enum Resolved {
-    /// An absolute path as the guest sees it.
-    Path(String),
-    /// Something that is not a path in any mount (`pipe:[1]`, a raw symlink body).
-    NotAFile(String),
+/// One path argument as read.
+struct Seen {
+    /// The absolute path by its text (joined to the cwd or dirfd, `.` and `..` removed), or
+    /// what the argument is when it is no path (`pipe:[1]`, a symlink's contents).
+    lexical: String,
+    /// Whether `lexical` is an absolute path.
+    is_path: bool,
+    /// The absolute text to resolve as the kernel will (`..` after a symlink is the symlink
+    /// target's parent, so it is not removed by text); `None` when there is nothing left to
+    /// resolve (an fd's own path) or nothing to resolve at all.
+    written: Option<String>,
 }
 
 fn arg(args: &[u64; 6], i: usize) -> u64 {
     args.get(i).copied().unwrap_or(0)
 }
 
-/// Reads and resolves one path argument against the guest's cwd or dirfd.
-fn resolve(mem: &GuestMem, pid: u32, args: &[u64; 6], which: PathArg) -> io::Result<Resolved> {
+/// An `exit` event for the process whose thread `pid` (host) called `exit_group(code)`: it is
+/// still alive, so its pid and program can be read.
+fn observe_exit(pid: u32, code: u64) -> io::Result<Observed> {
+    let status = Status::read(pid)?;
+    Ok(Observed::Event(Box::new(EventBody::Exit(ExitEvent {
+        pid: status
+            .guest_tgid()
+            .unwrap_or(crate::procevents::UNKNOWN_GUEST_PID),
+        // The kernel keeps the low 8 bits, as wait(2) reports them.
+        code: Some((code & 0xff) as i32),
+        signal: None,
+        exe: procfs::read_link(pid, "exe").ok(),
+        source: Some("seccomp".to_owned()),
+    }))))
+}
+
+/// Whether `op` follows a symlink in the path's last component (`flags_value` as for
+/// [`syscalls::file_op`]): opens without `O_NOFOLLOW` (and not `O_CREAT|O_EXCL`), `creat`,
+/// `truncate`, `chmod`, `chown` do; calls that change the name itself do not.
+fn follows_last(op: FileOp, flags_value: u64) -> bool {
+    let has = |f: i32| flags_value & f as u64 != 0;
+    match op {
+        FileOp::OpenWrite => !has(libc::O_NOFOLLOW) && !(has(libc::O_CREAT) && has(libc::O_EXCL)),
+        FileOp::Creat | FileOp::Truncate | FileOp::Chmod | FileOp::Chown => true,
+        _ => false,
+    }
+}
+
+/// Reads one path argument and joins it to the guest's cwd or dirfd (read from
+/// `/proc/<pid>/cwd` and `fd/N`, which are real paths already).
+fn resolve(mem: &GuestMem, pid: u32, args: &[u64; 6], which: PathArg) -> io::Result<Seen> {
     let fd_link = |fd: u64| -> io::Result<String> {
         // dirfds and fds are C ints: the kernel ignores the upper half.
         let fd = fd as u32 as i32;
@@ -621,7 +784,13 @@ fn resolve(mem: &GuestMem, pid: u32, args: &[u64; 6], which: PathArg) -> io::Res
         }
     };
     let (base, rel) = match which {
-        PathArg::Raw(i) => return mem.read_cstr(arg(args, i)).map(Resolved::NotAFile),
+        PathArg::Raw(i) => {
+            return mem.read_cstr(arg(args, i)).map(|text| Seen {
+                lexical: text,
+                is_path: false,
+                written: None,
+            })
+        }
         PathArg::Fd(i) => (fd_link(arg(args, i))?, String::new()),
         PathArg::At { dirfd, path } => {
             let rel = mem.read_cstr(arg(args, path))?;
@@ -633,13 +802,27 @@ fn resolve(mem: &GuestMem, pid: u32, args: &[u64; 6], which: PathArg) -> io::Res
             }
         }
     };
+    let written = match (base.as_str(), rel.as_str()) {
+        (_, "") => None,
+        ("", rel) => Some(rel.to_owned()),
+        (b, rel) if b.starts_with('/') => Some(format!("{}/{rel}", b.trim_end_matches('/'))),
+        _ => None,
+    };
     Ok(match procfs::resolve(Some(&base), &rel) {
-        Some(p) => Resolved::Path(p),
-        None => Resolved::NotAFile(if rel.is_empty() {
-            base
-        } else {
-            format!("{base}/{rel}")
-        }),
+        Some(p) => Seen {
+            lexical: p,
+            is_path: true,
+            written,
+        },
+        None => Seen {
+            lexical: if rel.is_empty() {
+                base
+            } else {
+                format!("{base}/{rel}")
+            },
+            is_path: false,
+            written: None,
+        },
     })
 }
 

@@ -123,7 +123,7 @@ impl Builder {
                     *self.report.omitted.entry("decisions".into()).or_default() += 1;
                 }
             }
-            EventBody::NetSetup(_) | EventBody::Unknown => {}
+            EventBody::NetSetup(_) | EventBody::ExecRan(_) | EventBody::Unknown => {}
         }
     }
 

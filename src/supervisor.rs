@@ -4,26 +4,33 @@
 //!
 //! Owns: the listener fd (closing it makes every notified syscall in the guest fail with
 //! `ENOSYS`, so the thread runs until the run ends), the per-notification protocol
-//! (`RECV` → read arguments → `ID_VALID` → `SEND` with `FLAG_CONTINUE`), and the mapping to
-//! events:
+//! (`RECV` → read arguments → `ID_VALID` → record → `SEND` with `FLAG_CONTINUE`), and the
+//! mapping to events:
 //! - `execve`/`execveat` → an `exec` event with argv (at most [`procfs::MAX_ARGV`] entries of
-//!   [`procfs::MAX_STRING`] bytes);
+//!   [`procfs::MAX_STRING`] bytes), then, once the exec happened, an `exec_ran` event with
+//!   what runs (see [`exec_confirm`]);
 //! - a path-changing call under [`crate::GUEST_WORKSPACE`] → no event, only an
 //!   [`Attribution`] record (the workspace watcher reports it with size and hash);
 //! - elsewhere on a read-only mount → a `file` event `denied`, `EROFS`;
 //! - elsewhere on a writable mount → a `file` event `ok` ("allowed by the mount", not "it
 //!   succeeded": the supervisor never sees the result), except device nodes and kernel
-//!   interfaces (`/dev` but `/dev/shm` and `/dev/mqueue`, `/proc`, `/sys`), which are skipped.
+//!   interfaces (`/dev` but `/dev/shm` and `/dev/mqueue`, `/proc`, `/sys`), which are skipped;
+//! - `exit_group` → an `exit` event (`source: seccomp`) when [`SupervisorOptions::exits`] says
+//!   so; otherwise it continues at once, after confirming an exec still in flight for it.
 //!
-//! A `file` event's `path` is the path changed (the new name of a rename or link, the link of a
-//! symlink); `from` is the old name of a rename, the existing file of a link, or the contents of
-//! a symlink.
+//! Where a write lands is judged by the path resolved as the kernel resolves it inside the
+//! guest's root (`resolve`: symlinks, `..` after them, `/proc/self/root|cwd|fd/N`, `/dev/fd/N`),
+//! not by its text; the text is kept as `requested` when it differs. A `file` event's `path` is
+//! the path changed (the new name of a rename or link, the link of a symlink); `from` is the old
+//! name of a rename, the existing file of a link, or the contents of a symlink.
 //!
 //! The supervisor observes: it replies `CONTINUE`, so the kernel re-reads the
 //! arguments after we did (the documented seccomp_unotify TOCTOU: a second guest thread can
-//! change a path between our read and the kernel's). Unreadable arguments (the call will fault)
-//! are counted in [`SupervisorStats::read_failures`], not reported. Paths are resolved
-//! lexically; a symlink inside the workspace that points out of it is judged by its name.
+//! change a path between our read and the kernel's); a resolved path can therefore make a
+//! record wrong, never let a write through, and `exec_ran` says what an exec really ran.
+//! Unreadable arguments (the call will fault) are counted in
+//! [`SupervisorStats::read_failures`], not reported. Read-only opens never reach this thread
+//! (the filter lets them through in the kernel).
 //! Its one exception is a refusal: under a policy that enforces exec rules, an exec of the
 //! dynamic loader itself (`ld.so PROG`, a route Landlock must leave open) is failed with
 //! `EACCES`; a swapped argument can only make that refusal needless, never let a call through.
@@ -473,7 +480,7 @@ impl Supervisor {
         argv_arg: usize,
     ) -> io::Result<Observed> {
         let mem = GuestMem::open(pid)?;
-        let seen = resolve(&mem, pid, args, target)?;
+        let seen = resolve::read_path(&mem, pid, args, target)?;
         // Credentials on a command line (`curl -H "Authorization: Bearer …"`) are logged as
         // fingerprints, like everywhere else in the log.
         let read = mem.read_argv(arg(args, argv_arg))?;
@@ -571,13 +578,12 @@ impl Supervisor {
         let Some(op) = syscalls::file_op(call.op, call.flags, flags_value) else {
             return Ok(None);
         };
-        let seen = resolve(&mem, pid, args, call.target)?;
+        let seen = resolve::read_path(&mem, pid, args, call.target)?;
         // Judged by where the kernel will write, not by the text: a workspace symlink to /etc,
         // `/proc/self/root/…`, `/proc/self/cwd/…`, `/dev/fd/N/…` name files elsewhere.
-        let real = seen
-            .written
-            .as_deref()
-            .and_then(|w| resolve::resolve_in_guest(pid, w, follows_last(op, flags_value)));
+        let real = seen.written.as_deref().and_then(|w| {
+            resolve::resolve_in_guest(pid, w, resolve::follows_last(op, flags_value))
+        });
         if !seen.is_path && real.is_none() {
             // An fd that is a pipe, socket or memfd: not a file in any mount.
             return Ok(None);
@@ -592,7 +598,7 @@ impl Supervisor {
         }
         let from = match call.from {
             Some(f) => {
-                let from = resolve(&mem, pid, args, f)?;
+                let from = resolve::read_path(&mem, pid, args, f)?;
                 // A rename's or link's old name is not followed (symlink contents are text).
                 let real = match f {
                     PathArg::Raw(_) => None,
@@ -726,19 +732,6 @@ struct FileCall {
     from_changes: bool,
 }
 
-/// One path argument as read.
-struct Seen {
-    /// The absolute path by its text (joined to the cwd or dirfd, `.` and `..` removed), or
-    /// what the argument is when it is no path (`pipe:[1]`, a symlink's contents).
-    lexical: String,
-    /// Whether `lexical` is an absolute path.
-    is_path: bool,
-    /// The absolute text to resolve as the kernel will (`..` after a symlink is the symlink
-    /// target's parent, so it is not removed by text); `None` when there is nothing left to
-    /// resolve (an fd's own path) or nothing to resolve at all.
-    written: Option<String>,
-}
-
 fn arg(args: &[u64; 6], i: usize) -> u64 {
     args.get(i).copied().unwrap_or(0)
 }
@@ -757,73 +750,6 @@ fn observe_exit(pid: u32, code: u64) -> io::Result<Observed> {
         exe: procfs::read_link(pid, "exe").ok(),
         source: Some("seccomp".to_owned()),
     }))))
-}
-
-/// Whether `op` follows a symlink in the path's last component (`flags_value` as for
-/// [`syscalls::file_op`]): opens without `O_NOFOLLOW` (and not `O_CREAT|O_EXCL`), `creat`,
-/// `truncate`, `chmod`, `chown` do; calls that change the name itself do not.
-fn follows_last(op: FileOp, flags_value: u64) -> bool {
-    let has = |f: i32| flags_value & f as u64 != 0;
-    match op {
-        FileOp::OpenWrite => !has(libc::O_NOFOLLOW) && !(has(libc::O_CREAT) && has(libc::O_EXCL)),
-        FileOp::Creat | FileOp::Truncate | FileOp::Chmod | FileOp::Chown => true,
-        _ => false,
-    }
-}
-
-/// Reads one path argument and joins it to the guest's cwd or dirfd (read from
-/// `/proc/<pid>/cwd` and `fd/N`, which are real paths already).
-fn resolve(mem: &GuestMem, pid: u32, args: &[u64; 6], which: PathArg) -> io::Result<Seen> {
-    let fd_link = |fd: u64| -> io::Result<String> {
-        // dirfds and fds are C ints: the kernel ignores the upper half.
-        let fd = fd as u32 as i32;
-        if fd == libc::AT_FDCWD {
-            procfs::read_link(pid, "cwd")
-        } else {
-            procfs::read_link(pid, &format!("fd/{fd}"))
-        }
-    };
-    let (base, rel) = match which {
-        PathArg::Raw(i) => {
-            return mem.read_cstr(arg(args, i)).map(|text| Seen {
-                lexical: text,
-                is_path: false,
-                written: None,
-            })
-        }
-        PathArg::Fd(i) => (fd_link(arg(args, i))?, String::new()),
-        PathArg::At { dirfd, path } => {
-            let rel = mem.read_cstr(arg(args, path))?;
-            if rel.starts_with('/') {
-                (String::new(), rel)
-            } else {
-                let dirfd = dirfd.map_or(libc::AT_FDCWD as u32 as u64, |d| arg(args, d));
-                (fd_link(dirfd)?, rel)
-            }
-        }
-    };
-    let written = match (base.as_str(), rel.as_str()) {
-        (_, "") => None,
-        ("", rel) => Some(rel.to_owned()),
-        (b, rel) if b.starts_with('/') => Some(format!("{}/{rel}", b.trim_end_matches('/'))),
-        _ => None,
-    };
-    Ok(match procfs::resolve(Some(&base), &rel) {
-        Some(p) => Seen {
-            lexical: p,
-            is_path: true,
-            written,
-        },
-        None => Seen {
-            lexical: if rel.is_empty() {
-                base
-            } else {
-                format!("{base}/{rel}")
-            },
-            is_path: false,
-            written: None,
-        },
-    })
 }
 
 #[cfg(test)]

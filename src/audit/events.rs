@@ -178,14 +178,17 @@ pub struct FileEvent {
     pub syscall: Option<String>,
 }
 
-/// A program execution in the guest (recorded when the exec syscall is made).
+/// A program execution in the guest (recorded when the exec syscall is made; what ran is the
+/// [`ExecRanEvent`] after it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExecEvent {
+    /// Guest pid of the process (also when a thread made the call: the exec makes it the
+    /// process's leader).
     pub pid: i32,
     pub ppid: i32,
     pub path: String,
-    /// The file `path` resolves to in the guest (symlinks, `/proc/self/fd/N`), when a policy
-    /// is in force and it differs from `path`: what the decision was made on.
+    /// The file `path` resolves to in the guest (symlinks, `/proc/self/fd/N`), when it differs
+    /// from `path`: what a decision is made on, and what `exec_ran` expects to run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub real_path: Option<String>,
     /// `argv` was cut to the caps (entries or bytes); `argc` then says how many there were.

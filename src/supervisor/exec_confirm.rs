@@ -43,29 +43,53 @@ pub(super) struct Signature {
     maps: Option<(u64, u64, u64)>,
 }
 
+/// What a look at a process found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Probe {
+    /// It runs this program.
+    Runs(Signature),
+    /// Alive, between programs: mid-exec its new memory map has no code or stack yet (all
+    /// zero), as after its exit has begun.
+    Changing,
+    /// Gone, or a zombie.
+    Gone,
+}
+
 impl Signature {
-    /// `None` when the process is gone (or a zombie, which has no memory map).
+    /// The program `host_pid` runs now, if it runs one.
     pub(super) fn read(host_pid: u32) -> Option<Self> {
-        let stat = std::fs::read_to_string(format!("/proc/{host_pid}/stat")).ok()?;
-        let maps = parse_stat_maps(&stat)?;
-        if maps == (0, 0, 0) {
-            return None;
+        match Self::probe(host_pid) {
+            Probe::Runs(s) => Some(s),
+            _ => None,
         }
-        Some(Self {
-            exe: procfs::read_link(host_pid, "exe").ok(),
-            maps: Some(maps),
-        })
+    }
+
+    pub(super) fn probe(host_pid: u32) -> Probe {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{host_pid}/stat")) else {
+            return Probe::Gone;
+        };
+        match parse_stat(&stat) {
+            None => Probe::Gone,
+            Some((state, _)) if state == 'Z' || state == 'X' => Probe::Gone,
+            Some((_, (0, 0, 0))) => Probe::Changing,
+            Some((_, maps)) => Probe::Runs(Self {
+                exe: procfs::read_link(host_pid, "exe").ok(),
+                maps: Some(maps),
+            }),
+        }
     }
 }
 
-/// `startcode`, `endcode`, `startstack` (fields 26–28) of `/proc/<pid>/stat`; the command
-/// name (field 2) may hold spaces and parentheses, so fields are counted after the last `)`.
-fn parse_stat_maps(stat: &str) -> Option<(u64, u64, u64)> {
+/// The state (field 3) and `startcode`, `endcode`, `startstack` (fields 26–28) of
+/// `/proc/<pid>/stat`; the command name (field 2) may hold spaces and parentheses, so fields
+/// are counted after the last `)`.
+fn parse_stat(stat: &str) -> Option<(char, (u64, u64, u64))> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     // rest starts at field 3.
     let at = |n: usize| f.get(n - 3).and_then(|v| v.parse().ok());
-    Some((at(26)?, at(27)?, at(28)?))
+    let state = f.first()?.chars().next()?;
+    Some((state, (at(26)?, at(27)?, at(28)?)))
 }
 
 #[derive(Debug)]
@@ -222,13 +246,14 @@ impl ExecConfirm {
 
     /// `Some(e)` back when the process has not changed yet.
     fn check(&self, pid: u32, e: Expected, source: Source) -> Option<Expected> {
-        match Signature::read(pid) {
-            Some(now) if now == e.before => Some(e),
-            Some(_) => {
+        match Signature::probe(pid) {
+            Probe::Runs(now) if now == e.before => Some(e),
+            Probe::Changing => Some(e),
+            Probe::Runs(_) => {
                 self.emit(pid, e, source, None);
                 None
             }
-            None => {
+            Probe::Gone => {
                 self.emit(pid, e, source, Some("exited"));
                 None
             }
@@ -238,10 +263,13 @@ impl ExecConfirm {
     /// Final word on `e`: confirmed if the process changed (or `known` says the exec happened),
     /// else `not_seen`.
     fn finish(&self, pid: u32, e: Expected, source: Source, known: bool) {
-        match Signature::read(pid) {
-            Some(now) if now == e.before && !known => self.emit(pid, e, source, Some("not_seen")),
-            Some(_) => self.emit(pid, e, source, None),
-            None => self.emit(pid, e, source, Some("exited")),
+        match Signature::probe(pid) {
+            Probe::Runs(now) if now == e.before && !known => {
+                self.emit(pid, e, source, Some("not_seen"))
+            }
+            Probe::Runs(_) => self.emit(pid, e, source, None),
+            Probe::Changing => self.emit(pid, e, source, Some("not_seen")),
+            Probe::Gone => self.emit(pid, e, source, Some("exited")),
         }
     }
 
@@ -361,9 +389,9 @@ mod tests {
     fn stat_fields_after_an_odd_command_name() {
         let stat = "42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 123 \
                     1000 10 184467 4194304 4198400 140737 0 0 0 0 0 0 0 0 0 17 0 0 0";
-        assert_eq!(parse_stat_maps(stat), Some((4194304, 4198400, 140737)));
-        assert_eq!(parse_stat_maps("42 (x) S 1"), None);
-        assert_eq!(parse_stat_maps("garbage"), None);
+        assert_eq!(parse_stat(stat), Some(('S', (4194304, 4198400, 140737))));
+        assert_eq!(parse_stat("42 (x) S 1"), None);
+        assert_eq!(parse_stat("garbage"), None);
     }
 
     #[test]
@@ -382,6 +410,6 @@ mod tests {
         let me = std::process::id();
         let a = Signature::read(me).expect("signature of self");
         assert_eq!(Signature::read(me), Some(a));
-        assert_eq!(Signature::read(u32::MAX - 1), None);
+        assert_eq!(Signature::probe(u32::MAX - 1), Probe::Gone);
     }
 }

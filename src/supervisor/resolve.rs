@@ -7,9 +7,14 @@
 //! the buffer, or a symlink, in between), so a resolved path can make a record wrong, never
 //! let a call through. `None` when the path cannot be resolved from here (a magic link reached
 //! through a symlink, a descriptor that is not a file); the caller keeps the text.
-//! Does not own: reading the path from guest memory (`procfs::GuestMem`).
+//! Also reads a path argument out of guest memory and joins it to the cwd or dirfd
+//! ([`read_path`]). Does not own: the memory reads themselves (`procfs::GuestMem`).
 
+use super::procfs::{self, GuestMem};
+use super::syscalls::PathArg;
+use crate::audit::FileOp;
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 /// Symlinks followed by hand for a dangling last component (the kernel's own limit is 40;
@@ -82,8 +87,8 @@ fn unmagic(pid: u32, path: &str) -> Option<String> {
     };
     let base = match link.as_str() {
         "root" => "/".to_owned(),
-        "cwd" | "exe" => super::procfs::read_link(pid, &link).ok()?,
-        l if l.starts_with("fd/") => super::procfs::read_link(pid, l).ok()?,
+        "cwd" | "exe" => procfs::read_link(pid, &link).ok()?,
+        l if l.starts_with("fd/") => procfs::read_link(pid, l).ok()?,
         // Any other file of the process's own /proc is a kernel interface, not a file.
         _ => return None,
     };
@@ -127,4 +132,92 @@ fn dangling_target(root: &std::fs::File, path: &str) -> Option<String> {
     let fd = openat2(root, path, how).ok()?;
     let target = nix::fcntl::readlinkat(&fd, "").ok()?;
     Some(target.to_string_lossy().into_owned())
+}
+
+/// One path argument as read.
+pub(super) struct Seen {
+    /// The absolute path by its text (joined to the cwd or dirfd, `.` and `..` removed), or
+    /// what the argument is when it is no path (`pipe:[1]`, a symlink's contents).
+    pub lexical: String,
+    /// Whether `lexical` is an absolute path.
+    pub is_path: bool,
+    /// The absolute text to resolve as the kernel will (`..` after a symlink is the symlink
+    /// target's parent, so it is not removed by text); `None` when there is nothing left to
+    /// resolve (an fd's own path) or nothing to resolve at all.
+    pub written: Option<String>,
+}
+
+/// Whether `op` follows a symlink in the path's last component (`flags_value` as for
+/// [`super::syscalls::file_op`]): opens without `O_NOFOLLOW` (and not `O_CREAT|O_EXCL`), `creat`,
+/// `truncate`, `chmod`, `chown` do; calls that change the name itself do not.
+pub(super) fn follows_last(op: FileOp, flags_value: u64) -> bool {
+    let has = |f: i32| flags_value & f as u64 != 0;
+    match op {
+        FileOp::OpenWrite => {
+            let exclusive = has(libc::O_CREAT) && has(libc::O_EXCL);
+            !(has(libc::O_NOFOLLOW) || exclusive)
+        }
+        FileOp::Creat | FileOp::Truncate | FileOp::Chmod | FileOp::Chown => true,
+        _ => false,
+    }
+}
+
+/// Reads one path argument and joins it to the guest's cwd or dirfd (read from
+/// `/proc/<pid>/cwd` and `fd/N`, which are real paths already).
+pub(super) fn read_path(
+    mem: &GuestMem,
+    pid: u32,
+    args: &[u64; 6],
+    which: PathArg,
+) -> io::Result<Seen> {
+    let fd_link = |fd: u64| -> io::Result<String> {
+        // dirfds and fds are C ints: the kernel ignores the upper half.
+        let fd = fd as u32 as i32;
+        if fd == libc::AT_FDCWD {
+            procfs::read_link(pid, "cwd")
+        } else {
+            procfs::read_link(pid, &format!("fd/{fd}"))
+        }
+    };
+    let (base, rel) = match which {
+        PathArg::Raw(i) => {
+            return mem.read_cstr(super::arg(args, i)).map(|text| Seen {
+                lexical: text,
+                is_path: false,
+                written: None,
+            })
+        }
+        PathArg::Fd(i) => (fd_link(super::arg(args, i))?, String::new()),
+        PathArg::At { dirfd, path } => {
+            let rel = mem.read_cstr(super::arg(args, path))?;
+            if rel.starts_with('/') {
+                (String::new(), rel)
+            } else {
+                let dirfd = dirfd.map_or(libc::AT_FDCWD as u32 as u64, |d| super::arg(args, d));
+                (fd_link(dirfd)?, rel)
+            }
+        }
+    };
+    let written = match (base.as_str(), rel.as_str()) {
+        (_, "") => None,
+        ("", rel) => Some(rel.to_owned()),
+        (b, rel) if b.starts_with('/') => Some(format!("{}/{rel}", b.trim_end_matches('/'))),
+        _ => None,
+    };
+    Ok(match procfs::resolve(Some(&base), &rel) {
+        Some(p) => Seen {
+            lexical: p,
+            is_path: true,
+            written,
+        },
+        None => Seen {
+            lexical: if rel.is_empty() {
+                base
+            } else {
+                format!("{base}/{rel}")
+            },
+            is_path: false,
+            written: None,
+        },
+    })
 }

@@ -440,7 +440,7 @@ impl Supervisor {
             Call::Exit { code } => {
                 // A process with an exec in flight is stopped here, still readable: the
                 // moment to confirm a short-lived program.
-                self.confirm.on_stopped(pid);
+                self.confirm.on_exit(pid);
                 if !self.options.exits {
                     return None;
                 }

@@ -129,11 +129,12 @@ print(json.dumps(res))
     }
 }
 
-/// The `exec_ran` event that follows the `exec` event of `pid`.
-fn ran_of<'a>(run: &'a Run, pid: &Value) -> &'a Value {
+/// The first `exec_ran` event after `exec`, for its pid.
+fn ran_of<'a>(run: &'a Run, exec: &Value) -> &'a Value {
+    let seq = exec["seq"].as_u64().unwrap_or(0);
     run.of_kind("exec_ran")
-        .find(|e| e["pid"] == *pid)
-        .unwrap_or_else(|| panic!("no exec_ran for pid {pid}\n{}", run.explain()))
+        .find(|e| e["pid"] == exec["pid"] && e["seq"].as_u64() > Some(seq))
+        .unwrap_or_else(|| panic!("no exec_ran after {exec}\n{}", run.explain()))
 }
 
 fn exec_with_arg0<'a>(run: &'a Run, arg0: &str) -> &'a Value {
@@ -160,6 +161,14 @@ subprocess.run(['magic-arg0'], executable=w + 'via-magic', pass_fds=[fd], check=
 subprocess.run(['exact', 'a' * 4096], executable='/usr/bin/true', check=True)
 subprocess.run(['long', 'a' * 4097], executable='/usr/bin/true', check=True)
 subprocess.run(['many'] + ['x'] * 299, executable='/usr/bin/true', check=True)
+# An exec the kernel refuses (not executable), then one that runs, from the same process.
+with open(w + 'noexec', 'w') as f:
+    f.write('x')
+try:
+    os.execv(w + 'noexec', ['noexec-arg0'])
+except PermissionError:
+    pass
+os.execv('/usr/bin/true', ['after-fail'])
 "#;
     let run = idagent_run(&["--image", GUEST_IMAGE, "--", "python3", "-c", script]);
     assert_eq!(run.code(), Some(0), "{}", run.explain());
@@ -168,7 +177,7 @@ subprocess.run(['many'] + ['x'] * 299, executable='/usr/bin/true', check=True)
     for arg0 in ["link-arg0", "fd-arg0"] {
         let exec = exec_with_arg0(&run, arg0);
         assert_eq!(exec["real_path"], "/usr/bin/true", "{exec}");
-        let ran = ran_of(&run, &exec["pid"]);
+        let ran = ran_of(&run, exec);
         assert_eq!(ran["ran"], "/usr/bin/true", "{ran}");
         assert_eq!(ran["requested"], "/usr/bin/true", "{ran}");
         assert_eq!(ran["mismatch"], false, "{ran}");
@@ -181,7 +190,7 @@ subprocess.run(['many'] + ['x'] * 299, executable='/usr/bin/true', check=True)
     // A script runs its interpreter: shown, and not a mismatch.
     let exec = exec_with_arg0(&run, "script-arg0");
     assert_eq!(exec["path"], "/tmp/workspace/script.sh");
-    let ran = ran_of(&run, &exec["pid"]);
+    let ran = ran_of(&run, exec);
     assert_eq!(ran["ran"], "/usr/bin/dash", "{ran}");
     assert_eq!(ran["interpreter"], true, "{ran}");
     assert_eq!(ran["mismatch"], false, "{ran}");
@@ -191,7 +200,7 @@ subprocess.run(['many'] + ['x'] * 299, executable='/usr/bin/true', check=True)
     let exec = exec_with_arg0(&run, "magic-arg0");
     assert_eq!(exec["path"], "/tmp/workspace/via-magic");
     assert_eq!(exec["real_path"], "/usr/bin/true", "{exec}");
-    let ran = ran_of(&run, &exec["pid"]);
+    let ran = ran_of(&run, exec);
     assert_eq!(ran["ran"], "/usr/bin/true", "{ran}");
     assert_eq!(ran["mismatch"], false, "{ran}");
     // argv caps: exactly 4,096 bytes is whole; one more is cut; 300 entries are cut to 256.
@@ -205,6 +214,22 @@ subprocess.run(['many'] + ['x'] * 299, executable='/usr/bin/true', check=True)
     assert_eq!(many["argv_truncated"], true);
     assert_eq!(many["argc"], 300);
     assert_eq!(many["argv"].as_array().map(Vec::len), Some(256));
+    // A failed exec is not confirmed, and is no mismatch: the process went on with its old
+    // program and exec'd again.
+    let failed = exec_with_arg0(&run, "noexec-arg0");
+    let ran = ran_of(&run, failed);
+    assert_eq!(ran["requested"], "/tmp/workspace/noexec", "{ran}");
+    assert_eq!(ran["unconfirmed"], "not_seen", "{ran}");
+    assert_eq!(ran["mismatch"], false, "{ran}");
+    assert!(ran.get("ran").is_none(), "{ran}");
+    let after = exec_with_arg0(&run, "after-fail");
+    assert_eq!(after["pid"], failed["pid"]);
+    let ran = run
+        .of_kind("exec_ran")
+        .find(|r| r["pid"] == after["pid"] && r["argv"][0] == "after-fail")
+        .unwrap_or_else(|| panic!("after-fail not confirmed\n{}", run.explain()));
+    assert_eq!(ran["ran"], "/usr/bin/true");
+    assert_eq!(ran["mismatch"], false);
     // Every exec that ran has exactly one confirmation, after it.
     for exec in run.of_kind("exec").filter(|e| e.get("error").is_none()) {
         let seq = exec["seq"].as_u64().unwrap_or(0);
@@ -278,7 +303,7 @@ for i in range(100):
             Some(1) => "/usr/bin/false",
             other => panic!("flip child exited {other:?}\n{}", run.explain()),
         };
-        let ran = ran_of(&run, pid);
+        let ran = ran_of(&run, exec);
         if ran.get("unconfirmed").is_some() {
             continue;
         }
@@ -346,4 +371,31 @@ fn exits_are_recorded_from_exit_group_when_asked() {
         plain.explain()
     );
     assert!(plain.of_kind("exit").any(|e| e["code"] == 2));
+}
+
+/// 1,100 workspace paths of ~4 KiB each: the supervisor's path → writer table would hold
+/// ~9 MiB; it stays under its byte cap by forgetting the oldest, and says so once.
+#[test]
+fn attribution_state_is_capped_by_bytes_with_one_notice() {
+    let script = r#"
+import os
+d = '/tmp/workspace/' + '/'.join(['d' * 250] * 15)
+os.makedirs(d)
+for i in range(1100):
+    open('%s/%s%d' % (d, 'f' * 200, i), 'w').close()
+"#;
+    let run = idagent_run(&["--image", GUEST_IMAGE, "--", "python3", "-c", script]);
+    assert_eq!(run.code(), Some(0), "{}", run.explain());
+    let notices: Vec<&Value> = run
+        .of_kind("notice")
+        .filter(|n| n["what"] == "attribution_cap")
+        .collect();
+    assert_eq!(notices.len(), 1, "{}", run.explain());
+    assert!(
+        notices[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("bytes")),
+        "{}",
+        notices[0]
+    );
 }

@@ -138,8 +138,9 @@ impl ExecConfirm {
     }
 
     /// An exec of `requested` by process `host_tgid` is about to continue; `before` is what it
-    /// runs now. A previous exec still in flight for it has happened by now (the process is
-    /// making another call), so it is confirmed first.
+    /// runs now. A previous exec still in flight for it is settled first: the process is
+    /// making another call, so that exec either happened (it runs another program now) or
+    /// failed (it still runs the one from before: a shell trying the next `PATH` entry).
     pub(super) fn expect(
         &self,
         host_tgid: u32,
@@ -149,7 +150,7 @@ impl ExecConfirm {
     ) {
         let mut p = self.lock();
         if let Some(old) = p.map.remove(&host_tgid) {
-            self.finish(host_tgid, old, Source::Seccomp, true);
+            self.finish(host_tgid, old, Source::Seccomp);
         }
         if p.map.len() >= MAX_PENDING_EXEC_CONFIRMS {
             if !p.cap_hit {
@@ -193,14 +194,12 @@ impl ExecConfirm {
         }
     }
 
-    /// Process `host_pid` is stopped at `exit_group` or another notified call: if it has an
-    /// exec in flight, confirm it now, while `/proc` can still be read.
-    pub(super) fn on_stopped(&self, host_pid: u32) {
+    /// Process `host_pid` is stopped at `exit_group`: if it has an exec in flight, settle it
+    /// now, while `/proc` can still be read (a short-lived program is gone a moment later).
+    pub(super) fn on_exit(&self, host_pid: u32) {
         let mut p = self.lock();
         if let Some(e) = p.map.remove(&host_pid) {
-            if let Some(e) = self.check(host_pid, e, Source::Seccomp) {
-                p.map.insert(host_pid, e);
-            }
+            self.finish(host_pid, e, Source::Seccomp);
         }
     }
 
@@ -221,7 +220,7 @@ impl ExecConfirm {
                 continue;
             };
             if now.duration_since(e.since) >= EXEC_CONFIRM_WINDOW {
-                self.finish(pid, e, Source::Seccomp, false);
+                self.finish(pid, e, Source::Seccomp);
                 continue;
             }
             e.wait *= 2;
@@ -240,7 +239,7 @@ impl ExecConfirm {
     pub(super) fn flush(&self) {
         let mut p = self.lock();
         for (pid, e) in std::mem::take(&mut p.map) {
-            self.finish(pid, e, Source::Seccomp, false);
+            self.finish(pid, e, Source::Seccomp);
         }
     }
 
@@ -260,13 +259,10 @@ impl ExecConfirm {
         }
     }
 
-    /// Final word on `e`: confirmed if the process changed (or `known` says the exec happened),
-    /// else `not_seen`.
-    fn finish(&self, pid: u32, e: Expected, source: Source, known: bool) {
+    /// Final word on `e`: confirmed if the process changed, else `not_seen`.
+    fn finish(&self, pid: u32, e: Expected, source: Source) {
         match Signature::probe(pid) {
-            Probe::Runs(now) if now == e.before && !known => {
-                self.emit(pid, e, source, Some("not_seen"))
-            }
+            Probe::Runs(now) if now == e.before => self.emit(pid, e, source, Some("not_seen")),
             Probe::Runs(_) => self.emit(pid, e, source, None),
             Probe::Changing => self.emit(pid, e, source, Some("not_seen")),
             Probe::Gone => self.emit(pid, e, source, Some("exited")),

@@ -321,6 +321,14 @@ for i in range(100):
     // The race is real: some records name the wrong program (one in ten to a half of them
     // here), and each of those is caught above.
     assert!(mismatches >= 1, "no swap won in {checked} tries");
+    // The report a reviewer opens says so too, once per wrong record.
+    let report = idagent::report::load(&run.run_dir()).expect("load report");
+    let flagged = report
+        .notices
+        .iter()
+        .filter(|n| n.what == "exec_mismatch")
+        .count();
+    assert_eq!(flagged, mismatches, "{:?}", report.notices);
     eprintln!("{checked} swapped execs checked, {mismatches} named the wrong program");
 }
 

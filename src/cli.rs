@@ -194,6 +194,10 @@ pub struct RunArgs {
     /// The source checkout, used to build the guest image when it is missing.
     #[arg(long, env = "IDAGENT_SOURCE")]
     pub context: Option<PathBuf>,
+    /// Record process exits from seccomp-observed `exit_group` (the fallback where the proc
+    /// connector is missing); hidden: for tests until the fallback is chosen automatically.
+    #[arg(long, hide = true)]
+    pub seccomp_exits: bool,
 }
 
 /// Network interception options, shared by `run`, `capture` and `gateway`.

@@ -75,6 +75,8 @@ pub struct RunConfig {
     pub context: Option<PathBuf>,
     /// The policy every decision point asks, its modes resolved with `--mode`.
     pub policy: Option<idagent_policy::Policy>,
+    /// The seccomp supervisor writes `exit` events from `exit_group` (`--seccomp-exits`).
+    pub seccomp_exits: bool,
 }
 
 impl RunConfig {
@@ -179,6 +181,7 @@ impl RunConfig {
             pcap: None,
             context: args.context,
             policy,
+            seccomp_exits: args.seccomp_exits,
         })
     }
 }
@@ -211,6 +214,7 @@ impl RunConfig {
             pcap: None,
             context: None,
             policy: None,
+            seccomp_exits: false,
         })
     }
 }

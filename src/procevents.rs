@@ -68,13 +68,24 @@ pub struct ProcWatcher {
 /// must let every dynamic executable's loader execute, so that route is closed here, after the
 /// exec has happened — race-free, since `/proc/<pid>/exe` is what runs, not what was asked —
 /// by a SIGKILL when the policy does not allow the loader itself as a program.
+///
+/// It also hands each exec event to the supervisor's [`crate::supervisor::ExecConfirm`], which
+/// records what the exec ran (`exec_ran`).
 #[derive(Debug, Clone)]
 pub struct ExecGuard {
-    pub enforcer: std::sync::Arc<crate::enforce::Enforcer>,
+    /// Set when exec rules are enforced: loaders run as programs are stopped.
+    pub enforcer: Option<std::sync::Arc<crate::enforce::Enforcer>>,
+    /// Told of every exec of a guest process.
+    pub confirm: Option<std::sync::Arc<crate::supervisor::ExecConfirm>>,
 }
 
 impl ExecGuard {
-    fn check(&self, host_pid: i32, exe: &str, guest_pid: Option<i32>) {
+    /// Kills `host_pid` when `exe` (what it runs now) is the dynamic loader and the policy does
+    /// not allow the loader as a program.
+    pub fn check(&self, host_pid: i32, exe: &str, guest_pid: Option<i32>) {
+        let Some(enforcer) = &self.enforcer else {
+            return;
+        };
         if !is_dynamic_loader(exe) {
             return;
         }
@@ -86,7 +97,7 @@ impl ExecGuard {
             flow: None,
             pid: guest_pid,
         };
-        if let crate::enforce::Permit::Deny(_) = self.enforcer.check(&req, ctx, "kill_after_exec") {
+        if let crate::enforce::Permit::Deny(_) = enforcer.check(&req, ctx, "kill_after_exec") {
             // SAFETY-free: nix's kill; the pid is a tracked guest process (a stale pid at worst
             // gets ESRCH: the tracker removes exited processes as their exit arrives).
             let _ = nix::sys::signal::kill(
@@ -338,6 +349,12 @@ fn run<S: procfs::ProcSource>(
             }
         }
         emit_all(&audit, out);
+        let execs = tracker.take_exec_events();
+        if let Some(confirm) = guard.as_ref().and_then(|g| g.confirm.as_ref()) {
+            for host_pid in execs {
+                confirm.on_exec(host_pid);
+            }
+        }
         for (host_pid, exe, guest_pid) in tracker.take_execs() {
             if let (Some(guard), Some(exe)) = (&guard, exe) {
                 guard.check(host_pid, &exe, guest_pid);

@@ -413,11 +413,12 @@ async fn setup_and_wait<R: ContainerRuntime>(
     // With exec rules enforced, a program that still got to run through the dynamic loader
     // (a path swapped after the supervisor read it) is stopped right after its exec: Landlock
     // cannot refuse that route, the loader must stay executable.
-    let exec_guard = policy
-        .is_some_and(|p| p.fs_plan().exec_mode == idagent_policy::Mode::Enforce)
-        .then(|| procevents::ExecGuard {
-            enforcer: enforcer.clone(),
-        });
+    let mut exec_guard = procevents::ExecGuard {
+        enforcer: policy
+            .is_some_and(|p| p.fs_plan().exec_mode == idagent_policy::Mode::Enforce)
+            .then(|| enforcer.clone()),
+        confirm: None,
+    };
     let mut icpt = net::build(
         &cfg.net,
         run_id,
@@ -518,10 +519,30 @@ async fn setup_and_wait<R: ContainerRuntime>(
         }));
     }
     let attribution = Arc::new(Attribution::default());
-    live.supervisor = Some(
-        supervisor::spawn(listener, sink.clone(), attribution.clone(), enforcer)
-            .map_err(|e| observer("supervisor", e))?,
-    );
+    let options = supervisor::SupervisorOptions {
+        // Without the proc connector, each process's exit_group is its exit record.
+        exits: cfg.seccomp_exits || !observation.proc_connector,
+    };
+    let sup = supervisor::spawn(
+        listener,
+        sink.clone(),
+        attribution.clone(),
+        enforcer,
+        options,
+    )
+    .map_err(|e| observer("supervisor", e))?;
+    // The proc connector's exec events confirm what an exec ran sooner than the supervisor's
+    // own look at /proc (both write one `exec_ran` between them).
+    exec_guard.confirm = Some(sup.exec_confirm());
+    if !observation.proc_connector && exec_guard.enforcer.is_some() {
+        // No proc connector to report execs: the supervisor's own confirmation stops a loader
+        // exec that got past the syscall refusal, from /proc/<pid>/exe as well.
+        let guard = exec_guard.clone();
+        sup.exec_confirm().set_guard(Box::new(move |pid, exe, guest| {
+            guard.check(pid, exe, guest)
+        }));
+    }
+    live.supervisor = Some(sup);
     let observers = (|| {
         live.fswatch = Some(
             fswatch::start(&workspace, sink.clone(), attribution)
@@ -529,7 +550,7 @@ async fn setup_and_wait<R: ContainerRuntime>(
         );
         if observation.proc_connector {
             live.procs = Some(
-                procevents::start(pid, hello.guest_pid, sink.clone(), exec_guard)
+                procevents::start(pid, hello.guest_pid, sink.clone(), Some(exec_guard))
                     .map_err(|e| observer("procevents", e))?,
             );
         } else {

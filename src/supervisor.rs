@@ -4,26 +4,33 @@
 //!
 //! Owns: the listener fd (closing it makes every notified syscall in the guest fail with
 //! `ENOSYS`, so the thread runs until the run ends), the per-notification protocol
-//! (`RECV` → read arguments → `ID_VALID` → `SEND` with `FLAG_CONTINUE`), and the mapping to
-//! events:
+//! (`RECV` → read arguments → `ID_VALID` → record → `SEND` with `FLAG_CONTINUE`), and the
+//! mapping to events:
 //! - `execve`/`execveat` → an `exec` event with argv (at most [`procfs::MAX_ARGV`] entries of
-//!   [`procfs::MAX_STRING`] bytes);
+//!   [`procfs::MAX_STRING`] bytes), then, once the exec happened, an `exec_ran` event with
+//!   what runs (see [`exec_confirm`]);
 //! - a path-changing call under [`crate::GUEST_WORKSPACE`] → no event, only an
 //!   [`Attribution`] record (the workspace watcher reports it with size and hash);
 //! - elsewhere on a read-only mount → a `file` event `denied`, `EROFS`;
 //! - elsewhere on a writable mount → a `file` event `ok` ("allowed by the mount", not "it
 //!   succeeded": the supervisor never sees the result), except device nodes and kernel
-//!   interfaces (`/dev` but `/dev/shm` and `/dev/mqueue`, `/proc`, `/sys`), which are skipped.
+//!   interfaces (`/dev` but `/dev/shm` and `/dev/mqueue`, `/proc`, `/sys`), which are skipped;
+//! - `exit_group` → an `exit` event (`source: seccomp`) when [`SupervisorOptions::exits`] says
+//!   so; otherwise it continues at once, after confirming an exec still in flight for it.
 //!
-//! A `file` event's `path` is the path changed (the new name of a rename or link, the link of a
-//! symlink); `from` is the old name of a rename, the existing file of a link, or the contents of
-//! a symlink.
+//! Where a write lands is judged by the path resolved as the kernel resolves it inside the
+//! guest's root (`resolve`: symlinks, `..` after them, `/proc/self/root|cwd|fd/N`, `/dev/fd/N`),
+//! not by its text; the text is kept as `requested` when it differs. A `file` event's `path` is
+//! the path changed (the new name of a rename or link, the link of a symlink); `from` is the old
+//! name of a rename, the existing file of a link, or the contents of a symlink.
 //!
 //! The supervisor observes: it replies `CONTINUE`, so the kernel re-reads the
 //! arguments after we did (the documented seccomp_unotify TOCTOU: a second guest thread can
-//! change a path between our read and the kernel's). Unreadable arguments (the call will fault)
-//! are counted in [`SupervisorStats::read_failures`], not reported. Paths are resolved
-//! lexically; a symlink inside the workspace that points out of it is judged by its name.
+//! change a path between our read and the kernel's); a resolved path can therefore make a
+//! record wrong, never let a write through, and `exec_ran` says what an exec really ran.
+//! Unreadable arguments (the call will fault) are counted in
+//! [`SupervisorStats::read_failures`], not reported. Read-only opens never reach this thread
+//! (the filter lets them through in the kernel).
 //! Its one exception is a refusal: under a policy that enforces exec rules, an exec of the
 //! dynamic loader itself (`ld.so PROG`, a route Landlock must leave open) is failed with
 //! `EACCES`; a swapped argument can only make that refusal needless, never let a call through.
@@ -33,11 +40,17 @@
 
 #![allow(unsafe_code)] // OS module: seccomp ioctls and /proc/<pid>/mem
 
+mod exec_confirm;
 mod procfs;
+mod resolve;
 mod syscalls;
 
-use crate::attribution::{Actor, Attribution};
-use crate::audit::{AuditSink, EventBody, ExecEvent, FileEvent, FileOp, Outcome};
+pub use exec_confirm::{ExecConfirm, EXEC_CONFIRM_WINDOW, MAX_PENDING_EXEC_CONFIRMS};
+
+use crate::attribution::{Actor, Attribution, Recorded};
+use crate::audit::{
+    AuditSink, EventBody, ExecEvent, ExitEvent, FileEvent, FileOp, Notice, Outcome,
+};
 use procfs::{GuestMem, Mount, Status};
 use std::collections::HashMap;
 use std::io;
@@ -63,6 +76,20 @@ pub struct SupervisorStats {
     pub attributions: u64,
     /// Notifications whose arguments or process could not be read (nothing was emitted).
     pub read_failures: u64,
+    /// `exit` events written from `exit_group` (only with [`SupervisorOptions::exits`]).
+    pub exit_events: u64,
+    /// Write attempts whose path resolved (symlinks, `/proc/self/…`) to another one than its
+    /// text: recorded with `requested`.
+    pub resolved_elsewhere: u64,
+}
+
+/// What the supervisor records beyond execs and file writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SupervisorOptions {
+    /// Write an `exit` event (`source: "seccomp"`) for every `exit_group` a guest process
+    /// makes: the source of exits where the proc connector is missing. Off by default (the
+    /// proc connector writes them; both on would write each exit twice).
+    pub exits: bool,
 }
 
 /// The running supervisor thread. Dropping it tells the thread to stop without waiting.
@@ -70,9 +97,16 @@ pub struct SupervisorStats {
 pub struct SupervisorHandle {
     stop: Option<UnixStream>,
     thread: Option<std::thread::JoinHandle<SupervisorStats>>,
+    confirm: Arc<ExecConfirm>,
 }
 
 impl SupervisorHandle {
+    /// The exec confirmations this supervisor waits for: hand it to `procevents` (its exec
+    /// events confirm them sooner; see [`ExecConfirm::on_exec`]).
+    pub fn exec_confirm(&self) -> Arc<ExecConfirm> {
+        self.confirm.clone()
+    }
+
     /// Asks the thread to handle the notifications already queued and stop. Only call this
     /// when the guest is gone or going: afterwards its notified syscalls fail with `ENOSYS`.
     pub fn stop(&mut self) {
@@ -96,14 +130,18 @@ pub fn spawn(
     audit: AuditSink,
     attribution: Arc<Attribution>,
     enforcer: Arc<crate::enforce::Enforcer>,
+    options: SupervisorOptions,
 ) -> io::Result<SupervisorHandle> {
     check_notif_sizes()?;
     let (stop, stop_rx) = UnixStream::pair()?;
+    let confirm = Arc::new(ExecConfirm::new(audit.clone()));
     let supervisor = Supervisor {
         listener,
         audit,
         attribution,
         enforcer,
+        options,
+        confirm: confirm.clone(),
         stats: SupervisorStats::default(),
         mounts: HashMap::new(),
     };
@@ -113,6 +151,7 @@ pub fn spawn(
     Ok(SupervisorHandle {
         stop: Some(stop),
         thread: Some(thread),
+        confirm,
     })
 }
 
@@ -161,6 +200,8 @@ struct Supervisor {
     /// Labels each exec and workspace write with the policy's decision; the refusal itself is
     /// Landlock's, in the guest kernel (this thread always lets the call continue).
     enforcer: Arc<crate::enforce::Enforcer>,
+    options: SupervisorOptions,
+    confirm: Arc<ExecConfirm>,
     stats: SupervisorStats,
     /// Parsed mountinfo per mount namespace (`/proc/<pid>/ns/mnt`), with when it was read.
     mounts: HashMap<String, (Instant, Arc<Vec<Mount>>)>,
@@ -169,11 +210,21 @@ struct Supervisor {
 /// What one notification turned into, decided before replying and applied after.
 enum Observed {
     Event(Box<EventBody>),
+    /// An exec event, and what to confirm once the exec happened (absent when it will fail).
+    Exec(Box<EventBody>, Option<Expectation>),
     /// Record it, and fail the call with this errno instead of letting it continue. Only ever a
     /// denial: refusing on what we read is safe even if a guest thread swaps the argument
     /// (the worst it gets is a refusal), unlike allowing on it.
     Refuse(Box<EventBody>, i32),
     Attribute(Vec<String>, Actor),
+}
+
+/// What `exec_confirm` needs to know about an exec that is about to continue.
+struct Expectation {
+    host_tgid: u32,
+    guest_pid: i32,
+    requested: String,
+    before: exec_confirm::Signature,
 }
 
 enum Next {
@@ -197,8 +248,12 @@ impl Supervisor {
                     revents: 0,
                 },
             ];
+            // Exec confirmations due soon bound the wait (see `exec_confirm`).
+            let timeout = self.confirm.poll(Instant::now()).map_or(-1, |d| {
+                i32::try_from(d.as_millis().max(1)).unwrap_or(i32::MAX)
+            });
             // SAFETY: two valid pollfds for the duration of the call.
-            if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            if unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) } < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -219,6 +274,7 @@ impl Supervisor {
                 break;
             }
         }
+        self.confirm.flush();
         tracing::debug!(?self.stats, "seccomp supervisor stopped");
         self.stats
     }
@@ -269,14 +325,21 @@ impl Supervisor {
         // Only trust what we read if the target is still the one that made the call (the pid
         // could have been reused while we read /proc/<pid>).
         let valid = self.id_valid(notif.id);
-        match &observed {
-            Some(Observed::Refuse(_, errno)) => self.reply_error(notif.id, *errno),
-            _ => self.reply_continue(notif.id),
-        }
+        let refuse = match &observed {
+            Some(Observed::Refuse(_, errno)) => Some(*errno),
+            _ => None,
+        };
+        // Recorded before the reply: an exec's confirmation (which may come from another
+        // thread as soon as the call continues) must find its expectation, and follow its
+        // `exec` event in the log.
         match observed {
             Some(o) if valid => self.apply(o),
             Some(_) => self.stats.read_failures += 1,
             None => {}
+        }
+        match refuse {
+            Some(errno) => self.reply_error(notif.id, errno),
+            None => self.reply_continue(notif.id),
         }
         Next::Continue
     }
@@ -334,14 +397,36 @@ impl Supervisor {
                 let body = *body;
                 match body {
                     EventBody::Exec(_) => self.stats.exec_events += 1,
+                    EventBody::Exit(_) => self.stats.exit_events += 1,
                     _ => self.stats.file_events += 1,
                 }
                 self.audit.emit(body);
             }
+            Observed::Exec(body, expect) => {
+                self.stats.exec_events += 1;
+                self.audit.emit(*body);
+                if let Some(e) = expect {
+                    self.confirm
+                        .expect(e.host_tgid, e.guest_pid, e.requested, e.before);
+                }
+            }
             Observed::Attribute(paths, actor) => {
                 for path in paths {
                     self.stats.attributions += 1;
-                    self.attribution.record(&path, actor.clone());
+                    if let Recorded::Evicted { first: true } =
+                        self.attribution.record(&path, actor.clone())
+                    {
+                        self.audit.emit(EventBody::Notice(Notice {
+                            what: "attribution_cap".into(),
+                            detail: format!(
+                                "over {} workspace paths or {} bytes of path state: the oldest \
+                                 are forgotten, and later changes to them are reported without \
+                                 their process",
+                                crate::attribution::DEFAULT_MAX_ATTRIBUTIONS,
+                                crate::attribution::DEFAULT_MAX_ATTRIBUTION_BYTES
+                            ),
+                        }));
+                    }
                 }
             }
         }
@@ -352,6 +437,15 @@ impl Supervisor {
         let spec = syscalls::lookup(i64::from(notif.data.nr))?;
         let (pid, args) = (notif.pid, notif.data.args);
         let result = match spec.call {
+            Call::Exit { code } => {
+                // A process with an exec in flight is stopped here, still readable: the
+                // moment to confirm a short-lived program.
+                self.confirm.on_exit(pid);
+                if !self.options.exits {
+                    return None;
+                }
+                observe_exit(pid, arg(&args, code)).map(Some)
+            }
             Call::Exec { target, argv } => self.observe_exec(pid, &args, target, argv).map(Some),
             Call::File {
                 op,
@@ -386,10 +480,7 @@ impl Supervisor {
         argv_arg: usize,
     ) -> io::Result<Observed> {
         let mem = GuestMem::open(pid)?;
-        let path = match resolve(&mem, pid, args, target)? {
-            Resolved::Path(p) => p,
-            Resolved::NotAFile(p) => p,
-        };
+        let seen = resolve::read_path(&mem, pid, args, target)?;
         // Credentials on a command line (`curl -H "Authorization: Bearer …"`) are logged as
         // fingerprints, like everywhere else in the log.
         let read = mem.read_argv(arg(args, argv_arg))?;
@@ -407,8 +498,13 @@ impl Supervisor {
             .unwrap_or(0);
         // What runs, not what was named: Landlock grants by inode, so the decision is made on
         // the real path (an exec of a symlink, `/proc/self/fd/N` or `/dev/fd/N` is an exec of
-        // the file behind it).
-        let resolved = procfs::real_path_in_guest(pid, &path);
+        // the file behind it), resolved from the text the guest wrote, as the kernel will.
+        let path = seen.lexical;
+        let resolved = seen
+            .written
+            .as_deref()
+            .and_then(|w| resolve::resolve_in_guest(pid, w, true))
+            .or_else(|| procfs::real_path_in_guest(pid, &path));
         let mut error = (resolved.is_none() && procfs::exists_in_guest(pid, &path) == Some(false))
             .then(|| "ENOENT".to_owned());
         let real_path = resolved.filter(|real| *real != path);
@@ -417,15 +513,16 @@ impl Supervisor {
         // whatever a second thread does; a swap to the loader after our read is stopped after
         // the exec by `procevents::ExecGuard`). Anything else is refused by Landlock, and the
         // decision here only labels what the kernel does with the same policy.
-        let decided = real_path.as_deref().unwrap_or(&path);
-        let loader = crate::procevents::is_dynamic_loader(decided);
+        let decided = real_path.as_deref().unwrap_or(&path).to_owned();
+        let loader = crate::procevents::is_dynamic_loader(&decided);
+        let guest_pid = status.guest_tgid().unwrap_or(0);
         let mut refuse = false;
         if error.is_none() && self.enforcer.active() {
             let req = idagent_policy::Request::Exec {
-                path: decided,
+                path: &decided,
                 argv: &argv,
             };
-            let ctx = crate::enforce::Context::pid(status.guest_pid().unwrap_or(0));
+            let ctx = crate::enforce::Context::pid(guest_pid);
             let how = if loader { "seccomp" } else { "landlock" };
             if let Some(d) = self.enforcer.label(&req, ctx, how) {
                 if d.enforced() {
@@ -434,8 +531,20 @@ impl Supervisor {
                 }
             }
         }
+        // An exec expected to run is confirmed after it did (see `exec_confirm`): what runs
+        // now is the "before" it must differ from.
+        let host_tgid = status.host_tgid().unwrap_or(pid);
+        let expect = match (&error, exec_confirm::Signature::read(host_tgid)) {
+            (None, Some(before)) => Some(Expectation {
+                host_tgid,
+                guest_pid,
+                requested: decided,
+                before,
+            }),
+            _ => None,
+        };
         let event = Box::new(EventBody::Exec(ExecEvent {
-            pid: status.guest_pid().unwrap_or(0),
+            pid: guest_pid,
             ppid,
             error,
             path,
@@ -449,7 +558,7 @@ impl Supervisor {
         Ok(if refuse {
             Observed::Refuse(event, libc::EACCES)
         } else {
-            Observed::Event(event)
+            Observed::Exec(event, expect)
         })
     }
 
@@ -469,19 +578,42 @@ impl Supervisor {
         let Some(op) = syscalls::file_op(call.op, call.flags, flags_value) else {
             return Ok(None);
         };
-        let Resolved::Path(path) = resolve(&mem, pid, args, call.target)? else {
+        let seen = resolve::read_path(&mem, pid, args, call.target)?;
+        // Judged by where the kernel will write, not by the text: a workspace symlink to /etc,
+        // `/proc/self/root/…`, `/proc/self/cwd/…`, `/dev/fd/N/…` name files elsewhere.
+        let real = seen.written.as_deref().and_then(|w| {
+            resolve::resolve_in_guest(pid, w, resolve::follows_last(op, flags_value))
+        });
+        if !seen.is_path && real.is_none() {
             // An fd that is a pipe, socket or memfd: not a file in any mount.
             return Ok(None);
-        };
+        }
+        let requested = real
+            .as_ref()
+            .filter(|r| **r != seen.lexical)
+            .map(|_| seen.lexical.clone());
+        let path = real.unwrap_or(seen.lexical);
+        if requested.is_some() {
+            self.stats.resolved_elsewhere += 1;
+        }
         let from = match call.from {
-            Some(f) => Some(match resolve(&mem, pid, args, f)? {
-                Resolved::Path(p) | Resolved::NotAFile(p) => p,
-            }),
+            Some(f) => {
+                let from = resolve::read_path(&mem, pid, args, f)?;
+                // A rename's or link's old name is not followed (symlink contents are text).
+                let real = match f {
+                    PathArg::Raw(_) => None,
+                    _ => from
+                        .written
+                        .as_deref()
+                        .and_then(|w| resolve::resolve_in_guest(pid, w, false)),
+                };
+                Some(real.unwrap_or(from.lexical))
+            }
             None => None,
         };
         let status = Status::read(pid)?;
         let actor = Actor {
-            pid: status.guest_pid().unwrap_or(0),
+            pid: status.guest_tgid().unwrap_or(0),
             exe: procfs::read_link(pid, "exe").unwrap_or_default(),
         };
         let changed: Vec<&String> = std::iter::once(&path)
@@ -512,6 +644,7 @@ impl Supervisor {
             FileEvent {
                 op,
                 path,
+                requested,
                 outcome,
                 errno,
                 size: None,
@@ -558,6 +691,7 @@ impl Supervisor {
             Observed::Event(Box::new(EventBody::File(FileEvent {
                 op,
                 path: path.to_owned(),
+                requested: None,
                 outcome: Outcome::Denied,
                 errno: Some("EACCES".to_owned()),
                 size: None,
@@ -598,49 +732,24 @@ struct FileCall {
     from_changes: bool,
 }
 
-enum Resolved {
-    /// An absolute path as the guest sees it.
-    Path(String),
-    /// Something that is not a path in any mount (`pipe:[1]`, a raw symlink body).
-    NotAFile(String),
-}
-
 fn arg(args: &[u64; 6], i: usize) -> u64 {
     args.get(i).copied().unwrap_or(0)
 }
 
-/// Reads and resolves one path argument against the guest's cwd or dirfd.
-fn resolve(mem: &GuestMem, pid: u32, args: &[u64; 6], which: PathArg) -> io::Result<Resolved> {
-    let fd_link = |fd: u64| -> io::Result<String> {
-        // dirfds and fds are C ints: the kernel ignores the upper half.
-        let fd = fd as u32 as i32;
-        if fd == libc::AT_FDCWD {
-            procfs::read_link(pid, "cwd")
-        } else {
-            procfs::read_link(pid, &format!("fd/{fd}"))
-        }
-    };
-    let (base, rel) = match which {
-        PathArg::Raw(i) => return mem.read_cstr(arg(args, i)).map(Resolved::NotAFile),
-        PathArg::Fd(i) => (fd_link(arg(args, i))?, String::new()),
-        PathArg::At { dirfd, path } => {
-            let rel = mem.read_cstr(arg(args, path))?;
-            if rel.starts_with('/') {
-                (String::new(), rel)
-            } else {
-                let dirfd = dirfd.map_or(libc::AT_FDCWD as u32 as u64, |d| arg(args, d));
-                (fd_link(dirfd)?, rel)
-            }
-        }
-    };
-    Ok(match procfs::resolve(Some(&base), &rel) {
-        Some(p) => Resolved::Path(p),
-        None => Resolved::NotAFile(if rel.is_empty() {
-            base
-        } else {
-            format!("{base}/{rel}")
-        }),
-    })
+/// An `exit` event for the process whose thread `pid` (host) called `exit_group(code)`: it is
+/// still alive, so its pid and program can be read.
+fn observe_exit(pid: u32, code: u64) -> io::Result<Observed> {
+    let status = Status::read(pid)?;
+    Ok(Observed::Event(Box::new(EventBody::Exit(ExitEvent {
+        pid: status
+            .guest_tgid()
+            .unwrap_or(crate::procevents::UNKNOWN_GUEST_PID),
+        // The kernel keeps the low 8 bits, as wait(2) reports them.
+        code: Some((code & 0xff) as i32),
+        signal: None,
+        exe: procfs::read_link(pid, "exe").ok(),
+        source: Some("seccomp".to_owned()),
+    }))))
 }
 
 #[cfg(test)]

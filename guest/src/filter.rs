@@ -15,7 +15,9 @@
 //!    `openat2`, `creat`, `mkdir`, `mkdirat`, `rmdir`, `unlink`, `unlinkat`, `rename`,
 //!    `renameat`, `renameat2`, `link`, `linkat`, `symlink`, `symlinkat`, `chmod`, `fchmod`,
 //!    `fchmodat`, `fchmodat2`, `chown`, `fchown`, `lchown`, `fchownat`, `truncate`, `ftruncate`,
-//!    `mknod`, `mknodat`.
+//!    `mknod`, `mknodat`; and `exit_group`, so process exits (with their code) are seen where
+//!    the host's proc connector is missing (the supervisor lets it continue at once unless
+//!    told to record exits).
 //! 5. `open` (flags in arg 1) and `openat` (flags in arg 2): `USER_NOTIF` only when the flags
 //!    have one of [`WRITE_FLAGS`]; read-only opens are allowed in the kernel, so reads stay fast.
 //!    `openat2` carries its flags in a struct the filter cannot read, hence step 4.
@@ -67,6 +69,7 @@ pub const NOTIFIED_SYSCALLS: &[i64] = &[
     libc::SYS_ftruncate,
     libc::SYS_mknod,
     libc::SYS_mknodat,
+    libc::SYS_exit_group,
 ];
 
 /// Syscalls refused with `EPERM` because they would bypass the filter.

@@ -14,6 +14,7 @@ pub enum EventBody {
     NetSetup(NetSetup),
     File(FileEvent),
     Exec(ExecEvent),
+    ExecRan(ExecRanEvent),
     Exit(ExitEvent),
     Gap(Gap),
     Notice(Notice),
@@ -39,6 +40,7 @@ impl EventBody {
             EventBody::NetSetup(_) => "net_setup",
             EventBody::File(_) => "file",
             EventBody::Exec(_) => "exec",
+            EventBody::ExecRan(_) => "exec_ran",
             EventBody::Exit(_) => "exit",
             EventBody::Gap(_) => "gap",
             EventBody::Notice(_) => "notice",
@@ -185,8 +187,14 @@ pub enum Outcome {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FileEvent {
     pub op: FileOp,
-    /// Absolute path as the guest sees it.
+    /// Absolute path as the guest sees it. For attempts seen at the syscall boundary, the path
+    /// resolved as the kernel resolves it inside the guest's root (symlinks, `/proc/self/root`,
+    /// `/proc/self/cwd`, `/dev/fd/N`), when it could be resolved.
     pub path: String,
+    /// The path as the guest wrote it (joined to its cwd or dirfd, `.`/`..` removed by text),
+    /// when it differs from `path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested: Option<String>,
     pub outcome: Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errno: Option<String>,
@@ -207,14 +215,17 @@ pub struct FileEvent {
     pub syscall: Option<String>,
 }
 
-/// A program execution in the guest (recorded when the exec syscall is made).
+/// A program execution in the guest (recorded when the exec syscall is made; what ran is the
+/// [`ExecRanEvent`] after it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExecEvent {
+    /// Guest pid of the process (also when a thread made the call: the exec makes it the
+    /// process's leader).
     pub pid: i32,
     pub ppid: i32,
     pub path: String,
-    /// The file `path` resolves to in the guest (symlinks, `/proc/self/fd/N`), when a policy
-    /// is in force and it differs from `path`: what the decision was made on.
+    /// The file `path` resolves to in the guest (symlinks, `/proc/self/fd/N`), when it differs
+    /// from `path`: what a decision is made on, and what `exec_ran` expects to run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub real_path: Option<String>,
     /// `argv` was cut to the caps (entries or bytes); `argc` then says how many there were.
@@ -231,6 +242,39 @@ pub struct ExecEvent {
     /// fail (a shell or `execvp` searching `PATH` makes such attempts). Absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// What an exec actually ran, read from `/proc/<pid>` after the exec happened: the `exec`
+/// event is written when the syscall is made, and a second guest thread can change the path
+/// between idagent's read and the kernel's. One per `exec` that was expected to succeed, for
+/// the same `pid`, after it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecRanEvent {
+    /// Guest pid (the process's, also when a thread made the call).
+    pub pid: i32,
+    /// What the `exec` event says should run: its `real_path`, else its `path`.
+    pub requested: String,
+    /// `/proc/<pid>/exe` after the exec; absent when it could not be read (see `unconfirmed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ran: Option<String>,
+    /// `/proc/<pid>/cmdline` after the exec (capped like an exec's argv, credentials redacted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub argv: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub argv_truncated: bool,
+    /// `ran` is the interpreter named by `requested`'s `#!` line (a script), not a mismatch.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interpreter: bool,
+    /// `ran` is neither `requested` nor its interpreter: the `exec` record names the wrong
+    /// program (its path was swapped after idagent read it).
+    pub mismatch: bool,
+    /// Who saw the exec happen: `proc_connector` (the kernel's exec event) or `seccomp` (the
+    /// supervisor, watching `/proc/<pid>` change after it let the call continue).
+    pub source: String,
+    /// Why `ran` is missing: `exited` (the process was gone before it could be read) or
+    /// `not_seen` (no change within the bound: the exec most likely failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unconfirmed: Option<String>,
 }
 
 /// A guest process ended.

@@ -332,6 +332,37 @@ mod tests {
                 counts: [("tcp".to_string(), 2)].into_iter().collect(),
                 ..Default::default()
             }),
+            EventBody::ExecRan(ExecRanEvent {
+                pid: 9,
+                requested: "/usr/bin/true".into(),
+                ran: Some("/usr/bin/false".into()),
+                argv: vec!["flip".into()],
+                argv_truncated: false,
+                interpreter: false,
+                mismatch: true,
+                source: "seccomp".into(),
+                unconfirmed: None,
+            }),
+            EventBody::Exit(ExitEvent {
+                pid: 9,
+                code: Some(3),
+                signal: None,
+                exe: Some("/usr/bin/dash".into()),
+                source: Some("seccomp".into()),
+            }),
+            EventBody::File(FileEvent {
+                op: FileOp::OpenWrite,
+                path: "/etc/x".into(),
+                requested: Some("/tmp/workspace/e/x".into()),
+                outcome: Outcome::Denied,
+                errno: Some("EROFS".into()),
+                size: None,
+                sha256: None,
+                from: None,
+                pid: Some(9),
+                exe: None,
+                syscall: Some("openat".into()),
+            }),
         ];
         for body in bodies {
             let record = Record {
@@ -346,6 +377,19 @@ mod tests {
             let back: Record = serde_json::from_str(&line).expect("decode");
             let again = serde_json::to_string(&back).expect("encode again");
             assert_eq!(line, again);
+        }
+        // An old reader's view: a log without the new fields still reads.
+        let old = format!(
+            "{{{RUN},\"seq\":1,\"kind\":\"exit\",\"pid\":2,\"code\":0}}\n\
+             {{{RUN},\"seq\":2,\"kind\":\"file\",\"op\":\"open_write\",\"path\":\"/x\",\
+             \"outcome\":\"denied\"}}\n"
+        );
+        for item in read(&old) {
+            match item.expect("old line reads").body {
+                EventBody::Exit(e) => assert_eq!(e.source, None),
+                EventBody::File(f) => assert_eq!(f.requested, None),
+                other => panic!("{other:?}"),
+            }
         }
     }
 }

@@ -399,6 +399,7 @@ impl Core {
         self.audit.emit(EventBody::File(FileEvent {
             op,
             path,
+            requested: None,
             outcome: Outcome::Ok,
             errno: None,
             size,

@@ -48,6 +48,9 @@ pub struct Tracker<S> {
     /// Execs of tracked processes since the last [`Tracker::take_execs`]: (host pid, exe,
     /// guest pid). Bounded by [`MAX_PENDING_EXECS`].
     execs: Vec<(i32, Option<String>, Option<i32>)>,
+    /// Host pids of the exec events (not forks, not sweeps) since the last
+    /// [`Tracker::take_exec_events`], bounded like `execs`.
+    exec_events: Vec<i32>,
 }
 
 /// Execs remembered between two drains of [`Tracker::take_execs`] (one datagram's worth is
@@ -65,6 +68,7 @@ impl<S: ProcSource> Tracker<S> {
             root: root_host_pid,
             stats: ProcStats::default(),
             execs: Vec::new(),
+            exec_events: Vec::new(),
             src,
         };
         let root = Tracked {
@@ -80,6 +84,11 @@ impl<S: ProcSource> Tracker<S> {
     /// The execs seen since the last call (host pid, exe after the exec, guest pid).
     pub fn take_execs(&mut self) -> Vec<(i32, Option<String>, Option<i32>)> {
         std::mem::take(&mut self.execs)
+    }
+
+    /// The tracked processes that exec'd since the last call (host pids), in order.
+    pub fn take_exec_events(&mut self) -> Vec<i32> {
+        std::mem::take(&mut self.exec_events)
     }
 
     pub fn stats(&self) -> &ProcStats {
@@ -123,6 +132,9 @@ impl<S: ProcSource> Tracker<S> {
                     }
                     if self.execs.len() < MAX_PENDING_EXECS {
                         self.execs.push((tgid, p.exe.clone(), p.guest_pid));
+                    }
+                    if self.exec_events.len() < MAX_PENDING_EXECS {
+                        self.exec_events.push(tgid);
                     }
                 }
             }
@@ -176,11 +188,11 @@ impl<S: ProcSource> Tracker<S> {
             .unwrap_or(UNKNOWN_GUEST_PID);
         let (code, signal) = status.map(decode_status).unwrap_or((None, None));
         out.push(EventBody::Exit(ExitEvent {
-            source: None,
             pid: guest_pid,
             code,
             signal,
             exe: p.exe,
+            source: None,
         }));
         self.stats.exits += 1;
         if host_pid == self.root {

@@ -123,7 +123,17 @@ impl Builder {
                     *self.report.omitted.entry("decisions".into()).or_default() += 1;
                 }
             }
-            EventBody::NetSetup(_) | EventBody::Unknown => {}
+            EventBody::ExecRan(r) if r.mismatch => {
+                // The exec record above names another program than the one that ran.
+                let detail = format!(
+                    "pid {}: the exec record names {}, but {} ran",
+                    r.pid,
+                    r.requested,
+                    r.ran.as_deref().unwrap_or("?")
+                );
+                self.notice(seq, ts, "exec_mismatch".into(), detail);
+            }
+            EventBody::NetSetup(_) | EventBody::ExecRan(_) | EventBody::Unknown => {}
         }
     }
 

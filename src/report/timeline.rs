@@ -85,6 +85,16 @@ pub(super) fn summary(rec: &Record) -> String {
                 .map_or(String::new(), |x| format!(" [{x}]")),
             e.argv.join(" ")
         ),
+        EventBody::ExecRan(e) => format!(
+            "pid {} ran {}{}",
+            e.pid,
+            e.ran.as_deref().or(e.unconfirmed.as_deref()).unwrap_or("?"),
+            if e.mismatch {
+                format!(" [MISMATCH: exec record says {}]", e.requested)
+            } else {
+                String::new()
+            }
+        ),
         EventBody::Exit(e) => format!(
             "pid {} {} {}",
             e.pid,

@@ -68,8 +68,14 @@ impl GuestMem {
                 .checked_add(n as u64)
                 .ok_or_else(|| io::Error::from_raw_os_error(libc::EFAULT))?;
         }
+        // Exactly MAX_STRING bytes and its NUL: nothing was cut.
+        let mut next = [0u8; 1];
+        let ends_here = self
+            .0
+            .read_at(&mut next, at)
+            .is_ok_and(|n| n == 1 && next[0] == 0);
         // Longer than PATH_MAX: the kernel refuses such a path (ENAMETOOLONG); keep the prefix.
-        Ok((String::from_utf8_lossy(&out).into_owned(), true))
+        Ok((String::from_utf8_lossy(&out).into_owned(), !ends_here))
     }
 
     pub(super) fn read_u64(&self, addr: u64) -> io::Result<u64> {
@@ -128,6 +134,9 @@ pub(super) fn read_link(pid: u32, what: &str) -> io::Result<String> {
 pub(super) struct Status {
     /// Pid in each pid namespace, outermost first (`NSpid:`).
     pub nspid: Vec<i32>,
+    /// The thread group's (process's) pid in each pid namespace (`NStgid:`): differs from
+    /// `nspid` for a thread that is not the leader.
+    pub nstgid: Vec<i32>,
     /// Parent's pid in the reader's namespace (`PPid:`).
     pub ppid: Option<i32>,
     /// Real uid (`Uid:`).
@@ -148,6 +157,7 @@ impl Status {
             let mut fields = value.split_whitespace();
             match key {
                 "NSpid" => s.nspid = fields.filter_map(|f| f.parse().ok()).collect(),
+                "NStgid" => s.nstgid = fields.filter_map(|f| f.parse().ok()).collect(),
                 "PPid" => s.ppid = fields.next().and_then(|f| f.parse().ok()),
                 "Uid" => s.uid = fields.next().and_then(|f| f.parse().ok()),
                 _ => {}
@@ -159,6 +169,17 @@ impl Status {
     /// The pid as the process's own (innermost) namespace sees it.
     pub(super) fn guest_pid(&self) -> Option<i32> {
         self.nspid.last().copied()
+    }
+
+    /// The process's pid (its thread group's) as its own namespace sees it; the thread's pid
+    /// when the kernel did not say.
+    pub(super) fn guest_tgid(&self) -> Option<i32> {
+        self.nstgid.last().copied().or_else(|| self.guest_pid())
+    }
+
+    /// The process's pid in the outermost (our) namespace.
+    pub(super) fn host_tgid(&self) -> Option<u32> {
+        self.nstgid.first().and_then(|p| u32::try_from(*p).ok())
     }
 }
 

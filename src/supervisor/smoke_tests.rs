@@ -117,6 +117,8 @@ fn supervisor_sees_exec_and_writes() {
         log.sink(),
         attribution.clone(),
         std::sync::Arc::new(crate::enforce::Enforcer::disabled(log.sink())),
+        // No proc connector here: exits and exec confirmations come from the supervisor.
+        SupervisorOptions { exits: true },
     )
     .expect("spawn");
     // Only the supervisor may hold the listener once the guest runs.
@@ -196,6 +198,38 @@ fn supervisor_sees_exec_and_writes() {
         .lookup("/tmp/workspace/f")
         .expect("workspace write attributed");
     assert!(actor.exe.ends_with("sh"), "{actor:?}");
+    // What each exec ran, confirmed by the supervisor alone (`exec 7` replaced the shell).
+    let ran: Vec<&serde_json::Value> = events.iter().filter(|e| e["kind"] == "exec_ran").collect();
+    let mkdir = ran
+        .iter()
+        .find(|e| e["argv"][0] == "mkdir")
+        .unwrap_or_else(|| panic!("mkdir's exec confirmed: {ran:?}"));
+    assert_eq!(mkdir["ran"], "/usr/bin/mkdir");
+    assert_eq!(mkdir["mismatch"], false);
+    assert_eq!(mkdir["source"], "seccomp");
+    assert!(
+        ran.iter().all(|e| e["mismatch"] == false),
+        "nothing swapped here: {ran:?}"
+    );
+    let sh = std::fs::canonicalize("/bin/sh").expect("real /bin/sh");
+    assert!(
+        ran.iter()
+            .any(|e| e["ran"] == sh.to_string_lossy().as_ref() && e["argv"][3] == "argv0"),
+        "the last exec confirmed with its argv: {ran:?}"
+    );
+    // The command's exit, from exit_group, in the proc connector's shape.
+    let exits: Vec<&serde_json::Value> = events.iter().filter(|e| e["kind"] == "exit").collect();
+    assert!(
+        exits.iter().any(|e| e["code"] == 7
+            && e["source"] == "seccomp"
+            && e["exe"] == sh.to_string_lossy().as_ref()
+            && e["pid"].as_i64() == first["pid"].as_i64()),
+        "{exits:?}"
+    );
+    assert!(exits
+        .iter()
+        .any(|e| e["exe"] == "/usr/bin/mkdir" && e["code"] == 0));
+    assert_eq!(stats.exit_events, exits.len() as u64);
     assert_eq!(stats.exec_events, execs.len() as u64);
     assert_eq!(stats.file_events, files.len() as u64);
     assert!(stats.attributions >= 1);

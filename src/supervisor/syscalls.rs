@@ -46,6 +46,10 @@ pub(super) enum Call {
         /// decisions.
         from_changes: bool,
     },
+    /// `exit_group(code)`: the process is about to end with this code (arg index).
+    Exit {
+        code: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +133,10 @@ pub(super) fn lookup(nr: i64) -> Option<Spec> {
                 argv: 2,
             },
         },
+        libc::SYS_exit_group => Spec {
+            name: "exit_group",
+            call: Call::Exit { code: 0 },
+        },
         libc::SYS_open => flagged("open", OpenWrite, Flags::Open(1), CWD_0),
         libc::SYS_openat => flagged("openat", OpenWrite, Flags::Open(2), AT_0_1),
         libc::SYS_openat2 => flagged("openat2", OpenWrite, Flags::OpenHow(2), AT_0_1),
@@ -204,6 +212,10 @@ mod tests {
         }
         assert_eq!(lookup(libc::SYS_read), None);
         assert_eq!(lookup(452).map(|s| s.name), Some("fchmodat2"));
+        assert_eq!(
+            lookup(libc::SYS_exit_group).map(|s| s.call),
+            Some(Call::Exit { code: 0 })
+        );
     }
 
     #[test]

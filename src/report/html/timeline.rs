@@ -91,6 +91,7 @@ fn timeline_row(out: &mut String, e: &Record, start_ns: Option<i128>) {
         EventBody::File(f) if f.outcome == Outcome::Denied => "denied",
         EventBody::Decision(d) if d.verdict == "deny" && !d.would_deny => "denied",
         EventBody::Blocked(_) | EventBody::Gap(_) => "bad",
+        EventBody::ExecRan(r) if r.mismatch => "bad",
         _ => kind,
     };
     let badge: String = badge

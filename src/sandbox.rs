@@ -538,9 +538,10 @@ async fn setup_and_wait<R: ContainerRuntime>(
         // No proc connector to report execs: the supervisor's own confirmation stops a loader
         // exec that got past the syscall refusal, from /proc/<pid>/exe as well.
         let guard = exec_guard.clone();
-        sup.exec_confirm().set_guard(Box::new(move |pid, exe, guest| {
-            guard.check(pid, exe, guest)
-        }));
+        sup.exec_confirm()
+            .set_guard(Box::new(move |pid, exe, guest| {
+                guard.check(pid, exe, guest)
+            }));
     }
     live.supervisor = Some(sup);
     let observers = (|| {

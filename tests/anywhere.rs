@@ -84,3 +84,64 @@ fn in_the_initial_namespace_the_proc_connector_is_used_and_said() {
     assert_eq!(obs["fswatch"], true);
     assert_eq!(obs["missing"], serde_json::json!([]));
 }
+
+#[test]
+fn without_the_proc_connector_exits_and_execs_still_have_records() {
+    ensure_image();
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run_dir = dir.path().join("run");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.0])
+        .arg(IDAGENT)
+        .arg("run")
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .args([
+            "--offline",
+            "--image",
+            GUEST_IMAGE,
+            "--",
+            "sh",
+            "-c",
+            // A grandchild exits 3 (reaped by its parent, seen by seccomp); an orphan killed by
+            // a signal is reaped by init.
+            "sh -c 'exit 3'; (sleep 30 & echo $! > /tmp/workspace/pid) ; kill -9 $(cat /tmp/workspace/pid); sleep 0.3; exit 5",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("idagent run");
+    let events = read_audit(&run_dir.join("audit.jsonl"));
+    let run = Run { dir, out, events };
+    check_audit_invariants(&run);
+    assert_no_leftovers(&run.run_id());
+    assert_eq!(run.code(), Some(5), "{}", run.explain());
+    let exits: Vec<_> = run.of_kind("exit").collect();
+    assert!(
+        exits
+            .iter()
+            .any(|e| e["source"] == "seccomp" && e["code"] == 3),
+        "the grandchild's exit_group\n{}",
+        run.explain()
+    );
+    assert!(
+        exits
+            .iter()
+            .any(|e| e["source"] == "init" && e["signal"] == 9),
+        "the killed orphan, reaped by init\n{}",
+        run.explain()
+    );
+    assert!(
+        exits
+            .iter()
+            .any(|e| e["source"] == "init" && e["code"] == 5),
+        "the command itself\n{}",
+        run.explain()
+    );
+    assert!(
+        run.of_kind("exec_ran")
+            .any(|e| e["source"] == "seccomp" && e["ran"] == "/usr/bin/sleep"),
+        "execs are confirmed by the supervisor alone\n{}",
+        run.explain()
+    );
+}

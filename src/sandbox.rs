@@ -459,7 +459,15 @@ async fn setup_and_wait<R: ContainerRuntime>(
     if let Some(seed) = &cfg.workspace_seed {
         opened.seed(seed)?;
         let (uid, gid) = user_ids(&cfg.user);
-        chown_tree(opened.path(), uid, gid).map_err(|source| SandboxError::RunDir {
+        // The root is the tmpfs's own (uid/gid mount options); its path is our fd's magic
+        // link, which lchown would not follow: chown what is inside it.
+        let chown = || -> std::io::Result<()> {
+            for entry in std::fs::read_dir(opened.path())? {
+                chown_tree(&entry?.path(), uid, gid)?;
+            }
+            Ok(())
+        };
+        chown().map_err(|source| SandboxError::RunDir {
             path: PathBuf::from(GUEST_WORKSPACE),
             source,
         })?;

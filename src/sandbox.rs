@@ -143,11 +143,7 @@ async fn run_inner<R: ContainerRuntime>(
     sink.emit_reliable(EventBody::RunStart(RunStart {
         idagent_version: env!("CARGO_PKG_VERSION").into(),
         image: cfg.image.clone(),
-        command: cfg
-            .command
-            .iter()
-            .map(|a| crate::redact::redact_text(a).0)
-            .collect(),
+        command: crate::redact::redact_argv(&cfg.command),
         user: cfg.user.clone(),
         workspace: GUEST_WORKSPACE.into(),
         limits: Limits {

@@ -184,6 +184,10 @@ pub struct RunArgs {
     /// The source checkout, used to build the guest image when it is missing.
     #[arg(long, env = "IDAGENT_SOURCE")]
     pub context: Option<PathBuf>,
+    /// Bytes kept of each of the guest's stdout and stderr (log and terminal); hidden until
+    /// the caps get their documented flags.
+    #[arg(long, hide = true, default_value_t = crate::config::DEFAULT_MAX_OUTPUT_BYTES)]
+    pub max_output_bytes: u64,
 }
 
 /// Network interception options, shared by `run`, `capture` and `gateway`.

@@ -51,6 +51,9 @@ pub enum ConfigError {
     Enforce(#[from] crate::enforce::EnforceSetupError),
 }
 
+/// Bytes of each of `stdout.log` and `stderr.log` (and of each stream on the terminal).
+pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 64 << 20;
+
 /// Everything a run needs, validated.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -69,6 +72,8 @@ pub struct RunConfig {
     pub context: Option<PathBuf>,
     /// The policy every decision point asks, its modes resolved with `--mode`.
     pub policy: Option<idagent_policy::Policy>,
+    /// Bytes kept of each of the guest's stdout and stderr.
+    pub max_output_bytes: u64,
 }
 
 impl RunConfig {
@@ -143,6 +148,7 @@ impl RunConfig {
             pcap: None,
             context: args.context,
             policy,
+            max_output_bytes: args.max_output_bytes,
         })
     }
 }
@@ -172,6 +178,7 @@ impl RunConfig {
             pcap: None,
             context: None,
             policy: None,
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
         })
     }
 }

@@ -318,7 +318,12 @@ async fn setup_and_wait<R: ContainerRuntime>(
 
     let (out_tx, out_rx) = tokio::sync::mpsc::channel(256);
     rt.attach(&id, out_tx).await?;
-    live.output_task = Some(tokio::spawn(forward_output(out_rx, run_dir.to_owned())));
+    live.output_task = Some(tokio::spawn(forward_output(
+        out_rx,
+        run_dir.to_owned(),
+        sink.clone(),
+        cfg.max_output_bytes,
+    )));
     rt.start(&id).await?;
     let pid = rt.init_pid(&id).await?;
     info!(container.id = %id, init.pid = pid, "guest started");

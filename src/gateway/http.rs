@@ -451,9 +451,10 @@ fn finish_event(gw: &Gateway, mut event: HttpEvent, req: &Tap, resp: &Tap, start
         .iter_mut()
         .chain(event.resp_headers.iter_mut())
     {
-        if let Some(redacted) = crate::redact::redact_header(name, value) {
-            creds.push(redacted.clone());
-            *value = redacted;
+        if let Some(redacted) = crate::redact::redact_header_detailed(name, value) {
+            // Fingerprints only (not `Bearer …` or a cookie list), like the URL's and bodies'.
+            creds.extend(redacted.found.iter().map(|f| f.to_string()));
+            *value = redacted.value;
         } else {
             let (v, found) = crate::redact::redact_text(value);
             creds.extend(found.iter().map(|f| f.to_string()));

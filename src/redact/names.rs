@@ -123,7 +123,7 @@ pub fn is_secret_name(name: &str) -> bool {
     let (Some(first), Some(last)) = (words.first(), words.last()) else {
         return false;
     };
-    if (n > 1 && lower(last, DESCRIPTIVE_LAST)) || (n > 1 && lower(first, &["no", "without"])) {
+    if n > 1 && (lower(last, DESCRIPTIVE_LAST) || lower(first, &["no", "without"])) {
         return false;
     }
     words.iter().any(|w| lower(w, SECRET_WORDS))

@@ -172,8 +172,14 @@ pub fn redact_header(name: &str, value: &str) -> Option<String> {
 /// Whether [`redact_header`] redacts a header of this name.
 pub fn is_secret_header(name: &str) -> bool {
     let name = name.trim();
+    let lower = name.to_ascii_lowercase();
+    // CORS headers name credentials and headers, they hold none
+    // (`Access-Control-Allow-Credentials: true`).
+    if lower.starts_with("access-control-") {
+        return false;
+    }
     // The classifier sees the name's case: `clientSecret` is two words.
-    EXACT_SECRET_HEADERS.contains(&name.to_ascii_lowercase().as_str()) || is_secret_name(name)
+    EXACT_SECRET_HEADERS.contains(&lower.as_str()) || is_secret_name(name)
 }
 
 /// Headers redacted whatever [`is_secret_name`] says of them.

@@ -482,16 +482,23 @@ fn guest_escape_sequences_never_reach_the_terminal() {
     assert_no_leftovers(events[0]["run"].as_str().unwrap_or_default());
 }
 
-/// Waits (bounded) for the run's `run_start` and returns its container name.
+/// Waits (bounded) until the run's container is up (its `net_setup` record, written after the
+/// container started) and returns the container's name (from `run_start`).
 fn container_of(run_dir: &Path) -> String {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let events = std::fs::read_to_string(run_dir.join("audit.jsonl")).unwrap_or_default();
-        if let Some(first) = events.lines().next() {
-            let e: serde_json::Value = serde_json::from_str(first).expect("json");
-            return e["container"].as_str().expect("container").to_owned();
+        let text = std::fs::read_to_string(run_dir.join("audit.jsonl")).unwrap_or_default();
+        let events: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if events.iter().any(|e| e["kind"] == "net_setup") {
+            return events[0]["container"]
+                .as_str()
+                .expect("container")
+                .to_owned();
         }
-        assert!(std::time::Instant::now() < deadline, "no run_start");
+        assert!(std::time::Instant::now() < deadline, "no net_setup: {text}");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }

@@ -325,6 +325,8 @@ fn new_secret_headers_are_fingerprinted_under_their_name() {
         "Accept",
         "X-Request-Id",
         "x-ratelimit-limit-tokens",
+        "Access-Control-Allow-Credentials",
+        "Access-Control-Allow-Headers",
     ] {
         assert_eq!(redact_header(harmless, "42"), None, "{harmless}");
     }
@@ -447,6 +449,8 @@ fn wire_shapes_of_relayed_protocols() {
     #[rustfmt::skip]
     let cases: Vec<(String, &str, &str)> = vec![
         ("AUTH s3cretpass\r\nPING\r\n".to_string(), "s3cretpass", "auth"),
+        ("AUTH s3cretpass \r\n".to_string(), "s3cretpass", "auth"),
+        ("AUTH user\ts3cretpass".to_string(), "s3cretpass", "auth"),
         ("auth default s3cretpass\r\n".to_string(), "s3cretpass", "auth"),
         ("*2\r\n$4\r\nAUTH\r\n$10\r\ns3cretpass\r\n*1\r\n$4\r\nPING\r\n".to_string(), "s3cretpass", "auth"),
         ("*3\r\n$4\r\nAUTH\r\n$4\r\nuser\r\n$10\r\ns3cretpass\r\n".to_string(), "s3cretpass", "auth"),

@@ -48,7 +48,8 @@ pub fn redact_wire(text: &str) -> (String, Vec<Fingerprint>) {
     // After `AUTH MECH`: client lines of base64 are SASL responses.
     let mut sasl = false;
     for line in text.split_inclusive('\n') {
-        let body = line.trim_end_matches(['\r', '\n']);
+        // Trailing blanks go with the line ending, so `AUTH pw ` still ends in its password.
+        let body = line.trim_end();
         let ending = line.get(body.len()..).unwrap_or_default();
         let redacted = if let Some(n) = resp_header(body, b'*') {
             resp = Resp {
@@ -135,7 +136,7 @@ fn command(line: &str, sasl: &mut bool, found: &mut Vec<Fingerprint>) -> Option<
                 })
             } else if tag.is_none() && !args.is_empty() {
                 // Redis `AUTH [user] pass`: the last argument.
-                let pass = args.rsplit_once(' ').map_or(args, |(_, p)| p);
+                let pass = args.rsplit_once([' ', '\t']).map_or(args, |(_, p)| p);
                 Some(format!(
                     "{}{}",
                     prefix(pass),

@@ -509,14 +509,26 @@ fn output_is_capped_with_one_notice_and_no_engine_copy() {
     let dir = tempfile::tempdir().expect("tempdir");
     let run_dir = dir.path().join("run");
     let cap = 10_000;
+    // The guest's go: a host listener it reaches as `go.test` and waits on, so the container
+    // is inspected while it runs (and no fixed sleep decides when).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let go_addr = listener.local_addr().expect("addr");
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Ok((mut conn, _)) = listener.accept() {
+            let _ = go_rx.recv();
+            let _ = conn.write_all(b"go");
+        }
+    });
     // 300,000 bytes of stdout (a bounded flood), 5,000 of stderr (under the cap); then wait
-    // for the test's go (a file in the workspace) so the container can be inspected live.
+    // for the go.
     let guest = "head -c 300000 /dev/zero | tr '\\0' a; head -c 5000 /dev/zero | tr '\\0' b >&2; \
-                 i=0; while [ ! -e /tmp/workspace/go ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done";
+                 python3 -c \"import socket; s = socket.create_connection(('go.test', 80), timeout=60); s.sendall(b'ready'); s.recv(2)\"";
     let child = std::process::Command::new(IDAGENT)
         .args(["run", "--run-dir"])
         .arg(&run_dir)
         .args(["--offline", "--max-output-bytes", &cap.to_string()])
+        .args(["--upstream-map", &format!("go.test:80={go_addr}")])
         .args(["--image", GUEST_IMAGE, "--", "sh", "-c", guest])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdout(std::process::Stdio::piped())
@@ -534,8 +546,7 @@ fn output_is_capped_with_one_notice_and_no_engine_copy() {
         ])
         .output()
         .expect("docker inspect");
-    let go = run_dir.join("workspace").join("go");
-    std::fs::write(&go, b"").expect("write go");
+    let _ = go_tx.send(());
     let out = child.wait_with_output().expect("wait idagent");
     assert_eq!(
         String::from_utf8_lossy(&inspect.stdout).trim(),

@@ -198,6 +198,10 @@ pub struct RunArgs {
     /// connector is missing); hidden: for tests until the fallback is chosen automatically.
     #[arg(long, hide = true)]
     pub seccomp_exits: bool,
+    /// Bytes kept of each of the guest's stdout and stderr (stdout.log/stderr.log and the
+    /// terminal); past it the rest is dropped, with a notice.
+    #[arg(long, default_value_t = crate::config::DEFAULT_MAX_OUTPUT_BYTES)]
+    pub max_output_bytes: u64,
 }
 
 /// Network interception options, shared by `run`, `capture` and `gateway`.

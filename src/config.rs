@@ -51,6 +51,9 @@ pub enum ConfigError {
     Enforce(#[from] crate::enforce::EnforceSetupError),
 }
 
+/// Bytes of each of `stdout.log` and `stderr.log` (and of each stream on the terminal).
+pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 64 << 20;
+
 /// Everything a run needs, validated.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -77,6 +80,8 @@ pub struct RunConfig {
     pub policy: Option<idagent_policy::Policy>,
     /// The seccomp supervisor writes `exit` events from `exit_group` (`--seccomp-exits`).
     pub seccomp_exits: bool,
+    /// Bytes kept of each of the guest's stdout and stderr.
+    pub max_output_bytes: u64,
 }
 
 impl RunConfig {
@@ -182,6 +187,7 @@ impl RunConfig {
             context: args.context,
             policy,
             seccomp_exits: args.seccomp_exits,
+            max_output_bytes: args.max_output_bytes,
         })
     }
 }
@@ -215,6 +221,7 @@ impl RunConfig {
             context: None,
             policy: None,
             seccomp_exits: false,
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
         })
     }
 }

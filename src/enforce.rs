@@ -240,8 +240,9 @@ pub fn request_fields(req: &Request<'_>) -> DecisionRequest {
             r.name = Some((*host).to_owned());
             r.port = Some(*port);
             r.method = Some((*method).to_owned());
-            r.path = Some((*path).to_owned());
-            r.query = query.map(str::to_owned);
+            // Decisions are read by people too: the same fingerprints as the `http` record.
+            r.path = Some(crate::redact::redact_text(path).0);
+            r.query = query.map(|q| crate::redact::redact_text(q).0);
         }
         Request::Stream {
             name,
@@ -271,7 +272,7 @@ pub fn request_fields(req: &Request<'_>) -> DecisionRequest {
         }
         Request::Exec { path, argv } => {
             r.path = Some((*path).to_owned());
-            r.argv = argv.to_vec();
+            r.argv = crate::redact::redact_argv(argv);
         }
     }
     r

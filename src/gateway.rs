@@ -352,7 +352,10 @@ impl Gateway {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        close.first_bytes_up = Some(escape_bytes(&first[..first.len().min(self.capture_bytes)]));
+        // Opaque protocols carry credentials in clear too (Redis `AUTH`, FTP `PASS`, IMAP
+        // `LOGIN`, `Authorization:` lines): the log keeps their fingerprints only.
+        let up = escape_bytes(&first[..first.len().min(self.capture_bytes)]);
+        close.first_bytes_up = Some(crate::redact::redact_wire(&up).0);
         self.stream_permitted(meta, false)?;
         let (mut upstream, addr) = self.dial(meta, None).await.map_err(|e| e.to_string())?;
         let mut down_first = CaptureWriter::new(self.capture_bytes);
@@ -376,7 +379,8 @@ impl Gateway {
             tokio::io::AsyncWriteExt::shutdown(&mut gw).await
         };
         let (r1, r2) = tokio::join!(up, down);
-        close.first_bytes_down = Some(escape_bytes(&down_first.data));
+        close.first_bytes_down =
+            Some(crate::redact::redact_wire(&escape_bytes(&down_first.data)).0);
         match (r1, r2) {
             (Err(e), _) | (_, Err(e)) => close.close_reason = Some(format!("relay: {e}")),
             _ => {}

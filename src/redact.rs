@@ -1,8 +1,11 @@
 //! Credentials appear only as fingerprints: the one place secrets are turned into text that may
 //! reach the audit log, reports or tracing.
 //!
-//! Owns the fingerprint format, header redaction ([`redact_header`]) and the free-text scanner
-//! ([`redact_text`], [`redact_bytes`] in `text`). It does not decide what to capture or log.
+//! Owns the fingerprint format, header redaction ([`redact_header`]), the name classifier
+//! ([`is_secret_name`] in `names`), the free-text scanner ([`redact_text`], [`redact_bytes`] in
+//! `text`, with the credential shapes of `formats`), the relayed-protocol shapes
+//! ([`redact_wire`] in `wire`) and the command-line rules ([`redact_argv`] in `argv`). It does
+//! not decide what to capture or log.
 //!
 //! # Fingerprint format (stable; tools may parse it)
 //! `KIND:…TAIL:sha256=HEX8`, e.g. `bearer:…wxyz:sha256=1a2b3c4d`.
@@ -19,9 +22,16 @@
 //! 32 bits of hash identify a key among those seen; they do not protect a low-entropy secret
 //! (a password) against a dictionary attack on the fingerprint.
 
+mod argv;
+mod formats;
+mod names;
 mod text;
+mod wire;
 
+pub use argv::redact_argv;
+pub use names::is_secret_name;
 pub use text::{redact_bytes, redact_text};
+pub use wire::redact_wire;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -159,11 +169,47 @@ pub fn redact_header(name: &str, value: &str) -> Option<String> {
     redact_header_detailed(name, value).map(|r| r.value)
 }
 
+/// Whether [`redact_header`] redacts a header of this name.
+pub fn is_secret_header(name: &str) -> bool {
+    let name = name.trim();
+    let lower = name.to_ascii_lowercase();
+    // CORS headers name credentials and headers, they hold none
+    // (`Access-Control-Allow-Credentials: true`).
+    if lower.starts_with("access-control-") {
+        return false;
+    }
+    // The classifier sees the name's case: `clientSecret` is two words.
+    EXACT_SECRET_HEADERS.contains(&lower.as_str()) || is_secret_name(name)
+}
+
+/// Headers redacted whatever [`is_secret_name`] says of them.
+const EXACT_SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "api-key",
+    "apikey",
+    "x-goog-api-key",
+    "x-auth-token",
+    "x-amz-security-token",
+    "private-token",
+    "x-vault-token",
+    "x-access-token",
+];
+
+/// Authorization schemes kept in front of a credential under any secret header name.
+const AUTH_SCHEMES: &[&str] = &["bearer", "basic", "token", "digest", "negotiate", "ntlm"];
+
 /// Redacts `Authorization` / `Proxy-Authorization` (scheme kept, credentials fingerprinted
 /// under the scheme's name), `Cookie` (each value fingerprinted, names kept), `Set-Cookie`
-/// (the value of its first pair; attributes kept), and API-key headers (`X-Api-Key`,
-/// `Api-Key`, `X-Goog-Api-Key`, `X-Auth-Token`, `X-Amz-Security-Token`). Header names are
-/// case-insensitive. Values that are already fingerprints are kept, so this is idempotent.
+/// (the value of its first pair; attributes kept), and the whole value of API-key headers
+/// (`X-Api-Key`, Azure `Api-Key`, `Apikey`, `X-Goog-Api-Key`, GitLab `Private-Token`,
+/// `X-Vault-Token`, `X-Access-Token` …) and of any header whose name [`is_secret_name`] judges
+/// secret (`X-Hub-Signature-256`, `X-Session-Id`, `X-CSRF-Token`), under the header's name.
+/// Header names are case-insensitive. Values that are already fingerprints are kept, so this
+/// is idempotent.
 pub fn redact_header_detailed(name: &str, value: &str) -> Option<RedactedHeader> {
     let lower = name.trim().to_ascii_lowercase();
     let mut found = Vec::new();
@@ -180,9 +226,13 @@ pub fn redact_header_detailed(name: &str, value: &str) -> Option<RedactedHeader>
             }
             None => redact_cookie_pair(value, &mut found),
         },
-        "x-api-key" | "api-key" | "x-goog-api-key" | "x-auth-token" | "x-amz-security-token" => {
-            secret_or_kept(&lower, value.trim(), &mut found)
-        }
+        _ if is_secret_header(name) => match value.trim().split_once([' ', '\t']) {
+            // `"auth": "Bearer …"`: a scheme is kept as in `Authorization`.
+            Some((scheme, _)) if AUTH_SCHEMES.iter().any(|s| scheme.eq_ignore_ascii_case(s)) => {
+                redact_authorization(value, &mut found)
+            }
+            _ => secret_or_kept(&lower, value.trim(), &mut found),
+        },
         _ => return None,
     };
     Some(RedactedHeader { value, found })

@@ -166,11 +166,7 @@ async fn run_inner<R: ContainerRuntime>(
     sink.emit_reliable(EventBody::RunStart(RunStart {
         idagent_version: env!("CARGO_PKG_VERSION").into(),
         image: cfg.image.clone(),
-        command: cfg
-            .command
-            .iter()
-            .map(|a| crate::redact::redact_text(a).0)
-            .collect(),
+        command: crate::redact::redact_argv(&cfg.command),
         user: cfg.user.clone(),
         workspace: GUEST_WORKSPACE.into(),
         limits: Limits {
@@ -450,7 +446,12 @@ async fn setup_and_wait<R: ContainerRuntime>(
 
     let (out_tx, out_rx) = tokio::sync::mpsc::channel(256);
     rt.attach(&id, out_tx).await?;
-    live.output_task = Some(tokio::spawn(forward_output(out_rx, run_dir.to_owned())));
+    live.output_task = Some(tokio::spawn(forward_output(
+        out_rx,
+        run_dir.to_owned(),
+        sink.clone(),
+        cfg.max_output_bytes,
+    )));
     rt.start(&id).await?;
     let pid = rt.init_pid(&id).await?;
     info!(container.id = %id, init.pid = pid, "guest started");

@@ -183,6 +183,17 @@ impl Conn {
             .map(|a| a.to_string())
             .or(host_header)
             .unwrap_or_else(|| self.meta.label());
+        // Userinfo of an absolute-form URL (`http://user:pass@host/`, explicit proxy) is
+        // accepted: the URL keeps only its fingerprint, the host is what follows it, and
+        // upstream never sees it ([`without_userinfo`]).
+        let (userinfo, authority) = match authority.rsplit_once('@') {
+            Some((userinfo, hostport)) => {
+                let (redacted, _) = crate::redact::redact_text(&format!("x://{userinfo}@"));
+                let userinfo = redacted.strip_prefix("x://").unwrap_or("…@").to_owned();
+                (userinfo, hostport.to_owned())
+            }
+            None => (String::new(), authority),
+        };
         let host = authority
             .rsplit_once(':')
             .filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
@@ -199,7 +210,10 @@ impl Conn {
                 format!("{authority}:{}", self.meta.dst.port())
             };
         let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        (format!("{}://{authority}{path}", self.scheme()), Some(host))
+        (
+            format!("{}://{userinfo}{authority}{path}", self.scheme()),
+            Some(host),
+        )
     }
 
     /// Sends `req` on this guest connection's upstream connection, (re)connecting when there
@@ -357,7 +371,7 @@ impl Conn {
         let req_tap = Tap::new(capture);
         let resp_tap = Tap::new(capture);
         let req_headers = header_list(req.headers());
-        let authority = req.uri().authority().map(|a| a.to_string());
+        let authority = req.uri().authority().map(|a| without_userinfo(a.as_str()));
         let (mut parts, body) = req.into_parts();
         // Upstream gets origin-form; absolute-form (explicit proxy) is rewritten.
         parts.uri = parts
@@ -416,6 +430,15 @@ impl Conn {
     }
 }
 
+/// `host[:port]` of an authority: the userinfo of an absolute-form URL is the guest's
+/// credential for that URL, never forwarded as part of the `Host` upstream.
+fn without_userinfo(authority: &str) -> String {
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, hostport)| hostport)
+        .to_owned()
+}
+
 /// Fills the body summaries into `event`, redacts, and emits it.
 fn finish_event(gw: &Gateway, mut event: HttpEvent, req: &Tap, resp: &Tap, started: Instant) {
     let (rq, rs) = (req.summary(), resp.summary());
@@ -428,9 +451,10 @@ fn finish_event(gw: &Gateway, mut event: HttpEvent, req: &Tap, resp: &Tap, start
         .iter_mut()
         .chain(event.resp_headers.iter_mut())
     {
-        if let Some(redacted) = crate::redact::redact_header(name, value) {
-            creds.push(redacted.clone());
-            *value = redacted;
+        if let Some(redacted) = crate::redact::redact_header_detailed(name, value) {
+            // Fingerprints only (not `Bearer …` or a cookie list), like the URL's and bodies'.
+            creds.extend(redacted.found.iter().map(|f| f.to_string()));
+            *value = redacted.value;
         } else {
             let (v, found) = crate::redact::redact_text(value);
             creds.extend(found.iter().map(|f| f.to_string()));

@@ -103,7 +103,7 @@ fn text_table() {
         ("?token=abc".to_string(), "abc", "token"),
         ("?Refresh_Token=r1r2r3".to_string(), "r1r2r3", "refresh_token"),
         ("?github_token=ghp_zzz".to_string(), "ghp_zzz", "github_token"),
-        ("a.token=dotted".to_string(), "dotted", "token"),
+        ("a.token=dotted".to_string(), "dotted", "a.token"),
     ];
     for (input, secret, kind) in cases {
         let (out, found) = redact_text(&input);
@@ -240,5 +240,309 @@ fn hostile_input_is_handled_whole() {
         let (once, _) = redact_text(input);
         let (twice, _) = redact_text(&once);
         assert_eq!(once, twice, "not idempotent on a hostile input");
+    }
+}
+
+#[test]
+fn secret_names_table() {
+    for name in [
+        "Private-Token",
+        "X-Vault-Token",
+        "apikey",
+        "X-Access-Token",
+        "api-key",
+        "Ocp-Apim-Subscription-Key",
+        "X-Hub-Signature-256",
+        "X-Session-Id",
+        "X-CSRF-Token",
+        "client_secret",
+        "refresh_token",
+        "private_key",
+        "accessToken",
+        "APIKey",
+        "passwd",
+        "--password",
+        "--api-key",
+        "AWS_SECRET_ACCESS_KEY",
+        "X-Amz-Signature",
+        "X-Amz-Credential",
+        "X-Goog-Signature",
+        "sig",
+        "auth",
+    ] {
+        assert!(is_secret_name(name), "{name}");
+    }
+    for name in [
+        "Content-Length",
+        "Content-Type",
+        "max_tokens",
+        "x-ratelimit-remaining-tokens",
+        "token_type",
+        "auth_url",
+        "--password-stdin",
+        "--password-file",
+        "--no-password",
+        "Sec-WebSocket-Key",
+        "WWW-Authenticate",
+        "Author",
+        "sort_key",
+        "monkey",
+        "bypass",
+        "X-Api-Keys",
+        "",
+        &"token_".repeat(20),
+    ] {
+        assert!(!is_secret_name(name), "{name}");
+    }
+}
+
+#[test]
+fn new_secret_headers_are_fingerprinted_under_their_name() {
+    for (name, value) in [
+        ("Private-Token", "glpat-abcdefghijklmnopqrst"),
+        ("X-Vault-Token", "hvs.CAESIJ0000000000000"),
+        ("apikey", "k1"),
+        ("X-Access-Token", "tok"),
+        ("api-key", "azure0123"),
+        ("X-Hub-Signature-256", "sha256=abcdef"),
+        ("X-Session-Id", "s-1"),
+    ] {
+        let r = redact_header_detailed(name, value).expect(name);
+        assert_eq!(r.found.len(), 1, "{name}");
+        assert_eq!(
+            r.value,
+            fingerprint(&name.to_ascii_lowercase(), value),
+            "{name}"
+        );
+    }
+    // A scheme is kept under any secret name.
+    assert_eq!(
+        redact_header("X-Forwarded-Authorization", "Bearer tok123456").as_deref(),
+        Some(format!("Bearer {}", fingerprint("bearer", "tok123456")).as_str())
+    );
+    for harmless in [
+        "Content-Length",
+        "Accept",
+        "X-Request-Id",
+        "x-ratelimit-limit-tokens",
+        "Access-Control-Allow-Credentials",
+        "Access-Control-Allow-Headers",
+    ] {
+        assert_eq!(redact_header(harmless, "42"), None, "{harmless}");
+    }
+}
+
+/// `(input, the secret, its kind)`: exactly one fingerprint, idempotent.
+fn assert_one(cases: &[(String, &str, &str)], redact: impl Fn(&str) -> (String, Vec<Fingerprint>)) {
+    for (input, secret, kind) in cases {
+        let (out, found) = redact(input);
+        assert!(!out.contains(secret), "{input} -> {out}");
+        assert_eq!(found.len(), 1, "{input} -> {out} {found:?}");
+        assert_eq!(found[0].kind, *kind, "{input} -> {out}");
+        assert_eq!(found[0], Fingerprint::new(kind, secret), "{input}");
+        assert!(out.contains(&found[0].to_string()), "{out}");
+        let (again, none) = redact(&out);
+        assert_eq!(again, out, "idempotent: {input}");
+        assert!(none.is_empty(), "{input}: {none:?}");
+    }
+}
+
+#[test]
+fn jwts_and_key_formats_anywhere() {
+    let gh = "ghp_0123456789abcdefghijABCDEFGHIJ0123";
+    #[rustfmt::skip]
+    let cases: Vec<(String, &str, &str)> = vec![
+        (format!("GET /v1/session/{JWT} HTTP/1.1"), JWT, "jwt"),
+        (format!("{{\"data\":\"{JWT}\"}}"), JWT, "jwt"),
+        (format!("id={JWT}"), JWT, "jwt"),
+        ("none: eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.".to_string(), "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.", "jwt"),
+        ("key AKIAIOSFODNN7EXAMPLE here".to_string(), "AKIAIOSFODNN7EXAMPLE", "aws"),
+        ("ASIAY34FZKBOKMUTVV7A,".to_string(), "ASIAY34FZKBOKMUTVV7A", "aws"),
+        (format!("remote: {gh}"), gh, "github"),
+        ("gho_16C7e42F292c6912E7710c838347Ae178B4a".to_string(), "gho_16C7e42F292c6912E7710c838347Ae178B4a", "github"),
+        ("github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz".to_string(), "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz", "github"),
+        ("xoxb-123456789012-1234567890123-AbCdEfGhIjKl".to_string(), "xoxb-123456789012-1234567890123-AbCdEfGhIjKl", "slack"),
+        ("sk-ant-api03-AAAAAAAAAAAAAAAAAAAAAAAA".to_string(), "sk-ant-api03-AAAAAAAAAAAAAAAAAAAAAAAA", "sk-ant"),
+        ("(sk_live_4eC39HqLyjWDarjtT1zdp7dc)".to_string(), "sk_live_4eC39HqLyjWDarjtT1zdp7dc", "stripe"),
+        ("AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe".to_string(), "AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe", "google"),
+    ];
+    assert_one(&cases, redact_text);
+    for text in [
+        "eyJ short.eyJ.x",
+        "AKIAIOSFODNN7EXAMPL",
+        "AKIAIOSFODNN7EXAMPLEX",
+        "akiaiosfodnn7example",
+        "ghp_short",
+        "xoxb-1",
+        "sk_live_x",
+        "AIza",
+        "my_AKIAIOSFODNN7EXAMPLE",
+    ] {
+        assert_eq!(redact_text(text), (text.to_string(), Vec::new()), "{text}");
+    }
+}
+
+#[test]
+fn signed_urls_and_userinfo() {
+    #[rustfmt::skip]
+    let cases: Vec<(String, &str, &str)> = vec![
+        ("https://b.s3.amazonaws.com/o?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=abc123def".to_string(), "abc123def", "x-amz-signature"),
+        ("https://h/o?X-Amz-Credential=AKIDEXAMPLE%2F20130524&x=1".to_string(), "AKIDEXAMPLE%2F20130524", "x-amz-credential"),
+        ("https://h/o?X-Amz-Security-Token=FQoGZXIvYXdzE".to_string(), "FQoGZXIvYXdzE", "x-amz-security-token"),
+        ("https://storage.googleapis.com/b/o?X-Goog-Signature=0a1b2c".to_string(), "0a1b2c", "x-goog-signature"),
+        ("https://acct.blob.core.windows.net/c/b?sv=2021&sig=Zm9vYmFy%3D".to_string(), "Zm9vYmFy%3D", "sig"),
+        ("https://h/x?signature=s1g".to_string(), "s1g", "signature"),
+        ("https://maps.googleapis.com/x?key=k3y&q=1".to_string(), "k3y", "key"),
+        ("https://user:hunter2@example.com/path".to_string(), "hunter2", "userinfo"),
+        ("git clone https://x-access-token:tok3n@github.com/o/r".to_string(), "tok3n", "userinfo"),
+        ("redis://:pa55@cache:6379/0".to_string(), "pa55", "userinfo"),
+        ("https://0123456789abcdefghij@host/".to_string(), "0123456789abcdefghij", "userinfo"),
+    ];
+    assert_one(&cases, redact_text);
+    for text in [
+        "ssh://git@github.com/o/r",
+        "https://example.com/a@b",
+        "https://example.com/?q=a:b@c",
+        "mailto:user@example.com",
+        "https://h/x?sigma=1&keys=2",
+    ] {
+        assert_eq!(redact_text(text), (text.to_string(), Vec::new()), "{text}");
+    }
+}
+
+#[test]
+fn json_fields_and_header_lines() {
+    #[rustfmt::skip]
+    let cases: Vec<(String, &str, &str)> = vec![
+        ("{\"user\":\"a\",\"password\":\"hunter2\"}".to_string(), "hunter2", "password"),
+        ("{\"passwd\": \"pw1\"}".to_string(), "pw1", "passwd"),
+        ("{\"api_key\" : \"k-1\"}".to_string(), "k-1", "api_key"),
+        ("{\"apikey\":\"k-2\"}".to_string(), "k-2", "apikey"),
+        ("{\"access_token\":\"at\\\"x\"}".to_string(), "at\\\"x", "access_token"),
+        ("{\"refresh_token\":\"rt\"}".to_string(), "rt", "refresh_token"),
+        ("{\"client_secret\":\"cs\"}".to_string(), "cs", "client_secret"),
+        ("{\"private_key\":\"-----BEGIN KEY-----\\nMIIE\"}".to_string(), "-----BEGIN KEY-----\\nMIIE", "private_key"),
+        ("{\"clientSecret\":\"cs2\"}".to_string(), "cs2", "clientsecret"),
+        ("{\"body\":\"{\\\"token\\\":\\\"nested\\\"}\"}".to_string(), "nested", "token"),
+        ("password=hunter2&user=a".to_string(), "hunter2", "password"),
+        ("GET / HTTP/1.1\r\nHost: h\r\nPrivate-Token: glpat-zz\r\n\r\n".to_string(), "glpat-zz", "private-token"),
+        ("PROPFIND / HTTP/1.1\r\nAuthorization: Basic dXNlcjpwYXNz\r\n".to_string(), "dXNlcjpwYXNz", "basic"),
+        ("db:\n  password: s3cret\n  user: a\n".to_string(), "s3cret", "password"),
+        ("X-Vault-Token:hvs.x\n".to_string(), "hvs.x", "x-vault-token"),
+    ];
+    assert_one(&cases, redact_text);
+    for text in [
+        "{\"max_tokens\": 100, \"token_type\": \"Bearer\"}",
+        "{\"password\": null}",
+        "{\"tokens\": \"many\"}",
+        "Content-Length: 42\r\n",
+        "https://example.com/\n",
+        "note: password: is asked\n",
+        "{\"password\":\"\"}",
+    ] {
+        assert_eq!(redact_text(text), (text.to_string(), Vec::new()), "{text}");
+    }
+}
+
+#[test]
+fn wire_shapes_of_relayed_protocols() {
+    #[rustfmt::skip]
+    let cases: Vec<(String, &str, &str)> = vec![
+        ("AUTH s3cretpass\r\nPING\r\n".to_string(), "s3cretpass", "auth"),
+        ("AUTH s3cretpass \r\n".to_string(), "s3cretpass", "auth"),
+        ("AUTH user\ts3cretpass".to_string(), "s3cretpass", "auth"),
+        ("auth default s3cretpass\r\n".to_string(), "s3cretpass", "auth"),
+        ("*2\r\n$4\r\nAUTH\r\n$10\r\ns3cretpass\r\n*1\r\n$4\r\nPING\r\n".to_string(), "s3cretpass", "auth"),
+        ("*3\r\n$4\r\nAUTH\r\n$4\r\nuser\r\n$10\r\ns3cretpass\r\n".to_string(), "s3cretpass", "auth"),
+        ("*5\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$4\r\nAUTH\r\n$1\r\nu\r\n$10\r\ns3cretpass\r\n".to_string(), "s3cretpass", "auth"),
+        ("USER anonymous\r\nPASS s3cretpass\r\n".to_string(), "s3cretpass", "pass"),
+        ("a1 LOGIN alice s3cretpass\r\n".to_string(), "s3cretpass", "login"),
+        ("a1 login \"al ice\" \"s3cret pass\"\r\n".to_string(), "\"s3cret pass\"", "login"),
+        ("EHLO x\r\nAUTH PLAIN AGFsaWNlAHMzY3JldA==\r\n".to_string(), "AGFsaWNlAHMzY3JldA==", "auth"),
+        ("APOP mrose c4c9334bac560ecc979e58001b3e22fb\r\n".to_string(), "c4c9334bac560ecc979e58001b3e22fb", "apop"),
+        ("GET / HTTP/1.0\r\nAuthorization: Bearer abcdefgh12\r\n".to_string(), "abcdefgh12", "bearer"),
+    ];
+    assert_one(&cases, redact_wire);
+    // SASL continuation lines: each base64 line after `AUTH LOGIN` is a secret.
+    let (out, found) = redact_wire("AUTH LOGIN\r\ndXNlcg==\r\ncGFzcw==\r\nMAIL FROM:<a@b>\r\n");
+    assert_eq!(found.len(), 2, "{out}");
+    assert!(out.starts_with("AUTH LOGIN\r\n") && out.ends_with("MAIL FROM:<a@b>\r\n"));
+    assert_eq!(redact_wire(&out).0, out);
+    for text in [
+        "PING\r\n",
+        "+OK\r\n",
+        "*1\r\n$4\r\nAUTH\r\n",
+        "USER bob\r\n",
+        "\u{0}\u{1}",
+        "",
+    ] {
+        assert_eq!(
+            redact_wire(text),
+            (text.to_string(), Vec::new()),
+            "{text:?}"
+        );
+    }
+}
+
+#[test]
+fn argv_rules() {
+    let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let fp = |k: &str, s: &str| fingerprint(k, s);
+    #[rustfmt::skip]
+    let cases: Vec<(Vec<String>, Vec<String>)> = vec![
+        (argv(&["curl", "-u", "alice:hunter2", "http://h/"]), argv(&["curl", "-u", &format!("alice:{}", fp("userinfo", "hunter2")), "http://h/"])),
+        (argv(&["curl", "-ualice:hunter2"]), argv(&["curl", &format!("-ualice:{}", fp("userinfo", "hunter2"))])),
+        (argv(&["curl", "--user=alice:hunter2"]), argv(&["curl", &format!("--user=alice:{}", fp("userinfo", "hunter2"))])),
+        (argv(&["tool", "--password", "hunter2"]), argv(&["tool", "--password", &fp("password", "hunter2")])),
+        (argv(&["tool", "--password=hunter2"]), argv(&["tool", &format!("--password={}", fp("password", "hunter2"))])),
+        (argv(&["tool", "--token=t0k"]), argv(&["tool", &format!("--token={}", fp("token", "t0k"))])),
+        (argv(&["tool", "--api-key", "k3y"]), argv(&["tool", "--api-key", &fp("api-key", "k3y")])),
+        (argv(&["/usr/bin/mysql", "-uroot", "-phunter2", "db"]), argv(&["/usr/bin/mysql", "-uroot", &format!("-p{}", fp("password", "hunter2")), "db"])),
+        (argv(&["sshpass", "-p", "hunter2", "ssh", "h"]), argv(&["sshpass", "-p", &fp("password", "hunter2"), "ssh", "h"])),
+        (argv(&["curl", "-H", "Authorization: Basic dXNlcjpwYXNz"]), argv(&["curl", "-H", &format!("Authorization: Basic {}", fp("basic", "dXNlcjpwYXNz"))])),
+        (argv(&["git", "clone", "https://u:hunter2@h/r"]), argv(&["git", "clone", &format!("https://u:{}@h/r", fp("userinfo", "hunter2"))])),
+        (argv(&["sh", "-c", "mysql -phunter2 && curl -u 'a:b1' x"]), argv(&["sh", "-c", &format!("mysql -p{} && curl -u 'a:{}' x", fp("password", "hunter2"), fp("userinfo", "b1"))])),
+        // Not secrets: a port, a flag without value, `-p` elsewhere, `docker login --password-stdin`.
+        (argv(&["ssh", "-p2222", "h"]), argv(&["ssh", "-p2222", "h"])),
+        (argv(&["gcc", "-pthread", "-u", "sym"]), argv(&["gcc", "-pthread", "-u", "sym"])),
+        (argv(&["docker", "login", "--password-stdin", "reg"]), argv(&["docker", "login", "--password-stdin", "reg"])),
+        (argv(&["tool", "--password"]), argv(&["tool", "--password"])),
+    ];
+    for (input, want) in cases {
+        let got = redact_argv(&input);
+        assert_eq!(got, want, "{input:?}");
+        assert_eq!(redact_argv(&got), got, "idempotent: {input:?}");
+    }
+}
+
+#[test]
+fn new_detectors_on_hostile_input() {
+    // Linear in the input (checked by hand at 4x sizes); kept small for debug builds.
+    let n = 4_000;
+    let inputs = [
+        "\"password\":\"".repeat(n),
+        "\"password\"".repeat(n),
+        format!("\"token\":\"{}", "x".repeat(3 * n)),
+        "https://".repeat(n),
+        format!("https://{}", "a:".repeat(3 * n)),
+        "a://b:c@".repeat(n),
+        "Authorization: \n".repeat(n),
+        "password:x\n".repeat(n),
+        "eyJ".repeat(n),
+        format!("eyJ{}.{}.", "a".repeat(n), "b".repeat(n)),
+        "AKIA".repeat(n),
+        "ghp_".repeat(n),
+        "*9\r\n$4\r\nAUTH\r\n".repeat(n),
+        "AUTH LOGIN\r\n".repeat(n),
+        "\\\"token\\\":\\\"".repeat(n),
+    ];
+    for input in &inputs {
+        let (once, _) = redact_text(input);
+        assert_eq!(redact_text(&once).0, once);
+        let (wire, _) = redact_wire(input);
+        assert_eq!(redact_wire(&wire).0, wire);
+        let words: Vec<String> = input.split('\n').take(1000).map(str::to_owned).collect();
+        let argv = redact_argv(&words);
+        assert_eq!(redact_argv(&argv), argv);
     }
 }

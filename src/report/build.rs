@@ -245,15 +245,11 @@ impl Builder {
     /// Redacts clear-text credentials in `argv` (logs from before argv redaction) and records
     /// every fingerprint in it as seen at `location`.
     fn redact_argv(&mut self, argv: Vec<String>, location: &str) -> Vec<String> {
-        let mut had_secret = false;
-        let argv: Vec<String> = argv
-            .into_iter()
-            .map(|a| {
-                let (text, found) = crate::redact::redact_text(&a);
-                had_secret |= !found.is_empty();
-                text
-            })
-            .collect();
+        // Logs written by older versions may hold argv redacted one argument at a time; the
+        // whole-line rules (`--password X`) apply here again.
+        let redacted = crate::redact::redact_argv(&argv);
+        let had_secret = redacted != argv;
+        let argv = redacted;
         self.argv_with_secrets += u64::from(had_secret);
         let fps: Vec<String> = argv.iter().flat_map(|a| fingerprints_in(a)).collect();
         self.credentials_seen(fps, location);

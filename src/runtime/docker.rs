@@ -2,7 +2,7 @@
 //! Engine 20.10 (API 1.41) and newer work, and so does Podman's Docker-compatible socket.
 
 use super::{ContainerRuntime, ContainerSpec, Labelled, Output, RuntimeError, LABEL};
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
     ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
@@ -116,6 +116,13 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         mounts: Some(mounts),
         init: Some(false),
         ipc_mode: Some("private".into()),
+        // The guest's output reaches us through attach and is kept, capped, in
+        // `stdout.log`/`stderr.log`; a second, uncapped copy in Docker's json-file log would
+        // let a guest fill the engine's disk.
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("none".into()),
+            config: None,
+        }),
         ..Default::default()
     };
     ContainerCreateBody {
@@ -188,7 +195,10 @@ impl ContainerRuntime for DockerRuntime {
             .stream(true)
             .stdout(true)
             .stderr(true)
-            .logs(true)
+            // Attached before start, so there is no earlier output to replay; and with the
+            // `none` log driver (`create_body`) the engine refuses to replay logs at all,
+            // ending the stream.
+            .logs(false)
             .build();
         let mut attached = self
             .docker

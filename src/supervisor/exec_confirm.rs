@@ -356,9 +356,10 @@ fn read_cmdline(pid: u32) -> (Vec<String>, bool) {
         let cut = arg.len() > procfs::MAX_STRING;
         truncated |= cut;
         let arg = String::from_utf8_lossy(&arg[..arg.len().min(procfs::MAX_STRING)]);
-        argv.push(crate::redact::redact_text(&arg).0);
+        argv.push(arg.into_owned());
     }
-    (argv, truncated)
+    // Pairs (`--password X`, `-u user:pass`) are only seen on the whole command line.
+    (crate::redact::redact_argv(&argv), truncated)
 }
 
 /// Whether `ran` is the interpreter `requested` names in its `#!` line (following nested

@@ -56,7 +56,7 @@ pub(crate) fn check(
             let port = target.as_ref().map_or(meta.dst.port(), |t| t.port);
             gw.audit.emit(EventBody::Blocked(BlockedEvent {
                 what: "http".into(),
-                target: url.to_owned(),
+                target: crate::redact::redact_text(url).0,
                 reason: format!(
                     "misdirected: a request for {claimed}:{port} on a connection to {real}:{}",
                     meta.dst.port()

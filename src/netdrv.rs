@@ -260,6 +260,7 @@ impl Driver {
                             "QUIC refused (ICMP port unreachable) so the client falls back to TCP"
                                 .into(),
                         flow: None,
+                        repeat: Default::default(),
                     }));
                 }
             }
@@ -283,6 +284,7 @@ impl Driver {
                     reason: "ICMP is answered for the gateway only; nothing is sent upstream"
                         .into(),
                     flow: None,
+                    repeat: Default::default(),
                 }));
             }
             DropReason::OverCap { cap, max } if self.caps_noticed.insert(cap.to_string()) => {
@@ -532,6 +534,7 @@ impl Driver {
                                 target: flow.dst.to_string(),
                                 reason: reason.to_string(),
                                 flow: None,
+                                repeat: Default::default(),
                             }));
                         }
                         let _ = stack; // nothing to send back: the datagram is dropped
@@ -596,12 +599,14 @@ fn log_dns(
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default(),
             flow: None,
+            repeat: Default::default(),
         }));
     }
     audit.emit(EventBody::Dns(DnsEvent {
         transport: transport.into(),
         server: server.to_string(),
         data,
+        repeat: Default::default(),
     }));
 }
 

@@ -116,3 +116,95 @@ fn a_dns_flood_is_aggregated_and_every_query_is_counted() {
     let report = std::fs::read_to_string(run.run_dir().join("report.html")).expect("report");
     assert!(report.contains("flood.refused.test"));
 }
+
+const UDP_CAPS: &str = r#"
+import json, socket, time
+r = {}
+# 1. One datagram bigger than the TUN MTU (65,520): the guest kernel sends it as fragments.
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, 10, 0)  # IP_MTU_DISCOVER = IP_PMTUDISC_DONT: fragment, never EMSGSIZE
+s.sendto(b"x" * 65507, ("192.0.2.7", 9999))
+time.sleep(1.2)  # a new second: the drop-record rate limit starts over
+# 2. 1,074 UDP flows (one socket each): 1,024 fill the stack's flow table, 50 are over the cap.
+# Paced: unpaced, the TUN's transmit queue (500 packets) drops datagrams before idagent sees them.
+socks = []
+for i in range(1074):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.sendto(b"hi", ("192.0.2.8", 7000))
+    socks.append(u)
+    time.sleep(0.001)
+# 3. QUIC once the table is full: dropped over the cap, before the QUIC refusal.
+q = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+q.sendto(b"\xc0quic", ("192.0.2.9", 443))
+time.sleep(0.5)
+print("RESULT " + json.dumps({"flows": len(socks) + 1}))
+"#;
+
+/// The blocked records of a run whose reason contains `needle`.
+fn blocked_with<'a>(run: &'a Run, needle: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+    run.of_kind("blocked")
+        .filter(move |e| e["reason"].as_str().is_some_and(|r| r.contains(needle)))
+}
+
+fn cap_notices(run: &Run, cap: &str) -> usize {
+    run.of_kind("notice")
+        .filter(|e| {
+            e["what"] == "netstack_cap" && e["detail"].as_str().is_some_and(|d| d.contains(cap))
+        })
+        .count()
+}
+
+/// Fragmented UDP, UDP flows past the flow table's cap and QUIC once it is full: each refused
+/// packet is a `blocked` record (protocol, destination, reason), the cap one `notice`.
+#[test]
+fn fragments_and_udp_over_the_flow_cap_are_recorded() {
+    let run = idagent_run(&[
+        "--offline",
+        "--image",
+        GUEST_IMAGE,
+        "--",
+        "python3",
+        "-c",
+        UDP_CAPS,
+    ]);
+    assert_eq!(run.code(), Some(0), "{}", summary(&run));
+    assert_eq!(result_of(&run)["flows"], 1075);
+    assert_eq!(run.of_kind("gap").count(), 0, "{}", summary(&run));
+    // No record was left out by the rate limit (fewer than 64 a second here), so counts are exact.
+    assert_eq!(
+        run.of_kind("notice")
+            .filter(|e| e["what"] == "netstack_drops_unrecorded")
+            .count(),
+        0,
+        "{}",
+        summary(&run)
+    );
+
+    // 65,535 bytes of IP over a 65,520-byte MTU: two fragments, both refused and recorded.
+    let frags: Vec<&Value> = blocked_with(&run, "fragment").collect();
+    assert!(
+        frags
+            .iter()
+            .all(|e| e["what"] == "udp" && e["target"] == "192.0.2.7"),
+        "{frags:?}"
+    );
+    assert_eq!(frags.iter().map(|e| occurrences(e)).sum::<u64>(), 2, "{frags:?}");
+
+    let over: Vec<&Value> = blocked_with(&run, "udp flow cap (1024)").collect();
+    let to = |target: &str| {
+        over.iter()
+            .filter(|e| e["what"] == "udp" && e["target"] == target)
+            .map(|e| occurrences(e))
+            .sum::<u64>()
+    };
+    assert_eq!(to("192.0.2.8:7000"), 50, "{over:?}\n{}", run.of_kind("blocked").chain(run.of_kind("notice")).chain(run.of_kind("run_end")).map(|e| e.to_string()).collect::<Vec<_>>().join("\n"));
+    assert_eq!(to("192.0.2.9:443"), 1, "QUIC over the cap: {over:?}");
+    assert_eq!(over.iter().map(|e| occurrences(e)).sum::<u64>(), 51);
+    assert_eq!(cap_notices(&run, "udp flow cap"), 1, "{}", summary(&run));
+    // The flows inside the cap were refused by the upstream policy (offline), as before.
+    let offline: u64 = blocked_with(&run, "offline")
+        .filter(|e| e["target"] == "192.0.2.8:7000")
+        .map(occurrences)
+        .sum();
+    assert_eq!(offline, 1024, "{}", summary(&run));
+}

@@ -22,7 +22,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 mod gate;
@@ -77,6 +77,18 @@ struct Conn {
     verify: Mutex<Option<String>>,
 }
 
+/// How long a guest connection may take to send a request's complete headers (HTTP/1: from
+/// the first byte of each request head, hyper's `header_read_timeout`; HTTP/2: from the
+/// connection's start to its first request). Past it the connection is closed and its `tcp`
+/// close says [`HEADER_TIMEOUT_REASON`]: an idle connection with unfinished headers is a
+/// per-guest resource (buffers on both sides of the flow) and must not be held for the run.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most bytes of one request's head (request line plus headers; HTTP/2: the decoded header
+/// list). Over it HTTP/1 answers `431` and closes, HTTP/2 resets the stream.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// The `close_reason` of a connection closed by [`HEADER_READ_TIMEOUT`].
+pub const HEADER_TIMEOUT_REASON: &str = "header_timeout";
+
 /// Concurrent streams one HTTP/2 guest connection may open (each may hold an upstream
 /// connection while it runs).
 const MAX_H2_STREAMS: u32 = 32;
@@ -101,10 +113,19 @@ where
     let service = hyper::service::service_fn(move |req| svc_conn.clone().forward(req));
     let served = hyper::server::conn::http1::Builder::new()
         .preserve_header_case(true)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_header_size(MAX_HEADER_BYTES)
         .serve_connection(TokioIo::new(guest), service)
         .with_upgrades()
         .await;
-    conn.end(served.err().map(|e| format!("guest http: {e}")))
+    conn.end(served.err().map(|e| {
+        if e.is_timeout() {
+            HEADER_TIMEOUT_REASON.to_owned()
+        } else {
+            format!("guest http: {e}")
+        }
+    }))
 }
 
 /// Serves HTTP/2 streams from `guest` (ALPN `h2` agreed) until it closes.
@@ -119,11 +140,28 @@ where
 {
     let conn = Conn::new(gw, meta, kind, true);
     let svc_conn = conn.clone();
-    let service = hyper::service::service_fn(move |req| svc_conn.clone().forward(req));
+    // Set by the first request: until then the connection runs on HEADER_READ_TIMEOUT.
+    let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let first = asked.clone();
+    let service = hyper::service::service_fn(move |req| {
+        first.store(true, std::sync::atomic::Ordering::Relaxed);
+        svc_conn.clone().forward(req)
+    });
     let served = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .timer(hyper_util::rt::TokioTimer::new())
         .max_concurrent_streams(MAX_H2_STREAMS)
-        .serve_connection(TokioIo::new(guest), service)
-        .await;
+        .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX))
+        .serve_connection(TokioIo::new(guest), service);
+    let mut served = std::pin::pin!(served);
+    let served = tokio::select! {
+        r = &mut served => r,
+        () = tokio::time::sleep(HEADER_READ_TIMEOUT) => {
+            if !asked.load(std::sync::atomic::Ordering::Relaxed) {
+                return conn.end(Some(HEADER_TIMEOUT_REASON.to_owned()));
+            }
+            served.await
+        }
+    };
     conn.end(served.err().map(|e| format!("guest http2: {e}")))
 }
 

@@ -208,3 +208,138 @@ fn fragments_and_udp_over_the_flow_cap_are_recorded() {
         .sum();
     assert_eq!(offline, 1024, "{}", summary(&run));
 }
+
+const IDLE_CONNECTIONS: &str = r#"
+import json, resource, select, socket, time
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+held, refused = [], 0
+for i in range(1074):
+    s = socket.socket()
+    s.settimeout(5)
+    try:
+        s.connect(("192.0.2.10", 80))
+    except ConnectionRefusedError:
+        refused += 1
+        s.close()
+        continue
+    # A request head that never ends.
+    s.sendall(b"GET /idle HTTP/1.1\r\nHost: idle.test\r\nX-Pad: " + b"a" * 48 * 1024)
+    held.append(s)
+last_send = time.time()
+open_ = {s.fileno(): s for s in held}
+poller = select.poll()
+for fd in open_:
+    poller.register(fd, select.POLLIN)
+while open_ and time.time() - last_send < 40:
+    for fd, _ in poller.poll(1000):
+        s = open_.pop(fd, None)
+        if s is None:
+            continue
+        try:
+            data = s.recv(4096)
+        except OSError:
+            data = b""
+        if data:
+            open_[fd] = s  # an answer (none expected): keep waiting for the close
+            continue
+        poller.unregister(fd)
+        s.close()
+secs = time.time() - last_send
+# A head over the 64 KiB cap is answered 431 at once.
+big = socket.create_connection(("192.0.2.10", 80), timeout=5)
+big.sendall(b"GET /big HTTP/1.1\r\nHost: idle.test\r\nX-Pad: " + b"a" * 100 * 1024)
+status = big.recv(64).split(b"\r\n")[0].decode()
+print("RESULT " + json.dumps({"held": len(held), "refused": refused,
+                             "still_open": len(open_), "secs": secs, "big": status}))
+"#;
+
+/// Runs `idagent run ARGS` like `idagent_run`, sampling the idagent process's resident memory
+/// (VmRSS, KiB) every 100 ms; returns the run and the largest sample.
+fn run_sampling_rss(args: &[&str]) -> (Run, u64) {
+    ensure_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run_dir = dir.path().join("run");
+    let mut child = std::process::Command::new(IDAGENT)
+        .arg("run")
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start idagent");
+    let status = format!("/proc/{}/status", child.id());
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let sampler = std::thread::spawn(move || {
+        let mut max = 0u64;
+        while done_rx
+            .recv_timeout(std::time::Duration::from_millis(100))
+            .is_err()
+        {
+            let rss = std::fs::read_to_string(&status)
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("VmRSS:").map(str::to_owned))
+                })
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+            max = max.max(rss.unwrap_or(0));
+        }
+        max
+    });
+    let out = child.wait_with_output().expect("wait for idagent");
+    let _ = done_tx.send(());
+    let max_rss = sampler.join().expect("sampler");
+    let events = read_audit(&run_dir.join("audit.jsonl"));
+    let run = Run { dir, out, events };
+    check_audit_invariants(&run);
+    assert_no_leftovers(&run.run_id());
+    (run, max_rss)
+}
+
+/// 1,074 connections that never finish their request head: 1,024 fill the stack's TCP buffer
+/// cap (the rest get a RST, each a `blocked` record, the cap one `notice`), and every held one
+/// is closed by the header-read timeout with a `tcp` close saying so. idagent's memory stays
+/// bounded meanwhile.
+#[test]
+fn idle_connections_with_unfinished_headers_are_timed_out_and_bounded() {
+    let (run, max_rss_kib) = run_sampling_rss(&[
+        "--offline",
+        "--image",
+        GUEST_IMAGE,
+        "--",
+        "python3",
+        "-c",
+        IDLE_CONNECTIONS,
+    ]);
+    assert_eq!(run.code(), Some(0), "{}", summary(&run));
+    let res = result_of(&run);
+    let held = res["held"].as_u64().expect("held");
+    assert_eq!(held, 1024, "the TCP buffer cap admits 1,024 flows: {res}");
+    assert_eq!(res["refused"], 50, "{res}");
+    assert_eq!(res["still_open"], 0, "every held connection was closed: {res}");
+    assert_eq!(res["big"], "HTTP/1.1 431 Request Header Fields Too Large", "{res}");
+    let secs = res["secs"].as_f64().expect("secs");
+    assert!((9.0..30.0).contains(&secs), "closed after {secs} s (timeout 10 s)");
+
+    let timed_out = run
+        .of_kind("tcp")
+        .filter(|e| e["phase"] == "close" && e["close_reason"] == "header_timeout")
+        .count();
+    assert_eq!(timed_out as u64, held, "{}", summary(&run));
+    let over: u64 = blocked_with(&run, "tcp buffer bytes cap")
+        .filter(|e| e["what"] == "tcp" && e["target"] == "192.0.2.10:80")
+        .map(occurrences)
+        .sum();
+    assert_eq!(over, 50, "{}", summary(&run));
+    assert_eq!(cap_notices(&run, "tcp buffer bytes cap"), 1, "{}", summary(&run));
+    eprintln!("idagent max VmRSS during the run: {} MiB", max_rss_kib / 1024);
+    assert!(max_rss_kib > 0, "no RSS sample");
+    assert!(
+        max_rss_kib < 512 * 1024,
+        "idagent used {} MiB for 1,024 idle connections",
+        max_rss_kib / 1024
+    );
+}

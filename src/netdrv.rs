@@ -183,6 +183,7 @@ pub async fn run(
         udp_decisions: HashMap::new(),
         caps_noticed: Default::default(),
         drop_log: DropLog::new(),
+        budget_noticed: false,
         chunk: vec![0u8; READ_CHUNK],
     };
     let (udp_tx, mut udp_rx) = mpsc::channel::<UdpReply>(UDP_REPLY_QUEUE);
@@ -239,6 +240,19 @@ pub async fn run(
             // costs nothing, and no flow stays stuck on a lost wake-up for longer than this.
             last_sweep = std::time::Instant::now();
             drv.dirty.extend(drv.flows.keys().copied());
+            if drv.ready.take_pushed_back() && !drv.budget_noticed {
+                drv.budget_noticed = true;
+                notice(
+                    &drv.parts.audit,
+                    "flow_queue_budget",
+                    format!(
+                        "the guest's flows queued {} bytes, the budget shared by all flows ({}); flows are held to {} bytes each way until queues drain",
+                        drv.ready.queued_bytes(),
+                        flow::MAX_QUEUED_BYTES,
+                        flow::FLOW_QUEUE_FLOOR
+                    ),
+                );
+            }
         }
         // Events raised by servicing (a send that frees the window, a close) are handled in
         // the same turn; a bounded number of rounds so transmission is never starved.
@@ -276,6 +290,8 @@ struct Driver {
     /// Per-guest stack caps already reported with a `notice`.
     caps_noticed: std::collections::HashSet<Cap>,
     drop_log: DropLog,
+    /// The flow queues' shared budget pushed back and a `notice` said so (once per run).
+    budget_noticed: bool,
     /// Policy decisions of UDP flows: allowed (true) or refused (at most [`MAX_UDP_DECISIONS`]).
     udp_decisions: HashMap<(SocketAddr, SocketAddr), bool>,
     chunk: Vec<u8>,

@@ -260,7 +260,7 @@ fn run_sampling_rss(args: &[&str]) -> (Run, u64) {
     ensure_image();
     let dir = tempfile::tempdir().expect("tempdir");
     let run_dir = dir.path().join("run");
-    let mut child = std::process::Command::new(IDAGENT)
+    let child = std::process::Command::new(IDAGENT)
         .arg("run")
         .arg("--run-dir")
         .arg(&run_dir)
@@ -342,4 +342,81 @@ fn idle_connections_with_unfinished_headers_are_timed_out_and_bounded() {
         "idagent used {} MiB for 1,024 idle connections",
         max_rss_kib / 1024
     );
+}
+
+const TWO_HOSTS: &str = r#"
+import http.client, json, ssl
+r = {}
+for label, conn in [
+    ("plain", http.client.HTTPConnection("www.google.com", 80, timeout=10)),
+    ("tls", http.client.HTTPSConnection("www.google.com", context=ssl.create_default_context(), timeout=10)),
+]:
+    conn.request("GET", "/")
+    first = conn.getresponse()
+    first.read()
+    # The same keep-alive connection, another Host (unmapped, offline).
+    conn.request("GET", "/", headers={"Host": "other.example"})
+    second = conn.getresponse()
+    second.read()
+    r[label] = [first.status, second.status]
+print("RESULT " + json.dumps(r))
+"#;
+
+/// A second `Host` on a keep-alive connection is answered 421 and goes nowhere, over plain
+/// HTTP and inside TLS; every `http` record says where it went (`upstream`, per request) and
+/// over which TLS name (`sni`, absent for plain HTTP).
+#[test]
+fn http_records_carry_upstream_and_sni_per_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fakes = idagent_fakes::start_blocking(dir.path()).expect("start fakes");
+    let mut args: Vec<String> = vec!["--offline".into()];
+    args.extend(fakes.idagent_args());
+    args.extend(
+        ["--image", GUEST_IMAGE, "--", "python3", "-c", TWO_HOSTS]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = idagent_run(&refs);
+    assert_eq!(run.code(), Some(0), "{}", run.explain());
+    let res = result_of(&run);
+    assert_eq!(res["plain"], serde_json::json!([200, 421]), "{}", run.explain());
+    assert_eq!(res["tls"], serde_json::json!([200, 421]), "{}", run.explain());
+
+    let http: Vec<&Value> = run.of_kind("http").collect();
+    assert_eq!(http.len(), 4, "{}", run.explain());
+    let google_http = fakes.addr(idagent_fakes::FakeServer::GoogleHttp).to_string();
+    let google_https = fakes.addr(idagent_fakes::FakeServer::GoogleHttps).to_string();
+    let shape = |e: &Value| {
+        (
+            e["url"].as_str().unwrap_or_default().to_owned(),
+            e["status"].as_u64(),
+            e["upstream"].as_str().map(str::to_owned),
+            e["sni"].as_str().map(str::to_owned),
+        )
+    };
+    let got: Vec<_> = http.iter().map(|e| shape(e)).collect();
+    let sni = Some("www.google.com".to_owned());
+    assert_eq!(
+        got,
+        vec![
+            ("http://www.google.com/".into(), Some(200), Some(google_http), None),
+            ("http://other.example/".into(), Some(421), None, None),
+            ("https://www.google.com/".into(), Some(200), Some(google_https), sni.clone()),
+            ("https://other.example/".into(), Some(421), None, sni),
+        ],
+        "{}",
+        run.explain()
+    );
+    // One connection each: both records of a connection share its flow.
+    assert_eq!(http[0]["flow"], http[1]["flow"]);
+    assert_eq!(http[2]["flow"], http[3]["flow"]);
+    // The refusals are `blocked` records too, and nothing reached a fake for other.example.
+    assert_eq!(
+        blocked_with(&run, "misdirected").count(),
+        2,
+        "{}",
+        run.explain()
+    );
+    assert_eq!(fakes.requests().len(), 2, "{:?}", fakes.requests());
 }

@@ -378,6 +378,16 @@ pub struct TlsEvent {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HttpEvent {
     pub flow: FlowId,
+    /// Where idagent sent this request (`addr:port`, after the upstream map); absent when it
+    /// sent it nowhere (refused by idagent: 403, 421; the dial failed; a `CONNECT`, whose
+    /// tunnel is a flow of its own). Per request: keep-alive requests may go to different
+    /// upstreams (explicit proxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// The SNI of the guest's TLS session that carried the request; absent for plain HTTP
+    /// and for TLS without SNI. `url` holds the `Host` (or `:authority`) the request named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
     pub method: String,
     /// Full URL, credentials in it redacted to fingerprints.
     pub url: String,

@@ -59,6 +59,8 @@ pub enum UpstreamKind {
     /// TLS toward the upstream with this server name (the guest's SNI, or the address).
     Tls {
         server_name: String,
+        /// The SNI of the guest's ClientHello, if it sent one (for the `http` records).
+        sni: Option<String>,
     },
 }
 
@@ -67,10 +69,11 @@ struct Conn {
     gw: Arc<Gateway>,
     meta: FlowMeta,
     kind: UpstreamKind,
-    /// The upstream connection and, for explicit-proxy clients, the target it was opened for.
-    sender: tokio::sync::Mutex<Option<(UpstreamSender, Option<String>)>>,
+    /// The upstream connection, for explicit-proxy clients the target it was opened for, and
+    /// the address it reaches.
+    sender: tokio::sync::Mutex<Option<(UpstreamSender, Option<String>, SocketAddr)>>,
     /// HTTP/2 guest connections: idle upstream connections (at most [`MAX_IDLE_UPSTREAM`]).
-    pool: tokio::sync::Mutex<Vec<UpstreamSender>>,
+    pool: tokio::sync::Mutex<Vec<(UpstreamSender, SocketAddr)>>,
     multiplexed: bool,
     upstream: Mutex<Option<SocketAddr>>,
     /// Result of upstream TLS verification, for the `tls` event.
@@ -248,21 +251,24 @@ impl Conn {
         host: Option<&str>,
         target: Option<FlowMeta>,
         req: Request<TapBody<Incoming>>,
+        upstream: &mut Option<String>,
     ) -> Result<Response<Incoming>, String> {
         if self.multiplexed {
-            return self.send_pooled(host, req).await;
+            return self.send_pooled(host, req, upstream).await;
         }
         let key = target.as_ref().map(FlowMeta::label);
         let mut slot = self.sender.lock().await;
         let reusable = match slot.as_mut() {
-            Some((s, k)) if *k == key => s.ready().await.is_ok(),
+            Some((s, k, _)) if *k == key => s.ready().await.is_ok(),
             _ => false,
         };
         if !reusable {
             let meta = target.unwrap_or_else(|| self.meta.clone());
-            *slot = Some((self.connect(&meta, host).await?, key));
+            let (sender, addr) = self.connect(&meta, host).await?;
+            *slot = Some((sender, key, addr));
         }
-        let (sender, _) = slot.as_mut().ok_or("no upstream connection")?;
+        let (sender, _, addr) = slot.as_mut().ok_or("no upstream connection")?;
+        *upstream = Some(addr.to_string());
         sender
             .send_request(req)
             .await
@@ -274,18 +280,20 @@ impl Conn {
         &self,
         host: Option<&str>,
         req: Request<TapBody<Incoming>>,
+        upstream: &mut Option<String>,
     ) -> Result<Response<Incoming>, String> {
         let idle = {
             let mut pool = self.pool.lock().await;
-            pool.retain(|s| !s.is_closed());
+            pool.retain(|(s, _)| !s.is_closed());
             pool.iter()
-                .position(|s| s.is_ready())
+                .position(|(s, _)| s.is_ready())
                 .map(|i| pool.swap_remove(i))
         };
-        let mut sender = match idle {
+        let (mut sender, addr) = match idle {
             Some(s) => s,
             None => self.connect(&self.meta, host).await?,
         };
+        *upstream = Some(addr.to_string());
         let resp = sender
             .send_request(req)
             .await
@@ -293,14 +301,18 @@ impl Conn {
         // Ready again once this response's body is done; a later stream checks.
         let mut pool = self.pool.lock().await;
         if pool.len() < MAX_IDLE_UPSTREAM {
-            pool.push(sender);
+            pool.push((sender, addr));
         }
         resp
     }
 
-    async fn connect(&self, meta: &FlowMeta, host: Option<&str>) -> Result<UpstreamSender, String> {
+    async fn connect(
+        &self,
+        meta: &FlowMeta,
+        host: Option<&str>,
+    ) -> Result<(UpstreamSender, SocketAddr), String> {
         let name = match &self.kind {
-            UpstreamKind::Tls { server_name } => Some(server_name.as_str()),
+            UpstreamKind::Tls { server_name, .. } => Some(server_name.as_str()),
             UpstreamKind::Plain => host,
         };
         let (tcp, addr) = self.gw.dial(meta, name).await.map_err(|e| e.to_string())?;
@@ -309,7 +321,7 @@ impl Conn {
         }
         let io: Box<dyn Io> = match &self.kind {
             UpstreamKind::Plain => Box::new(tcp),
-            UpstreamKind::Tls { server_name } => {
+            UpstreamKind::Tls { server_name, .. } => {
                 let tls = self.gw.tls.as_ref().ok_or("no TLS context")?;
                 match tls.connect_upstream(server_name, tcp).await {
                     Ok(s) => {
@@ -335,7 +347,7 @@ impl Conn {
             .ready()
             .await
             .map_err(|e| format!("upstream not ready: {e}"))?;
-        Ok(sender)
+        Ok((sender, addr))
     }
 
     fn set_verify(&self, v: String) {
@@ -379,7 +391,7 @@ impl Conn {
         } = gated
         {
             let mut event = http_event(
-                &self.meta,
+                &self,
                 method.to_string(),
                 url,
                 header_list(req.headers()),
@@ -416,8 +428,11 @@ impl Conn {
             parts.headers.insert(http::header::HOST, h);
         }
         let upstream_req = Request::from_parts(parts, TapBody::new(body, req_tap.clone()));
-        let mut event = http_event(&self.meta, method.to_string(), url, req_headers);
-        let mut resp = match self.send(host.as_deref(), target, upstream_req).await {
+        let mut event = http_event(&self, method.to_string(), url, req_headers);
+        let sent = self
+            .send(host.as_deref(), target, upstream_req, &mut event.upstream)
+            .await;
+        let mut resp = match sent {
             Ok(r) => r,
             Err(e) => {
                 event.note = Some(format!("error: {e}"));
@@ -495,15 +510,21 @@ fn finish_event(gw: &Gateway, mut event: HttpEvent, req: &Tap, resp: &Tap, start
     gw.audit.emit(EventBody::Http(event));
 }
 
-/// An `http` event for a request, before anything of the response is known.
+/// An `http` event for a request on `conn`, before anything of the response (or where it
+/// goes) is known.
 fn http_event(
-    meta: &FlowMeta,
+    conn: &Conn,
     method: String,
     url: String,
     req_headers: Vec<(String, String)>,
 ) -> HttpEvent {
     HttpEvent {
-        flow: meta.id,
+        flow: conn.meta.id,
+        upstream: None,
+        sni: match &conn.kind {
+            UpstreamKind::Tls { sni, .. } => sni.clone(),
+            UpstreamKind::Plain => None,
+        },
         method,
         url,
         status: None,

@@ -22,8 +22,8 @@ pub mod events;
 pub mod read;
 mod repeat;
 pub use events::*;
-pub use repeat::{MAX_REPEAT_KEYS, REPEAT_WINDOW};
 pub use read::{LineError, LogRead, Record, UnknownRecord};
+pub use repeat::{MAX_REPEAT_KEYS, REPEAT_WINDOW};
 
 /// Schema version written as `v` in every record. Bump on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -34,7 +34,12 @@ fn summary(run: &Run) -> String {
         "exit {:?}\nstdout: {}\nstderr: {}\nkinds: {kinds:?}\nlast: {:?}",
         run.code(),
         run.stdout(),
-        run.stderr().lines().rev().take(20).collect::<Vec<_>>().join("\n"),
+        run.stderr()
+            .lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n"),
         run.events.last()
     )
 }
@@ -188,7 +193,11 @@ fn fragments_and_udp_over_the_flow_cap_are_recorded() {
             .all(|e| e["what"] == "udp" && e["target"] == "192.0.2.7"),
         "{frags:?}"
     );
-    assert_eq!(frags.iter().map(|e| occurrences(e)).sum::<u64>(), 2, "{frags:?}");
+    assert_eq!(
+        frags.iter().map(|e| occurrences(e)).sum::<u64>(),
+        2,
+        "{frags:?}"
+    );
 
     let over: Vec<&Value> = blocked_with(&run, "udp flow cap (1024)").collect();
     let to = |target: &str| {
@@ -197,7 +206,17 @@ fn fragments_and_udp_over_the_flow_cap_are_recorded() {
             .map(|e| occurrences(e))
             .sum::<u64>()
     };
-    assert_eq!(to("192.0.2.8:7000"), 50, "{over:?}\n{}", run.of_kind("blocked").chain(run.of_kind("notice")).chain(run.of_kind("run_end")).map(|e| e.to_string()).collect::<Vec<_>>().join("\n"));
+    assert_eq!(
+        to("192.0.2.8:7000"),
+        50,
+        "{over:?}\n{}",
+        run.of_kind("blocked")
+            .chain(run.of_kind("notice"))
+            .chain(run.of_kind("run_end"))
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert_eq!(to("192.0.2.9:443"), 1, "QUIC over the cap: {over:?}");
     assert_eq!(over.iter().map(|e| occurrences(e)).sum::<u64>(), 51);
     assert_eq!(cap_notices(&run, "udp flow cap"), 1, "{}", summary(&run));
@@ -319,10 +338,19 @@ fn idle_connections_with_unfinished_headers_are_timed_out_and_bounded() {
     let held = res["held"].as_u64().expect("held");
     assert_eq!(held, 1024, "the TCP buffer cap admits 1,024 flows: {res}");
     assert_eq!(res["refused"], 50, "{res}");
-    assert_eq!(res["still_open"], 0, "every held connection was closed: {res}");
-    assert_eq!(res["big"], "HTTP/1.1 431 Request Header Fields Too Large", "{res}");
+    assert_eq!(
+        res["still_open"], 0,
+        "every held connection was closed: {res}"
+    );
+    assert_eq!(
+        res["big"], "HTTP/1.1 431 Request Header Fields Too Large",
+        "{res}"
+    );
     let secs = res["secs"].as_f64().expect("secs");
-    assert!((9.0..30.0).contains(&secs), "closed after {secs} s (timeout 10 s)");
+    assert!(
+        (9.0..30.0).contains(&secs),
+        "closed after {secs} s (timeout 10 s)"
+    );
 
     let timed_out = run
         .of_kind("tcp")
@@ -334,8 +362,16 @@ fn idle_connections_with_unfinished_headers_are_timed_out_and_bounded() {
         .map(occurrences)
         .sum();
     assert_eq!(over, 50, "{}", summary(&run));
-    assert_eq!(cap_notices(&run, "tcp buffer bytes cap"), 1, "{}", summary(&run));
-    eprintln!("idagent max VmRSS during the run: {} MiB", max_rss_kib / 1024);
+    assert_eq!(
+        cap_notices(&run, "tcp buffer bytes cap"),
+        1,
+        "{}",
+        summary(&run)
+    );
+    eprintln!(
+        "idagent max VmRSS during the run: {} MiB",
+        max_rss_kib / 1024
+    );
     assert!(max_rss_kib > 0, "no RSS sample");
     assert!(
         max_rss_kib < 512 * 1024,
@@ -380,13 +416,27 @@ fn http_records_carry_upstream_and_sni_per_request() {
     let run = idagent_run(&refs);
     assert_eq!(run.code(), Some(0), "{}", run.explain());
     let res = result_of(&run);
-    assert_eq!(res["plain"], serde_json::json!([200, 421]), "{}", run.explain());
-    assert_eq!(res["tls"], serde_json::json!([200, 421]), "{}", run.explain());
+    assert_eq!(
+        res["plain"],
+        serde_json::json!([200, 421]),
+        "{}",
+        run.explain()
+    );
+    assert_eq!(
+        res["tls"],
+        serde_json::json!([200, 421]),
+        "{}",
+        run.explain()
+    );
 
     let http: Vec<&Value> = run.of_kind("http").collect();
     assert_eq!(http.len(), 4, "{}", run.explain());
-    let google_http = fakes.addr(idagent_fakes::FakeServer::GoogleHttp).to_string();
-    let google_https = fakes.addr(idagent_fakes::FakeServer::GoogleHttps).to_string();
+    let google_http = fakes
+        .addr(idagent_fakes::FakeServer::GoogleHttp)
+        .to_string();
+    let google_https = fakes
+        .addr(idagent_fakes::FakeServer::GoogleHttps)
+        .to_string();
     let shape = |e: &Value| {
         (
             e["url"].as_str().unwrap_or_default().to_owned(),
@@ -400,9 +450,19 @@ fn http_records_carry_upstream_and_sni_per_request() {
     assert_eq!(
         got,
         vec![
-            ("http://www.google.com/".into(), Some(200), Some(google_http), None),
+            (
+                "http://www.google.com/".into(),
+                Some(200),
+                Some(google_http),
+                None
+            ),
             ("http://other.example/".into(), Some(421), None, None),
-            ("https://www.google.com/".into(), Some(200), Some(google_https), sni.clone()),
+            (
+                "https://www.google.com/".into(),
+                Some(200),
+                Some(google_https),
+                sni.clone()
+            ),
             ("https://other.example/".into(), Some(421), None, sni),
         ],
         "{}",

@@ -34,7 +34,13 @@ fn key_of(body: &EventBody) -> Option<String> {
             let data = &d.data;
             Some(format!(
                 "dns\0{}\0{}\0{}\0{}\0{:?}\0{:?}\0{:?}\0{:?}",
-                d.transport, d.server, data.name, data.qtype, data.rcode, data.source, data.blocked,
+                d.transport,
+                d.server,
+                data.name,
+                data.qtype,
+                data.rcode,
+                data.source,
+                data.blocked,
                 data.error
             ))
         }
@@ -43,10 +49,7 @@ fn key_of(body: &EventBody) -> Option<String> {
 }
 
 fn is_refusal(data: &crate::dns::DnsEventData) -> bool {
-    data.blocked.is_some()
-        || data
-            .rcode
-            .is_some_and(|r| r != crate::dns::Rcode::NoError)
+    data.blocked.is_some() || data.rcode.is_some_and(|r| r != crate::dns::Rcode::NoError)
 }
 
 fn repeat_of(body: &mut EventBody) -> Option<&mut Repeat> {
@@ -281,7 +284,10 @@ mod tests {
         written(r.admit(blocked("a"), t0));
         assert!(matches!(r.admit(blocked("a"), t0), Admit::Counted));
         let out = written(r.admit(blocked("a"), t0 + REPEAT_WINDOW * 2));
-        assert_eq!(out.iter().map(repeated).collect::<Vec<_>>(), vec![Some(1), None]);
+        assert_eq!(
+            out.iter().map(repeated).collect::<Vec<_>>(),
+            vec![Some(1), None]
+        );
     }
 
     #[test]
@@ -291,7 +297,10 @@ mod tests {
         for i in 0..MAX_REPEAT_KEYS {
             let t = t0 + Duration::from_micros(i as u64);
             written(r.admit(blocked(&i.to_string()), t));
-            assert!(matches!(r.admit(blocked(&i.to_string()), t), Admit::Counted));
+            assert!(matches!(
+                r.admit(blocked(&i.to_string()), t),
+                Admit::Counted
+            ));
         }
         // One key over the cap closes the oldest window ("0") early.
         let out = written(r.admit(blocked("new"), t0 + Duration::from_millis(10)));

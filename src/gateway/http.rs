@@ -390,12 +390,7 @@ impl Conn {
             note,
         } = gated
         {
-            let mut event = http_event(
-                &self,
-                method.to_string(),
-                url,
-                header_list(req.headers()),
-            );
+            let mut event = http_event(&self, method.to_string(), url, header_list(req.headers()));
             event.note = Some(note);
             return Ok(self.refusal(event, status, content_type, &body, started));
         }

@@ -174,10 +174,16 @@ where
     let (upstream, verify, error) = if alpn.as_deref() == Some("h2") {
         // HTTP/2 was agreed: no sniffing (the preface is not an HTTP/1 request line).
         let inner = GuestStream::new(tls_stream, Bytes::new(), Arc::new(Counters::default()));
-        let end = http::serve_h2(gw.clone(), inner, meta, UpstreamKind::Tls {
+        let end = http::serve_h2(
+            gw.clone(),
+            inner,
+            meta,
+            UpstreamKind::Tls {
                 server_name,
                 sni: sni.clone(),
-            }).await;
+            },
+        )
+        .await;
         (end.upstream, end.upstream_verify, end.error)
     } else {
         // What runs inside: HTTP/1.x, or opaque bytes relayed over TLS.
@@ -191,10 +197,16 @@ where
             Arc::new(Counters::default()),
         );
         if http::looks_like_http(&inner_first) {
-            let end = http::serve(gw.clone(), inner, meta, UpstreamKind::Tls {
-                server_name,
-                sni: sni.clone(),
-            }).await;
+            let end = http::serve(
+                gw.clone(),
+                inner,
+                meta,
+                UpstreamKind::Tls {
+                    server_name,
+                    sni: sni.clone(),
+                },
+            )
+            .await;
             (end.upstream, end.upstream_verify, end.error)
         } else {
             relay_inside(&gw, ctx, inner, meta, &server_name).await

@@ -10,7 +10,11 @@
 //! chunks, instead of one cross-thread wake-up per chunk, which on a 2-core VM cost more than
 //! the copies (measured: ~3 context switches per 64 KiB chunk with the channel-per-chunk design).
 //!
-//! Owns: the two queues, their caps and wake rules. Does not own: smoltcp (the driver moves
+//! Every flow of a driver also draws on one byte budget ([`MAX_QUEUED_BYTES`], kept in the
+//! shared [`ReadyList`]), so the total is bounded however many flows the guest opens; a flow
+//! always keeps a small floor of its own, so the budget never starves one flow for another.
+//!
+//! Owns: the two queues, their caps, the shared budget and the wake rules. Does not own: smoltcp (the driver moves
 //! bytes between the queues and the stack) or what the gateway does with the stream.
 
 use bytes::Bytes;
@@ -567,20 +571,28 @@ mod tests {
             e1.push_up(Bytes::from(vec![0u8; FLOW_QUEUE_FLOOR]));
         }
         assert_eq!(ready.queued_bytes(), limit);
-        assert!(ready.take_pushed_back(), "the budget, not the flow's cap, stopped it");
+        assert!(
+            ready.take_pushed_back(),
+            "the budget, not the flow's cap, stopped it"
+        );
         assert!(!ready.take_pushed_back(), "taken once");
         // Another flow still gets its floor each way, and no more.
         let (mut s2, e2) = pair(FlowId(2), ready.clone());
         assert_eq!(e2.up_room(), FLOW_QUEUE_FLOOR);
         e2.push_up(Bytes::from(vec![0u8; FLOW_QUEUE_FLOOR]));
         assert_eq!(e2.up_room(), 0);
-        s2.write_all(&vec![1u8; FLOW_QUEUE_FLOOR]).await.expect("floor");
+        s2.write_all(&vec![1u8; FLOW_QUEUE_FLOOR])
+            .await
+            .expect("floor");
         let blocked = tokio::time::timeout(
             std::time::Duration::from_millis(50),
             s2.write_all(&[1u8; 1]),
         )
         .await;
-        assert!(blocked.is_err(), "past the floor with the budget spent, writes wait");
+        assert!(
+            blocked.is_err(),
+            "past the floor with the budget spent, writes wait"
+        );
         // Draining that flow wakes its writer.
         assert!(matches!(e2.pop_down(), Some(FlowOut::Data(_))));
         tokio::time::timeout(std::time::Duration::from_secs(1), s2.write_all(&[1u8; 1]))

@@ -480,3 +480,87 @@ fn http_records_carry_upstream_and_sni_per_request() {
     );
     assert_eq!(fakes.requests().len(), 2, "{:?}", fakes.requests());
 }
+
+const NO_READERS: &str = r#"
+import json, socket, time
+socks = []
+for i in range(160):
+    s = socket.create_connection(("bulk.test", 80), timeout=10)
+    s.sendall(b"GET /bulk HTTP/1.1\r\nHost: bulk.test\r\n\r\n")
+    socks.append(s)
+# Never read: every response piles up between the upstream and the guest.
+time.sleep(4)
+print("RESULT " + json.dumps({"open": len(socks)}))
+"#;
+
+/// A loopback upstream answering every request with `bytes` of body (it writes until the
+/// client stops reading); serves until the test process ends.
+fn bulk_upstream(bytes: usize) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let header = format!("HTTP/1.1 200 OK\r\nContent-Length: {bytes}\r\n\r\n");
+                let chunk = vec![b'z'; 64 * 1024];
+                if conn.write_all(header.as_bytes()).is_err() {
+                    return;
+                }
+                for _ in 0..bytes / chunk.len() {
+                    if conn.write_all(&chunk).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// 160 connections whose responses the guest never reads: the flows' queues between the
+/// stack and the gateway reach the budget they share (128 MiB; 160 × 1 MiB of per-flow
+/// caps would pass it), which holds them back and says so once.
+#[test]
+fn flows_nobody_reads_are_held_to_a_shared_budget() {
+    let upstream = bulk_upstream(8 << 20);
+    let map = format!("bulk.test:80={upstream}");
+    let (run, max_rss_kib) = run_sampling_rss(&[
+        "--offline",
+        "--upstream-map",
+        &map,
+        "--image",
+        GUEST_IMAGE,
+        "--",
+        "python3",
+        "-c",
+        NO_READERS,
+    ]);
+    assert_eq!(run.code(), Some(0), "{}", summary(&run));
+    assert_eq!(result_of(&run)["open"], 160);
+    let budget: Vec<&Value> = run
+        .of_kind("notice")
+        .filter(|e| e["what"] == "flow_queue_budget")
+        .collect();
+    assert_eq!(budget.len(), 1, "{}", summary(&run));
+    assert!(
+        budget[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("134217728")),
+        "{budget:?}"
+    );
+    eprintln!(
+        "idagent max VmRSS with 160 unread flows: {} MiB",
+        max_rss_kib / 1024
+    );
+    assert!(max_rss_kib < 768 * 1024, "{} MiB", max_rss_kib / 1024);
+}

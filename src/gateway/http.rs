@@ -80,11 +80,13 @@ struct Conn {
     verify: Mutex<Option<String>>,
 }
 
-/// How long a guest connection may take to send a request's complete headers (HTTP/1: from
-/// the first byte of each request head, hyper's `header_read_timeout`; HTTP/2: from the
-/// connection's start to its first request). Past it the connection is closed and its `tcp`
-/// close says [`HEADER_TIMEOUT_REASON`]: an idle connection with unfinished headers is a
-/// per-guest resource (buffers on both sides of the flow) and must not be held for the run.
+/// How long a guest connection may take to send a request's complete head. HTTP/1: hyper's
+/// `header_read_timeout`, which runs whenever the connection waits for a head, so it is also
+/// the keep-alive idle limit (a connection idle that long between requests is closed, as
+/// servers do: Apache's default is 5 s); HTTP/2: from the connection's start to its first
+/// request. Past it the connection is closed and its `tcp` close says
+/// [`HEADER_TIMEOUT_REASON`]: a connection with an unfinished head holds buffers on both sides
+/// of its flow and must not hold them for the whole run.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most bytes of one request's head (request line plus headers; HTTP/2: the decoded header
 /// list). Over it HTTP/1 answers `431` and closes, HTTP/2 resets the stream.

@@ -484,7 +484,7 @@ fn http_records_carry_upstream_and_sni_per_request() {
 const NO_READERS: &str = r#"
 import json, socket, time
 socks = []
-for i in range(160):
+for i in range(256):
     s = socket.create_connection(("bulk.test", 80), timeout=10)
     s.sendall(b"GET /bulk HTTP/1.1\r\nHost: bulk.test\r\n\r\n")
     socks.append(s)
@@ -527,9 +527,10 @@ fn bulk_upstream(bytes: usize) -> std::net::SocketAddr {
     addr
 }
 
-/// 160 connections whose responses the guest never reads: the flows' queues between the
-/// stack and the gateway reach the budget they share (128 MiB; 160 × 1 MiB of per-flow
-/// caps would pass it), which holds them back and says so once.
+/// 256 connections whose responses the guest never reads: the flows' queues between the
+/// stack and the gateway reach the budget they share (128 MiB; 256 × 1 MiB of per-flow caps
+/// would pass it twice, and what the guest kernel and smoltcp absorb first is ~0.4 MiB a
+/// flow), which holds them back and says so once.
 #[test]
 fn flows_nobody_reads_are_held_to_a_shared_budget() {
     let upstream = bulk_upstream(8 << 20);
@@ -546,12 +547,16 @@ fn flows_nobody_reads_are_held_to_a_shared_budget() {
         NO_READERS,
     ]);
     assert_eq!(run.code(), Some(0), "{}", summary(&run));
-    assert_eq!(result_of(&run)["open"], 160);
+    assert_eq!(result_of(&run)["open"], 256);
     let budget: Vec<&Value> = run
         .of_kind("notice")
         .filter(|e| e["what"] == "flow_queue_budget")
         .collect();
-    assert_eq!(budget.len(), 1, "{}", summary(&run));
+    let down: u64 = run
+        .of_kind("tcp")
+        .filter_map(|e| e["bytes_down"].as_u64())
+        .sum();
+    assert_eq!(budget.len(), 1, "{} bytes down\n{}", down, summary(&run));
     assert!(
         budget[0]["detail"]
             .as_str()
@@ -559,8 +564,9 @@ fn flows_nobody_reads_are_held_to_a_shared_budget() {
         "{budget:?}"
     );
     eprintln!(
-        "idagent max VmRSS with 160 unread flows: {} MiB",
+        "idagent max VmRSS with 256 unread flows: {} MiB",
         max_rss_kib / 1024
     );
-    assert!(max_rss_kib < 768 * 1024, "{} MiB", max_rss_kib / 1024);
+    // Generous: smoltcp buffers, hyper buffers and the pcap queue come on top of the budget.
+    assert!(max_rss_kib < 1024 * 1024, "{} MiB", max_rss_kib / 1024);
 }

@@ -5,8 +5,8 @@
 //! (bounded both ways: back-pressure, never unbounded queues); the pcapng copy of every
 //! packet; DNS (UDP and TCP, any resolver address), QUIC refusal (UDP/443 gets ICMP port
 //! unreachable so clients fall back to TCP), and other UDP relayed per flow under the same
-//! upstream policy as TCP. Does not own: protocol logic (the sans-IO `idagent-netstack`),
-//! HTTP/TLS (the gateway).
+//! upstream policy as TCP; the records of packets the stack refused (`drops.rs`). Does not
+//! own: protocol logic (the sans-IO `idagent-netstack`), HTTP/TLS (the gateway).
 
 use crate::audit::{AuditSink, BlockedEvent, DnsEvent, EventBody, Notice, UdpEvent};
 use crate::dns::DnsService;
@@ -15,7 +15,7 @@ use crate::pcap::{Direction, PcapSender};
 use crate::upstream::{evaluate, DialRequest, Verdict};
 use bytes::Bytes;
 use idagent_netstack::classify::{classify, Transport};
-use idagent_netstack::stack::{Cap, FlowError, FlowId, Instant as StackInstant, UdpFlowKey};
+use idagent_netstack::stack::{FlowError, FlowId, Instant as StackInstant, UdpFlowKey};
 use idagent_netstack::{Stack, StackConfig, StackEvent};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,8 +23,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 
+mod drops;
 pub mod flow;
 mod udp;
+
+pub use drops::{MAX_DROP_RECORDS_PER_SEC, MAX_ICMP_TARGETS_LOGGED};
 
 use flow::{DriverEnds, FlowOut, ReadyList};
 
@@ -39,60 +42,6 @@ const READ_CHUNK: usize = flow::MAX_CHUNK;
 /// UDP flows (guest address, destination) whose policy decision is remembered, so a datagram
 /// stream costs one `decision` event, not one per datagram. When full it is cleared.
 pub const MAX_UDP_DECISIONS: usize = 4096;
-/// ICMP echo targets recorded with a `blocked` event (one each); beyond, only the counter.
-pub const MAX_ICMP_TARGETS_LOGGED: usize = 64;
-/// Refused packets (over a cap, fragments, QUIC …) written as `blocked` events per second at
-/// most; the rest are counted in a `netstack_drops_unrecorded` notice.
-pub const MAX_DROP_RECORDS_PER_SEC: u32 = 64;
-
-/// The rate limit of [`Driver::drop_record`]: a one-second window and what it let through.
-#[derive(Debug)]
-struct DropLog {
-    window: std::time::Instant,
-    written: u32,
-    unrecorded: u64,
-}
-
-impl DropLog {
-    fn new() -> Self {
-        Self {
-            window: std::time::Instant::now(),
-            written: 0,
-            unrecorded: 0,
-        }
-    }
-
-    /// Whether one more record may be written now; starts a new window (and reports what the
-    /// last one left out) when a second has passed.
-    fn admit(&mut self, audit: &AuditSink) -> bool {
-        if self.window.elapsed() >= Duration::from_secs(1) {
-            self.flush(audit);
-            self.window = std::time::Instant::now();
-            self.written = 0;
-        }
-        if self.written >= MAX_DROP_RECORDS_PER_SEC {
-            self.unrecorded += 1;
-            return false;
-        }
-        self.written += 1;
-        true
-    }
-
-    fn flush(&mut self, audit: &AuditSink) {
-        if self.unrecorded > 0 {
-            notice(
-                audit,
-                "netstack_drops_unrecorded",
-                format!(
-                    "{} refused packets were not written as blocked events (over {MAX_DROP_RECORDS_PER_SEC} a second); they are counted in run_end",
-                    self.unrecorded
-                ),
-            );
-            self.unrecorded = 0;
-        }
-    }
-}
-
 /// What the driver counted.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DriverStats {
@@ -179,10 +128,8 @@ pub async fn run(
         dirty: Vec::new(),
         udp: udp::Relays::default(),
         stats: DriverStats::default(),
-        icmp_logged: Default::default(),
         udp_decisions: HashMap::new(),
-        caps_noticed: Default::default(),
-        drop_log: DropLog::new(),
+        drops: drops::Drops::new(),
         budget_noticed: false,
         chunk: vec![0u8; READ_CHUNK],
     };
@@ -270,7 +217,7 @@ pub async fn run(
         stack.poll(now());
     }
     drv.udp.finish(&drv.parts.audit);
-    drv.drop_log.flush(&drv.parts.audit);
+    drv.drops.flush(&drv.parts.audit);
     Ok(drv.stats)
 }
 
@@ -285,11 +232,8 @@ struct Driver {
     dirty: Vec<FlowId>,
     udp: udp::Relays,
     stats: DriverStats,
-    /// ICMP targets already logged (bounded).
-    icmp_logged: std::collections::HashSet<std::net::IpAddr>,
-    /// Per-guest stack caps already reported with a `notice`.
-    caps_noticed: std::collections::HashSet<Cap>,
-    drop_log: DropLog,
+    /// Records of the packets the stack refused.
+    drops: drops::Drops,
     /// The flow queues' shared budget pushed back and a `notice` said so (once per run).
     budget_noticed: bool,
     /// Policy decisions of UDP flows: allowed (true) or refused (at most [`MAX_UDP_DECISIONS`]).
@@ -312,7 +256,7 @@ impl Driver {
         }
         if let Err(reason) = stack.receive(packet, now) {
             self.stats.dropped += 1;
-            self.record_drop(&reason, meta.as_ref());
+            self.drops.record(&self.parts.audit, &reason, meta.as_ref());
             return;
         }
         // QUIC: refuse at once so clients fall back to TCP (where the gateway sees the HTTP).
@@ -322,109 +266,11 @@ impl Driver {
                 && stack.reject_udp(packet).is_ok()
             {
                 self.stats.quic_refused += 1;
-                self.drop_record(Some(&meta), || {
+                self.drops.blocked(&self.parts.audit, Some(&meta), || {
                     "QUIC refused (ICMP port unreachable) so the client falls back to TCP".into()
                 });
             }
         }
-    }
-
-    /// The record of a guest packet the stack dropped, from its typed reason. An ICMP echo to
-    /// anything but the gateway (idagent originates no ICMP for the guest) is one `blocked`
-    /// event per target, at most [`MAX_ICMP_TARGETS_LOGGED`]; a per-guest cap is one `notice`
-    /// per cap, and each packet over it a `blocked` event (protocol, destination, cap);
-    /// fragments, IPv6 extension headers and other protocols are `blocked` events with the
-    /// reason. Those `blocked` events go through [`Driver::drop_record`]'s rate limit, and
-    /// identical ones are aggregated by the audit sink. Malformed packets and bad addresses
-    /// (which the guest kernel does not send without raw sockets) stay counters:
-    /// `tun_packets_dropped` in `run_end`.
-    fn record_drop(
-        &mut self,
-        reason: &idagent_netstack::stack::DropReason,
-        meta: Option<&idagent_netstack::classify::PacketMeta>,
-    ) {
-        use idagent_netstack::stack::DropReason;
-        match reason {
-            DropReason::IcmpEchoNotGateway { dst }
-                if self.icmp_logged.len() < MAX_ICMP_TARGETS_LOGGED
-                    && self.icmp_logged.insert(*dst) =>
-            {
-                self.parts.audit.emit(EventBody::Blocked(BlockedEvent {
-                    what: "icmp".into(),
-                    target: dst.to_string(),
-                    reason: "ICMP is answered for the gateway only; nothing is sent upstream"
-                        .into(),
-                    flow: None,
-                    repeat: Default::default(),
-                }));
-            }
-            DropReason::OverCap { cap, max } => {
-                if self.caps_noticed.insert(*cap) {
-                    notice(
-                        &self.parts.audit,
-                        "netstack_cap",
-                        format!(
-                            "the guest reached the {cap} cap ({max}); further packets over it are dropped (each a blocked event, rate-limited; counted in run_end)"
-                        ),
-                    );
-                }
-                let (cap, max) = (*cap, *max);
-                self.drop_record(meta, || {
-                    let what = match cap {
-                        Cap::TcpFlows | Cap::TcpHalfOpen | Cap::TcpBufferBytes => {
-                            "connection refused with a RST"
-                        }
-                        _ => "datagram dropped",
-                    };
-                    format!("over the {cap} cap ({max}): {what}")
-                });
-            }
-            DropReason::Fragmented => self.drop_record(meta, || {
-                "fragmented packet dropped: fragments are not reassembled (a datagram larger than the 65,520-byte TUN MTU is refused whole)".into()
-            }),
-            DropReason::Ipv6Extensions
-            | DropReason::UnsupportedProtocol { .. }
-            | DropReason::UnsupportedIcmp { .. } => {
-                self.drop_record(meta, || format!("dropped: {reason}"));
-            }
-            _ => {}
-        }
-    }
-
-    /// One `blocked` event for a refused packet, at most [`MAX_DROP_RECORDS_PER_SEC`] per
-    /// second (the reason is only formatted when it is written); the packets over the rate are
-    /// counted and said in one `netstack_drops_unrecorded` notice per second that had any.
-    fn drop_record(
-        &mut self,
-        meta: Option<&idagent_netstack::classify::PacketMeta>,
-        reason: impl FnOnce() -> String,
-    ) {
-        if !self.drop_log.admit(&self.parts.audit) {
-            return;
-        }
-        let (what, target) = match meta {
-            Some(m) => {
-                let what = match m.transport {
-                    Transport::Tcp { .. } | Transport::Other(6) => "tcp",
-                    Transport::Udp | Transport::Other(17) => "udp",
-                    Transport::Icmp | Transport::Other(1 | 58) => "icmp",
-                    Transport::Other(_) => "ip",
-                };
-                let target = match m.dst_port {
-                    Some(port) => SocketAddr::new(m.dst, port).to_string(),
-                    None => m.dst.to_string(),
-                };
-                (what, target)
-            }
-            None => ("ip", String::new()),
-        };
-        self.parts.audit.emit(EventBody::Blocked(BlockedEvent {
-            what: what.into(),
-            target,
-            reason: reason(),
-            flow: None,
-            repeat: Default::default(),
-        }));
     }
 
     /// The policy's gate for a new TCP connection (at its SYN, before any handshake) and for a

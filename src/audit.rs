@@ -703,6 +703,7 @@ mod tests {
             target: format!("198.51.100.1:{i}"),
             reason: "test".into(),
             flow: None,
+            repeat: Default::default(),
         })
     }
 

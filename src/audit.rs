@@ -20,8 +20,10 @@ use tokio::sync::{mpsc, watch};
 
 pub mod events;
 pub mod read;
+mod repeat;
 pub use events::*;
 pub use read::{LineError, LogRead, Record, UnknownRecord};
+pub use repeat::{MAX_REPEAT_KEYS, REPEAT_WINDOW};
 
 /// Schema version written as `v` in every record. Bump on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -149,6 +151,8 @@ enum Msg {
 pub struct AuditSink {
     tx: mpsc::Sender<Msg>,
     dropped: Arc<AtomicU64>,
+    /// Repeated identical refusals are counted here instead of queued one by one.
+    repeats: Arc<repeat::Repeats>,
 }
 
 impl std::fmt::Debug for Msg {
@@ -161,6 +165,14 @@ impl AuditSink {
     /// Queues an event without waiting. A full or closed queue counts the event as dropped;
     /// the writer turns the count into a `gap` record.
     pub fn emit(&self, body: EventBody) {
+        if let repeat::Admit::Write(bodies) = self.repeats.admit(body, std::time::Instant::now()) {
+            for body in bodies {
+                self.emit_now(body);
+            }
+        }
+    }
+
+    fn emit_now(&self, body: EventBody) {
         if self.tx.try_send(Msg::Event(Box::new(body))).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -243,8 +255,24 @@ impl AuditLog {
                     _ => return,
                 }
             });
+        let repeats = Arc::new(repeat::Repeats::default());
+        let (weak_tx, tick_dropped) = (tx.downgrade(), dropped.clone());
+        repeat::spawn_ticker(Arc::downgrade(&repeats), move |body| {
+            let Some(tx) = weak_tx.upgrade() else {
+                return false;
+            };
+            if tx.try_send(Msg::Event(Box::new(body))).is_err() {
+                tick_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            true
+        })
+        .map_err(|e| AuditError::Writer(e.to_string()))?;
         Ok(Self {
-            sink: AuditSink { tx, dropped },
+            sink: AuditSink {
+                tx,
+                dropped,
+                repeats,
+            },
             thread: Some(thread),
             path: path.to_owned(),
             failure: fail_rx,
@@ -283,6 +311,10 @@ impl AuditLog {
     /// Writes `run_end` (its `counts` filled in by the writer), syncs the file and stops the
     /// writer. Events emitted after this are counted as dropped but have nowhere to go.
     pub async fn finish(mut self, end: RunEnd) -> Result<BTreeMap<&'static str, u64>, AuditError> {
+        // Counted repeats are written before `run_end`, so its counts include them.
+        for body in self.sink.repeats.drain() {
+            self.sink.emit_reliable(body).await;
+        }
         self.sink.emit_reliable(EventBody::RunEnd(end)).await;
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         self.sink
@@ -671,6 +703,7 @@ mod tests {
             target: format!("198.51.100.1:{i}"),
             reason: "test".into(),
             flow: None,
+            repeat: Default::default(),
         })
     }
 

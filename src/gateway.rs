@@ -302,6 +302,7 @@ impl Gateway {
                     },
                     reason: reason.clone(),
                     flow: Some(meta.id),
+                    repeat: Default::default(),
                 }));
                 return Err(DialError::Refused(reason));
             }

@@ -5,8 +5,8 @@
 //! (bounded both ways: back-pressure, never unbounded queues); the pcapng copy of every
 //! packet; DNS (UDP and TCP, any resolver address), QUIC refusal (UDP/443 gets ICMP port
 //! unreachable so clients fall back to TCP), and other UDP relayed per flow under the same
-//! upstream policy as TCP. Does not own: protocol logic (the sans-IO `idagent-netstack`),
-//! HTTP/TLS (the gateway).
+//! upstream policy as TCP; the records of packets the stack refused (`drops.rs`). Does not
+//! own: protocol logic (the sans-IO `idagent-netstack`), HTTP/TLS (the gateway).
 
 use crate::audit::{AuditSink, BlockedEvent, DnsEvent, EventBody, Notice, UdpEvent};
 use crate::dns::DnsService;
@@ -23,8 +23,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 
+mod drops;
 pub mod flow;
 mod udp;
+
+pub use drops::{MAX_DROP_RECORDS_PER_SEC, MAX_ICMP_TARGETS_LOGGED};
 
 use flow::{DriverEnds, FlowOut, ReadyList};
 
@@ -39,9 +42,6 @@ const READ_CHUNK: usize = flow::MAX_CHUNK;
 /// UDP flows (guest address, destination) whose policy decision is remembered, so a datagram
 /// stream costs one `decision` event, not one per datagram. When full it is cleared.
 pub const MAX_UDP_DECISIONS: usize = 4096;
-/// ICMP echo targets recorded with a `blocked` event (one each); beyond, only the counter.
-pub const MAX_ICMP_TARGETS_LOGGED: usize = 64;
-
 /// What the driver counted.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DriverStats {
@@ -128,9 +128,9 @@ pub async fn run(
         dirty: Vec::new(),
         udp: udp::Relays::default(),
         stats: DriverStats::default(),
-        icmp_logged: Default::default(),
         udp_decisions: HashMap::new(),
-        caps_noticed: Default::default(),
+        drops: drops::Drops::new(),
+        budget_noticed: false,
         chunk: vec![0u8; READ_CHUNK],
     };
     let (udp_tx, mut udp_rx) = mpsc::channel::<UdpReply>(UDP_REPLY_QUEUE);
@@ -187,6 +187,19 @@ pub async fn run(
             // costs nothing, and no flow stays stuck on a lost wake-up for longer than this.
             last_sweep = std::time::Instant::now();
             drv.dirty.extend(drv.flows.keys().copied());
+            if drv.ready.take_pushed_back() && !drv.budget_noticed {
+                drv.budget_noticed = true;
+                notice(
+                    &drv.parts.audit,
+                    "flow_queue_budget",
+                    format!(
+                        "the guest's flows queued {} bytes, the budget shared by all flows ({}); flows are held to {} bytes each way until queues drain",
+                        drv.ready.queued_bytes(),
+                        flow::MAX_QUEUED_BYTES,
+                        flow::FLOW_QUEUE_FLOOR
+                    ),
+                );
+            }
         }
         // Events raised by servicing (a send that frees the window, a close) are handled in
         // the same turn; a bounded number of rounds so transmission is never starved.
@@ -204,6 +217,7 @@ pub async fn run(
         stack.poll(now());
     }
     drv.udp.finish(&drv.parts.audit);
+    drv.drops.flush(&drv.parts.audit);
     Ok(drv.stats)
 }
 
@@ -218,10 +232,10 @@ struct Driver {
     dirty: Vec<FlowId>,
     udp: udp::Relays,
     stats: DriverStats,
-    /// ICMP targets already logged (bounded).
-    icmp_logged: std::collections::HashSet<std::net::IpAddr>,
-    /// Per-guest stack caps already reported with a `notice`.
-    caps_noticed: std::collections::HashSet<String>,
+    /// Records of the packets the stack refused.
+    drops: drops::Drops,
+    /// The flow queues' shared budget pushed back and a `notice` said so (once per run).
+    budget_noticed: bool,
     /// Policy decisions of UDP flows: allowed (true) or refused (at most [`MAX_UDP_DECISIONS`]).
     udp_decisions: HashMap<(SocketAddr, SocketAddr), bool>,
     chunk: Vec<u8>,
@@ -242,7 +256,7 @@ impl Driver {
         }
         if let Err(reason) = stack.receive(packet, now) {
             self.stats.dropped += 1;
-            self.record_drop(&reason);
+            self.drops.record(&self.parts.audit, &reason, meta.as_ref());
             return;
         }
         // QUIC: refuse at once so clients fall back to TCP (where the gateway sees the HTTP).
@@ -252,49 +266,10 @@ impl Driver {
                 && stack.reject_udp(packet).is_ok()
             {
                 self.stats.quic_refused += 1;
-                if self.stats.quic_refused <= 64 {
-                    self.parts.audit.emit(EventBody::Blocked(BlockedEvent {
-                        what: "udp".into(),
-                        target: format!("{}:443", meta.dst),
-                        reason:
-                            "QUIC refused (ICMP port unreachable) so the client falls back to TCP"
-                                .into(),
-                        flow: None,
-                    }));
-                }
+                self.drops.blocked(&self.parts.audit, Some(&meta), || {
+                    "QUIC refused (ICMP port unreachable) so the client falls back to TCP".into()
+                });
             }
-        }
-    }
-
-    /// The record of a guest packet the stack dropped, for the drops a reviewer must see
-    /// (the rest stay counters: `tun_packets_dropped` in `run_end`). An ICMP echo to anything
-    /// but the gateway (idagent originates no ICMP for the guest) is one `blocked` event per
-    /// target, at most [`MAX_ICMP_TARGETS_LOGGED`]; a per-guest cap is one `notice` per cap.
-    fn record_drop(&mut self, reason: &idagent_netstack::stack::DropReason) {
-        use idagent_netstack::stack::DropReason;
-        match reason {
-            DropReason::IcmpEchoNotGateway { dst }
-                if self.icmp_logged.len() < MAX_ICMP_TARGETS_LOGGED
-                    && self.icmp_logged.insert(*dst) =>
-            {
-                self.parts.audit.emit(EventBody::Blocked(BlockedEvent {
-                    what: "icmp".into(),
-                    target: dst.to_string(),
-                    reason: "ICMP is answered for the gateway only; nothing is sent upstream"
-                        .into(),
-                    flow: None,
-                }));
-            }
-            DropReason::OverCap { cap, max } if self.caps_noticed.insert(cap.to_string()) => {
-                notice(
-                    &self.parts.audit,
-                    "netstack_cap",
-                    format!(
-                        "the guest reached the {cap} cap ({max}); further packets over it are dropped (counted in run_end)"
-                    ),
-                );
-            }
-            _ => {}
         }
     }
 
@@ -532,6 +507,7 @@ impl Driver {
                                 target: flow.dst.to_string(),
                                 reason: reason.to_string(),
                                 flow: None,
+                                repeat: Default::default(),
                             }));
                         }
                         let _ = stack; // nothing to send back: the datagram is dropped
@@ -596,12 +572,14 @@ fn log_dns(
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default(),
             flow: None,
+            repeat: Default::default(),
         }));
     }
     audit.emit(EventBody::Dns(DnsEvent {
         transport: transport.into(),
         server: server.to_string(),
         data,
+        repeat: Default::default(),
     }));
 }
 

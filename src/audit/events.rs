@@ -328,6 +328,30 @@ pub struct DnsEvent {
     pub server: String,
     #[serde(flatten)]
     pub data: crate::dns::DnsEventData,
+    /// Set on the one record that stands for identical refusals counted after this one's
+    /// first occurrence (`super::repeat`).
+    #[serde(flatten, default)]
+    pub repeat: Repeat,
+}
+
+/// The aggregation fields of a `blocked` or refused `dns` record: absent on a record that
+/// stands for itself; on a summary, how many identical records it stands for and when the
+/// first and last of them happened (RFC 3339 UTC). See `super::repeat`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repeat {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeated: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_ts: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ts: Option<String>,
+}
+
+impl Repeat {
+    /// How many occurrences the record stands for: 1, or `repeated` for a summary.
+    pub fn occurrences(&self) -> u64 {
+        self.repeated.unwrap_or(1)
+    }
 }
 
 /// A guest TCP connection: one event when it opens, one when it closes.
@@ -398,6 +422,16 @@ pub struct TlsEvent {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HttpEvent {
     pub flow: FlowId,
+    /// Where idagent sent this request (`addr:port`, after the upstream map); absent when it
+    /// sent it nowhere (refused by idagent: 403, 421; the dial failed; a `CONNECT`, whose
+    /// tunnel is a flow of its own). Per request: keep-alive requests may go to different
+    /// upstreams (explicit proxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// The SNI of the guest's TLS session that carried the request; absent for plain HTTP
+    /// and for TLS without SNI. `url` holds the `Host` (or `:authority`) the request named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
     pub method: String,
     /// Full URL, credentials in it redacted to fingerprints.
     pub url: String,
@@ -430,6 +464,9 @@ pub struct BlockedEvent {
     pub reason: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flow: Option<FlowId>,
+    /// See [`Repeat`].
+    #[serde(flatten, default)]
+    pub repeat: Repeat,
 }
 
 /// One policy decision (`idagent run --policy`): every decision point — DNS, connect, TLS,

@@ -312,6 +312,11 @@ mod tests {
                 target: "1.1.1.1:53".into(),
                 reason: "r".into(),
                 flow: None,
+                repeat: Repeat {
+                    repeated: Some(3),
+                    first_ts: Some("2026-01-01T00:00:00Z".into()),
+                    last_ts: Some("2026-01-01T00:00:01Z".into()),
+                },
             }),
             EventBody::Decision(DecisionEvent {
                 layer: "exec".into(),

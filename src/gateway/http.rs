@@ -22,7 +22,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 mod gate;
@@ -59,6 +59,8 @@ pub enum UpstreamKind {
     /// TLS toward the upstream with this server name (the guest's SNI, or the address).
     Tls {
         server_name: String,
+        /// The SNI of the guest's ClientHello, if it sent one (for the `http` records).
+        sni: Option<String>,
     },
 }
 
@@ -67,15 +69,30 @@ struct Conn {
     gw: Arc<Gateway>,
     meta: FlowMeta,
     kind: UpstreamKind,
-    /// The upstream connection and, for explicit-proxy clients, the target it was opened for.
-    sender: tokio::sync::Mutex<Option<(UpstreamSender, Option<String>)>>,
+    /// The upstream connection, for explicit-proxy clients the target it was opened for, and
+    /// the address it reaches.
+    sender: tokio::sync::Mutex<Option<(UpstreamSender, Option<String>, SocketAddr)>>,
     /// HTTP/2 guest connections: idle upstream connections (at most [`MAX_IDLE_UPSTREAM`]).
-    pool: tokio::sync::Mutex<Vec<UpstreamSender>>,
+    pool: tokio::sync::Mutex<Vec<(UpstreamSender, SocketAddr)>>,
     multiplexed: bool,
     upstream: Mutex<Option<SocketAddr>>,
     /// Result of upstream TLS verification, for the `tls` event.
     verify: Mutex<Option<String>>,
 }
+
+/// How long a guest connection may take to send a request's complete head. HTTP/1: hyper's
+/// `header_read_timeout`, which runs whenever the connection waits for a head, so it is also
+/// the keep-alive idle limit (a connection idle that long between requests is closed, as
+/// servers do: Apache's default is 5 s); HTTP/2: from the connection's start to its first
+/// request. Past it the connection is closed and its `tcp` close says
+/// [`HEADER_TIMEOUT_REASON`]: a connection with an unfinished head holds buffers on both sides
+/// of its flow and must not hold them for the whole run.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most bytes of one request's head (request line plus headers; HTTP/2: the decoded header
+/// list). Over it HTTP/1 answers `431` and closes, HTTP/2 resets the stream.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// The `close_reason` of a connection closed by [`HEADER_READ_TIMEOUT`].
+pub const HEADER_TIMEOUT_REASON: &str = "header_timeout";
 
 /// Concurrent streams one HTTP/2 guest connection may open (each may hold an upstream
 /// connection while it runs).
@@ -101,10 +118,19 @@ where
     let service = hyper::service::service_fn(move |req| svc_conn.clone().forward(req));
     let served = hyper::server::conn::http1::Builder::new()
         .preserve_header_case(true)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_header_size(MAX_HEADER_BYTES)
         .serve_connection(TokioIo::new(guest), service)
         .with_upgrades()
         .await;
-    conn.end(served.err().map(|e| format!("guest http: {e}")))
+    conn.end(served.err().map(|e| {
+        if e.is_timeout() {
+            HEADER_TIMEOUT_REASON.to_owned()
+        } else {
+            format!("guest http: {e}")
+        }
+    }))
 }
 
 /// Serves HTTP/2 streams from `guest` (ALPN `h2` agreed) until it closes.
@@ -119,11 +145,28 @@ where
 {
     let conn = Conn::new(gw, meta, kind, true);
     let svc_conn = conn.clone();
-    let service = hyper::service::service_fn(move |req| svc_conn.clone().forward(req));
+    // Set by the first request: until then the connection runs on HEADER_READ_TIMEOUT.
+    let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let first = asked.clone();
+    let service = hyper::service::service_fn(move |req| {
+        first.store(true, std::sync::atomic::Ordering::Relaxed);
+        svc_conn.clone().forward(req)
+    });
     let served = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .timer(hyper_util::rt::TokioTimer::new())
         .max_concurrent_streams(MAX_H2_STREAMS)
-        .serve_connection(TokioIo::new(guest), service)
-        .await;
+        .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX))
+        .serve_connection(TokioIo::new(guest), service);
+    let mut served = std::pin::pin!(served);
+    let served = tokio::select! {
+        r = &mut served => r,
+        () = tokio::time::sleep(HEADER_READ_TIMEOUT) => {
+            if !asked.load(std::sync::atomic::Ordering::Relaxed) {
+                return conn.end(Some(HEADER_TIMEOUT_REASON.to_owned()));
+            }
+            served.await
+        }
+    };
     conn.end(served.err().map(|e| format!("guest http2: {e}")))
 }
 
@@ -224,21 +267,24 @@ impl Conn {
         host: Option<&str>,
         target: Option<FlowMeta>,
         req: Request<TapBody<Incoming>>,
+        upstream: &mut Option<String>,
     ) -> Result<Response<Incoming>, String> {
         if self.multiplexed {
-            return self.send_pooled(host, req).await;
+            return self.send_pooled(host, req, upstream).await;
         }
         let key = target.as_ref().map(FlowMeta::label);
         let mut slot = self.sender.lock().await;
         let reusable = match slot.as_mut() {
-            Some((s, k)) if *k == key => s.ready().await.is_ok(),
+            Some((s, k, _)) if *k == key => s.ready().await.is_ok(),
             _ => false,
         };
         if !reusable {
             let meta = target.unwrap_or_else(|| self.meta.clone());
-            *slot = Some((self.connect(&meta, host).await?, key));
+            let (sender, addr) = self.connect(&meta, host).await?;
+            *slot = Some((sender, key, addr));
         }
-        let (sender, _) = slot.as_mut().ok_or("no upstream connection")?;
+        let (sender, _, addr) = slot.as_mut().ok_or("no upstream connection")?;
+        *upstream = Some(addr.to_string());
         sender
             .send_request(req)
             .await
@@ -250,18 +296,20 @@ impl Conn {
         &self,
         host: Option<&str>,
         req: Request<TapBody<Incoming>>,
+        upstream: &mut Option<String>,
     ) -> Result<Response<Incoming>, String> {
         let idle = {
             let mut pool = self.pool.lock().await;
-            pool.retain(|s| !s.is_closed());
+            pool.retain(|(s, _)| !s.is_closed());
             pool.iter()
-                .position(|s| s.is_ready())
+                .position(|(s, _)| s.is_ready())
                 .map(|i| pool.swap_remove(i))
         };
-        let mut sender = match idle {
+        let (mut sender, addr) = match idle {
             Some(s) => s,
             None => self.connect(&self.meta, host).await?,
         };
+        *upstream = Some(addr.to_string());
         let resp = sender
             .send_request(req)
             .await
@@ -269,14 +317,18 @@ impl Conn {
         // Ready again once this response's body is done; a later stream checks.
         let mut pool = self.pool.lock().await;
         if pool.len() < MAX_IDLE_UPSTREAM {
-            pool.push(sender);
+            pool.push((sender, addr));
         }
         resp
     }
 
-    async fn connect(&self, meta: &FlowMeta, host: Option<&str>) -> Result<UpstreamSender, String> {
+    async fn connect(
+        &self,
+        meta: &FlowMeta,
+        host: Option<&str>,
+    ) -> Result<(UpstreamSender, SocketAddr), String> {
         let name = match &self.kind {
-            UpstreamKind::Tls { server_name } => Some(server_name.as_str()),
+            UpstreamKind::Tls { server_name, .. } => Some(server_name.as_str()),
             UpstreamKind::Plain => host,
         };
         let (tcp, addr) = self.gw.dial(meta, name).await.map_err(|e| e.to_string())?;
@@ -285,7 +337,7 @@ impl Conn {
         }
         let io: Box<dyn Io> = match &self.kind {
             UpstreamKind::Plain => Box::new(tcp),
-            UpstreamKind::Tls { server_name } => {
+            UpstreamKind::Tls { server_name, .. } => {
                 let tls = self.gw.tls.as_ref().ok_or("no TLS context")?;
                 match tls.connect_upstream(server_name, tcp).await {
                     Ok(s) => {
@@ -311,7 +363,7 @@ impl Conn {
             .ready()
             .await
             .map_err(|e| format!("upstream not ready: {e}"))?;
-        Ok(sender)
+        Ok((sender, addr))
     }
 
     fn set_verify(&self, v: String) {
@@ -354,12 +406,7 @@ impl Conn {
             note,
         } = gated
         {
-            let mut event = http_event(
-                &self.meta,
-                method.to_string(),
-                url,
-                header_list(req.headers()),
-            );
+            let mut event = http_event(&self, method.to_string(), url, header_list(req.headers()));
             event.note = Some(note);
             return Ok(self.refusal(event, status, content_type, &body, started));
         }
@@ -392,8 +439,11 @@ impl Conn {
             parts.headers.insert(http::header::HOST, h);
         }
         let upstream_req = Request::from_parts(parts, TapBody::new(body, req_tap.clone()));
-        let mut event = http_event(&self.meta, method.to_string(), url, req_headers);
-        let mut resp = match self.send(host.as_deref(), target, upstream_req).await {
+        let mut event = http_event(&self, method.to_string(), url, req_headers);
+        let sent = self
+            .send(host.as_deref(), target, upstream_req, &mut event.upstream)
+            .await;
+        let mut resp = match sent {
             Ok(r) => r,
             Err(e) => {
                 event.note = Some(format!("error: {e}"));
@@ -481,15 +531,21 @@ fn finish_event(gw: &Gateway, mut event: HttpEvent, req: &Tap, resp: &Tap, start
     gw.audit.emit(EventBody::Http(event));
 }
 
-/// An `http` event for a request, before anything of the response is known.
+/// An `http` event for a request on `conn`, before anything of the response (or where it
+/// goes) is known.
 fn http_event(
-    meta: &FlowMeta,
+    conn: &Conn,
     method: String,
     url: String,
     req_headers: Vec<(String, String)>,
 ) -> HttpEvent {
     HttpEvent {
-        flow: meta.id,
+        flow: conn.meta.id,
+        upstream: None,
+        sni: match &conn.kind {
+            UpstreamKind::Tls { sni, .. } => sni.clone(),
+            UpstreamKind::Plain => None,
+        },
         method,
         url,
         status: None,

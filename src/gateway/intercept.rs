@@ -142,7 +142,18 @@ where
     let config = ctx
         .server_for(sni.as_deref(), meta.dst)
         .map_err(|e| e.to_string())?;
-    let accepted = tokio_rustls::TlsAcceptor::from(config).accept(guest).await;
+    // A guest that starts a handshake and stalls holds its flow (and the handshake state):
+    // it gets as long as a request head would.
+    let accepted = tokio::time::timeout(
+        http::HEADER_READ_TIMEOUT,
+        tokio_rustls::TlsAcceptor::from(config).accept(guest),
+    )
+    .await;
+    let Ok(accepted) = accepted else {
+        let err = TLS_HANDSHAKE_TIMEOUT_REASON.to_owned();
+        emit(&gw, meta, sni, None, "rejected", None, Some(err.clone()));
+        return Err(err);
+    };
     let tls_stream = match accepted {
         Ok(s) => s,
         Err(e) => {
@@ -163,7 +174,16 @@ where
     let (upstream, verify, error) = if alpn.as_deref() == Some("h2") {
         // HTTP/2 was agreed: no sniffing (the preface is not an HTTP/1 request line).
         let inner = GuestStream::new(tls_stream, Bytes::new(), Arc::new(Counters::default()));
-        let end = http::serve_h2(gw.clone(), inner, meta, UpstreamKind::Tls { server_name }).await;
+        let end = http::serve_h2(
+            gw.clone(),
+            inner,
+            meta,
+            UpstreamKind::Tls {
+                server_name,
+                sni: sni.clone(),
+            },
+        )
+        .await;
         (end.upstream, end.upstream_verify, end.error)
     } else {
         // What runs inside: HTTP/1.x, or opaque bytes relayed over TLS.
@@ -177,7 +197,16 @@ where
             Arc::new(Counters::default()),
         );
         if http::looks_like_http(&inner_first) {
-            let end = http::serve(gw.clone(), inner, meta, UpstreamKind::Tls { server_name }).await;
+            let end = http::serve(
+                gw.clone(),
+                inner,
+                meta,
+                UpstreamKind::Tls {
+                    server_name,
+                    sni: sni.clone(),
+                },
+            )
+            .await;
             (end.upstream, end.upstream_verify, end.error)
         } else {
             relay_inside(&gw, ctx, inner, meta, &server_name).await
@@ -189,6 +218,10 @@ where
         None => Ok(upstream),
     }
 }
+
+/// The `close_reason` (and `tls` error) of a guest handshake that did not finish within
+/// [`http::HEADER_READ_TIMEOUT`].
+pub const TLS_HANDSHAKE_TIMEOUT_REASON: &str = "tls_handshake_timeout";
 
 /// A TLS record holding one fatal `access_denied` (49) alert, TLS 1.2 record version (what
 /// TLS 1.3 peers also send before a handshake).

@@ -10,14 +10,18 @@
 //! chunks, instead of one cross-thread wake-up per chunk, which on a 2-core VM cost more than
 //! the copies (measured: ~3 context switches per 64 KiB chunk with the channel-per-chunk design).
 //!
-//! Owns: the two queues, their caps and wake rules. Does not own: smoltcp (the driver moves
+//! Every flow of a driver also draws on one byte budget ([`MAX_QUEUED_BYTES`], kept in the
+//! shared [`ReadyList`]), so the total is bounded however many flows the guest opens; a flow
+//! always keeps a small floor of its own, so the budget never starves one flow for another.
+//!
+//! Owns: the two queues, their caps, the shared budget and the wake rules. Does not own: smoltcp (the driver moves
 //! bytes between the queues and the stack) or what the gateway does with the stream.
 
 use bytes::Bytes;
 use idagent_netstack::stack::FlowId;
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -28,6 +32,15 @@ use tokio::sync::Notify;
 pub const UP_QUEUE_BYTES: usize = 512 * 1024;
 /// Gateway → guest bytes queued per flow before the gateway's writes wait.
 pub const DOWN_QUEUE_BYTES: usize = 1024 * 1024;
+/// Bytes queued across every flow of one guest, both directions. The per-flow caps alone
+/// allow 1.5 MiB per flow (1,024 flows: 1.5 GiB); past this budget a flow gets only its
+/// [`FLOW_QUEUE_FLOOR`] (the guest's window closes, or the gateway's writes wait) until
+/// queues drain, and the driver writes one `flow_queue_budget` notice.
+pub const MAX_QUEUED_BYTES: usize = 128 * 1024 * 1024;
+/// What each flow may always queue per direction, whatever the budget, so no flow is starved
+/// by others (and a flow held back by the budget always has queued bytes whose draining
+/// wakes it).
+pub const FLOW_QUEUE_FLOOR: usize = 64 * 1024;
 /// Largest chunk taken from one gateway write (kept under the allocator's mmap threshold, see
 /// `tune_allocator` in main.rs).
 pub const MAX_CHUNK: usize = 256 * 1024;
@@ -40,16 +53,71 @@ pub enum FlowOut {
     Shutdown,
 }
 
-/// Flows whose gateway side needs the driver, and the driver's wake-up.
-#[derive(Debug, Default)]
+/// Flows whose gateway side needs the driver, the driver's wake-up, and the byte budget all
+/// of the driver's flows share.
+#[derive(Debug)]
 pub struct ReadyList {
     ids: Mutex<Vec<FlowId>>,
     notify: Notify,
+    budget: Budget,
+}
+
+/// Bytes queued across all flows against a limit ([`MAX_QUEUED_BYTES`]).
+#[derive(Debug)]
+struct Budget {
+    limit: usize,
+    used: AtomicUsize,
+    /// Set when the budget held a flow below its own cap; taken by the driver.
+    pushed_back: AtomicBool,
+}
+
+impl Budget {
+    /// Room for a flow that has `own` bytes queued in one direction with `cap` for it.
+    fn room(&self, own: usize, cap: usize) -> usize {
+        let per_flow = cap.saturating_sub(own);
+        let shared = self.limit.saturating_sub(self.used.load(Ordering::Relaxed));
+        let room = per_flow.min(shared.max(FLOW_QUEUE_FLOOR.saturating_sub(own)));
+        if room < per_flow {
+            self.pushed_back.store(true, Ordering::Relaxed);
+        }
+        room
+    }
+
+    fn add(&self, n: usize) {
+        self.used.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn sub(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::Relaxed);
+    }
 }
 
 impl ReadyList {
     pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+        Self::with_budget(MAX_QUEUED_BYTES)
+    }
+
+    /// A list whose flows share `limit` queued bytes (tests use small ones).
+    pub fn with_budget(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            ids: Mutex::default(),
+            notify: Notify::new(),
+            budget: Budget {
+                limit,
+                used: AtomicUsize::new(0),
+                pushed_back: AtomicBool::new(false),
+            },
+        })
+    }
+
+    /// Bytes queued now across every flow.
+    pub fn queued_bytes(&self) -> usize {
+        self.budget.used.load(Ordering::Relaxed)
+    }
+
+    /// Whether the budget held a flow back since the last call.
+    pub fn take_pushed_back(&self) -> bool {
+        self.budget.pushed_back.swap(false, Ordering::Relaxed)
     }
 
     /// Queues `id` once until the driver takes it; wakes the driver when the list was empty.
@@ -103,6 +171,22 @@ struct State {
     driver_gone: bool,
 }
 
+impl State {
+    /// Drops the guest → gateway queue, giving its bytes back to the budget.
+    fn release_up(&mut self, budget: &Budget) {
+        budget.sub(self.up_bytes);
+        self.up.clear();
+        self.up_bytes = 0;
+    }
+
+    /// Drops the gateway → guest queue, giving its bytes back to the budget.
+    fn release_down(&mut self, budget: &Budget) {
+        budget.sub(self.down_bytes);
+        self.down.clear();
+        self.down_bytes = 0;
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     id: FlowId,
@@ -115,6 +199,10 @@ struct Shared {
 impl Shared {
     fn mark(&self) {
         self.ready.mark(&self.queued, self.id);
+    }
+
+    fn budget(&self) -> &Budget {
+        &self.ready.budget
     }
 }
 
@@ -168,15 +256,16 @@ impl DriverEnds {
         self.shared.queued.store(false, Ordering::Release);
     }
 
-    /// Bytes the gateway side can take now. Zero means full: the driver stops reading the stack
-    /// and is marked ready again once the gateway has read half of the queue. A flow whose
-    /// gateway end is gone takes nothing more (the guest's window closes until the flow ends).
+    /// Bytes the gateway side can take now (the flow's cap, and the budget shared by all flows).
+    /// Zero means full: the driver stops reading the stack and is marked ready again once the
+    /// gateway has read half of the queue. A flow whose gateway end is gone takes nothing more
+    /// (the guest's window closes until the flow ends).
     pub fn up_room(&self) -> usize {
         let mut st = lock(&self.shared.state);
         if st.gateway_gone {
             return 0;
         }
-        let room = UP_QUEUE_BYTES.saturating_sub(st.up_bytes);
+        let room = self.shared.budget().room(st.up_bytes, UP_QUEUE_BYTES);
         if room == 0 {
             st.up_starved = true;
         }
@@ -188,6 +277,7 @@ impl DriverEnds {
         let reader = {
             let mut st = lock(&self.shared.state);
             st.up_bytes += chunk.len();
+            self.shared.budget().add(chunk.len());
             st.up.push_back(chunk);
             st.reader.take()
         };
@@ -211,6 +301,7 @@ impl DriverEnds {
             match st.down.pop_front() {
                 Some(chunk) => {
                     st.down_bytes -= chunk.len();
+                    self.shared.budget().sub(chunk.len());
                     // The writer parks only at the cap; wake it at half (hysteresis).
                     let writer = if st.down_bytes <= DOWN_QUEUE_BYTES / 2 {
                         st.writer.take()
@@ -233,8 +324,8 @@ impl Drop for DriverEnds {
         let (reader, writer) = {
             let mut st = lock(&self.shared.state);
             st.driver_gone = true;
-            st.up.clear();
-            st.down.clear();
+            st.release_up(self.shared.budget());
+            st.release_down(self.shared.budget());
             (st.reader.take(), st.writer.take())
         };
         wake(reader);
@@ -265,6 +356,7 @@ impl AsyncRead for FlowStream {
                 let _ = front.split_to(n);
             }
             st.up_bytes -= n;
+            self.shared.budget().sub(n);
             let resume = st.up_starved && st.up_bytes <= UP_QUEUE_BYTES / 2;
             if resume {
                 st.up_starved = false;
@@ -290,19 +382,23 @@ impl FlowStream {
         if self.shut {
             return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
         }
-        {
+        let room = {
             let mut st = lock(&self.shared.state);
             if st.driver_gone {
                 return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
             }
-            if st.down_bytes >= DOWN_QUEUE_BYTES {
+            let room = self.shared.budget().room(st.down_bytes, DOWN_QUEUE_BYTES);
+            if room == 0 {
+                // Woken by the driver taking this flow's queued bytes (there are some: the
+                // budget never holds a flow below its floor).
                 park(&mut st.writer, cx);
                 return Poll::Pending;
             }
-        }
+            room
+        };
         // Copy outside the lock; only this stream adds to the queue, so the room seen above
-        // can only have grown.
-        let n = len.min(MAX_CHUNK);
+        // can only have grown (or shrunk by other flows' use of the budget: a small overshoot).
+        let n = len.min(MAX_CHUNK).min(room);
         if n == 0 {
             return Poll::Ready(Ok(0));
         }
@@ -314,6 +410,7 @@ impl FlowStream {
             }
             let was_empty = st.down.is_empty();
             st.down_bytes += n;
+            self.shared.budget().add(n);
             st.down.push_back(chunk);
             was_empty
         };
@@ -380,8 +477,7 @@ impl Drop for FlowStream {
         {
             let mut st = lock(&self.shared.state);
             st.gateway_gone = true;
-            st.up.clear();
-            st.up_bytes = 0;
+            st.release_up(self.shared.budget());
             st.reader = None;
             st.writer = None;
         }
@@ -463,6 +559,49 @@ mod tests {
         }
         assert_eq!(got, UP_QUEUE_BYTES);
         assert_eq!(marked_at, Some(UP_QUEUE_BYTES / 2));
+    }
+
+    #[tokio::test]
+    async fn the_shared_budget_holds_flows_to_their_floor_and_is_given_back() {
+        let limit = 4 * FLOW_QUEUE_FLOOR;
+        let ready = ReadyList::with_budget(limit);
+        let (_s1, e1) = pair(FlowId(1), ready.clone());
+        // One flow takes the whole budget (its own cap is larger).
+        while e1.up_room() > 0 {
+            e1.push_up(Bytes::from(vec![0u8; FLOW_QUEUE_FLOOR]));
+        }
+        assert_eq!(ready.queued_bytes(), limit);
+        assert!(
+            ready.take_pushed_back(),
+            "the budget, not the flow's cap, stopped it"
+        );
+        assert!(!ready.take_pushed_back(), "taken once");
+        // Another flow still gets its floor each way, and no more.
+        let (mut s2, e2) = pair(FlowId(2), ready.clone());
+        assert_eq!(e2.up_room(), FLOW_QUEUE_FLOOR);
+        e2.push_up(Bytes::from(vec![0u8; FLOW_QUEUE_FLOOR]));
+        assert_eq!(e2.up_room(), 0);
+        s2.write_all(&vec![1u8; FLOW_QUEUE_FLOOR])
+            .await
+            .expect("floor");
+        let blocked = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            s2.write_all(&[1u8; 1]),
+        )
+        .await;
+        assert!(
+            blocked.is_err(),
+            "past the floor with the budget spent, writes wait"
+        );
+        // Draining that flow wakes its writer.
+        assert!(matches!(e2.pop_down(), Some(FlowOut::Data(_))));
+        tokio::time::timeout(std::time::Duration::from_secs(1), s2.write_all(&[1u8; 1]))
+            .await
+            .expect("writer resumes")
+            .expect("write");
+        // Both ends of both flows gone: every byte is back.
+        drop((e1, e2, s2));
+        assert_eq!(ready.queued_bytes(), 0);
     }
 
     #[tokio::test]

@@ -62,6 +62,7 @@ pub(crate) fn check(
                     meta.dst.port()
                 ),
                 flow: Some(meta.id),
+                repeat: Default::default(),
             }));
             return Gate::Refuse {
                 status: StatusCode::MISDIRECTED_REQUEST,

@@ -33,7 +33,7 @@ impl Conn {
             .proxy_target(&self.meta, auth.host(), auth.port_u16().unwrap_or(443))
             .await;
         let mut event = http_event(
-            &self.meta,
+            self,
             "CONNECT".into(),
             auth.to_string(),
             header_list(req.headers()),
@@ -70,7 +70,7 @@ impl Conn {
             return None;
         }
         Some(match &self.kind {
-            UpstreamKind::Tls { server_name } => server_name.clone(),
+            UpstreamKind::Tls { server_name, .. } => server_name.clone(),
             UpstreamKind::Plain => self
                 .meta
                 .name

@@ -286,8 +286,10 @@ impl Builder {
         let block = e.data.blocked.map(name_of);
         if let Some(block) = &block {
             let target = format!("{name} {}", e.data.qtype);
+            // An aggregated record stands for `repeated` queries.
+            let n = e.repeat.occurrences();
             if let Some(agg) = self.blocked_agg(seq, "dns", &target, block) {
-                agg.dns += 1;
+                agg.dns += n;
             }
         }
         if name.is_empty() || (self.dns.len() >= MAX_TRACKED_KEYS && !self.dns.contains_key(name)) {
@@ -297,7 +299,7 @@ impl Builder {
             self.dns_order.push(name.clone());
         }
         let d = self.dns.entry(name.clone()).or_default();
-        d.dns_queries += 1;
+        d.dns_queries += e.repeat.occurrences();
         push_distinct(&mut d.addresses, answers.iter().cloned());
         if let Some(block) = block {
             d.blocked = true;
@@ -414,8 +416,9 @@ impl Builder {
 
     fn blocked(&mut self, seq: u64, e: &BlockedEvent) {
         let (what, target) = (e.what.as_ref(), e.target.as_str());
+        let n = e.repeat.occurrences();
         if let Some(agg) = self.blocked_agg(seq, what, target, &e.reason) {
-            agg.events += 1;
+            agg.events += n;
         }
         let labelled = format!("{what}: {}", e.reason);
         if let Some(f) = self.flow(e.flow) {

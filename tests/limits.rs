@@ -337,3 +337,44 @@ fn a_seed_larger_than_the_workspace_is_one_clear_error() {
     let run_id = events[0]["run"].as_str().expect("run").to_owned();
     assert_no_leftovers(&run_id);
 }
+
+#[test]
+fn many_lookups_each_from_a_new_socket_keep_resolving() {
+    // glibc opens a new socket (a new UDP flow) per lookup; the flow table must not fill with
+    // finished lookups and stop name resolution (it did at 1,024 within a minute).
+    let script = r#"
+import socket, collections
+codes = collections.Counter()
+for i in range(1400):
+    try:
+        socket.getaddrinfo(f"l{i}.unmapped.example", 80, socket.AF_INET)
+        codes["ok"] += 1
+    except socket.gaierror as e:
+        codes[e.errno] += 1
+print("CODES", dict(codes), flush=True)
+"#;
+    let run = idagent_run(&[
+        "--offline",
+        "--image",
+        GUEST_IMAGE,
+        "--",
+        "python3",
+        "-c",
+        script,
+    ]);
+    assert_eq!(run.code(), Some(0), "{}", run.explain());
+    let line = run
+        .stdout()
+        .lines()
+        .find(|l| l.starts_with("CODES"))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    // EAI_NONAME (-2) is the refusal's NXDOMAIN; EAI_AGAIN (-3) would be a lookup that timed out.
+    assert_eq!(line, "CODES {-2: 1400}", "{}", run.stdout());
+    assert!(
+        !run.of_kind("notice").any(|n| n["what"] == "netstack_cap"
+            && n["detail"].as_str().unwrap_or("").contains("udp flow")),
+        "{}",
+        run.explain()
+    );
+}

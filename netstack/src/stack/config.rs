@@ -25,6 +25,10 @@ pub const DEFAULT_MAX_BUFFER_BYTES: usize = 512 * 1024 * 1024;
 pub const DEFAULT_MAX_UDP_FLOWS: usize = 1024;
 /// A UDP flow with no datagram in either direction for this long is forgotten.
 pub const DEFAULT_UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The idle timeout of a UDP flow to port 53. Resolvers open a new socket (a new flow) per
+/// lookup and the host answers at once: held for the general timeout, a few hundred lookups a
+/// minute would fill the flow table and stop name resolution.
+pub const DEFAULT_DNS_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most guest UDP datagrams queued as events and not yet taken by the host.
 pub const DEFAULT_MAX_UDP_QUEUE_DATAGRAMS: usize = 1024;
 /// Most guest UDP payload bytes queued as events and not yet taken by the host.
@@ -70,6 +74,8 @@ pub struct StackConfig {
     pub max_udp_flows: usize,
     /// See [`DEFAULT_UDP_IDLE_TIMEOUT`].
     pub udp_idle_timeout: Duration,
+    /// See [`DEFAULT_DNS_IDLE_TIMEOUT`].
+    pub dns_idle_timeout: Duration,
     /// See [`DEFAULT_MAX_UDP_QUEUE_DATAGRAMS`].
     pub max_udp_queue_datagrams: usize,
     /// See [`DEFAULT_MAX_UDP_QUEUE_BYTES`].
@@ -97,6 +103,7 @@ impl Default for StackConfig {
             tcp_keep_alive: None,
             max_udp_flows: DEFAULT_MAX_UDP_FLOWS,
             udp_idle_timeout: DEFAULT_UDP_IDLE_TIMEOUT,
+            dns_idle_timeout: DEFAULT_DNS_IDLE_TIMEOUT,
             max_udp_queue_datagrams: DEFAULT_MAX_UDP_QUEUE_DATAGRAMS,
             max_udp_queue_bytes: DEFAULT_MAX_UDP_QUEUE_BYTES,
             max_tx_queue_bytes: DEFAULT_MAX_TX_QUEUE_BYTES,

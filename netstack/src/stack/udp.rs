@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use core::net::SocketAddr;
 
-use smoltcp::time::Instant;
+use smoltcp::time::{Duration, Instant};
 
 use super::craft::{self, CraftError};
 use super::ingress::{self, Cap, DropReason, Ingress};
@@ -88,6 +88,23 @@ impl Stack {
             });
         }
         if !self.udp.flows.contains_key(&flow) && self.udp.flows.len() >= config.max_udp_flows {
+            // A full table gives up its oldest lookup first: a DNS flow is finished once the
+            // host has answered, and a resolver asks again from the same or a new port.
+            let oldest_dns = self
+                .udp
+                .flows
+                .iter()
+                .filter(|(k, _)| k.dst.port() == 53)
+                .min_by_key(|(_, last)| **last)
+                .map(|(k, _)| *k);
+            if let Some(old) = oldest_dns {
+                self.udp.flows.remove(&old);
+                self.stats.udp_flows_expired += 1;
+                self.events
+                    .push_back(StackEvent::UdpFlowExpired { flow: old });
+            }
+        }
+        if !self.udp.flows.contains_key(&flow) && self.udp.flows.len() >= config.max_udp_flows {
             return Err(DropReason::OverCap {
                 cap: Cap::UdpFlows,
                 max: config.max_udp_flows,
@@ -104,13 +121,14 @@ impl Stack {
         Ok(())
     }
 
-    /// Forgets flows idle for [`StackConfig::udp_idle_timeout`](super::StackConfig).
+    /// Forgets flows idle for [`StackConfig::udp_idle_timeout`](super::StackConfig) (DNS
+    /// flows: `dns_idle_timeout`).
     pub(super) fn expire_udp(&mut self, now: Instant) {
-        let timeout = self.config.udp_idle_timeout;
+        let (general, dns) = (self.config.udp_idle_timeout, self.config.dns_idle_timeout);
         let events = &mut self.events;
         let stats = &mut self.stats;
         self.udp.flows.retain(|flow, last| {
-            let keep = now < *last + timeout;
+            let keep = now < *last + idle_timeout(flow, general, dns);
             if !keep {
                 stats.udp_flows_expired += 1;
                 events.push_back(StackEvent::UdpFlowExpired { flow: *flow });
@@ -121,8 +139,12 @@ impl Stack {
 
     /// The earliest UDP idle expiry.
     pub(super) fn udp_deadline(&self) -> Option<Instant> {
-        let oldest = self.udp.flows.values().min()?;
-        Some(*oldest + self.config.udp_idle_timeout)
+        let (general, dns) = (self.config.udp_idle_timeout, self.config.dns_idle_timeout);
+        self.udp
+            .flows
+            .iter()
+            .map(|(flow, last)| *last + idle_timeout(flow, general, dns))
+            .min()
     }
 
     /// Sends one UDP datagram `from` (any address, typically the one the guest dialled) `to` the
@@ -161,5 +183,13 @@ impl Stack {
             .map_err(|_| RejectUdpError::TxQueueFull)?;
         self.stats.icmp_unreachable_sent += 1;
         Ok(())
+    }
+}
+
+fn idle_timeout(flow: &UdpFlowKey, general: Duration, dns: Duration) -> Duration {
+    if flow.dst.port() == 53 {
+        dns.min(general)
+    } else {
+        general
     }
 }

@@ -131,6 +131,15 @@ fn reject_udp_sends_icmp_port_unreachable() {
     assert_eq!(stack.stats().icmp_unreachable_sent, 2);
 }
 
+fn udp_to(dst: [u8; 4], port: u16, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ipv4(GUEST_V4, dst, 64)
+        .udp(5353, port)
+        .write(&mut out, payload)
+        .expect("build udp");
+    out
+}
+
 #[test]
 fn udp_caps_and_idle_expiry() {
     let now = Instant::ZERO;
@@ -139,22 +148,19 @@ fn udp_caps_and_idle_expiry() {
         max_udp_queue_datagrams: 2,
         ..StackConfig::default()
     });
-    stack.receive(&udp_v4(b"a"), now).expect("first");
-    let mut other = Vec::new();
-    PacketBuilder::ipv4(GUEST_V4, [9, 9, 9, 9], 64)
-        .udp(5353, 53)
-        .write(&mut other, b"b")
-        .expect("build");
+    let first = |p: &[u8]| udp_to([8, 8, 8, 8], 443, p);
+    stack.receive(&first(b"a"), now).expect("first");
+    // The table holds no lookup to give up: a new flow is over the cap.
     assert!(matches!(
-        stack.receive(&other, now),
+        stack.receive(&udp_to([9, 9, 9, 9], 53, b"b"), now),
         Err(DropReason::OverCap {
             cap: Cap::UdpFlows,
             ..
         })
     ));
-    stack.receive(&udp_v4(b"c"), now).expect("same flow");
+    stack.receive(&first(b"c"), now).expect("same flow");
     assert!(matches!(
-        stack.receive(&udp_v4(b"d"), now),
+        stack.receive(&first(b"d"), now),
         Err(DropReason::OverCap {
             cap: Cap::UdpQueueDatagrams,
             ..
@@ -167,13 +173,42 @@ fn udp_caps_and_idle_expiry() {
     stack.poll(expiry);
     let flow = UdpFlowKey {
         src: addr("10.77.0.2:5353"),
-        dst: addr("8.8.8.8:53"),
+        dst: addr("8.8.8.8:443"),
     };
     assert_eq!(
         events(&mut stack),
         vec![StackEvent::UdpFlowExpired { flow }]
     );
     assert_eq!(stack.stats().udp_flows, 0);
+}
+
+#[test]
+fn lookups_expire_sooner_and_give_way_when_the_table_is_full() {
+    let now = Instant::ZERO;
+    let mut stack = new_stack(StackConfig {
+        max_udp_flows: 2,
+        ..StackConfig::default()
+    });
+    stack.receive(&udp_v4(b"q1"), now).expect("lookup");
+    let later = now + Duration::from_millis(10);
+    stack
+        .receive(&udp_to([8, 8, 4, 4], 53, b"q2"), later)
+        .expect("second lookup");
+    let _ = events(&mut stack);
+    // Full of lookups: a new flow takes the oldest lookup's place.
+    stack
+        .receive(&udp_to([1, 2, 3, 4], 443, b"quic"), later)
+        .expect("the oldest lookup gives way");
+    let evs = events(&mut stack);
+    assert!(evs.contains(&StackEvent::UdpFlowExpired {
+        flow: UdpFlowKey {
+            src: addr("10.77.0.2:5353"),
+            dst: addr("8.8.8.8:53"),
+        }
+    }));
+    // A lookup is forgotten after the DNS timeout, sooner than other UDP flows.
+    assert_eq!(stack.poll_at(later), Some(later + DEFAULT_DNS_IDLE_TIMEOUT));
+    assert!(DEFAULT_DNS_IDLE_TIMEOUT < DEFAULT_UDP_IDLE_TIMEOUT);
 }
 
 #[test]

@@ -6,10 +6,10 @@
 //! used at start (silent), after a queue overflow and at stop. Does not own: the thread, the
 //! inotify read loop (see `fswatch`) or opening guest paths safely (see `tree`).
 
-use super::tree::{self, Hashed, Kind, Seen};
+use super::tree::{self, Change, HashBudget, HashSkip, Hashed, Kind, Seen};
 use super::{Limits, WatchStats};
 use crate::attribution::Attribution;
-use crate::audit::{AuditSink, EventBody, FileEvent, FileOp, Notice, Outcome};
+use crate::audit::{AuditSink, EventBody, FileEvent, FileNode, FileOp, Notice, Outcome};
 use inotify::{EventMask, WatchDescriptor, WatchMask, Watches};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
@@ -17,12 +17,23 @@ use std::ops::Bound;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// A recorded state is trusted to reveal a later write only once its ctime is this much older
+/// than the moment it was recorded: timestamps tick at the kernel's coarse clock, so a write in
+/// the same tick would leave size, mtime and ctime unchanged ("racily clean", as git says).
+const SETTLE: Duration = Duration::from_millis(100);
 
 /// What is known about one workspace path.
 #[derive(Debug, Clone)]
 enum Entry {
     File(FileState),
-    Dir,
+    /// `watched`: a watch was added when a scan listed it, so a later `CREATE` for it needs
+    /// no rescan (what makes a deep chain linear, not cubic). `mode`: its permission bits.
+    Dir {
+        watched: bool,
+        mode: u32,
+    },
     /// Symlink, FIFO, socket or device: reported once when it appears.
     Other,
 }
@@ -36,6 +47,9 @@ struct FileState {
     /// Last reported by a scan: a close-write that shows the very same content is the same
     /// change seen twice, not a new one.
     from_scan: bool,
+    /// `seen` was recorded well after its ctime (see [`SETTLE`]): an unchanged `seen` means
+    /// unchanged content, so the file need not be hashed again.
+    settled: bool,
 }
 
 /// A `MOVED_FROM` waiting for its `MOVED_TO`.
@@ -65,6 +79,12 @@ pub(super) struct Core {
     audit: AuditSink,
     attribution: Arc<Attribution>,
     limits: Limits,
+    /// What is left of the run's hashed-bytes budget ([`Limits::hash_budget`]).
+    hash_left: u64,
+    /// Bytes of the paths held in `entries` and `dirs` (capped by [`Limits::max_state_bytes`]).
+    state_bytes: usize,
+    /// Set when stopping: hashing and the final scan end there.
+    pub(super) deadline: Option<Instant>,
     /// Caps already announced by a notice.
     noticed: Vec<&'static str>,
     pub(super) stats: WatchStats,
@@ -86,6 +106,7 @@ const WATCH_MASK: WatchMask = WatchMask::CREATE
     .union(WatchMask::DELETE)
     .union(WatchMask::MOVED_FROM)
     .union(WatchMask::MOVED_TO)
+    .union(WatchMask::ATTRIB)
     .union(WatchMask::ONLYDIR);
 
 impl Core {
@@ -104,7 +125,10 @@ impl Core {
             pending: Vec::new(),
             audit,
             attribution,
+            hash_left: limits.hash_budget,
             limits,
+            state_bytes: 0,
+            deadline: None,
             noticed: Vec::new(),
             stats: WatchStats::default(),
         }
@@ -138,7 +162,9 @@ impl Core {
             return;
         }
         if mask.contains(EventMask::IGNORED) {
-            self.dirs.remove(wd);
+            if let Some(p) = self.dirs.remove(wd) {
+                self.release_state(&p);
+            }
             return;
         }
         let (Some(dir), Some(name)) = (self.dirs.get(wd), name) else {
@@ -171,7 +197,107 @@ impl Core {
                 }
                 None => self.moved_in(&rel, is_dir),
             }
+        } else if mask.contains(EventMask::ATTRIB) {
+            self.attrib(&rel);
         }
+    }
+
+    /// Metadata of `rel` changed (chmod, xattr, owner, link count, timestamps): a `chmod` when
+    /// the mode moved, a `modify` when the content changed behind a restored mtime, else an
+    /// `attrib`. A file not yet reported carries its mode on its `create`.
+    fn attrib(&mut self, rel: &Path) {
+        let Ok(st) = tree::lstat_beneath(&self.root, rel) else {
+            return;
+        };
+        let now = Seen::of(&st);
+        match (tree::kind_of(&st), self.entries.get_mut(rel)) {
+            (Kind::Dir, Some(Entry::Dir { mode, .. })) if *mode != now.mode => {
+                *mode = now.mode;
+                self.emit_node(FileOp::Chmod, rel, None, None, mode_node(now.mode));
+            }
+            (Kind::File, Some(Entry::File(f))) if f.announced => {
+                let Some(old) = f.seen.clone() else { return };
+                match old.change_to(&now) {
+                    Change::None => {}
+                    Change::Metadata { .. } => self.rescanned(rel, None, &old),
+                    Change::Content => {
+                        // Being written: the content is reported at close or by the final
+                        // scan; the mode change is reported now, the rest stays to compare.
+                        if old.mode != now.mode {
+                            if let Some(s) = f.seen.as_mut() {
+                                s.mode = now.mode;
+                            }
+                            self.emit_node(FileOp::Chmod, rel, None, None, mode_node(now.mode));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Re-examines a known file whose `seen` moved from `old` (dir fd and name when a scan
+    /// has them): hashes it within the budget and reports a `modify` when the content
+    /// changed, a `chmod` when the mode did, an `attrib` when neither is visible.
+    pub(super) fn rescanned(&mut self, rel: &Path, at: Option<(&OwnedFd, &OsStr)>, old: &Seen) {
+        let old_sha = match self.entries.get(rel) {
+            Some(Entry::File(f)) => f.sha256.clone(),
+            _ => None,
+        };
+        let Some(h) = self.hash(rel, at) else { return };
+        let content = match (&h.sha256, &old_sha) {
+            (Some(new), Some(old)) => new != old,
+            // Without both hashes only the stat can tell.
+            _ => old.change_to(&h.seen) == Change::Content,
+        };
+        let mode_moved = old.mode != h.seen.mode;
+        let moved = old.change_to(&h.seen) != Change::None;
+        self.record_file(rel, Some(&h), at.is_some());
+        if !content && !mode_moved && !moved {
+            return; // re-read only because its state was too fresh to trust: unchanged
+        }
+        if content {
+            let node = if mode_moved {
+                mode_node(h.seen.mode)
+            } else {
+                FileNode::default()
+            };
+            self.emit_node(
+                FileOp::Modify,
+                rel,
+                None,
+                Some((h.size, h.sha256.clone())),
+                node,
+            );
+        }
+        if mode_moved {
+            self.emit_node(FileOp::Chmod, rel, None, None, mode_node(h.seen.mode));
+        } else if !content {
+            self.emit_node(
+                FileOp::Attrib,
+                rel,
+                None,
+                Some((h.size, h.sha256)),
+                FileNode::default(),
+            );
+        }
+    }
+
+    /// Hashes `rel` (from `at` when given) within the run's budget and the stop deadline.
+    pub(super) fn hash(&mut self, rel: &Path, at: Option<(&OwnedFd, &OsStr)>) -> Option<Hashed> {
+        let mut budget = HashBudget {
+            max_file: self.limits.max_hash_bytes,
+            left: self.hash_left,
+            deadline: self.deadline,
+        };
+        let h = match at {
+            Some((dir, name)) => {
+                tree::open_regular_at(dir, name).and_then(|fd| tree::hash_fd(fd, &mut budget))
+            }
+            None => tree::hash_beneath(&self.root, rel, &mut budget),
+        };
+        self.hash_left = budget.left;
+        h.ok()
     }
 
     /// Unpaired `MOVED_FROM`s read before batch `before`: the entry left the workspace.
@@ -202,9 +328,13 @@ impl Core {
             Kind::Dir => self.new_dir(rel),
             Kind::Symlink | Kind::Other => {
                 if !matches!(self.entries.get(rel), Some(Entry::Other)) {
-                    let size = u64::try_from(st.st_size).ok();
                     self.insert(rel, Entry::Other);
-                    self.emit(FileOp::Create, rel, None, size, None);
+                    let node = match tree::open_parent(&self.root, rel) {
+                        Ok((dir, name)) => special_node(&dir, name, &st),
+                        Err(_) => FileNode::default(),
+                    };
+                    let size = u64::try_from(st.st_size).ok().map(|s| (s, None));
+                    self.emit_node(FileOp::Create, rel, None, size, node);
                 }
             }
         }
@@ -212,9 +342,18 @@ impl Core {
 
     fn closed_after_write(&mut self, rel: &Path) {
         let op = match self.entries.get(rel) {
-            Some(Entry::File(f)) if f.announced => FileOp::Modify,
+            Some(Entry::File(f)) if f.announced => {
+                // Opened for writing and closed without a change: nothing to hash again.
+                let unchanged = f.settled
+                    && tree::lstat_beneath(&self.root, rel)
+                        .is_ok_and(|st| f.seen.as_ref() == Some(&Seen::of(&st)));
+                if unchanged {
+                    return;
+                }
+                FileOp::Modify
+            }
             Some(Entry::File(_)) | None => FileOp::Create,
-            Some(Entry::Dir | Entry::Other) => FileOp::Modify,
+            Some(Entry::Dir { .. } | Entry::Other) => FileOp::Modify,
         };
         self.report_file(rel, op, true);
     }
@@ -222,7 +361,7 @@ impl Core {
     /// Hashes `rel` and reports it as `op`, updating its state. With `dedup`, a change already
     /// reported by a scan (same inode, size, mtime and hash) is not reported again.
     fn report_file(&mut self, rel: &Path, op: FileOp, dedup: bool) {
-        let hashed = tree::hash_beneath(&self.root, rel, self.limits.max_hash_bytes).ok();
+        let hashed = self.hash(rel, None);
         if let (true, Some(h), Some(Entry::File(f))) = (dedup, &hashed, self.entries.get_mut(rel)) {
             if f.from_scan && f.seen.as_ref() == Some(&h.seen) && f.sha256 == h.sha256 {
                 f.from_scan = false;
@@ -231,34 +370,67 @@ impl Core {
         }
         self.record_file(rel, hashed.as_ref(), false);
         match hashed {
-            Some(h) => self.emit(op, rel, None, Some(h.size), h.sha256),
+            Some(h) => {
+                let node = if op == FileOp::Create {
+                    mode_node(h.seen.mode)
+                } else {
+                    FileNode::default()
+                };
+                self.emit_node(op, rel, None, Some((h.size, h.sha256)), node);
+            }
             // Gone (renamed or deleted) before it could be read: the next event says where.
             None => self.emit(op, rel, None, None, None),
         }
     }
 
-    fn record_file(&mut self, rel: &Path, h: Option<&Hashed>, from_scan: bool) {
-        if let Some(h) = h {
-            if h.sha256.is_none() {
-                self.stats.hash_skipped += 1;
-                self.notice(
-                    "fswatch_hash_skipped",
-                    format!(
-                        "{} is {} bytes, over the {}-byte hashing cap",
-                        self.guest_path(rel),
-                        h.size,
-                        self.limits.max_hash_bytes
-                    ),
-                );
-            }
+    pub(super) fn record_file(&mut self, rel: &Path, h: Option<&Hashed>, from_scan: bool) {
+        if let Some(skip) = h.and_then(|h| h.skipped) {
+            self.stats.hash_skipped += 1;
+            self.hash_skip_notice(rel, skip, h.map_or(0, |h| h.size));
         }
+        let settled = h.is_some_and(|h| settled(&h.seen));
         let state = FileState {
             seen: h.map(|h| h.seen.clone()),
             sha256: h.and_then(|h| h.sha256.clone()),
             announced: true,
             from_scan,
+            settled,
         };
         self.insert(rel, Entry::File(state));
+    }
+
+    /// One notice per reason per run: a guest making many files unhashable must not flood
+    /// the log. Each file's own record still says `size` without `sha256`.
+    fn hash_skip_notice(&mut self, rel: &Path, skip: HashSkip, size: u64) {
+        let (what, why) = match skip {
+            HashSkip::TooBig => (
+                "fswatch_hash_skipped",
+                format!(
+                    "over the {}-byte per-file hashing cap",
+                    self.limits.max_hash_bytes
+                ),
+            ),
+            HashSkip::Budget => (
+                "fswatch_hash_budget",
+                format!(
+                    "the run's hashing budget of {} bytes is spent",
+                    self.limits.hash_budget
+                ),
+            ),
+            HashSkip::Deadline => (
+                "fswatch_hash_deadline",
+                "the watcher's stop deadline passed while hashing".to_owned(),
+            ),
+        };
+        if self.noticed.contains(&what) {
+            return;
+        }
+        self.noticed.push(what);
+        let path = self.guest_path(rel);
+        self.notice(
+            what,
+            format!("{path} ({size} bytes) and files after it are recorded without sha256: {why}"),
+        );
     }
 
     fn removed(&mut self, rel: &Path, is_dir: bool) {
@@ -277,7 +449,7 @@ impl Core {
             .subtree_keys(from)
             .into_iter()
             .filter_map(|k| {
-                let e = self.entries.remove(&k)?;
+                let e = self.forget(&k)?;
                 let suffix = k.strip_prefix(from).ok()?;
                 Some((
                     if suffix.as_os_str().is_empty() {
@@ -293,15 +465,20 @@ impl Core {
         for (k, e) in moved {
             self.insert(&k, e);
         }
+        let (mut grew, mut shrank) = (0usize, 0usize);
         for path in self.dirs.values_mut() {
             if let Ok(suffix) = path.strip_prefix(from) {
-                *path = if suffix.as_os_str().is_empty() {
+                let new = if suffix.as_os_str().is_empty() {
                     to.to_owned()
                 } else {
                     to.join(suffix)
                 };
+                shrank += path.as_os_str().len();
+                grew += new.as_os_str().len();
+                *path = new;
             }
         }
+        self.state_bytes = (self.state_bytes + grew).saturating_sub(shrank);
         let (mut size, mut sha) = (None, None);
         if !is_dir {
             match self.entries.get(to) {
@@ -312,7 +489,7 @@ impl Core {
                 // Content never hashed (renamed before it could be read): hash it under the
                 // new name so the content is still on record.
                 Some(Entry::File(f)) if f.announced => {
-                    if let Ok(h) = tree::hash_beneath(&self.root, to, self.limits.max_hash_bytes) {
+                    if let Some(h) = self.hash(to, None) {
                         self.record_file(to, Some(&h), false);
                         size = Some(h.size);
                         sha = h.sha256;
@@ -328,7 +505,7 @@ impl Core {
         if is_dir {
             self.new_dir(rel);
         } else {
-            self.entries.remove(rel);
+            self.forget(rel);
             self.created(rel);
             if let Some(Entry::File(f)) = self.entries.get(rel) {
                 if !f.announced {
@@ -342,9 +519,21 @@ impl Core {
     /// A directory appeared: report it, watch it, and report what was created in it before
     /// the watch landed.
     fn new_dir(&mut self, rel: &Path) {
-        if !matches!(self.entries.get(rel), Some(Entry::Dir)) {
-            self.insert(rel, Entry::Dir);
-            self.emit(FileOp::Mkdir, rel, None, None, None);
+        match self.entries.get(rel) {
+            // Already listed and watched by the scan of an ancestor created just before it.
+            Some(Entry::Dir { watched: true, .. }) => return,
+            Some(Entry::Dir { .. }) => {}
+            _ => {
+                let mode = tree::lstat_beneath(&self.root, rel).map_or(0, |st| st.st_mode & 0o7777);
+                self.insert(
+                    rel,
+                    Entry::Dir {
+                        watched: false,
+                        mode,
+                    },
+                );
+                self.emit_node(FileOp::Mkdir, rel, None, None, mode_node(mode));
+            }
         }
         self.scan(rel, ScanMode::Report);
     }
@@ -360,17 +549,46 @@ impl Core {
 
     fn remove_subtree(&mut self, rel: &Path) {
         for k in self.subtree_keys(rel) {
-            self.entries.remove(&k);
+            self.forget(&k);
         }
     }
 
+    fn forget(&mut self, rel: &Path) -> Option<Entry> {
+        let e = self.entries.remove(rel)?;
+        self.state_bytes = self.state_bytes.saturating_sub(rel.as_os_str().len());
+        Some(e)
+    }
+
     fn insert(&mut self, rel: &Path, e: Entry) {
-        if self.entries.len() >= self.limits.max_entries && !self.entries.contains_key(rel) {
+        if let Some(slot) = self.entries.get_mut(rel) {
+            *slot = e;
+            return;
+        }
+        if self.entries.len() >= self.limits.max_entries {
             self.stats.entry_cap_hits += 1;
             self.cap_notice("fswatch_state_cap", self.limits.max_entries);
             return;
         }
+        if !self.charge_state(rel) {
+            return;
+        }
         self.entries.insert(rel.to_owned(), e);
+    }
+
+    /// Adds the bytes of a remembered path to the state, false (and one notice) over the cap.
+    pub(super) fn charge_state(&mut self, rel: &Path) -> bool {
+        let len = rel.as_os_str().len();
+        if self.state_bytes.saturating_add(len) > self.limits.max_state_bytes {
+            self.stats.entry_cap_hits += 1;
+            self.cap_notice("fswatch_state_bytes_cap", self.limits.max_state_bytes);
+            return false;
+        }
+        self.state_bytes += len;
+        true
+    }
+
+    pub(super) fn release_state(&mut self, rel: &Path) {
+        self.state_bytes = self.state_bytes.saturating_sub(rel.as_os_str().len());
     }
 
     fn guest_path(&self, rel: &Path) -> String {
@@ -389,6 +607,20 @@ impl Core {
         size: Option<u64>,
         sha256: Option<String>,
     ) {
+        let content = size.map(|s| (s, sha256));
+        self.emit_node(op, rel, from, content, FileNode::default());
+    }
+
+    /// [`Core::emit`] with the entry's type, target or mode.
+    pub(super) fn emit_node(
+        &mut self,
+        op: FileOp,
+        rel: &Path,
+        from: Option<&Path>,
+        content: Option<(u64, Option<String>)>,
+        node: FileNode,
+    ) {
+        let (size, sha256) = content.map_or((None, None), |(s, h)| (Some(s), h));
         let path = self.guest_path(rel);
         let from = from.map(|f| self.guest_path(f));
         let actor = self
@@ -408,6 +640,7 @@ impl Core {
             pid: actor.as_ref().map(|a| a.pid),
             exe: actor.map(|a| a.exe),
             syscall: None,
+            node,
         }));
     }
 
@@ -432,14 +665,66 @@ impl Core {
 }
 
 impl FileState {
+    /// A file of the seeded workspace: known, silent until it changes.
+    fn seeded(seen: Seen) -> Self {
+        Self {
+            settled: settled(&seen),
+            seen: Some(seen),
+            announced: true,
+            ..Self::unannounced()
+        }
+    }
+
     fn unannounced() -> Self {
         Self {
             seen: None,
             sha256: None,
             announced: false,
             from_scan: false,
+            settled: false,
         }
     }
+}
+
+/// The `mode` of a create, mkdir or chmod record.
+pub(super) fn mode_node(mode: u32) -> FileNode {
+    FileNode {
+        mode: Some(tree::mode_string(mode)),
+        ..FileNode::default()
+    }
+}
+
+/// Type (and for a symlink its target, read from `dir`) of a special entry `name`.
+pub(super) fn special_node(dir: &OwnedFd, name: &OsStr, st: &nix::sys::stat::FileStat) -> FileNode {
+    use crate::audit::FileType;
+    use nix::sys::stat::SFlag;
+    let file_type = match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+        SFlag::S_IFLNK => FileType::Symlink,
+        SFlag::S_IFIFO => FileType::Fifo,
+        SFlag::S_IFSOCK => FileType::Socket,
+        SFlag::S_IFCHR | SFlag::S_IFBLK => FileType::Device,
+        _ => FileType::Other,
+    };
+    let target = (file_type == FileType::Symlink)
+        .then(|| tree::link_target(dir, name, super::MAX_LINK_TARGET_BYTES))
+        .flatten();
+    FileNode {
+        file_type: Some(file_type),
+        target,
+        mode: (file_type != FileType::Symlink).then(|| tree::mode_string(st.st_mode)),
+    }
+}
+
+/// Whether `seen`, recorded now, is old enough to be trusted (see [`SETTLE`]).
+fn settled(seen: &Seen) -> bool {
+    let ctime = SystemTime::UNIX_EPOCH
+        + Duration::new(
+            u64::try_from(seen.ctime.0).unwrap_or(0),
+            u32::try_from(seen.ctime.1).unwrap_or(0),
+        );
+    SystemTime::now()
+        .duration_since(ctime)
+        .is_ok_and(|age| age > SETTLE)
 }
 
 fn depth_of(rel: &Path) -> usize {

@@ -218,7 +218,7 @@ async fn symlinks_hostile_names_moves_and_deep_trees() {
     let m = recs
         .iter()
         .find(|v| file_op(v, "modify", "P/q/r/s/deep"))
-        .expect("watch follows the renamed dir");
+        .unwrap_or_else(|| panic!("watch follows the renamed dir: {recs:#?}"));
     assert_eq!(m["sha256"], sha(b"deeper"));
 }
 

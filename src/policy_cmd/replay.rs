@@ -384,7 +384,7 @@ pub fn file_op(op: AuditOp) -> Option<FileOp> {
         AuditOp::Delete | AuditOp::Unlink | AuditOp::Rmdir => FileOp::Remove,
         AuditOp::Rename => FileOp::Rename,
         AuditOp::Mkdir => FileOp::CreateDir,
-        AuditOp::Chmod | AuditOp::Chown => return None,
+        AuditOp::Chmod | AuditOp::Chown | AuditOp::Attrib => return None,
     })
 }
 

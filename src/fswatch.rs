@@ -46,6 +46,10 @@ pub const DEFAULT_MAX_HASH_BYTES: u64 = 1 << 30;
 /// Bytes hashed per run, all files together; later files are recorded without sha256 (one
 /// notice). Sparse files make bytes to hash cost the guest nothing.
 pub const DEFAULT_HASH_BUDGET: u64 = 2 << 30;
+/// Bytes of the seeded workspace hashed at start (the operator's files, not charged to the
+/// guest's budget); a seeded file beyond it has no baseline hash, so a rewrite behind a
+/// restored mtime shows as `attrib` with the new hash rather than `modify`.
+pub const DEFAULT_SEED_HASH_BYTES: u64 = 256 << 20;
 /// Bytes of workspace paths remembered (state and watches); beyond, paths are seen only by
 /// the final scan (one notice).
 pub const DEFAULT_MAX_STATE_BYTES: usize = 64 << 20;
@@ -70,6 +74,7 @@ pub struct Limits {
     pub max_entries: usize,
     pub max_hash_bytes: u64,
     pub hash_budget: u64,
+    pub seed_hash_bytes: u64,
     pub max_state_bytes: usize,
     pub max_depth: usize,
     pub final_scan_entries: u64,
@@ -82,6 +87,7 @@ impl Default for Limits {
             max_entries: DEFAULT_MAX_ENTRIES,
             max_hash_bytes: DEFAULT_MAX_HASH_BYTES,
             hash_budget: DEFAULT_HASH_BUDGET,
+            seed_hash_bytes: DEFAULT_SEED_HASH_BYTES,
             max_state_bytes: DEFAULT_MAX_STATE_BYTES,
             max_depth: DEFAULT_MAX_DEPTH,
             final_scan_entries: DEFAULT_FINAL_SCAN_ENTRIES,
@@ -129,6 +135,8 @@ pub enum FsWatchError {
 pub struct WorkspaceWatcher {
     /// Closing it wakes the thread (POLLHUP on the read end).
     stop_tx: Option<OwnedFd>,
+    /// The host side of the workspace, for [`export::finish_workspace`] after the stop.
+    host_dir: PathBuf,
     /// When the final scan must end, set by [`WorkspaceWatcher::stop_by`] before waking it.
     deadline: Arc<Mutex<Option<Instant>>>,
     thread: Option<JoinHandle<WatchStats>>,
@@ -178,12 +186,18 @@ pub fn start_with(
         .map_err(FsWatchError::Spawn)?;
     Ok(WorkspaceWatcher {
         stop_tx: Some(stop_tx),
+        host_dir: host_dir.to_owned(),
         deadline,
         thread: Some(thread),
     })
 }
 
 impl WorkspaceWatcher {
+    /// The host directory being watched.
+    pub fn host_dir(&self) -> &Path {
+        &self.host_dir
+    }
+
     /// Reads the events still queued, reconciles the tree with what was reported (files
     /// changed without a close event are reported as modified, with their hash) and returns
     /// the stats, within [`DEFAULT_FINAL_SCAN_TIME`]. Call it once the guest has exited.

@@ -81,6 +81,8 @@ pub(super) struct Core {
     limits: Limits,
     /// What is left of the run's hashed-bytes budget ([`Limits::hash_budget`]).
     hash_left: u64,
+    /// What is left for hashing the seeded workspace at start ([`Limits::seed_hash_bytes`]).
+    seed_left: u64,
     /// Bytes of the paths held in `entries` and `dirs` (capped by [`Limits::max_state_bytes`]).
     state_bytes: usize,
     /// Set when stopping: hashing and the final scan end there.
@@ -126,6 +128,7 @@ impl Core {
             audit,
             attribution,
             hash_left: limits.hash_budget,
+            seed_left: limits.seed_hash_bytes,
             limits,
             state_bytes: 0,
             deadline: None,

@@ -122,6 +122,30 @@ impl Core {
         }
     }
 
+    /// The baseline of a seeded file, hashed while [`Limits::seed_hash_bytes`] lasts so that a
+    /// later rewrite behind a restored mtime shows as a content change.
+    fn seed_file(&mut self, dir: &OwnedFd, name: &OsStr, st: &FileStat) -> FileState {
+        let seen = Seen::of(st);
+        let mut budget = tree::HashBudget {
+            max_file: self.limits.max_hash_bytes,
+            left: self.seed_left,
+            deadline: None,
+        };
+        let sha256 = if seen.size <= budget.left.min(budget.max_file) {
+            tree::open_regular_at(dir, name)
+                .and_then(|fd| tree::hash_fd(fd, &mut budget))
+                .ok()
+                .and_then(|h| h.sha256)
+        } else {
+            None
+        };
+        self.seed_left = budget.left;
+        FileState {
+            sha256,
+            ..FileState::seeded(seen)
+        }
+    }
+
     fn rescanned_file(&mut self, rel: &Path, dir: &OwnedFd, name: &OsStr, st: &FileStat) {
         let known = match self.entries.get(rel) {
             Some(Entry::File(f)) if f.announced => Some((f.seen.clone(), f.settled)),
@@ -224,7 +248,7 @@ impl Visitor for Pass<'_> {
         let core = &mut *self.core;
         match (self.mode, kind) {
             (ScanMode::Seed, Kind::File) => {
-                let state = FileState::seeded(Seen::of(st));
+                let state = core.seed_file(dir, name, st);
                 core.insert(rel, Entry::File(state));
             }
             (ScanMode::Seed, Kind::Dir) => core.insert(

@@ -67,6 +67,32 @@ pub const MAX_LINK_TARGET_BYTES: usize = 1024;
 const MOVE_PAIR_WAIT_MS: u16 = 20;
 const READ_BUF: usize = 64 << 10;
 
+/// When a stopping watcher must be done: hashing ends at `hashing` (half the time), so the
+/// final scan, which only stats, keeps the rest of the time until `scan`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StopAt {
+    pub hashing: Instant,
+    pub scan: Instant,
+}
+
+/// Set by [`WorkspaceWatcher::stop_by`], read by the watcher thread and by every hash in it.
+pub(crate) type SharedStop = Arc<Mutex<Option<StopAt>>>;
+
+impl StopAt {
+    fn by(scan: Instant) -> Self {
+        let now = Instant::now();
+        Self {
+            hashing: now + scan.saturating_duration_since(now) / 2,
+            scan,
+        }
+    }
+
+    /// The hashing deadline, if a stop was requested.
+    pub(crate) fn hashing_of(shared: &SharedStop) -> Option<Instant> {
+        shared.lock().ok().and_then(|s| s.map(|s| s.hashing))
+    }
+}
+
 /// The caps one watcher runs with.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -137,8 +163,8 @@ pub struct WorkspaceWatcher {
     stop_tx: Option<OwnedFd>,
     /// The host side of the workspace, for [`export::finish_workspace`] after the stop.
     host_dir: PathBuf,
-    /// When the final scan must end, set by [`WorkspaceWatcher::stop_by`] before waking it.
-    deadline: Arc<Mutex<Option<Instant>>>,
+    /// When the stop must be done, set by [`WorkspaceWatcher::stop_by`] before waking it.
+    stop_at: SharedStop,
     thread: Option<JoinHandle<WatchStats>>,
 }
 
@@ -170,7 +196,9 @@ pub fn start_with(
         source,
     })?;
     let inotify = Inotify::init().map_err(FsWatchError::Init)?;
+    let stop_at: SharedStop = Arc::new(Mutex::new(None));
     let mut core = Core::new(root, inotify.watches(), audit, attribution, limits);
+    core.stop = Some(stop_at.clone());
     core.scan(Path::new(""), ScanMode::Seed);
     if core.watched_dirs() == 0 {
         return Err(FsWatchError::WatchRoot {
@@ -178,8 +206,7 @@ pub fn start_with(
         });
     }
     let (stop_rx, stop_tx) = nix::unistd::pipe().map_err(FsWatchError::StopPipe)?;
-    let deadline = Arc::new(Mutex::new(None));
-    let shared = deadline.clone();
+    let shared = stop_at.clone();
     let thread = std::thread::Builder::new()
         .name("fswatch".into())
         .spawn(move || run(core, inotify, stop_rx, shared))
@@ -187,7 +214,7 @@ pub fn start_with(
     Ok(WorkspaceWatcher {
         stop_tx: Some(stop_tx),
         host_dir: host_dir.to_owned(),
-        deadline,
+        stop_at,
         thread: Some(thread),
     })
 }
@@ -205,10 +232,11 @@ impl WorkspaceWatcher {
         self.stop_by(Instant::now() + DEFAULT_FINAL_SCAN_TIME).await
     }
 
-    /// [`WorkspaceWatcher::stop`] with the final scan ending at `deadline`.
+    /// [`WorkspaceWatcher::stop`] ending by `deadline`: hashing (also of a file being hashed
+    /// now) stops halfway there, the final scan at `deadline`.
     pub async fn stop_by(mut self, deadline: Instant) -> WatchStats {
-        if let Ok(mut d) = self.deadline.lock() {
-            *d = Some(deadline);
+        if let Ok(mut d) = self.stop_at.lock() {
+            *d = Some(StopAt::by(deadline));
         }
         drop(self.stop_tx.take());
         let Some(thread) = self.thread.take() else {
@@ -222,12 +250,7 @@ impl WorkspaceWatcher {
 }
 
 /// The watcher thread: read events until stopped, then drain and reconcile.
-fn run(
-    mut core: Core,
-    mut inotify: Inotify,
-    stop_rx: OwnedFd,
-    deadline: Arc<Mutex<Option<Instant>>>,
-) -> WatchStats {
+fn run(mut core: Core, mut inotify: Inotify, stop_rx: OwnedFd, stop_at: SharedStop) -> WatchStats {
     let mut buf = vec![0u8; READ_BUF];
     let mut batch = 0u64;
     loop {
@@ -261,16 +284,16 @@ fn run(
         }
         core.flush_pending(batch);
     }
-    let deadline = deadline
+    let stop = stop_at
         .lock()
         .ok()
         .and_then(|d| *d)
-        .unwrap_or_else(|| Instant::now() + DEFAULT_FINAL_SCAN_TIME);
-    core.deadline = Some(deadline);
+        .unwrap_or_else(|| StopAt::by(Instant::now() + DEFAULT_FINAL_SCAN_TIME));
+    core.deadline = Some(stop.hashing);
     batch += 1;
     read_available(&mut inotify, &mut buf, &mut core, batch);
     core.flush_pending(u64::MAX);
-    core.final_scan(deadline);
+    core.final_scan(stop.scan);
     let mut stats = core.stats.clone();
     stats.watched_dirs = core.watched_dirs() as u64;
     stats

@@ -85,8 +85,10 @@ pub(super) struct Core {
     seed_left: u64,
     /// Bytes of the paths held in `entries` and `dirs` (capped by [`Limits::max_state_bytes`]).
     state_bytes: usize,
-    /// Set when stopping: hashing and the final scan end there.
+    /// Set when stopping: hashing ends there.
     pub(super) deadline: Option<Instant>,
+    /// The stop request, seen by a hash already running when it comes.
+    pub(super) stop: Option<super::SharedStop>,
     /// Caps already announced by a notice.
     noticed: Vec<&'static str>,
     pub(super) stats: WatchStats,
@@ -132,6 +134,7 @@ impl Core {
             limits,
             state_bytes: 0,
             deadline: None,
+            stop: None,
             noticed: Vec::new(),
             stats: WatchStats::default(),
         }
@@ -292,6 +295,7 @@ impl Core {
             max_file: self.limits.max_hash_bytes,
             left: self.hash_left,
             deadline: self.deadline,
+            stop: self.stop.clone(),
         };
         let h = match at {
             Some((dir, name)) => {

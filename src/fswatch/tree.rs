@@ -117,6 +117,8 @@ pub struct HashBudget {
     pub max_file: u64,
     pub left: u64,
     pub deadline: Option<std::time::Instant>,
+    /// A stop requested while hashing brings its own, earlier deadline.
+    pub stop: Option<super::SharedStop>,
 }
 
 impl HashBudget {
@@ -127,6 +129,7 @@ impl HashBudget {
             max_file,
             left: u64::MAX,
             deadline: None,
+            stop: None,
         }
     }
 }
@@ -203,10 +206,9 @@ pub fn hash_fd(fd: OwnedFd, budget: &mut HashBudget) -> Result<Hashed, Errno> {
     let mut total = 0u64;
     let mut skipped = None;
     loop {
-        if budget
-            .deadline
-            .is_some_and(|d| std::time::Instant::now() >= d)
-        {
+        let stop = budget.stop.as_ref().and_then(super::StopAt::hashing_of);
+        let now = std::time::Instant::now();
+        if budget.deadline.is_some_and(|d| now >= d) || stop.is_some_and(|d| now >= d) {
             skipped = Some(HashSkip::Deadline);
             break;
         }
@@ -308,6 +310,7 @@ mod tests {
             max_file: 100,
             left: 7,
             deadline: None,
+            stop: None,
         };
         assert!(hash_beneath(&root, Path::new("f"), &mut b)
             .expect("hash")

@@ -39,7 +39,6 @@ impl Core {
     /// will contain), without adding watches, until `deadline` or
     /// [`Limits::final_scan_entries`](crate::fswatch::Limits); a cut is one notice.
     pub(in crate::fswatch) fn final_scan(&mut self, deadline: Instant) {
-        self.deadline = Some(deadline);
         let started = Instant::now();
         let Ok(fd) = tree::open_beneath(&self.root, Path::new(""), OFlag::O_RDONLY) else {
             return;
@@ -130,6 +129,7 @@ impl Core {
             max_file: self.limits.max_hash_bytes,
             left: self.seed_left,
             deadline: None,
+            stop: None,
         };
         let sha256 = if seen.size <= budget.left.min(budget.max_file) {
             tree::open_regular_at(dir, name)

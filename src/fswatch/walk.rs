@@ -242,9 +242,10 @@ fn list(fd: &OwnedFd, cap: u64, w: &mut Walked) -> Vec<OsString> {
     names
 }
 
-/// Opens `dir` for a walk (no symlink at its last component).
+/// Opens the start of a walk. The path is the caller's, not the guest's (it may be a
+/// `/proc/self/fd/N` link to a held directory, so it is followed); below it nothing is.
 pub fn open_dir(dir: &Path) -> Result<OwnedFd, Errno> {
-    nix::fcntl::open(dir, DIR_FLAGS, Mode::empty())
+    nix::fcntl::open(dir, DIR_FLAGS.difference(OFlag::O_NOFOLLOW), Mode::empty())
 }
 
 #[cfg(test)]

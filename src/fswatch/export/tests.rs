@@ -148,3 +148,26 @@ async fn a_past_deadline_cuts_the_export_with_a_reason_and_finish_swaps() {
     assert!(!tmp.path().join(STAGING_DIR).exists());
     audit.finish(RunEnd::default()).await.expect("finish");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_directory_exports_through_its_proc_fd_path() {
+    use std::os::fd::AsRawFd;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ws = tmp.path().join("workspace");
+    std::fs::create_dir(&ws).expect("mkdir");
+    std::fs::write(ws.join("f"), b"held").expect("write");
+    let held = walk::open_dir(&ws).expect("hold");
+    let src = PathBuf::from(format!("/proc/self/fd/{}", held.as_raw_fd()));
+    let audit = log(tmp.path());
+    let dst = tmp.path().join("out");
+    let sum = export(
+        &src,
+        &dst,
+        &audit.sink(),
+        Instant::now() + Duration::from_secs(30),
+    )
+    .expect("export");
+    assert_eq!((sum.files, sum.errors), (1, 0));
+    assert_eq!(std::fs::read(dst.join("f")).expect("read"), b"held");
+    audit.finish(RunEnd::default()).await.expect("finish");
+}

@@ -36,6 +36,8 @@ pub const DEFAULT_EXPORT_TIME: Duration = Duration::from_secs(30);
 pub const MAX_EXPORT_BYTES: u64 = 8 << 30;
 /// Entries examined at most.
 pub const MAX_EXPORT_ENTRIES: u64 = 1 << 20;
+/// The `what` of the one summary notice of an export (bookkeeping, not an observation).
+pub const EXPORTED_NOTICE: &str = "workspace_exported";
 /// Paths named as examples in the summary notice.
 const EXAMPLES: usize = 5;
 /// Mode bits never exported: setuid, setgid, sticky, group and other write.
@@ -125,7 +127,7 @@ pub fn export(
     }
     let sum = ex.sum;
     sink.emit(EventBody::Notice(Notice {
-        what: "workspace_exported".into(),
+        what: EXPORTED_NOTICE.into(),
         detail: summary_detail(&sum),
     }));
     Ok(sum)

@@ -459,7 +459,9 @@ async fn setup_and_wait<R: ContainerRuntime>(
     if let Some(seed) = &cfg.workspace_seed {
         opened.seed(seed)?;
         let (uid, gid) = user_ids(&cfg.user);
-        chown_tree(opened.path(), uid, gid).map_err(|source| SandboxError::RunDir {
+        // Through `.`: the path is a `/proc/self/fd` link, which `lchown` and `lstat` would
+        // take as the link itself, leaving the seeded files owned by root.
+        chown_tree(&opened.path().join("."), uid, gid).map_err(|source| SandboxError::RunDir {
             path: PathBuf::from(GUEST_WORKSPACE),
             source,
         })?;

@@ -2,8 +2,9 @@
 //! who opens, follows or runs it on the host (often as root) touches nothing but copies.
 //!
 //! Owns: [`export`], which copies a tree walking from directory descriptors (see `walk`) and
-//! never following a link, and [`finish_workspace`], which replaces the live workspace with
-//! its export at the end of a run. The neutralisations:
+//! never following a link (the sandbox calls it on the held tmpfs workspace), and
+//! [`finish_workspace`], which replaces a workspace that is a plain directory with its export
+//! in place. The neutralisations:
 //! - a symlink becomes a regular 0600 file `NAME.idagent-symlink` holding the link's target
 //!   bytes (so `cat` shows where it pointed, and nothing follows it);
 //! - setuid, setgid and sticky bits and group/other write bits are stripped from every mode;
@@ -24,14 +25,12 @@ use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Appended to a symlink's name for the regular file that holds its target.
 pub const SYMLINK_SUFFIX: &str = ".idagent-symlink";
 /// Where [`finish_workspace`] builds the export, beside the workspace, before the swap.
 pub const STAGING_DIR: &str = ".workspace-export";
-/// How long an export may take when the caller has no deadline of its own.
-pub const DEFAULT_EXPORT_TIME: Duration = Duration::from_secs(30);
 /// Data bytes copied at most (holes are free); files beyond are copied empty.
 pub const MAX_EXPORT_BYTES: u64 = 8 << 30;
 /// Entries examined at most.

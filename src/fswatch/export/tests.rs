@@ -3,6 +3,7 @@
 use super::*;
 use crate::audit::{AuditLog, RunEnd, RunId};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::time::Duration;
 
 fn log(dir: &Path) -> AuditLog {
     AuditLog::create(&dir.join("audit.jsonl"), RunId::generate(), 1024).expect("audit log")

@@ -2,10 +2,16 @@
 //! host side of the bind mount with inotify and recorded as `file` audit events (`outcome: ok`)
 //! with the guest's path, the content's sha256 and, where the supervisor saw it, the process.
 //!
-//! Owns: the inotify instance, the dedicated thread that reads it and hashes files, and the
-//! final reconciliation scan at stop (catching files still open, mmapped or written during a
-//! queue overflow). Does not own: write attempts outside the workspace (the seccomp
-//! supervisor), or who did what (looked up in [`Attribution`], filled by the supervisor).
+//! Owns: the inotify instance, the dedicated thread that reads it and hashes files, the final
+//! reconciliation scan at stop (catching files still open, mmapped, written during a queue
+//! overflow, below the live depth cap, or rewritten behind a restored mtime), and the export
+//! of the workspace into the run folder with links and dangerous modes neutralised
+//! ([`export`]). Does not own: write attempts outside the workspace (the seccomp supervisor),
+//! or who did what (looked up in [`Attribution`], filled by the supervisor).
+//!
+//! Work the guest can make the host do is bounded: a file is hashed again only when its size,
+//! mtime, ctime or inode moved; hashing draws on a per-run byte budget; remembered paths are
+//! capped by count and bytes; the final scan has a deadline. Each cap is one `notice`.
 //!
 //! The guest controls every name and link under the directory: paths are never resolved
 //! through a symlink (see `tree`), names are kept as bytes for I/O and converted lossily only
@@ -20,11 +26,14 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::stat::Mode;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
+pub mod export;
 mod state;
 mod tree;
+mod walk;
 
 use self::state::{Core, ScanMode};
 
@@ -34,11 +43,55 @@ pub const DEFAULT_MAX_WATCHES: usize = 8_192;
 pub const DEFAULT_MAX_ENTRIES: usize = 262_144;
 /// Files larger than this are reported with their size but no sha256 (and a notice).
 pub const DEFAULT_MAX_HASH_BYTES: u64 = 1 << 30;
-/// Directory depth below the workspace that scans descend to.
+/// Bytes hashed per run, all files together; later files are recorded without sha256 (one
+/// notice). Sparse files make bytes to hash cost the guest nothing.
+pub const DEFAULT_HASH_BUDGET: u64 = 2 << 30;
+/// Bytes of the seeded workspace hashed at start (the operator's files, not charged to the
+/// guest's budget); a seeded file beyond it has no baseline hash, so a rewrite behind a
+/// restored mtime shows as `attrib` with the new hash rather than `modify`.
+pub const DEFAULT_SEED_HASH_BYTES: u64 = 256 << 20;
+/// Bytes of workspace paths remembered (state and watches); beyond, paths are seen only by
+/// the final scan (one notice).
+pub const DEFAULT_MAX_STATE_BYTES: usize = 64 << 20;
+/// Directory depth below the workspace that live scans and watches descend to. The final
+/// scan has no depth cap.
 pub const DEFAULT_MAX_DEPTH: usize = 512;
+/// Entries the final scan examines before it stops (one notice).
+pub const DEFAULT_FINAL_SCAN_ENTRIES: u64 = 1 << 20;
+/// How long the final scan (with the hashing it does) may take when the caller gives no
+/// deadline; what it did not reach is named in a notice.
+pub const DEFAULT_FINAL_SCAN_TIME: Duration = Duration::from_secs(5);
+/// Bytes of a symlink's target kept in its record.
+pub const MAX_LINK_TARGET_BYTES: usize = 1024;
 /// How long an unpaired `MOVED_FROM` waits for its `MOVED_TO` before it counts as a move out.
 const MOVE_PAIR_WAIT_MS: u16 = 20;
 const READ_BUF: usize = 64 << 10;
+
+/// When a stopping watcher must be done: hashing ends at `hashing` (half the time), so the
+/// final scan, which only stats, keeps the rest of the time until `scan`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StopAt {
+    pub hashing: Instant,
+    pub scan: Instant,
+}
+
+/// Set by [`WorkspaceWatcher::stop_by`], read by the watcher thread and by every hash in it.
+pub(crate) type SharedStop = Arc<Mutex<Option<StopAt>>>;
+
+impl StopAt {
+    fn by(scan: Instant) -> Self {
+        let now = Instant::now();
+        Self {
+            hashing: now + scan.saturating_duration_since(now) / 2,
+            scan,
+        }
+    }
+
+    /// The hashing deadline, if a stop was requested.
+    pub(crate) fn hashing_of(shared: &SharedStop) -> Option<Instant> {
+        shared.lock().ok().and_then(|s| s.map(|s| s.hashing))
+    }
+}
 
 /// The caps one watcher runs with.
 #[derive(Debug, Clone, Copy)]
@@ -46,7 +99,11 @@ pub struct Limits {
     pub max_watches: usize,
     pub max_entries: usize,
     pub max_hash_bytes: u64,
+    pub hash_budget: u64,
+    pub seed_hash_bytes: u64,
+    pub max_state_bytes: usize,
     pub max_depth: usize,
+    pub final_scan_entries: u64,
 }
 
 impl Default for Limits {
@@ -55,7 +112,11 @@ impl Default for Limits {
             max_watches: DEFAULT_MAX_WATCHES,
             max_entries: DEFAULT_MAX_ENTRIES,
             max_hash_bytes: DEFAULT_MAX_HASH_BYTES,
+            hash_budget: DEFAULT_HASH_BUDGET,
+            seed_hash_bytes: DEFAULT_SEED_HASH_BYTES,
+            max_state_bytes: DEFAULT_MAX_STATE_BYTES,
             max_depth: DEFAULT_MAX_DEPTH,
+            final_scan_entries: DEFAULT_FINAL_SCAN_ENTRIES,
         }
     }
 }
@@ -75,7 +136,7 @@ pub struct WatchStats {
     pub watch_errors: u64,
     /// Paths not remembered because of [`Limits::max_entries`].
     pub entry_cap_hits: u64,
-    /// Files reported without a hash because of [`Limits::max_hash_bytes`].
+    /// Files reported without a hash (per-file cap, run budget or deadline).
     pub hash_skipped: u64,
 }
 
@@ -100,6 +161,10 @@ pub enum FsWatchError {
 pub struct WorkspaceWatcher {
     /// Closing it wakes the thread (POLLHUP on the read end).
     stop_tx: Option<OwnedFd>,
+    /// The host side of the workspace, for [`export::finish_workspace`] after the stop.
+    host_dir: PathBuf,
+    /// When the stop must be done, set by [`WorkspaceWatcher::stop_by`] before waking it.
+    stop_at: SharedStop,
     thread: Option<JoinHandle<WatchStats>>,
 }
 
@@ -131,7 +196,9 @@ pub fn start_with(
         source,
     })?;
     let inotify = Inotify::init().map_err(FsWatchError::Init)?;
+    let stop_at: SharedStop = Arc::new(Mutex::new(None));
     let mut core = Core::new(root, inotify.watches(), audit, attribution, limits);
+    core.stop = Some(stop_at.clone());
     core.scan(Path::new(""), ScanMode::Seed);
     if core.watched_dirs() == 0 {
         return Err(FsWatchError::WatchRoot {
@@ -139,21 +206,38 @@ pub fn start_with(
         });
     }
     let (stop_rx, stop_tx) = nix::unistd::pipe().map_err(FsWatchError::StopPipe)?;
+    let shared = stop_at.clone();
     let thread = std::thread::Builder::new()
         .name("fswatch".into())
-        .spawn(move || run(core, inotify, stop_rx))
+        .spawn(move || run(core, inotify, stop_rx, shared))
         .map_err(FsWatchError::Spawn)?;
     Ok(WorkspaceWatcher {
         stop_tx: Some(stop_tx),
+        host_dir: host_dir.to_owned(),
+        stop_at,
         thread: Some(thread),
     })
 }
 
 impl WorkspaceWatcher {
+    /// The host directory being watched.
+    pub fn host_dir(&self) -> &Path {
+        &self.host_dir
+    }
+
     /// Reads the events still queued, reconciles the tree with what was reported (files
     /// changed without a close event are reported as modified, with their hash) and returns
-    /// the stats. Call it once the guest has exited.
-    pub async fn stop(mut self) -> WatchStats {
+    /// the stats, within [`DEFAULT_FINAL_SCAN_TIME`]. Call it once the guest has exited.
+    pub async fn stop(self) -> WatchStats {
+        self.stop_by(Instant::now() + DEFAULT_FINAL_SCAN_TIME).await
+    }
+
+    /// [`WorkspaceWatcher::stop`] ending by `deadline`: hashing (also of a file being hashed
+    /// now) stops halfway there, the final scan at `deadline`.
+    pub async fn stop_by(mut self, deadline: Instant) -> WatchStats {
+        if let Ok(mut d) = self.stop_at.lock() {
+            *d = Some(StopAt::by(deadline));
+        }
         drop(self.stop_tx.take());
         let Some(thread) = self.thread.take() else {
             return WatchStats::default();
@@ -166,7 +250,7 @@ impl WorkspaceWatcher {
 }
 
 /// The watcher thread: read events until stopped, then drain and reconcile.
-fn run(mut core: Core, mut inotify: Inotify, stop_rx: OwnedFd) -> WatchStats {
+fn run(mut core: Core, mut inotify: Inotify, stop_rx: OwnedFd, stop_at: SharedStop) -> WatchStats {
     let mut buf = vec![0u8; READ_BUF];
     let mut batch = 0u64;
     loop {
@@ -200,10 +284,16 @@ fn run(mut core: Core, mut inotify: Inotify, stop_rx: OwnedFd) -> WatchStats {
         }
         core.flush_pending(batch);
     }
+    let stop = stop_at
+        .lock()
+        .ok()
+        .and_then(|d| *d)
+        .unwrap_or_else(|| StopAt::by(Instant::now() + DEFAULT_FINAL_SCAN_TIME));
+    core.deadline = Some(stop.hashing);
     batch += 1;
     read_available(&mut inotify, &mut buf, &mut core, batch);
     core.flush_pending(u64::MAX);
-    core.scan(Path::new(""), ScanMode::Report);
+    core.final_scan(stop.scan);
     let mut stats = core.stats.clone();
     stats.watched_dirs = core.watched_dirs() as u64;
     stats

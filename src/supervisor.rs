@@ -649,6 +649,7 @@ impl Supervisor {
                 pid: Some(actor.pid),
                 exe: Some(actor.exe).filter(|e| !e.is_empty()),
                 syscall: Some(call.name.to_owned()),
+                node: Default::default(),
             },
         )))))
     }
@@ -696,6 +697,7 @@ impl Supervisor {
                 pid: Some(actor.pid),
                 exe: Some(actor.exe.clone()).filter(|e| !e.is_empty()),
                 syscall: Some(call.name.to_owned()),
+                node: Default::default(),
             })))
         })
     }

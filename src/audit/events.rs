@@ -174,6 +174,39 @@ pub enum FileOp {
     Chown,
     Truncate,
     Mknod,
+    /// Workspace metadata changed with the content and mode unchanged: extended attributes,
+    /// owner, link count or timestamps (inotify `IN_ATTRIB`, or a scan that saw only the
+    /// ctime move). `chmod` (above) is used when the mode changed, with the new `mode`.
+    Attrib,
+}
+
+/// The type of a workspace entry that is neither a regular file nor a directory (those are
+/// implied by the op: `mkdir`/`rmdir` are directories, the rest regular files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileType {
+    Symlink,
+    Fifo,
+    Socket,
+    Device,
+    #[serde(other)]
+    Other,
+}
+
+/// What the workspace watcher learnt about the entry itself, beyond its content.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileNode {
+    /// Set for symlinks, FIFOs, sockets and device nodes; absent for files and directories.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub file_type: Option<FileType>,
+    /// A symlink's target as stored (never resolved), lossy UTF-8, cut to
+    /// `fswatch::MAX_LINK_TARGET_BYTES`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Permission bits in octal, 4 digits (`"4755"` is setuid): on `create`, `mkdir` and
+    /// `chmod` events of the workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,6 +246,9 @@ pub struct FileEvent {
     /// The syscall that was attempted, for attempts seen at the syscall boundary.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub syscall: Option<String>,
+    /// Type, link target and mode, for workspace events.
+    #[serde(flatten)]
+    pub node: FileNode,
 }
 
 /// A program execution in the guest (recorded when the exec syscall is made; what ran is the

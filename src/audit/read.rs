@@ -367,6 +367,25 @@ mod tests {
                 pid: Some(9),
                 exe: None,
                 syscall: Some("openat".into()),
+                node: Default::default(),
+            }),
+            EventBody::File(FileEvent {
+                op: FileOp::Create,
+                path: "/tmp/workspace/s".into(),
+                requested: None,
+                outcome: Outcome::Ok,
+                errno: None,
+                size: Some(11),
+                sha256: None,
+                from: None,
+                pid: None,
+                exe: None,
+                syscall: None,
+                node: crate::audit::FileNode {
+                    file_type: Some(crate::audit::FileType::Symlink),
+                    target: Some("/etc/shadow".into()),
+                    mode: None,
+                },
             }),
         ];
         for body in bodies {

@@ -6,10 +6,10 @@
 //! used at start (silent), after a queue overflow and at stop. Does not own: the thread, the
 //! inotify read loop (see `fswatch`) or opening guest paths safely (see `tree`).
 
-use super::tree::{self, Hashed, Kind, Seen};
+use super::tree::{self, Kind, Seen};
 use super::{Limits, WatchStats};
 use crate::attribution::Attribution;
-use crate::audit::{AuditSink, EventBody, FileEvent, FileOp, Notice, Outcome};
+use crate::audit::{AuditSink, EventBody, FileEvent, FileNode, FileOp, Notice, Outcome};
 use inotify::{EventMask, WatchDescriptor, WatchMask, Watches};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
@@ -17,12 +17,23 @@ use std::ops::Bound;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A recorded state is trusted to reveal a later write only once its ctime is this much older
+/// than the moment it was recorded: timestamps tick at the kernel's coarse clock, so a write in
+/// the same tick would leave size, mtime and ctime unchanged ("racily clean", as git says).
+const SETTLE: Duration = Duration::from_millis(100);
 
 /// What is known about one workspace path.
 #[derive(Debug, Clone)]
 enum Entry {
     File(FileState),
-    Dir,
+    /// `watched`: a watch was added when a scan listed it, so a later `CREATE` for it needs
+    /// no rescan (what makes a deep chain linear, not cubic). `mode`: its permission bits.
+    Dir {
+        watched: bool,
+        mode: u32,
+    },
     /// Symlink, FIFO, socket or device: reported once when it appears.
     Other,
 }
@@ -36,6 +47,9 @@ struct FileState {
     /// Last reported by a scan: a close-write that shows the very same content is the same
     /// change seen twice, not a new one.
     from_scan: bool,
+    /// `seen` was recorded well after its ctime (see [`SETTLE`]): an unchanged `seen` means
+    /// unchanged content, so the file need not be hashed again.
+    settled: bool,
 }
 
 /// A `MOVED_FROM` waiting for its `MOVED_TO`.
@@ -65,6 +79,16 @@ pub(super) struct Core {
     audit: AuditSink,
     attribution: Arc<Attribution>,
     limits: Limits,
+    /// What is left of the run's hashed-bytes budget ([`Limits::hash_budget`]).
+    hash_left: u64,
+    /// What is left for hashing the seeded workspace at start ([`Limits::seed_hash_bytes`]).
+    seed_left: u64,
+    /// Bytes of the paths held in `entries` and `dirs` (capped by [`Limits::max_state_bytes`]).
+    state_bytes: usize,
+    /// Set when stopping: hashing ends there.
+    pub(super) deadline: Option<Instant>,
+    /// The stop request, seen by a hash already running when it comes.
+    pub(super) stop: Option<super::SharedStop>,
     /// Caps already announced by a notice.
     noticed: Vec<&'static str>,
     pub(super) stats: WatchStats,
@@ -79,13 +103,17 @@ impl std::fmt::Debug for Core {
     }
 }
 
+mod meta;
 mod scan;
+
+use self::meta::{mode_node, settled, special_node};
 
 const WATCH_MASK: WatchMask = WatchMask::CREATE
     .union(WatchMask::CLOSE_WRITE)
     .union(WatchMask::DELETE)
     .union(WatchMask::MOVED_FROM)
     .union(WatchMask::MOVED_TO)
+    .union(WatchMask::ATTRIB)
     .union(WatchMask::ONLYDIR);
 
 impl Core {
@@ -104,7 +132,12 @@ impl Core {
             pending: Vec::new(),
             audit,
             attribution,
+            hash_left: limits.hash_budget,
+            seed_left: limits.seed_hash_bytes,
             limits,
+            state_bytes: 0,
+            deadline: None,
+            stop: None,
             noticed: Vec::new(),
             stats: WatchStats::default(),
         }
@@ -138,7 +171,9 @@ impl Core {
             return;
         }
         if mask.contains(EventMask::IGNORED) {
-            self.dirs.remove(wd);
+            if let Some(p) = self.dirs.remove(wd) {
+                self.release_state(&p);
+            }
             return;
         }
         let (Some(dir), Some(name)) = (self.dirs.get(wd), name) else {
@@ -171,6 +206,8 @@ impl Core {
                 }
                 None => self.moved_in(&rel, is_dir),
             }
+        } else if mask.contains(EventMask::ATTRIB) {
+            self.attrib(&rel);
         }
     }
 
@@ -202,9 +239,13 @@ impl Core {
             Kind::Dir => self.new_dir(rel),
             Kind::Symlink | Kind::Other => {
                 if !matches!(self.entries.get(rel), Some(Entry::Other)) {
-                    let size = u64::try_from(st.st_size).ok();
                     self.insert(rel, Entry::Other);
-                    self.emit(FileOp::Create, rel, None, size, None);
+                    let node = match tree::open_parent(&self.root, rel) {
+                        Ok((dir, name)) => special_node(&dir, name, &st),
+                        Err(_) => FileNode::default(),
+                    };
+                    let size = u64::try_from(st.st_size).ok().map(|s| (s, None));
+                    self.emit_node(FileOp::Create, rel, None, size, node);
                 }
             }
         }
@@ -212,9 +253,18 @@ impl Core {
 
     fn closed_after_write(&mut self, rel: &Path) {
         let op = match self.entries.get(rel) {
-            Some(Entry::File(f)) if f.announced => FileOp::Modify,
+            Some(Entry::File(f)) if f.announced => {
+                // Opened for writing and closed without a change: nothing to hash again.
+                let unchanged = f.settled
+                    && tree::lstat_beneath(&self.root, rel)
+                        .is_ok_and(|st| f.seen.as_ref() == Some(&Seen::of(&st)));
+                if unchanged {
+                    return;
+                }
+                FileOp::Modify
+            }
             Some(Entry::File(_)) | None => FileOp::Create,
-            Some(Entry::Dir | Entry::Other) => FileOp::Modify,
+            Some(Entry::Dir { .. } | Entry::Other) => FileOp::Modify,
         };
         self.report_file(rel, op, true);
     }
@@ -222,7 +272,7 @@ impl Core {
     /// Hashes `rel` and reports it as `op`, updating its state. With `dedup`, a change already
     /// reported by a scan (same inode, size, mtime and hash) is not reported again.
     fn report_file(&mut self, rel: &Path, op: FileOp, dedup: bool) {
-        let hashed = tree::hash_beneath(&self.root, rel, self.limits.max_hash_bytes).ok();
+        let hashed = self.hash(rel, None);
         if let (true, Some(h), Some(Entry::File(f))) = (dedup, &hashed, self.entries.get_mut(rel)) {
             if f.from_scan && f.seen.as_ref() == Some(&h.seen) && f.sha256 == h.sha256 {
                 f.from_scan = false;
@@ -231,34 +281,17 @@ impl Core {
         }
         self.record_file(rel, hashed.as_ref(), false);
         match hashed {
-            Some(h) => self.emit(op, rel, None, Some(h.size), h.sha256),
+            Some(h) => {
+                let node = if op == FileOp::Create {
+                    mode_node(h.seen.mode)
+                } else {
+                    FileNode::default()
+                };
+                self.emit_node(op, rel, None, Some((h.size, h.sha256)), node);
+            }
             // Gone (renamed or deleted) before it could be read: the next event says where.
             None => self.emit(op, rel, None, None, None),
         }
-    }
-
-    fn record_file(&mut self, rel: &Path, h: Option<&Hashed>, from_scan: bool) {
-        if let Some(h) = h {
-            if h.sha256.is_none() {
-                self.stats.hash_skipped += 1;
-                self.notice(
-                    "fswatch_hash_skipped",
-                    format!(
-                        "{} is {} bytes, over the {}-byte hashing cap",
-                        self.guest_path(rel),
-                        h.size,
-                        self.limits.max_hash_bytes
-                    ),
-                );
-            }
-        }
-        let state = FileState {
-            seen: h.map(|h| h.seen.clone()),
-            sha256: h.and_then(|h| h.sha256.clone()),
-            announced: true,
-            from_scan,
-        };
-        self.insert(rel, Entry::File(state));
     }
 
     fn removed(&mut self, rel: &Path, is_dir: bool) {
@@ -277,7 +310,7 @@ impl Core {
             .subtree_keys(from)
             .into_iter()
             .filter_map(|k| {
-                let e = self.entries.remove(&k)?;
+                let e = self.forget(&k)?;
                 let suffix = k.strip_prefix(from).ok()?;
                 Some((
                     if suffix.as_os_str().is_empty() {
@@ -293,15 +326,20 @@ impl Core {
         for (k, e) in moved {
             self.insert(&k, e);
         }
+        let (mut grew, mut shrank) = (0usize, 0usize);
         for path in self.dirs.values_mut() {
             if let Ok(suffix) = path.strip_prefix(from) {
-                *path = if suffix.as_os_str().is_empty() {
+                let new = if suffix.as_os_str().is_empty() {
                     to.to_owned()
                 } else {
                     to.join(suffix)
                 };
+                shrank += path.as_os_str().len();
+                grew += new.as_os_str().len();
+                *path = new;
             }
         }
+        self.state_bytes = (self.state_bytes + grew).saturating_sub(shrank);
         let (mut size, mut sha) = (None, None);
         if !is_dir {
             match self.entries.get(to) {
@@ -312,7 +350,7 @@ impl Core {
                 // Content never hashed (renamed before it could be read): hash it under the
                 // new name so the content is still on record.
                 Some(Entry::File(f)) if f.announced => {
-                    if let Ok(h) = tree::hash_beneath(&self.root, to, self.limits.max_hash_bytes) {
+                    if let Some(h) = self.hash(to, None) {
                         self.record_file(to, Some(&h), false);
                         size = Some(h.size);
                         sha = h.sha256;
@@ -328,7 +366,7 @@ impl Core {
         if is_dir {
             self.new_dir(rel);
         } else {
-            self.entries.remove(rel);
+            self.forget(rel);
             self.created(rel);
             if let Some(Entry::File(f)) = self.entries.get(rel) {
                 if !f.announced {
@@ -342,9 +380,21 @@ impl Core {
     /// A directory appeared: report it, watch it, and report what was created in it before
     /// the watch landed.
     fn new_dir(&mut self, rel: &Path) {
-        if !matches!(self.entries.get(rel), Some(Entry::Dir)) {
-            self.insert(rel, Entry::Dir);
-            self.emit(FileOp::Mkdir, rel, None, None, None);
+        match self.entries.get(rel) {
+            // Already listed and watched by the scan of an ancestor created just before it.
+            Some(Entry::Dir { watched: true, .. }) => return,
+            Some(Entry::Dir { .. }) => {}
+            _ => {
+                let mode = tree::lstat_beneath(&self.root, rel).map_or(0, |st| st.st_mode & 0o7777);
+                self.insert(
+                    rel,
+                    Entry::Dir {
+                        watched: false,
+                        mode,
+                    },
+                );
+                self.emit_node(FileOp::Mkdir, rel, None, None, mode_node(mode));
+            }
         }
         self.scan(rel, ScanMode::Report);
     }
@@ -360,17 +410,46 @@ impl Core {
 
     fn remove_subtree(&mut self, rel: &Path) {
         for k in self.subtree_keys(rel) {
-            self.entries.remove(&k);
+            self.forget(&k);
         }
     }
 
+    fn forget(&mut self, rel: &Path) -> Option<Entry> {
+        let e = self.entries.remove(rel)?;
+        self.state_bytes = self.state_bytes.saturating_sub(rel.as_os_str().len());
+        Some(e)
+    }
+
     fn insert(&mut self, rel: &Path, e: Entry) {
-        if self.entries.len() >= self.limits.max_entries && !self.entries.contains_key(rel) {
+        if let Some(slot) = self.entries.get_mut(rel) {
+            *slot = e;
+            return;
+        }
+        if self.entries.len() >= self.limits.max_entries {
             self.stats.entry_cap_hits += 1;
             self.cap_notice("fswatch_state_cap", self.limits.max_entries);
             return;
         }
+        if !self.charge_state(rel) {
+            return;
+        }
         self.entries.insert(rel.to_owned(), e);
+    }
+
+    /// Adds the bytes of a remembered path to the state, false (and one notice) over the cap.
+    pub(super) fn charge_state(&mut self, rel: &Path) -> bool {
+        let len = rel.as_os_str().len();
+        if self.state_bytes.saturating_add(len) > self.limits.max_state_bytes {
+            self.stats.entry_cap_hits += 1;
+            self.cap_notice("fswatch_state_bytes_cap", self.limits.max_state_bytes);
+            return false;
+        }
+        self.state_bytes += len;
+        true
+    }
+
+    pub(super) fn release_state(&mut self, rel: &Path) {
+        self.state_bytes = self.state_bytes.saturating_sub(rel.as_os_str().len());
     }
 
     fn guest_path(&self, rel: &Path) -> String {
@@ -389,6 +468,20 @@ impl Core {
         size: Option<u64>,
         sha256: Option<String>,
     ) {
+        let content = size.map(|s| (s, sha256));
+        self.emit_node(op, rel, from, content, FileNode::default());
+    }
+
+    /// [`Core::emit`] with the entry's type, target or mode.
+    pub(super) fn emit_node(
+        &mut self,
+        op: FileOp,
+        rel: &Path,
+        from: Option<&Path>,
+        content: Option<(u64, Option<String>)>,
+        node: FileNode,
+    ) {
+        let (size, sha256) = content.map_or((None, None), |(s, h)| (Some(s), h));
         let path = self.guest_path(rel);
         let from = from.map(|f| self.guest_path(f));
         let actor = self
@@ -408,6 +501,7 @@ impl Core {
             pid: actor.as_ref().map(|a| a.pid),
             exe: actor.map(|a| a.exe),
             syscall: None,
+            node,
         }));
     }
 
@@ -432,12 +526,23 @@ impl Core {
 }
 
 impl FileState {
+    /// A file of the seeded workspace: known, silent until it changes.
+    fn seeded(seen: Seen) -> Self {
+        Self {
+            settled: settled(&seen),
+            seen: Some(seen),
+            announced: true,
+            ..Self::unannounced()
+        }
+    }
+
     fn unannounced() -> Self {
         Self {
             seen: None,
             sha256: None,
             announced: false,
             from_scan: false,
+            settled: false,
         }
     }
 }

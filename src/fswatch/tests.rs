@@ -197,6 +197,10 @@ async fn symlinks_hostile_names_moves_and_deep_trees() {
         .find(|v| file_op(v, "create", "link"))
         .expect("symlink create");
     assert_eq!(link["size"], "/etc/passwd".len());
+    assert_eq!(
+        (link["type"].clone(), link["target"].clone()),
+        ("symlink".into(), "/etc/passwd".into())
+    );
     assert!(
         link.get("sha256").is_none(),
         "links are not followed: {link}"
@@ -218,7 +222,7 @@ async fn symlinks_hostile_names_moves_and_deep_trees() {
     let m = recs
         .iter()
         .find(|v| file_op(v, "modify", "P/q/r/s/deep"))
-        .expect("watch follows the renamed dir");
+        .unwrap_or_else(|| panic!("watch follows the renamed dir: {recs:#?}"));
     assert_eq!(m["sha256"], sha(b"deeper"));
 }
 
@@ -260,5 +264,154 @@ async fn moved_out_is_a_delete() {
     assert_eq!(
         files(&recs),
         vec![("delete".into(), "/tmp/workspace/leaving".into())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chmod_xattr_and_a_rewrite_behind_a_restored_mtime_are_recorded() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = fixture();
+    for f in ["seed.txt", "x", "g"] {
+        std::fs::write(fx.ws.join(f), b"original content").expect("seed");
+    }
+    std::fs::create_dir(fx.ws.join("d")).expect("seed dir");
+    let w = fx.start(Limits::default());
+    // Same size, mtime put back: only the ctime tells.
+    let st = std::fs::metadata(fx.ws.join("seed.txt")).expect("stat");
+    std::fs::hard_link(fx.ws.join("seed.txt"), fx.ws.join(".h")).expect("link");
+    std::fs::write(fx.ws.join(".h"), b"EVIL content!!!!").expect("rewrite via link");
+    std::fs::File::options()
+        .write(true)
+        .open(fx.ws.join("seed.txt"))
+        .and_then(|f| f.set_modified(st.modified().expect("mtime")))
+        .expect("restore mtime");
+    std::fs::remove_file(fx.ws.join(".h")).expect("unlink");
+    std::fs::set_permissions(fx.ws.join("x"), std::fs::Permissions::from_mode(0o4755))
+        .expect("setuid");
+    std::fs::set_permissions(fx.ws.join("d"), std::fs::Permissions::from_mode(0o777))
+        .expect("chmod dir");
+    xattr_set(&fx.ws.join("g"));
+    let v = fx.wait_for("chmod", |v| file_op(v, "chmod", "x"));
+    assert_eq!(v["mode"], "4755");
+    let (_, recs) = fx.finish(w).await;
+    // The modify carries the new content; later records (the link count dropping) agree.
+    let evil = sha(b"EVIL content!!!!");
+    assert!(
+        recs.iter()
+            .any(|v| file_op(v, "modify", "seed.txt") && v["sha256"] == evil),
+        "{recs:#?}"
+    );
+    assert!(recs
+        .iter()
+        .filter(|v| v["path"] == "/tmp/workspace/seed.txt" && v["sha256"].is_string())
+        .all(|v| v["sha256"] == evil));
+    assert!(
+        recs.iter()
+            .any(|v| file_op(v, "chmod", "d") && v["mode"] == "0777"),
+        "{recs:#?}"
+    );
+    let g = recs
+        .iter()
+        .find(|v| file_op(v, "attrib", "g"))
+        .expect("xattr is an attrib");
+    assert_eq!(g["sha256"], sha(b"original content"));
+    assert!(!recs
+        .iter()
+        .any(|v| file_op(v, "modify", "x") || file_op(v, "modify", "g")));
+}
+
+/// Sets a `user.` extended attribute (through python3: the crate forbids `unsafe` here).
+fn xattr_set(path: &Path) {
+    let st = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import os, sys; os.setxattr(sys.argv[1], 'user.note', b'hi')",
+        ])
+        .arg(path)
+        .status()
+        .expect("run python3");
+    assert!(st.success(), "setxattr failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_budget_state_bytes_and_depth_caps_are_notices_and_the_final_scan_sees_all() {
+    let fx = fixture();
+    let w = fx.start(Limits {
+        hash_budget: 10,
+        max_state_bytes: 200,
+        max_depth: 3,
+        ..Limits::default()
+    });
+    crate::fswatch::walk::tests::deep_chain(&fx.ws, 8, "c");
+    fx.wait_for("depth cap", |v| v["what"] == "fswatch_depth_cap");
+    for i in 0..4 {
+        std::fs::write(fx.ws.join(format!("f{i}")), b"12345").expect("write");
+    }
+    for i in 0..20 {
+        std::fs::write(
+            fx.ws.join(format!("long-name-to-fill-the-state-{i:02}")),
+            b"x",
+        )
+        .expect("write");
+    }
+    let (_, recs) = fx.finish(w).await;
+    let notices = |what: &str| {
+        recs.iter()
+            .filter(|v| v["kind"] == "notice" && v["what"] == what)
+            .count()
+    };
+    assert_eq!(notices("fswatch_hash_budget"), 1, "{recs:#?}");
+    assert_eq!(notices("fswatch_state_bytes_cap"), 1);
+    assert_eq!(notices("fswatch_depth_cap"), 1);
+    let hashed = (0..4)
+        .filter(|i| {
+            recs.iter()
+                .any(|v| file_op(v, "create", &format!("f{i}")) && v["sha256"].is_string())
+        })
+        .count();
+    assert!(
+        hashed <= 2,
+        "budget of 10 bytes hashed {hashed} 5-byte files"
+    );
+    for i in 0..4 {
+        let c = recs
+            .iter()
+            .find(|v| file_op(v, "create", &format!("f{i}")))
+            .expect("every file recorded");
+        assert_eq!(c["size"], 5);
+    }
+    for i in 0..20 {
+        let name = format!("long-name-to-fill-the-state-{i:02}");
+        assert!(recs.iter().any(|v| file_op(v, "create", &name)), "{name}");
+    }
+    let bottom = format!("{}bottom", "c/".repeat(8));
+    assert!(
+        recs.iter().any(|v| file_op(v, "create", &bottom)),
+        "below the depth cap"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn final_scan_deadline_is_a_notice() {
+    let fx = fixture();
+    let w = fx.start(Limits::default());
+    std::fs::create_dir(fx.ws.join("d")).expect("mkdir");
+    let stats = w.stop_by(Instant::now()).await;
+    let _ = stats;
+    fx.log.finish(RunEnd::default()).await.expect("finish");
+    let recs: Vec<Value> = std::fs::read_to_string(&fx.log_path)
+        .expect("log")
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let cut = recs
+        .iter()
+        .find(|v| v["what"] == "fswatch_final_scan_cut")
+        .unwrap_or_else(|| panic!("{recs:#?}"));
+    assert!(
+        cut["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("deadline")),
+        "{cut}"
     );
 }

@@ -15,11 +15,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// Notices that say nothing about what was observed (they are about teardown bookkeeping).
-const BENIGN_NOTICES: [&str; 4] = [
+const BENIGN_NOTICES: [&str; 5] = [
     "firewall_counters",
     "teardown",
     crate::enforce::RECONCILED_NOTICE,
     crate::enforce::EXEC_RESOLVED_NOTICE,
+    crate::fswatch::export::EXPORTED_NOTICE,
 ];
 
 /// Why a run folder could not be read at all.
@@ -384,7 +385,7 @@ pub fn file_op(op: AuditOp) -> Option<FileOp> {
         AuditOp::Delete | AuditOp::Unlink | AuditOp::Rmdir => FileOp::Remove,
         AuditOp::Rename => FileOp::Rename,
         AuditOp::Mkdir => FileOp::CreateDir,
-        AuditOp::Chmod | AuditOp::Chown => return None,
+        AuditOp::Chmod | AuditOp::Chown | AuditOp::Attrib => return None,
     })
 }
 

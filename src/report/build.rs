@@ -77,7 +77,15 @@ pub(super) struct Builder {
     creds: BTreeMap<String, Cred>,
     argv_with_secrets: u64,
     decisions: decisions::Decisions,
+    /// Workspace symlinks and setuid/setgid/sticky/group-or-other-writable modes: how many,
+    /// and the first few as "path → target" / "path mode 4755".
+    hazards: (u64, Vec<String>),
 }
+
+/// Workspace hazards named in the report's warning (the rest are counted).
+const MAX_HAZARD_EXAMPLES: usize = 5;
+/// Mode bits a reviewer must not trip over on the host (what the export strips).
+const HAZARD_MODE_BITS: u32 = 0o7022;
 
 impl Builder {
     /// An empty report; feed it every record in log order with [`Builder::push`].
@@ -179,6 +187,9 @@ impl Builder {
         let at_ms = self.at_ms(ts);
         let (op, path) = (name_of(e.op), e.path.clone());
         let (pid, exe) = (e.pid.map(i64::from), e.exe.clone());
+        if e.outcome == Outcome::Ok {
+            self.hazard(e);
+        }
         let r = &mut self.report;
         if e.outcome == Outcome::Denied {
             let row = DeniedWrite {
@@ -483,7 +494,43 @@ impl Builder {
         self.report
     }
 
+    /// A workspace symlink (its target may be a host path once exported) or a dangerous mode.
+    fn hazard(&mut self, e: &FileEvent) {
+        let symlink = e.node.file_type == Some(crate::audit::FileType::Symlink);
+        let mode = e
+            .node
+            .mode
+            .as_deref()
+            .and_then(|m| u32::from_str_radix(m, 8).ok());
+        let what = if symlink {
+            format!("{} → {}", e.path, e.node.target.as_deref().unwrap_or("?"))
+        } else if let Some(m) = mode.filter(|m| m & HAZARD_MODE_BITS != 0) {
+            format!("{} mode {m:04o}", e.path)
+        } else {
+            return;
+        };
+        self.hazards.0 += 1;
+        if self.hazards.1.len() < MAX_HAZARD_EXAMPLES {
+            self.hazards.1.push(what);
+        }
+    }
+
     fn log_warnings(&mut self) {
+        let (n, examples) = std::mem::take(&mut self.hazards);
+        if n > 0 {
+            let more = n.saturating_sub(examples.len() as u64);
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            self.report.warnings.push(format!(
+                "the workspace held {n} symlink(s) or setuid/setgid/sticky/world-writable mode(s): {}{more}. \
+                 The exported workspace in the run folder has links as *.idagent-symlink files \
+                 holding their target and those mode bits stripped; do not recreate them on the host",
+                examples.join(", ")
+            ));
+        }
         let r = &mut self.report;
         if !r.counts.contains_key("run_start") {
             r.warnings.push("the log has no run_start record".into());

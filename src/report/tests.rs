@@ -112,3 +112,24 @@ fn torn_last_line_and_bad_lines_are_warnings() {
     assert!(r.warnings.iter().any(|w| w.contains("torn last line")));
     assert_eq!(r.notices.len(), 1);
 }
+
+#[test]
+fn workspace_symlinks_and_setuid_modes_are_a_warning() {
+    let lines = [
+        r#"{"kind":"file","op":"create","path":"/tmp/workspace/s","outcome":"ok","size":11,"type":"symlink","target":"/etc/shadow"}"#,
+        r#"{"kind":"file","op":"chmod","path":"/tmp/workspace/x","outcome":"ok","mode":"4755"}"#,
+        r#"{"kind":"file","op":"create","path":"/tmp/workspace/ok","outcome":"ok","size":1,"mode":"0644"}"#,
+        r#"{"kind":"run_end","exit_code":0,"reason":"exited","duration_ms":5,"counts":{}}"#,
+    ];
+    let dir = log_file(&lines);
+    let r = load(dir.path()).expect("report");
+    let w = r
+        .warnings
+        .iter()
+        .find(|w| w.contains("symlink"))
+        .unwrap_or_else(|| panic!("{:?}", r.warnings));
+    assert!(w.contains("held 2 symlink"), "{w}");
+    assert!(w.contains("/tmp/workspace/s → /etc/shadow"), "{w}");
+    assert!(w.contains("/tmp/workspace/x mode 4755"), "{w}");
+    assert!(!w.contains("/tmp/workspace/ok"), "{w}");
+}

@@ -99,38 +99,10 @@ impl Workspace {
         deadline: std::time::Instant,
     ) -> Vec<String> {
         let mut problems = Vec::new();
-        if let Err(e) = export_tree(&self.path, dst, sink, deadline) {
+        if let Err(e) = crate::fswatch::export::export(&self.path, dst, sink, deadline) {
             problems.push(format!("export the workspace to {}: {e}", dst.display()));
         }
         drop(self.root);
         problems
     }
-}
-
-/// Interim export: regular files and folders only, links and special files left out.
-fn export_tree(
-    src: &Path,
-    dst: &Path,
-    _sink: &crate::audit::AuditSink,
-    deadline: std::time::Instant,
-) -> std::io::Result<()> {
-    std::fs::create_dir(dst)?;
-    let mut stack = vec![(src.to_owned(), dst.to_owned())];
-    while let Some((from, to)) = stack.pop() {
-        for entry in std::fs::read_dir(&from)? {
-            if std::time::Instant::now() > deadline {
-                return Err(std::io::Error::other("deadline"));
-            }
-            let entry = entry?;
-            let kind = entry.file_type()?;
-            let dest = to.join(entry.file_name());
-            if kind.is_dir() {
-                std::fs::create_dir(&dest)?;
-                stack.push((entry.path(), dest));
-            } else if kind.is_file() {
-                std::fs::copy(entry.path(), &dest)?;
-            }
-        }
-    }
-    Ok(())
 }

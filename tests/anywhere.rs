@@ -12,7 +12,9 @@ struct Netns(String);
 
 impl Netns {
     fn new() -> Self {
-        let name = format!("idagent-test-{}", std::process::id());
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("idagent-test-{}-{n}", std::process::id());
         let ok = |args: &[&str]| {
             let st = Command::new("ip").args(args).status().expect("ip");
             assert!(st.success(), "ip {args:?}");

@@ -14,13 +14,18 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-/// Notices that say nothing about what was observed (they are about teardown bookkeeping).
-const BENIGN_NOTICES: [&str; 5] = [
+/// Notices that say nothing about what was observed (teardown bookkeeping, the guest's own
+/// output being cut, back-pressure, a process label forgotten).
+const BENIGN_NOTICES: [&str; 9] = [
     "firewall_counters",
     "teardown",
     crate::enforce::RECONCILED_NOTICE,
     crate::enforce::EXEC_RESOLVED_NOTICE,
     crate::fswatch::export::EXPORTED_NOTICE,
+    "output_cap",
+    "output_dropped",
+    "flow_queue_budget",
+    "attribution_cap",
 ];
 
 /// Why a run folder could not be read at all.

@@ -22,22 +22,9 @@ print("RESULT " + json.dumps(r))
 
 #[test]
 fn the_guest_cannot_touch_its_init_and_the_run_folder_is_private() {
-    let run = idagent_run(&[
-        "--offline",
-        "--image",
-        GUEST_IMAGE,
-        "--",
-        "python3",
-        "-c",
-        PROBE,
-    ]);
+    let run = offline_python(&[], PROBE);
     assert_eq!(run.code(), Some(0), "{}", run.explain());
-    let line = run
-        .stdout()
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT ").map(str::to_owned))
-        .unwrap_or_else(|| panic!("no RESULT\n{}", run.explain()));
-    let got: serde_json::Value = serde_json::from_str(&line).expect("json");
+    let got = run.result();
     assert_eq!(got["environ"], "denied", "{}", run.explain());
     assert_eq!(
         got["ptrace"],
@@ -84,15 +71,7 @@ s.recv(100)
 /// any flow exists, so the record comes from the stack's typed drop reason).
 #[test]
 fn pings_beyond_the_gateway_are_dropped_and_recorded() {
-    let run = idagent_run(&[
-        "--offline",
-        "--image",
-        GUEST_IMAGE,
-        "--",
-        "python3",
-        "-c",
-        PING,
-    ]);
+    let run = offline_python(&[], PING);
     assert_eq!(run.code(), Some(0), "{}", run.explain());
     assert!(
         run.stdout().contains("RESULT unanswered"),

@@ -353,15 +353,7 @@ for i in range(1400):
         codes[e.errno] += 1
 print("CODES", dict(codes), flush=True)
 "#;
-    let run = idagent_run(&[
-        "--offline",
-        "--image",
-        GUEST_IMAGE,
-        "--",
-        "python3",
-        "-c",
-        script,
-    ]);
+    let run = offline_python(&[], script);
     assert_eq!(run.code(), Some(0), "{}", run.explain());
     let line = run
         .stdout()

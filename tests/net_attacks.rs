@@ -7,16 +7,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-/// The `RESULT {json}` line the guest script printed.
-fn result_of(run: &Run) -> Value {
-    let line = run
-        .stdout()
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT ").map(str::to_owned))
-        .unwrap_or_else(|| panic!("no RESULT\n{}", run.explain()));
-    serde_json::from_str(&line).expect("RESULT is json")
-}
-
 /// How many occurrences a record stands for (aggregated records carry `repeated`).
 fn occurrences(e: &Value) -> u64 {
     e["repeated"].as_u64().unwrap_or(1)
@@ -71,17 +61,9 @@ print("RESULT " + json.dumps({"sent": sent, "answered": answered, "secs": time.t
 /// not one per query, and their counts add up to exactly what the guest sent.
 #[test]
 fn a_dns_flood_is_aggregated_and_every_query_is_counted() {
-    let run = idagent_run(&[
-        "--offline",
-        "--image",
-        GUEST_IMAGE,
-        "--",
-        "python3",
-        "-c",
-        DNS_FLOOD,
-    ]);
+    let run = offline_python(&[], DNS_FLOOD);
     assert_eq!(run.code(), Some(0), "{}", summary(&run));
-    let res = result_of(&run);
+    let res = run.result();
     let sent = res["sent"].as_u64().expect("sent");
     assert_eq!(sent, 20_000);
     // Every query was answered (NXDOMAIN), so none was lost on the way: the counts can be exact.
@@ -163,17 +145,9 @@ fn cap_notices(run: &Run, cap: &str) -> usize {
 /// packet is a `blocked` record (protocol, destination, reason), the cap one `notice`.
 #[test]
 fn fragments_and_udp_over_the_flow_cap_are_recorded() {
-    let run = idagent_run(&[
-        "--offline",
-        "--image",
-        GUEST_IMAGE,
-        "--",
-        "python3",
-        "-c",
-        UDP_CAPS,
-    ]);
+    let run = offline_python(&[], UDP_CAPS);
     assert_eq!(run.code(), Some(0), "{}", summary(&run));
-    assert_eq!(result_of(&run)["flows"], 1075);
+    assert_eq!(run.result()["flows"], 1075);
     assert_eq!(run.of_kind("gap").count(), 0, "{}", summary(&run));
     // No record was left out by the rate limit (fewer than 64 a second here), so counts are exact.
     assert_eq!(
@@ -334,7 +308,7 @@ fn idle_connections_with_unfinished_headers_are_timed_out_and_bounded() {
         IDLE_CONNECTIONS,
     ]);
     assert_eq!(run.code(), Some(0), "{}", summary(&run));
-    let res = result_of(&run);
+    let res = run.result();
     let held = res["held"].as_u64().expect("held");
     assert_eq!(held, 1024, "the TCP buffer cap admits 1,024 flows: {res}");
     assert_eq!(res["refused"], 50, "{res}");
@@ -415,7 +389,7 @@ fn http_records_carry_upstream_and_sni_per_request() {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let run = idagent_run(&refs);
     assert_eq!(run.code(), Some(0), "{}", run.explain());
-    let res = result_of(&run);
+    let res = run.result();
     assert_eq!(
         res["plain"],
         serde_json::json!([200, 421]),
@@ -547,7 +521,7 @@ fn flows_nobody_reads_are_held_to_a_shared_budget() {
         NO_READERS,
     ]);
     assert_eq!(run.code(), Some(0), "{}", summary(&run));
-    assert_eq!(result_of(&run)["open"], 256);
+    assert_eq!(run.result()["open"], 256);
     let budget: Vec<&Value> = run
         .of_kind("notice")
         .filter(|e| e["what"] == "flow_queue_budget")

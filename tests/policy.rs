@@ -275,15 +275,6 @@ except socket.timeout:
 print("RESULT " + json.dumps(r, sort_keys=True))
 "##;
 
-fn result_of(run: &Run) -> Value {
-    let line = run
-        .stdout()
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT ").map(str::to_owned))
-        .unwrap_or_else(|| panic!("no RESULT line\n{}", run.explain()));
-    serde_json::from_str(&line).expect("result json")
-}
-
 /// A predicate over a `decision` event's `request` fields.
 type RequestCheck = Box<dyn Fn(&Value) -> bool>;
 
@@ -314,7 +305,7 @@ fn attacker_under_the_learned_policy_is_refused_in_enforce_and_only_recorded_in_
     ];
     let cmd = ["--image", GUEST_IMAGE, "--", "python3", "-c", ATTACK];
     let bare = run_with(&fakes, &mapped_ip, &cmd);
-    let unconfined = result_of(&bare);
+    let unconfined = bare.result();
     assert_eq!(unconfined["ip_literal"], "connected", "{}", bare.explain());
     assert_eq!(unconfined["mkdir"], "ok");
     assert_eq!(unconfined["system"], 0);
@@ -336,7 +327,7 @@ fn attacker_under_the_learned_policy_is_refused_in_enforce_and_only_recorded_in_
     let mut enforce_args = with_policy.clone();
     enforce_args.push("enforce".into());
     let enforced = run_with(&fakes, &enforce_args, &cmd);
-    let got = result_of(&enforced);
+    let got = enforced.result();
     let explain = enforced.explain();
     assert_eq!(got["get_other"][0], 403, "{explain}");
     let body: Value = serde_json::from_str(got["get_other"][1].as_str().expect("body"))
@@ -491,7 +482,7 @@ fn attacker_under_the_learned_policy_is_refused_in_enforce_and_only_recorded_in_
     let mut report_args = with_policy;
     report_args.push("report".into());
     let reported = run_with(&fakes, &report_args, &cmd);
-    assert_eq!(result_of(&reported), unconfined, "{}", reported.explain());
+    assert_eq!(reported.result(), unconfined, "{}", reported.explain());
     for (layer, what) in &checks {
         assert!(
             has_decision(&reported, layer, what, true),

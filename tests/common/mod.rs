@@ -61,6 +61,15 @@ impl Run {
             .unwrap_or_default()
             .to_owned()
     }
+    /// The `RESULT {json}` line a guest script printed.
+    pub fn result(&self) -> Value {
+        let line = self
+            .stdout()
+            .lines()
+            .find_map(|l| l.strip_prefix("RESULT ").map(str::to_owned))
+            .unwrap_or_else(|| panic!("no RESULT\n{}", self.explain()));
+        serde_json::from_str(&line).expect("RESULT is json")
+    }
     /// Everything a reviewer needs when an assertion fails.
     pub fn explain(&self) -> String {
         format!(
@@ -96,6 +105,14 @@ pub fn idagent_run(args: &[&str]) -> Run {
     check_audit_invariants(&run);
     assert_no_leftovers(&run.run_id());
     run
+}
+
+/// `idagent run --offline [EXTRA] --image GUEST_IMAGE -- python3 -c SCRIPT`.
+pub fn offline_python(extra: &[&str], script: &str) -> Run {
+    let mut args = vec!["--offline"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--image", GUEST_IMAGE, "--", "python3", "-c", script]);
+    idagent_run(&args)
 }
 
 pub fn read_audit(path: &Path) -> Vec<Value> {

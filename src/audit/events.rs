@@ -442,10 +442,18 @@ pub struct TlsEvent {
     pub flow: FlowId,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sni: Option<String>,
+    /// The protocol agreed with the guest (ALPN), when one was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alpn: Option<String>,
-    /// `intercepted`, `passthrough`, or `rejected` (the guest refused our certificate:
-    /// pinning, or a CA it does not trust).
+    /// The ALPN protocols the guest offered in its ClientHello, in its order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alpn_offered: Vec<String>,
+    /// Who ended a handshake that failed: `idagent` (e.g. no application protocol in common,
+    /// a policy denial, a timeout) or `guest` (it rejected our certificate or aborted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_by: Option<String>,
+    /// `intercepted`, `passthrough`, `denied` (by the policy) or `rejected` (the handshake
+    /// with the guest failed; `refused_by` and `error` say who ended it and why).
     pub mode: Cow<'static, str>,
     /// Upstream certificate verification: `ok`, `failed: …`, or absent when not dialled.
     #[serde(skip_serializing_if = "Option::is_none")]

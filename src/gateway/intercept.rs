@@ -24,6 +24,8 @@ pub struct TlsContext {
     pub ca: Arc<RunCa>,
     keylog: Arc<dyn KeyLog>,
     server: Arc<ServerConfig>,
+    /// `server` offering `h2` first: for `--http2`, and for guests that offer only `h2`.
+    server_h2: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
     /// Offer ALPN `h2` to the guest (`--http2`).
     http2: bool,
@@ -44,11 +46,13 @@ impl TlsContext {
         upstream_ca_pem: Option<&[u8]>,
     ) -> Result<Self, tls::TlsError> {
         let server = tls::server_config(ca.clone(), keylog.clone())?;
+        let server_h2 = tls::offer_h2(&server);
         let client = tls::upstream_client_config(upstream_ca_pem, None)?;
         Ok(Self {
             ca,
             keylog,
             server,
+            server_h2,
             client,
             http2: false,
         })
@@ -57,7 +61,7 @@ impl TlsContext {
     /// Offers HTTP/2 to guests (ALPN `h2` first) when `on`.
     pub fn with_http2(mut self, on: bool) -> Self {
         if on {
-            self.server = tls::offer_h2(&self.server);
+            self.server = self.server_h2.clone();
         }
         self.http2 = on;
         self
@@ -76,12 +80,20 @@ impl TlsContext {
             .await
     }
 
+    /// The guest-facing config for this ClientHello. HTTP/1.1 is served unless `--http2`;
+    /// a guest that offers `h2` and not `http/1.1` gets `h2` (its streams are forwarded like
+    /// `--http2` ones), rather than a handshake that cannot succeed.
     fn server_for(
         &self,
         sni: Option<&str>,
         dst: SocketAddr,
+        offered: &[Vec<u8>],
     ) -> Result<Arc<ServerConfig>, tls::TlsError> {
+        let h2_only = !self.http2
+            && offered.iter().any(|p| p == b"h2")
+            && !offered.iter().any(|p| p == tls::ALPN_HTTP11);
         match sni {
+            Some(_) if h2_only => Ok(self.server_h2.clone()),
             Some(_) => Ok(self.server.clone()),
             // No SNI: the guest dialled an address; a leaf for that IP passes its name check.
             None => {
@@ -90,7 +102,7 @@ impl TlsContext {
                     self.keylog.clone(),
                     LeafName::Ip(dst.ip()),
                 )?;
-                Ok(if self.http2 {
+                Ok(if self.http2 || h2_only {
                     tls::offer_h2(&config)
                 } else {
                     config
@@ -113,11 +125,15 @@ where
     let hello = match tls::parse_client_hello(first) {
         Ok(h) => h,
         Err(e) => {
-            emit(
+            emit_tls(
                 &gw,
                 meta,
                 None,
                 None,
+                Hello {
+                    refused_by: Some("idagent"),
+                    ..Hello::default()
+                },
                 "rejected",
                 None,
                 Some(format!("malformed ClientHello: {e}")),
@@ -132,7 +148,20 @@ where
         let _ = tokio::io::AsyncWriteExt::write_all(&mut guest, &ACCESS_DENIED_ALERT).await;
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut guest).await;
         let err = format!("denied by policy (rule {rule})");
-        emit(&gw, meta, sni, None, "denied", None, Some(err.clone()));
+        let hello = Hello {
+            offered: &hello.alpn,
+            refused_by: Some("idagent"),
+        };
+        emit_tls(
+            &gw,
+            meta,
+            sni,
+            None,
+            hello,
+            "denied",
+            None,
+            Some(err.clone()),
+        );
         return Err(err);
     }
     let ctx = match (&gw.tls, gw.tls_mode) {
@@ -140,25 +169,51 @@ where
         _ => return passthrough(gw.clone(), guest, meta, sni).await,
     };
     let config = ctx
-        .server_for(sni.as_deref(), meta.dst)
+        .server_for(sni.as_deref(), meta.dst, &hello.alpn)
         .map_err(|e| e.to_string())?;
     // A guest that starts a handshake and stalls holds its flow (and the handshake state):
     // it gets as long as a request head would.
     let accepted = tokio::time::timeout(
         http::HEADER_READ_TIMEOUT,
-        tokio_rustls::TlsAcceptor::from(config).accept(guest),
+        tokio_rustls::TlsAcceptor::from(config.clone()).accept(guest),
     )
     .await;
     let Ok(accepted) = accepted else {
         let err = TLS_HANDSHAKE_TIMEOUT_REASON.to_owned();
-        emit(&gw, meta, sni, None, "rejected", None, Some(err.clone()));
+        let hello = Hello {
+            offered: &hello.alpn,
+            refused_by: Some("idagent"),
+        };
+        emit_tls(
+            &gw,
+            meta,
+            sni,
+            None,
+            hello,
+            "rejected",
+            None,
+            Some(err.clone()),
+        );
         return Err(err);
     };
     let tls_stream = match accepted {
         Ok(s) => s,
         Err(e) => {
-            let err = format!("guest refused the handshake: {e}");
-            emit(&gw, meta, sni, None, "rejected", None, Some(err.clone()));
+            let (who, err) = handshake_failure(&e, &hello.alpn, &config.alpn_protocols);
+            let hello = Hello {
+                offered: &hello.alpn,
+                refused_by: Some(who),
+            };
+            emit_tls(
+                &gw,
+                meta,
+                sni,
+                None,
+                hello,
+                "rejected",
+                None,
+                Some(err.clone()),
+            );
             return Err(err);
         }
     };
@@ -212,10 +267,58 @@ where
             relay_inside(&gw, ctx, inner, meta, &server_name).await
         }
     };
-    emit(&gw, meta, sni, alpn, "intercepted", verify, error.clone());
+    let offered = Hello {
+        offered: &hello.alpn,
+        refused_by: None,
+    };
+    emit_tls(
+        &gw,
+        meta,
+        sni,
+        alpn,
+        offered,
+        "intercepted",
+        verify,
+        error.clone(),
+    );
     match error {
         Some(e) => Err(e),
         None => Ok(upstream),
+    }
+}
+
+/// ALPN names written per `tls` record (a ClientHello may list many).
+const MAX_ALPN_LOGGED: usize = 16;
+
+/// Why the guest-facing handshake failed, and who ended it. rustls reports our own refusals
+/// (no protocol in common) and the guest's alerts (a certificate it does not trust) as
+/// distinct errors; anything else is the guest going away mid-handshake.
+fn handshake_failure(
+    e: &std::io::Error,
+    offered: &[Vec<u8>],
+    served: &[Vec<u8>],
+) -> (&'static str, String) {
+    let names = |list: &[Vec<u8>]| {
+        list.iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::NoApplicationProtocol) => (
+            "idagent",
+            format!(
+                "no application protocol in common: the guest offered [{}], idagent serves [{}]",
+                names(offered),
+                names(served)
+            ),
+        ),
+        Some(rustls::Error::AlertReceived(alert)) => (
+            "guest",
+            format!("the guest rejected the handshake (alert {alert:?}): it does not trust our certificate, or pins another"),
+        ),
+        Some(other) => ("idagent", format!("handshake failed: {other}")),
+        None => ("guest", format!("the guest ended the handshake: {e}")),
     }
 }
 
@@ -304,7 +407,16 @@ async fn passthrough<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    emit(&gw, meta, sni.clone(), None, "passthrough", None, None);
+    emit_tls(
+        &gw,
+        meta,
+        sni.clone(),
+        None,
+        Hello::default(),
+        "passthrough",
+        None,
+        None,
+    );
     let (mut up, addr) = gw
         .dial(meta, sni.as_deref())
         .await
@@ -315,11 +427,20 @@ where
     Ok(Some(addr))
 }
 
-fn emit(
+/// What the guest offered and who refused, for the `tls` record.
+#[derive(Default)]
+struct Hello<'a> {
+    offered: &'a [Vec<u8>],
+    refused_by: Option<&'static str>,
+}
+
+#[allow(clippy::too_many_arguments)] // one record's fields
+fn emit_tls(
     gw: &Gateway,
     meta: &FlowMeta,
     sni: Option<String>,
     alpn: Option<String>,
+    hello: Hello<'_>,
     mode: &'static str,
     upstream_verify: Option<String>,
     error: Option<String>,
@@ -328,6 +449,13 @@ fn emit(
         flow: meta.id,
         sni,
         alpn,
+        alpn_offered: hello
+            .offered
+            .iter()
+            .take(MAX_ALPN_LOGGED)
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect(),
+        refused_by: hello.refused_by.map(str::to_owned),
         mode: mode.into(),
         upstream_verify,
         error,

@@ -206,6 +206,70 @@ fn write(audit: &AuditSink, key: &ConnKey, c: Conn) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::{AuditLog, RunEnd, RunId};
+
+    /// A raw IPv4/UDP packet from `src_port` to 192.0.2.1:443 carrying `payload`.
+    fn packet(src_port: u16, payload: &[u8]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        etherparse::PacketBuilder::ipv4([10, 77, 0, 2], [192, 0, 2, 1], 64)
+            .udp(src_port, 443)
+            .write(&mut buf, payload)
+            .expect("write packet");
+        buf
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_cap_write_the_oldest_early_and_idle_ones_expire() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::create(&path, RunId::generate(), 8192).expect("create");
+        let audit = log.sink();
+        let mut quic = QuicRefusals::default();
+        let dst: SocketAddr = "192.0.2.1:443".parse().expect("addr");
+        let src = |port| SocketAddr::from(([10, 77, 0, 2], port));
+        // Short headers: one connection per source port (the 5-tuple).
+        for port in 0..=u16::try_from(MAX_QUIC_CONNECTIONS).expect("u16") {
+            let p = packet(10_000 + port, b"\x40x");
+            quic.refused(&audit, src(10_000 + port), dst, &p, |_| None, || true);
+        }
+        // The long-header connection: three datagrams from three ports, one key.
+        let initial = [0xc3, 0, 0, 0, 1, 2, 0xab, 0xcd, 0];
+        for port in [1, 2, 3] {
+            quic.refused(
+                &audit,
+                src(port),
+                dst,
+                &packet(port, &initial),
+                |_| None,
+                || true,
+            );
+        }
+        assert_eq!(quic.conns.len(), MAX_QUIC_CONNECTIONS);
+        quic.expire(&audit, Instant::now());
+        assert_eq!(quic.conns.len(), MAX_QUIC_CONNECTIONS, "nothing idle yet");
+        quic.expire(&audit, Instant::now() + QUIC_IDLE);
+        assert!(quic.conns.is_empty());
+        log.finish(RunEnd::default()).await.expect("finish");
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+            .expect("read")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        let blocked: Vec<&serde_json::Value> =
+            lines.iter().filter(|l| l["kind"] == "blocked").collect();
+        // Every connection is one record, the two evicted ones included.
+        assert_eq!(blocked.len(), MAX_QUIC_CONNECTIONS + 2);
+        let total: u64 = blocked.iter().filter_map(|b| b["datagrams"].as_u64()).sum();
+        assert_eq!(total, MAX_QUIC_CONNECTIONS as u64 + 1 + 3);
+        let long: Vec<_> = blocked
+            .iter()
+            .filter(|b| b["quic_dcid"] == "abcd")
+            .collect();
+        assert_eq!(long.len(), 1);
+        assert_eq!(long[0]["datagrams"], 3);
+        let notices = lines.iter().filter(|l| l["what"] == "quic_refusal_cap");
+        assert_eq!(notices.count(), 1);
+    }
 
     #[test]
     fn long_header_dcid_is_read_with_checked_access() {

@@ -703,6 +703,9 @@ mod tests {
             target: format!("198.51.100.1:{i}"),
             reason: "test".into(),
             flow: None,
+            name: None,
+            datagrams: None,
+            quic_dcid: None,
             repeat: Default::default(),
         })
     }

@@ -292,16 +292,23 @@ impl Gateway {
             Verdict::Mapped(addr) | Verdict::Direct(addr) => addr,
             Verdict::Refuse(reason) => {
                 let reason = reason.to_string();
+                // An address literal given as the name (a Host, bracketed when v6; an SNI) is
+                // not a name.
+                let name = name.filter(|n| {
+                    let bare = n.strip_prefix('[').and_then(|n| n.strip_suffix(']'));
+                    bare.unwrap_or(n).parse::<std::net::IpAddr>().is_err()
+                });
                 self.audit.emit(EventBody::Blocked(BlockedEvent {
                     what: "tcp".into(),
                     target: match &name {
-                        Some(n) if n.parse::<std::net::IpAddr>().is_err() => {
-                            format!("{n}:{} ({})", meta.dst.port(), meta.dst)
-                        }
-                        _ => meta.dst.to_string(),
+                        Some(n) => format!("{n}:{} ({})", meta.dst.port(), meta.dst),
+                        None => meta.dst.to_string(),
                     },
                     reason: reason.clone(),
                     flow: Some(meta.id),
+                    name,
+                    datagrams: None,
+                    quic_dcid: None,
                     repeat: Default::default(),
                 }));
                 return Err(DialError::Refused(reason));

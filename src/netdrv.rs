@@ -25,9 +25,11 @@ use tokio::sync::{mpsc, watch};
 
 mod drops;
 pub mod flow;
+mod quic;
 mod udp;
 
 pub use drops::{MAX_DROP_RECORDS_PER_SEC, MAX_ICMP_TARGETS_LOGGED};
+pub use quic::{MAX_QUIC_CONNECTIONS, QUIC_IDLE};
 
 use flow::{DriverEnds, FlowOut, ReadyList};
 
@@ -120,6 +122,7 @@ pub async fn run(
         ..StackConfig::default()
     };
     let mut stack = Stack::new(config, now()).map_err(std::io::Error::other)?;
+    let names = parts.gateway.names.clone();
     let mut drv = Driver {
         parts,
         main,
@@ -129,7 +132,8 @@ pub async fn run(
         udp: udp::Relays::default(),
         stats: DriverStats::default(),
         udp_decisions: HashMap::new(),
-        drops: drops::Drops::new(),
+        drops: drops::Drops::new(Some(names)),
+        quic: quic::QuicRefusals::default(),
         budget_noticed: false,
         chunk: vec![0u8; READ_CHUNK],
     };
@@ -186,6 +190,7 @@ pub async fn run(
             // Safety net: every wake rule is event-driven, but sweeping all flows this rarely
             // costs nothing, and no flow stays stuck on a lost wake-up for longer than this.
             last_sweep = std::time::Instant::now();
+            drv.quic.expire(&drv.parts.audit, last_sweep);
             drv.dirty.extend(drv.flows.keys().copied());
             if drv.ready.take_pushed_back() && !drv.budget_noticed {
                 drv.budget_noticed = true;
@@ -217,6 +222,7 @@ pub async fn run(
         stack.poll(now());
     }
     drv.udp.finish(&drv.parts.audit);
+    drv.quic.finish(&drv.parts.audit);
     drv.drops.flush(&drv.parts.audit);
     Ok(drv.stats)
 }
@@ -234,6 +240,8 @@ struct Driver {
     stats: DriverStats,
     /// Records of the packets the stack refused.
     drops: drops::Drops,
+    /// Refused QUIC connections, each written once with its datagram count.
+    quic: quic::QuicRefusals,
     /// The flow queues' shared budget pushed back and a `notice` said so (once per run).
     budget_noticed: bool,
     /// Policy decisions of UDP flows: allowed (true) or refused (at most [`MAX_UDP_DECISIONS`]).
@@ -266,9 +274,18 @@ impl Driver {
                 && stack.reject_udp(packet).is_ok()
             {
                 self.stats.quic_refused += 1;
-                self.drops.blocked(&self.parts.audit, Some(&meta), || {
-                    "QUIC refused (ICMP port unreachable) so the client falls back to TCP".into()
-                });
+                let src = SocketAddr::new(meta.src, meta.src_port.unwrap_or(0));
+                let dst = SocketAddr::new(meta.dst, 443);
+                let (names, drops) = (&self.parts.gateway.names, &mut self.drops);
+                let audit = &self.parts.audit;
+                self.quic.refused(
+                    audit,
+                    src,
+                    dst,
+                    packet,
+                    |dst| name_in(names, dst),
+                    || drops.admit(audit),
+                );
             }
         }
     }
@@ -341,12 +358,7 @@ impl Driver {
 
     /// The name the guest resolved for `dst`'s address in this run, if any.
     fn name_of(&self, dst: SocketAddr) -> Option<String> {
-        self.parts
-            .gateway
-            .names
-            .lock()
-            .ok()
-            .and_then(|t| t.name_of(dst.ip().to_canonical()).map(str::to_owned))
+        name_in(&self.parts.gateway.names, dst)
     }
 
     fn on_event(&mut self, stack: &mut Stack, event: StackEvent, udp_tx: &mpsc::Sender<UdpReply>) {
@@ -480,13 +492,7 @@ impl Driver {
             }
             443 => {} // refused at ingress (QUIC)
             _ => {
-                let name = self
-                    .parts
-                    .gateway
-                    .names
-                    .lock()
-                    .ok()
-                    .and_then(|t| t.name_of(flow.dst.ip()).map(str::to_owned));
+                let name = self.name_of(flow.dst);
                 let verdict = evaluate(
                     &self.parts.gateway.policy,
                     &DialRequest {
@@ -507,6 +513,9 @@ impl Driver {
                                 target: flow.dst.to_string(),
                                 reason: reason.to_string(),
                                 flow: None,
+                                name,
+                                datagrams: None,
+                                quic_dcid: None,
                                 repeat: Default::default(),
                             }));
                         }
@@ -516,6 +525,17 @@ impl Driver {
             }
         }
     }
+}
+
+/// The name the guest resolved for `dst`'s address in this run, if any.
+fn name_in(
+    names: &std::sync::Mutex<crate::upstream::NameTable>,
+    dst: SocketAddr,
+) -> Option<String> {
+    names
+        .lock()
+        .ok()
+        .and_then(|t| t.name_of(dst.ip().to_canonical()).map(str::to_owned))
 }
 
 /// DNS over TCP (RFC 1035 §4.2.2 framing) to any resolver address.
@@ -572,6 +592,10 @@ fn log_dns(
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default(),
             flow: None,
+            // The name is the target itself.
+            name: None,
+            datagrams: None,
+            quic_dcid: None,
             repeat: Default::default(),
         }));
     }

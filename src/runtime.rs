@@ -45,6 +45,9 @@ pub struct ContainerSpec {
     /// tmpfs mounts the engine makes in the container: guest path → mount options.
     pub tmpfs: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
+    /// The UTS hostname (`hostname` in the guest); it must match the bound `/etc/hostname`
+    /// and the `/etc/hosts` line, so resolving it is answered locally.
+    pub hostname: String,
 }
 
 /// A container created by idagent, as listed by the engine.

@@ -355,7 +355,7 @@ fn prepare_dirs(cfg: &RunConfig, run_dir: &Path, ctl_dir: &Path) -> Result<PathB
     std::fs::create_dir_all(&etc).map_err(io(&etc))?;
     // Lets `idagent gc` tell a live run's folder from a dead one's.
     std::fs::write(ctl_dir.join("owner"), std::process::id().to_string()).map_err(io(ctl_dir))?;
-    let hostname = "idagent-guest";
+    let hostname = GUEST_HOSTNAME;
     let files = [
         ("hostname", format!("{hostname}\n")),
         (
@@ -622,6 +622,10 @@ fn net_device(live: &mut Live, net: netns::GuestNet) -> Result<tun::Device, Sand
     Ok(device)
 }
 
+/// The guest's hostname: the container's UTS name, `/etc/hostname` and the `127.0.1.1` line of
+/// `/etc/hosts` agree, so `gethostbyname(gethostname())` never becomes a DNS query.
+const GUEST_HOSTNAME: &str = "idagent-guest";
+
 fn container_spec(
     cfg: &RunConfig,
     run_id: &RunId,
@@ -685,6 +689,7 @@ fn container_spec(
                 std::process::id().to_string(),
             ),
         ]),
+        hostname: GUEST_HOSTNAME.to_owned(),
     })
 }
 

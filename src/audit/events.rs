@@ -502,12 +502,24 @@ pub struct HttpEvent {
 /// Something the guest tried that idagent refused.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BlockedEvent {
-    /// `dns`, `tcp`, `udp`.
+    /// `dns`, `tcp`, `udp`, `icmp`, `http`, `ip`.
     pub what: Cow<'static, str>,
     pub target: String,
     pub reason: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flow: Option<FlowId>,
+    /// The name the guest resolved for the target's address, when it did (absent in logs
+    /// written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Datagrams this one record stands for: a refused QUIC connection is one record however
+    /// many times the client retransmitted (never aggregated further into `repeated`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datagrams: Option<u64>,
+    /// The QUIC Destination Connection ID (hex) the refused connection was keyed by; absent
+    /// when it was keyed by its 5-tuple (short header, or not parseable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quic_dcid: Option<String>,
     /// See [`Repeat`].
     #[serde(flatten, default)]
     pub repeat: Repeat,

@@ -312,6 +312,9 @@ mod tests {
                 target: "1.1.1.1:53".into(),
                 reason: "r".into(),
                 flow: None,
+                name: Some("one.example".into()),
+                datagrams: Some(5),
+                quic_dcid: Some("0a0b".into()),
                 repeat: Repeat {
                     repeated: Some(3),
                     first_ts: Some("2026-01-01T00:00:00Z".into()),

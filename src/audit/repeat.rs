@@ -27,6 +27,9 @@ pub const MAX_REPEAT_KEYS: usize = 4096;
 /// its own.
 fn key_of(body: &EventBody) -> Option<String> {
     match body {
+        // A record with `datagrams` is aggregated at its source already (one per QUIC
+        // connection); counting it here would lose its count.
+        EventBody::Blocked(b) if b.datagrams.is_some() => None,
         EventBody::Blocked(b) => Some(format!("blocked\0{}\0{}\0{}", b.what, b.target, b.reason)),
         // Only answers without addresses are refusals; a name that resolves is not aggregated
         // (its answers may change from one query to the next).
@@ -233,6 +236,9 @@ mod tests {
             target: target.into(),
             reason: "r".into(),
             flow: None,
+            name: None,
+            datagrams: None,
+            quic_dcid: None,
             repeat: Repeat::default(),
         })
     }

@@ -6,10 +6,12 @@
 
 use super::notice;
 use crate::audit::{AuditSink, BlockedEvent, EventBody};
+use crate::upstream::NameTable;
 use idagent_netstack::classify::{PacketMeta, Transport};
 use idagent_netstack::stack::{Cap, DropReason};
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// ICMP echo targets recorded with a `blocked` event (one each); beyond, only the counter.
@@ -74,15 +76,29 @@ pub(super) struct Drops {
     /// Per-guest stack caps already reported with a `notice`.
     caps_noticed: HashSet<Cap>,
     log: DropLog,
+    /// The run's names, so a record says which name the guest meant by its destination.
+    names: Option<Arc<Mutex<NameTable>>>,
 }
 
 impl Drops {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(names: Option<Arc<Mutex<NameTable>>>) -> Self {
         Self {
             icmp_logged: HashSet::new(),
             caps_noticed: HashSet::new(),
             log: DropLog::new(),
+            names,
         }
+    }
+
+    /// The name the guest resolved for `addr`, if any.
+    fn name_of(&self, addr: IpAddr) -> Option<String> {
+        let names = self.names.as_ref()?.lock().ok()?;
+        names.name_of(addr.to_canonical()).map(str::to_owned)
+    }
+
+    /// Whether one more refused-packet record may be written now (the shared rate limit).
+    pub(super) fn admit(&mut self, audit: &AuditSink) -> bool {
+        self.log.admit(audit)
     }
 
     /// Writes what the rate limit left out of the last window (at the end of the run).
@@ -116,6 +132,9 @@ impl Drops {
                     reason: "ICMP is answered for the gateway only; nothing is sent upstream"
                         .into(),
                     flow: None,
+                    name: self.name_of(*dst),
+                    datagrams: None,
+                    quic_dcid: None,
                     repeat: Default::default(),
                 }));
             }
@@ -164,6 +183,7 @@ impl Drops {
         if !self.log.admit(audit) {
             return;
         }
+        let name = meta.and_then(|m| self.name_of(m.dst));
         let (what, target) = match meta {
             Some(m) => {
                 let what = match m.transport {
@@ -185,6 +205,9 @@ impl Drops {
             target,
             reason: reason(),
             flow: None,
+            name,
+            datagrams: None,
+            quic_dcid: None,
             repeat: Default::default(),
         }));
     }
@@ -201,7 +224,7 @@ mod tests {
         let path = dir.path().join("audit.jsonl");
         let log = AuditLog::create(&path, RunId::generate(), 1024).expect("create");
         let audit = log.sink();
-        let mut drops = Drops::new();
+        let mut drops = Drops::new(None);
         let over = 36u16;
         for port in 0..u16::try_from(MAX_DROP_RECORDS_PER_SEC).expect("u16") + over {
             let meta = PacketMeta {

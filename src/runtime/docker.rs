@@ -132,6 +132,9 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
         user: Some(spec.user.clone()),
         working_dir: Some(spec.workdir.clone()),
+        // Without it the engine names the UTS namespace after the container id, which no
+        // /etc/hosts line knows: resolving it would be a DNS query out of the guest.
+        hostname: Some(spec.hostname.clone()),
         labels: Some(spec.labels.clone().into_iter().collect()),
         network_disabled: Some(false),
         attach_stdout: Some(true),

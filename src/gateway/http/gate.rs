@@ -58,18 +58,23 @@ pub(crate) fn check(
                 what: "http".into(),
                 target: crate::redact::redact_text(url).0,
                 reason: format!(
-                    "misdirected: a request for {claimed}:{port} on a connection to {real}:{}",
-                    meta.dst.port()
+                    "misdirected: a request for {} on a connection to {}",
+                    host_port(&claimed, port),
+                    host_port(&real, meta.dst.port())
                 ),
                 flow: Some(meta.id),
+                name: meta.name.clone(),
+                datagrams: None,
+                quic_dcid: None,
                 repeat: Default::default(),
             }));
             return Gate::Refuse {
                 status: StatusCode::MISDIRECTED_REQUEST,
                 content_type: "text/plain",
                 body: format!(
-                    "idagent gateway: this connection reaches {real}:{}; a request for {claimed}:{port} needs a connection of its own\n",
-                    meta.dst.port()
+                    "idagent gateway: this connection reaches {}; a request for {} needs a connection of its own\n",
+                    host_port(&real, meta.dst.port()),
+                    host_port(&claimed, port)
                 ),
                 note: "misdirected".into(),
             };
@@ -116,6 +121,15 @@ pub(crate) fn check(
 }
 
 /// A host as compared: lowercase, no port, no brackets, no trailing dot.
+/// `host:port`, an IPv6 address bracketed (`[v6]:port`) so the port cannot be mistaken for
+/// one of its groups.
+fn host_port(host: &str, port: u16) -> String {
+    match host.parse::<std::net::Ipv6Addr>() {
+        Ok(v6) => std::net::SocketAddr::from((v6, port)).to_string(),
+        Err(_) => format!("{host}:{port}"),
+    }
+}
+
 fn normalize(host: &str) -> String {
     let host = host.trim();
     let no_port = if let Some(rest) = host.strip_prefix('[') {

@@ -427,7 +427,8 @@ impl Builder {
 
     fn blocked(&mut self, seq: u64, e: &BlockedEvent) {
         let (what, target) = (e.what.as_ref(), e.target.as_str());
-        let n = e.repeat.occurrences();
+        // A refused QUIC connection's record stands for its datagrams.
+        let n = e.datagrams.unwrap_or_else(|| e.repeat.occurrences());
         if let Some(agg) = self.blocked_agg(seq, what, target, &e.reason) {
             agg.events += n;
         }

@@ -4,8 +4,9 @@
 //! Owns the fingerprint format, header redaction ([`redact_header`]), the name classifier
 //! ([`is_secret_name`] in `names`), the free-text scanner ([`redact_text`], [`redact_bytes`] in
 //! `text`, with the credential shapes of `formats`), the relayed-protocol shapes
-//! ([`redact_wire`] in `wire`) and the command-line rules ([`redact_argv`] in `argv`). It does
-//! not decide what to capture or log.
+//! ([`redact_wire`] in `wire`), the command-line rules ([`redact_argv`] in `argv`) and the
+//! run's registry of values already seen ([`KnownSecrets`] in `known`). It does not decide
+//! what to capture or log.
 //!
 //! # Fingerprint format (stable; tools may parse it)
 //! `KIND:…TAIL:sha256=HEX8`, e.g. `bearer:…wxyz:sha256=1a2b3c4d`.
@@ -24,11 +25,16 @@
 
 mod argv;
 mod formats;
+mod known;
 mod names;
 mod text;
 mod wire;
 
 pub use argv::redact_argv;
+pub use known::{
+    KnownSecrets, Scrubbed, KNOWN_SECRETS_CAP_NOTICE, MAX_KNOWN_SECRETS, MAX_KNOWN_SECRET_BYTES,
+    MAX_KNOWN_SECRET_LEN, MIN_KNOWN_SECRET_CHARS,
+};
 pub use names::is_secret_name;
 pub use text::{redact_bytes, redact_text};
 pub use wire::redact_wire;
@@ -273,6 +279,7 @@ fn secret_or_kept(kind: &str, secret: &str, found: &mut Vec<Fingerprint>) -> Str
         return secret.to_string();
     }
     let fp = Fingerprint::new(kind, secret);
+    known::noted(&fp.kind, secret);
     let text = fp.to_string();
     found.push(fp);
     text

@@ -162,6 +162,20 @@ pub fn is_fingerprint(s: &str) -> bool {
     fingerprint_len(s) == Some(s.len())
 }
 
+/// `fingerprints` as the `credentials` of an event: bare fingerprints, one per distinct secret
+/// (the same secret under two kinds — a `bearer` header and a `token` field — is one: the tail
+/// and hash name the secret, the kind only where it was), sorted.
+pub fn distinct_secrets(fingerprints: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<String> = fingerprints
+        .into_iter()
+        .filter(|fp| is_fingerprint(fp))
+        .filter(|fp| seen.insert(fp.split_once(':').map_or(fp.as_str(), |(_, id)| id).to_owned()))
+        .collect();
+    out.sort();
+    out
+}
+
 /// A redacted header value with the credentials found in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedactedHeader {

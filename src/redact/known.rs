@@ -150,6 +150,13 @@ impl KnownSecrets {
         out
     }
 
+    /// [`super::redact_argv`], learning the credentials it finds, then each argument scrubbed
+    /// of the known values (a `$MY_TOKEN` the shell expanded, a key an exchange sent).
+    pub fn redact_argv(&self, argv: &[String]) -> Vec<String> {
+        let argv = self.learning(|| super::redact_argv(argv));
+        argv.iter().map(|a| self.scrub(a).text).collect()
+    }
+
     /// Adds the new values of `items`, then rebuilds the automaton once; the number added.
     fn learn_all<'a>(&self, items: impl IntoIterator<Item = (&'a str, &'a str)>) -> usize {
         let Ok(mut inner) = self.inner.lock() else {

@@ -65,6 +65,25 @@ fn echo_one(conn: std::net::TcpStream) -> std::io::Result<()> {
     w.flush()
 }
 
+/// A line server for an opaque relayed flow: echoes every line it reads.
+fn line_echo_server() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let Ok(mut w) = conn.try_clone() else { return };
+                for line in BufReader::new(conn).split(b'\n').map_while(Result::ok) {
+                    if w.write_all(&line).and_then(|_| w.write_all(b"\n")).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// 40 characters nobody else sends: a fresh hex digest.
 fn random_secret(tag: &str) -> String {
     let nanos = std::time::SystemTime::now()
@@ -89,6 +108,7 @@ fn http_to<'a>(run: &'a Run, path: &str) -> &'a Value {
 #[test]
 fn an_api_key_echoed_by_the_server_is_never_in_clear() {
     let server = echo_server();
+    let relay = line_echo_server();
     let key = random_secret("x-api-key");
     let script = format!(
         r#"import json, urllib.request
@@ -99,6 +119,11 @@ def get(path, headers):
 echo, body = get("/keyed", {{"X-Api-Key": "{key}"}})
 print("RESULT", json.dumps({{"echoed_header": "{key}" in echo, "echoed_body": body["headers"].get("x-api-key") == "{key}"}}))
 get("/plain", {{"Accept": "application/json"}})
+import socket
+s = socket.create_connection(("relay.test", 7000), timeout=20)
+s.sendall(b"HELLO {key}\n")
+print("relay", s.recv(4096))
+s.close()
 "#
     );
     // The script is a workspace file, so the key reaches idagent only through the guest's
@@ -109,6 +134,8 @@ get("/plain", {{"Accept": "application/json"}})
         "--offline",
         "--upstream-map",
         &format!("echo.test:80={server}"),
+        "--upstream-map",
+        &format!("relay.test:7000={relay}"),
         "--workspace",
         ws.path().to_str().expect("utf-8 path"),
         "--image",
@@ -141,6 +168,15 @@ get("/plain", {{"Accept": "application/json"}})
         .and_then(|h| h.iter().find(|p| p[0] == "x-echo"))
         .expect("x-echo header");
     assert!(echo[1].as_str().is_some_and(|v| v.contains(&fp)), "{echo}");
+
+    // An opaque flow sent it later, and its server echoed it: both first bytes are scrubbed.
+    assert!(run.stdout().contains(&format!("relay b'HELLO {key}")), "{}", run.explain());
+    let relayed = run
+        .of_kind("tcp")
+        .find(|e| e["first_bytes_up"].as_str().is_some_and(|b| b.starts_with("HELLO")))
+        .unwrap_or_else(|| panic!("no relayed flow\n{}", run.explain()));
+    assert_eq!(relayed["first_bytes_up"], format!("HELLO {fp}\n"), "{relayed}");
+    assert_eq!(relayed["first_bytes_down"], format!("HELLO {fp}\n"), "{relayed}");
 
     // No credential: an empty list, written.
     let plain = http_to(&run, "/plain");
@@ -207,4 +243,28 @@ fn a_secret_env_value_is_scrubbed_from_argv_requests_and_responses() {
         })
         .count();
     assert!(curl_with_header >= 1, "{}", run.explain());
+}
+
+#[test]
+fn credentials_read_back_as_a_list_from_every_writer() {
+    let line = |credentials: &str| {
+        format!(
+            r#"{{"flow":1,"method":"GET","url":"http://a/","req_headers":[],"resp_headers":[],
+               "req_bytes":0,"resp_bytes":0,"req_sha256":"","resp_sha256":"","req_body":"",
+               "resp_body":"","duration_ms":0{credentials}}}"#
+        )
+    };
+    for (field, want) in [
+        ("", vec![]),
+        (r#","credentials":null"#, vec![]),
+        (r#","credentials":[]"#, vec![]),
+        (r#","credentials":["x:…:sha256=01234567"]"#, vec!["x:…:sha256=01234567"]),
+    ] {
+        let e: idagent::audit::HttpEvent =
+            serde_json::from_str(&line(field)).unwrap_or_else(|e| panic!("{field}: {e}"));
+        assert_eq!(e.credentials, want, "{field}");
+        // Written back, the list is always there.
+        let written = serde_json::to_value(&e).expect("serialize");
+        assert!(written["credentials"].is_array(), "{written}");
+    }
 }

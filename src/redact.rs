@@ -170,7 +170,13 @@ pub fn distinct_secrets(fingerprints: impl IntoIterator<Item = String>) -> Vec<S
     let mut out: Vec<String> = fingerprints
         .into_iter()
         .filter(|fp| is_fingerprint(fp))
-        .filter(|fp| seen.insert(fp.split_once(':').map_or(fp.as_str(), |(_, id)| id).to_owned()))
+        .filter(|fp| {
+            seen.insert(
+                fp.split_once(':')
+                    .map_or(fp.as_str(), |(_, id)| id)
+                    .to_owned(),
+            )
+        })
         .collect();
     out.sort();
     out

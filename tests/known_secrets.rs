@@ -55,7 +55,11 @@ fn echo_one(conn: std::net::TcpStream) -> std::io::Result<()> {
         "body": String::from_utf8_lossy(&body),
     })
     .to_string();
-    let echo: String = values.join(" ").chars().filter(|c| !c.is_control()).collect();
+    let echo: String = values
+        .join(" ")
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect();
     write!(
         w,
         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Echo: {echo}\r\n\
@@ -152,7 +156,10 @@ s.close()
 
     let fp = fingerprint("x-api-key", &key);
     let (audit, report) = products(&run);
-    assert!(!audit.contains(&key), "key in clear in audit.jsonl\n{audit}");
+    assert!(
+        !audit.contains(&key),
+        "key in clear in audit.jsonl\n{audit}"
+    );
     assert!(!report.contains(&key), "key in clear in report.html");
     assert!(report.contains(&fp), "{fp} missing in report.html");
 
@@ -170,13 +177,29 @@ s.close()
     assert!(echo[1].as_str().is_some_and(|v| v.contains(&fp)), "{echo}");
 
     // An opaque flow sent it later, and its server echoed it: both first bytes are scrubbed.
-    assert!(run.stdout().contains(&format!("relay b'HELLO {key}")), "{}", run.explain());
+    assert!(
+        run.stdout().contains(&format!("relay b'HELLO {key}")),
+        "{}",
+        run.explain()
+    );
     let relayed = run
         .of_kind("tcp")
-        .find(|e| e["first_bytes_up"].as_str().is_some_and(|b| b.starts_with("HELLO")))
+        .find(|e| {
+            e["first_bytes_up"]
+                .as_str()
+                .is_some_and(|b| b.starts_with("HELLO"))
+        })
         .unwrap_or_else(|| panic!("no relayed flow\n{}", run.explain()));
-    assert_eq!(relayed["first_bytes_up"], format!("HELLO {fp}\n"), "{relayed}");
-    assert_eq!(relayed["first_bytes_down"], format!("HELLO {fp}\n"), "{relayed}");
+    assert_eq!(
+        relayed["first_bytes_up"],
+        format!("HELLO {fp}\n"),
+        "{relayed}"
+    );
+    assert_eq!(
+        relayed["first_bytes_down"],
+        format!("HELLO {fp}\n"),
+        "{relayed}"
+    );
 
     // No credential: an empty list, written.
     let plain = http_to(&run, "/plain");
@@ -211,7 +234,10 @@ fn a_secret_env_value_is_scrubbed_from_argv_requests_and_responses() {
 
     let fp = fingerprint("my_token", &token);
     let (audit, report) = products(&run);
-    assert!(!audit.contains(&token), "token in clear in audit.jsonl\n{audit}");
+    assert!(
+        !audit.contains(&token),
+        "token in clear in audit.jsonl\n{audit}"
+    );
     assert!(!report.contains(&token), "token in clear in report.html");
     // The header `x` is no secret name: only the known value finds it.
     let env = http_to(&run, "/env");
@@ -239,7 +265,7 @@ fn a_secret_env_value_is_scrubbed_from_argv_requests_and_responses() {
         .filter(|e| {
             e["argv"]
                 .as_array()
-                .is_some_and(|a| a.iter().any(|w| w == &format!("x: {fp}").as_str()))
+                .is_some_and(|a| a.iter().any(|w| *w == format!("x: {fp}").as_str()))
         })
         .count();
     assert!(curl_with_header >= 1, "{}", run.explain());
@@ -258,7 +284,10 @@ fn credentials_read_back_as_a_list_from_every_writer() {
         ("", vec![]),
         (r#","credentials":null"#, vec![]),
         (r#","credentials":[]"#, vec![]),
-        (r#","credentials":["x:…:sha256=01234567"]"#, vec!["x:…:sha256=01234567"]),
+        (
+            r#","credentials":["x:…:sha256=01234567"]"#,
+            vec!["x:…:sha256=01234567"],
+        ),
     ] {
         let e: idagent::audit::HttpEvent =
             serde_json::from_str(&line(field)).unwrap_or_else(|e| panic!("{field}: {e}"));

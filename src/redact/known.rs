@@ -198,7 +198,11 @@ impl KnownSecrets {
             inner.cap_noticed = true;
             let (count, bytes) = (inner.values.len(), inner.bytes);
             drop(inner);
-            tracing::debug!(known.count = count, known.bytes = bytes, "known secrets cap");
+            tracing::debug!(
+                known.count = count,
+                known.bytes = bytes,
+                "known secrets cap"
+            );
             if let Some(audit) = &self.audit {
                 audit.emit(EventBody::Notice(Notice {
                     what: KNOWN_SECRETS_CAP_NOTICE.into(),

@@ -6,7 +6,8 @@ const KEY: &str = "k3yV4lu3AbCdEfGhIjKlMnOpQrStUvWxYz012345";
 #[test]
 fn an_echoed_value_becomes_the_fingerprint_it_got_first() {
     let known = KnownSecrets::new(None);
-    let header = known.learning(|| redact_header_detailed("X-Api-Key", KEY).unwrap());
+    let header =
+        known.learning(|| redact_header_detailed("X-Api-Key", KEY).expect("secret header"));
     assert_eq!(known.len(), 1);
     let body = format!("{{\"echo\":\"{KEY}\",\"again\":\"{KEY}\"}}");
     let s = known.scrub(&body);
@@ -49,7 +50,10 @@ fn count_cap_holds_and_later_values_are_refused() {
     assert_eq!(known.len(), MAX_KNOWN_SECRETS);
     // The ones kept still scrub.
     let s = known.scrub("x secret-value-00007 y");
-    assert_eq!(s.text, format!("x {} y", fingerprint("token", "secret-value-00007")));
+    assert_eq!(
+        s.text,
+        format!("x {} y", fingerprint("token", "secret-value-00007"))
+    );
     assert!(known.scrub("one-value-too-many").found.is_empty());
 }
 
@@ -97,7 +101,11 @@ fn adjacent_values_are_two_regions() {
     let s = known.scrub("AAAAAAAABBBBBBBB");
     assert_eq!(
         s.text,
-        format!("{}{}", fingerprint("a", "AAAAAAAA"), fingerprint("b", "BBBBBBBB"))
+        format!(
+            "{}{}",
+            fingerprint("a", "AAAAAAAA"),
+            fingerprint("b", "BBBBBBBB")
+        )
     );
 }
 
@@ -107,7 +115,10 @@ fn a_value_cut_by_the_capture_is_masked_at_the_end_only_when_cut() {
     known.learn("x-api-key", KEY);
     let cut = format!("{{\"echo\":\"{}", &KEY[..13]);
     let s = known.scrub_capture(&cut, true);
-    assert_eq!(s.text, format!("{{\"echo\":\"{}", fingerprint("x-api-key", KEY)));
+    assert_eq!(
+        s.text,
+        format!("{{\"echo\":\"{}", fingerprint("x-api-key", KEY))
+    );
     assert_eq!(s.found, vec![fingerprint("x-api-key", KEY)]);
     assert_eq!(known.scrub_capture(&cut, false).text, cut);
     // Fewer than 4 characters of it are left as they are.
@@ -157,7 +168,10 @@ fn env_values_are_learned_by_secret_names_only() {
     let s = known.scrub("x: env-token-value-123 /usr/bin");
     assert_eq!(
         s.text,
-        format!("x: {} /usr/bin", fingerprint("my_token", "env-token-value-123"))
+        format!(
+            "x: {} /usr/bin",
+            fingerprint("my_token", "env-token-value-123")
+        )
     );
 }
 

@@ -26,10 +26,11 @@ use std::sync::{Arc, Mutex};
 pub const MIN_KNOWN_SECRET_CHARS: usize = 8;
 /// Most distinct values remembered for a run.
 pub const MAX_KNOWN_SECRETS: usize = 256;
-/// Longest value remembered (a JWT or a cookie of a few KiB fits).
-pub const MAX_KNOWN_SECRET_LEN: usize = 8 * 1024;
+/// Longest value remembered (a JWT or a cookie of a few KiB fits). The automaton is rebuilt
+/// over all values on each addition: the byte caps bound that work as well as the memory.
+pub const MAX_KNOWN_SECRET_LEN: usize = 4 * 1024;
 /// Bytes of values remembered in all.
-pub const MAX_KNOWN_SECRET_BYTES: usize = 256 * 1024;
+pub const MAX_KNOWN_SECRET_BYTES: usize = 64 * 1024;
 /// Bytes at the end of a cut capture searched for the start of a known value.
 pub const MAX_PARTIAL_TAIL: usize = 256;
 /// Shortest start of a known value masked at the end of a cut capture.

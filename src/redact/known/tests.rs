@@ -184,3 +184,28 @@ fn any_utf8_is_safe() {
     let s = known.scrub_capture("x éé", true);
     assert!(s.text.starts_with("x "));
 }
+
+#[tokio::test]
+async fn going_over_a_cap_is_one_notice() {
+    use crate::audit::{AuditLog, RunEnd, RunId};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("audit.jsonl");
+    let log = AuditLog::create(&path, RunId::generate(), 1024).expect("audit log");
+    let known = KnownSecrets::new(Some(log.sink()));
+    for i in 0..MAX_KNOWN_SECRETS + 10 {
+        known.learn("token", &format!("secret-value-{i:05}"));
+    }
+    assert!(!known.learn("token", &"z".repeat(MAX_KNOWN_SECRET_LEN + 1)));
+    log.finish(RunEnd::default()).await.expect("finish");
+    let text = std::fs::read_to_string(&path).expect("read log");
+    let notices: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "notice" && v["what"] == KNOWN_SECRETS_CAP_NOTICE)
+        .collect();
+    assert_eq!(notices.len(), 1, "{text}");
+    let detail = notices[0]["detail"].as_str().unwrap_or_default();
+    assert!(detail.starts_with("256 credential values"), "{detail}");
+    // The notice names no value.
+    assert!(!text.contains("secret-value-"), "{text}");
+}

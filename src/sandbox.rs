@@ -426,7 +426,7 @@ async fn setup_and_wait<R: ContainerRuntime>(
     // `--env`/manifest variables, the command's credentials) and the supervisor's argv.
     let known = icpt.gateway.known.clone();
     known.learn_env(&cfg.env);
-    known.redact_argv(&cfg.command);
+    known.learning(|| crate::redact::redact_argv(&cfg.command));
     let mut spec = container_spec(cfg, run_id, name, ctl_dir)?;
     if let Some(ca) = &icpt.ca {
         // The guest trusts the run CA without writing its read-only root: a combined bundle

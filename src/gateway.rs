@@ -59,6 +59,9 @@ pub struct Gateway {
     pub tls: Option<intercept::TlsContext>,
     /// The run's one enforcer: connect (for flows no SYN gate decided), TLS and HTTP.
     pub enforcer: Arc<crate::enforce::Enforcer>,
+    /// The run's known secret values: learned from what the guest sends, scrubbed from
+    /// everything the gateway logs. Shared with the run's other recorders (execs, run start).
+    pub known: Arc<crate::redact::KnownSecrets>,
     next_flow: AtomicU64,
     /// CONNECT tunnels to serve as flows of their own. A channel (not a direct spawn) so the
     /// HTTP handler's future does not contain the flow handler's (a recursive type).
@@ -123,7 +126,9 @@ impl Gateway {
     ) -> Arc<Self> {
         let (tunnels, mut rx) =
             tokio::sync::mpsc::unbounded_channel::<(hyper::upgrade::OnUpgrade, FlowMeta)>();
+        let known = Arc::new(crate::redact::KnownSecrets::new(Some(audit.clone())));
         let gw = Arc::new(Self {
+            known,
             audit,
             policy,
             names,
@@ -362,8 +367,11 @@ impl Gateway {
     {
         // Opaque protocols carry credentials in clear too (Redis `AUTH`, FTP `PASS`, IMAP
         // `LOGIN`, `Authorization:` lines): the log keeps their fingerprints only.
+        // The value of a credential the run has seen elsewhere is scrubbed too; these are the
+        // first bytes of a longer stream, so a value cut at their end is masked.
         let up = escape_bytes(&first[..first.len().min(self.capture_bytes)]);
-        close.first_bytes_up = Some(crate::redact::redact_wire(&up).0);
+        let up = self.known.learning(|| crate::redact::redact_wire(&up).0);
+        close.first_bytes_up = Some(self.known.scrub_capture(&up, true).text);
         self.stream_permitted(meta, false)?;
         let (mut upstream, addr) = self.dial(meta, None).await.map_err(|e| e.to_string())?;
         let mut down_first = CaptureWriter::new(self.capture_bytes);
@@ -387,8 +395,10 @@ impl Gateway {
             tokio::io::AsyncWriteExt::shutdown(&mut gw).await
         };
         let (r1, r2) = tokio::join!(up, down);
-        close.first_bytes_down =
-            Some(crate::redact::redact_wire(&escape_bytes(&down_first.data)).0);
+        let down = self
+            .known
+            .learning(|| crate::redact::redact_wire(&escape_bytes(&down_first.data)).0);
+        close.first_bytes_down = Some(self.known.scrub_capture(&down, true).text);
         match (r1, r2) {
             (Err(e), _) | (_, Err(e)) => close.close_reason = Some(format!("relay: {e}")),
             _ => {}

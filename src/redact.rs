@@ -4,8 +4,9 @@
 //! Owns the fingerprint format, header redaction ([`redact_header`]), the name classifier
 //! ([`is_secret_name`] in `names`), the free-text scanner ([`redact_text`], [`redact_bytes`] in
 //! `text`, with the credential shapes of `formats`), the relayed-protocol shapes
-//! ([`redact_wire`] in `wire`) and the command-line rules ([`redact_argv`] in `argv`). It does
-//! not decide what to capture or log.
+//! ([`redact_wire`] in `wire`), the command-line rules ([`redact_argv`] in `argv`) and the
+//! run's registry of values already seen ([`KnownSecrets`] in `known`). It does not decide
+//! what to capture or log.
 //!
 //! # Fingerprint format (stable; tools may parse it)
 //! `KIND:…TAIL:sha256=HEX8`, e.g. `bearer:…wxyz:sha256=1a2b3c4d`.
@@ -24,11 +25,16 @@
 
 mod argv;
 mod formats;
+mod known;
 mod names;
 mod text;
 mod wire;
 
 pub use argv::redact_argv;
+pub use known::{
+    KnownSecrets, Scrubbed, KNOWN_SECRETS_CAP_NOTICE, MAX_KNOWN_SECRETS, MAX_KNOWN_SECRET_BYTES,
+    MAX_KNOWN_SECRET_LEN, MIN_KNOWN_SECRET_CHARS,
+};
 pub use names::is_secret_name;
 pub use text::{redact_bytes, redact_text};
 pub use wire::redact_wire;
@@ -156,6 +162,26 @@ pub fn is_fingerprint(s: &str) -> bool {
     fingerprint_len(s) == Some(s.len())
 }
 
+/// `fingerprints` as the `credentials` of an event: bare fingerprints, one per distinct secret
+/// (the same secret under two kinds — a `bearer` header and a `token` field — is one: the tail
+/// and hash name the secret, the kind only where it was), sorted.
+pub fn distinct_secrets(fingerprints: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<String> = fingerprints
+        .into_iter()
+        .filter(|fp| is_fingerprint(fp))
+        .filter(|fp| {
+            seen.insert(
+                fp.split_once(':')
+                    .map_or(fp.as_str(), |(_, id)| id)
+                    .to_owned(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// A redacted header value with the credentials found in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedactedHeader {
@@ -273,6 +299,7 @@ fn secret_or_kept(kind: &str, secret: &str, found: &mut Vec<Fingerprint>) -> Str
         return secret.to_string();
     }
     let fp = Fingerprint::new(kind, secret);
+    known::noted(&fp.kind, secret);
     let text = fp.to_string();
     found.push(fp);
     text

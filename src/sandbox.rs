@@ -166,7 +166,7 @@ async fn run_inner<R: ContainerRuntime>(
     sink.emit_reliable(EventBody::RunStart(RunStart {
         idagent_version: env!("CARGO_PKG_VERSION").into(),
         image: cfg.image.clone(),
-        command: crate::redact::redact_argv(&cfg.command),
+        command: run_start_command(cfg),
         user: cfg.user.clone(),
         workspace: GUEST_WORKSPACE.into(),
         limits: Limits {
@@ -422,6 +422,11 @@ async fn setup_and_wait<R: ContainerRuntime>(
         Some(&pcap_path),
         enforcer.clone(),
     )?;
+    // One registry for the run: the gateway's, also given what the guest is handed (secret-named
+    // `--env`/manifest variables, the command's credentials) and the supervisor's argv.
+    let known = icpt.gateway.known.clone();
+    known.learn_env(&cfg.env);
+    known.learning(|| crate::redact::redact_argv(&cfg.command));
     let mut spec = container_spec(cfg, run_id, name, ctl_dir)?;
     if let Some(ca) = &icpt.ca {
         // The guest trusts the run CA without writing its read-only root: a combined bundle
@@ -540,6 +545,8 @@ async fn setup_and_wait<R: ContainerRuntime>(
         options,
     )
     .map_err(|e| observer("supervisor", e))?;
+    // Before GO: the guest's first exec is already scrubbed of the run's known values.
+    sup.exec_confirm().set_known(known);
     // The proc connector's exec events confirm what an exec ran sooner than the supervisor's
     // own look at /proc (both write one `exec_ran` between them).
     exec_guard.confirm = Some(sup.exec_confirm());
@@ -613,6 +620,15 @@ fn observer(what: &'static str, e: impl std::fmt::Display) -> SandboxError {
         what,
         reason: e.to_string(),
     }
+}
+
+/// `run_start.command`: credentials redacted by their shape, and the values of secret-named
+/// variables given to the guest wherever they appear in it (`sh -c 'curl -H "x: $T"'` written
+/// out). Its own registry: the run's is built with the interceptor, after `run_start`.
+fn run_start_command(cfg: &RunConfig) -> Vec<String> {
+    let known = crate::redact::KnownSecrets::new(None);
+    known.learn_env(&cfg.env);
+    known.redact_argv(&cfg.command)
 }
 
 /// Moves the TUN device out for the driver; the namespace handle stays for teardown.

@@ -484,7 +484,7 @@ impl Supervisor {
         // Credentials on a command line (`curl -H "Authorization: Bearer …"`) are logged as
         // fingerprints, like everywhere else in the log.
         let read = mem.read_argv(arg(args, argv_arg))?;
-        let argv: Vec<String> = crate::redact::redact_argv(&read.args);
+        let argv: Vec<String> = self.confirm.redact_argv(&read.args);
         let status = Status::read(pid)?;
         let ppid = status
             .ppid

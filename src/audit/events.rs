@@ -490,8 +490,10 @@ pub struct HttpEvent {
     /// The first `--capture-bytes` of each body (lossy UTF-8, credentials redacted).
     pub req_body: String,
     pub resp_body: String,
-    /// Fingerprints of credentials seen in this exchange (headers, URL, bodies).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Bare fingerprints of the credentials seen in this exchange (headers, URL, bodies), one
+    /// per distinct secret; always written, `[]` when there are none. Read back from older
+    /// logs where it was absent or `null` as `[]`.
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub credentials: Vec<String>,
     /// `upgrade` for a 101 switch (WebSocket), `error` when the exchange failed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -590,4 +592,13 @@ pub struct DecisionRequest {
     pub from: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub argv: Vec<String>,
+}
+
+/// A list that older writers left out or wrote as `null` reads as empty.
+fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
 }

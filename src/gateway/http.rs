@@ -231,7 +231,10 @@ impl Conn {
         // upstream never sees it ([`without_userinfo`]).
         let (userinfo, authority) = match authority.rsplit_once('@') {
             Some((userinfo, hostport)) => {
-                let (redacted, _) = crate::redact::redact_text(&format!("x://{userinfo}@"));
+                let (redacted, _) = self
+                    .gw
+                    .known
+                    .learning(|| crate::redact::redact_text(&format!("x://{userinfo}@")));
                 let userinfo = redacted.strip_prefix("x://").unwrap_or("…@").to_owned();
                 (userinfo, hostport.to_owned())
             }
@@ -490,33 +493,55 @@ fn without_userinfo(authority: &str) -> String {
 }
 
 /// Fills the body summaries into `event`, redacts, and emits it.
+///
+/// Two passes: the redactors fingerprint credentials by name and shape (and the run remembers
+/// each value they find), then every field is scrubbed of the values the run knows — an API
+/// key the request sent and the response echoes, a token an earlier exchange or an exec saw.
 fn finish_event(gw: &Gateway, mut event: HttpEvent, req: &Tap, resp: &Tap, started: Instant) {
     let (rq, rs) = (req.summary(), resp.summary());
+    let known = &gw.known;
     let mut creds = Vec::new();
-    let (url, found) = crate::redact::redact_text(&event.url);
-    event.url = url;
-    creds.extend(found.iter().map(|f| f.to_string()));
-    for (name, value) in event
+    let (req_body, resp_body) = known.learning(|| {
+        let (url, found) = crate::redact::redact_text(&event.url);
+        event.url = url;
+        creds.extend(found.iter().map(|f| f.to_string()));
+        for (name, value) in event
+            .req_headers
+            .iter_mut()
+            .chain(event.resp_headers.iter_mut())
+        {
+            if let Some(redacted) = crate::redact::redact_header_detailed(name, value) {
+                // Fingerprints only (not `Bearer …` or a cookie list), like the URL's and bodies'.
+                creds.extend(redacted.found.iter().map(|f| f.to_string()));
+                *value = redacted.value;
+            } else {
+                let (v, found) = crate::redact::redact_text(value);
+                creds.extend(found.iter().map(|f| f.to_string()));
+                *value = v;
+            }
+        }
+        let (req_body, found) = crate::redact::redact_text(&escape_bytes(&rq.prefix));
+        creds.extend(found.iter().map(|f| f.to_string()));
+        let (resp_body, found) = crate::redact::redact_text(&escape_bytes(&rs.prefix));
+        creds.extend(found.iter().map(|f| f.to_string()));
+        (req_body, resp_body)
+    });
+    let mut scrub = |text: &str, cut: bool| {
+        let s = known.scrub_capture(text, cut);
+        creds.extend(s.found);
+        s.text
+    };
+    event.url = scrub(&event.url, false);
+    for (_, value) in event
         .req_headers
         .iter_mut()
         .chain(event.resp_headers.iter_mut())
     {
-        if let Some(redacted) = crate::redact::redact_header_detailed(name, value) {
-            // Fingerprints only (not `Bearer …` or a cookie list), like the URL's and bodies'.
-            creds.extend(redacted.found.iter().map(|f| f.to_string()));
-            *value = redacted.value;
-        } else {
-            let (v, found) = crate::redact::redact_text(value);
-            creds.extend(found.iter().map(|f| f.to_string()));
-            *value = v;
-        }
+        *value = scrub(value, false);
     }
-    let (req_body, found) = crate::redact::redact_text(&escape_bytes(&rq.prefix));
-    creds.extend(found.iter().map(|f| f.to_string()));
-    let (resp_body, found) = crate::redact::redact_text(&escape_bytes(&rs.prefix));
-    creds.extend(found.iter().map(|f| f.to_string()));
-    creds.sort();
-    creds.dedup();
+    let req_body = scrub(&req_body, rq.bytes > rq.prefix.len() as u64);
+    let resp_body = scrub(&resp_body, rs.bytes > rs.prefix.len() as u64);
+    let creds = crate::redact::distinct_secrets(creds);
     event.req_bytes = rq.bytes;
     event.resp_bytes = rs.bytes;
     event.req_sha256 = rq.sha256;
@@ -539,6 +564,16 @@ fn http_event(
     url: String,
     req_headers: Vec<(String, String)>,
 ) -> HttpEvent {
+    // The request's credentials are known from its head on, so an exchange that ends before
+    // this one (a concurrent request, an exec) is scrubbed of them too.
+    conn.gw.known.learning(|| {
+        crate::redact::redact_text(&url);
+        for (name, value) in &req_headers {
+            if crate::redact::redact_header_detailed(name, value).is_none() {
+                crate::redact::redact_text(value);
+            }
+        }
+    });
     HttpEvent {
         flow: conn.meta.id,
         upstream: None,

@@ -82,7 +82,9 @@ pub fn redact_text(text: &str) -> (String, Vec<Fingerprint>) {
                 Some(Hit::Secret { kind, start, end }) => {
                     let (start, end) = (i + start, i + end);
                     out.push_str(text.get(copied..start).unwrap_or_default());
-                    let fp = Fingerprint::new(&kind, text.get(start..end).unwrap_or_default());
+                    let secret = text.get(start..end).unwrap_or_default();
+                    let fp = Fingerprint::new(&kind, secret);
+                    super::known::noted(&fp.kind, secret);
                     out.push_str(&fp.to_string());
                     found.push(fp);
                     copied = end;

@@ -19,7 +19,7 @@
 use super::procfs;
 use crate::audit::{AuditSink, EventBody, ExecRanEvent, Notice};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Execs waiting for confirmation at once; beyond it an exec is not confirmed (one `notice`).
@@ -118,6 +118,7 @@ pub struct ExecConfirm {
     /// connector is missing, this is how a loader exec that got past the syscall refusal is
     /// still stopped (see `procevents::ExecGuard`).
     guard: std::sync::OnceLock<Hook>,
+    known: std::sync::OnceLock<Arc<crate::redact::KnownSecrets>>,
 }
 
 /// A check run on what an exec actually started.
@@ -144,6 +145,22 @@ impl ExecConfirm {
             pending: Mutex::new(Pending::default()),
             audit,
             guard: std::sync::OnceLock::new(),
+            known: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The run's known secrets, scrubbed from every argv the supervisor logs (once; set before
+    /// the guest's command starts).
+    pub fn set_known(&self, known: Arc<crate::redact::KnownSecrets>) {
+        let _ = self.known.set(known);
+    }
+
+    /// `argv` redacted for the log: by the rules of [`crate::redact::redact_argv`], and of the
+    /// run's known values once they are set.
+    pub(super) fn redact_argv(&self, argv: &[String]) -> Vec<String> {
+        match self.known.get() {
+            Some(known) => known.redact_argv(argv),
+            None => crate::redact::redact_argv(argv),
         }
     }
 
@@ -296,7 +313,10 @@ impl ExecConfirm {
             Some(_) => None,
         };
         let (argv, argv_truncated) = match &ran {
-            Some(_) => read_cmdline(pid),
+            Some(_) => {
+                let (argv, truncated) = read_cmdline(pid);
+                (self.redact_argv(&argv), truncated)
+            }
             None => (Vec::new(), false),
         };
         let interpreter = ran
@@ -332,7 +352,7 @@ impl ExecConfirm {
 }
 
 /// `/proc/<pid>/cmdline` as argv (at most [`procfs::MAX_ARGV`] entries of
-/// [`procfs::MAX_STRING`] bytes, [`MAX_CMDLINE_BYTES`] in all; credentials redacted), and
+/// [`procfs::MAX_STRING`] bytes, [`MAX_CMDLINE_BYTES`] in all; not redacted yet), and
 /// whether it was cut.
 fn read_cmdline(pid: u32) -> (Vec<String>, bool) {
     use std::io::Read;
@@ -358,8 +378,9 @@ fn read_cmdline(pid: u32) -> (Vec<String>, bool) {
         let arg = String::from_utf8_lossy(&arg[..arg.len().min(procfs::MAX_STRING)]);
         argv.push(arg.into_owned());
     }
-    // Pairs (`--password X`, `-u user:pass`) are only seen on the whole command line.
-    (crate::redact::redact_argv(&argv), truncated)
+    // Redacted by the caller, on the whole command line: pairs (`--password X`,
+    // `-u user:pass`) are only seen there.
+    (argv, truncated)
 }
 
 /// Whether `ran` is the interpreter `requested` names in its `#!` line (following nested

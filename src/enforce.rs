@@ -61,6 +61,8 @@ pub struct Enforcer {
     /// uncontended read lock.
     policy: Option<std::sync::RwLock<Policy>>,
     audit: AuditSink,
+    /// The run's known secret values, scrubbed from decision records like from every other.
+    known: std::sync::OnceLock<std::sync::Arc<crate::redact::KnownSecrets>>,
 }
 
 impl Enforcer {
@@ -69,6 +71,7 @@ impl Enforcer {
         Self {
             policy: None,
             audit,
+            known: std::sync::OnceLock::new(),
         }
     }
 
@@ -77,7 +80,13 @@ impl Enforcer {
         Self {
             policy: Some(std::sync::RwLock::new(policy)),
             audit,
+            known: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Shares the run's registry of known secret values (once).
+    pub fn set_known(&self, known: std::sync::Arc<crate::redact::KnownSecrets>) {
+        let _ = self.known.set(known);
     }
 
     /// Whether a policy is in force (report or enforce).
@@ -129,12 +138,14 @@ impl Enforcer {
         enforced_by: &'static str,
     ) -> Option<Decision> {
         let decision = self.evaluate(req)?;
-        self.audit.emit(EventBody::Decision(decision_event(
-            &decision,
-            req,
-            ctx,
-            enforced_by,
-        )));
+        let mut event = decision_event(&decision, req, ctx, enforced_by);
+        if let Some(k) = self.known.get() {
+            let r = &mut event.request;
+            r.path = r.path.take().map(|p| k.scrub(&p).text);
+            r.query = r.query.take().map(|q| k.scrub(&q).text);
+            r.argv = r.argv.iter().map(|a| k.scrub(a).text).collect();
+        }
+        self.audit.emit(EventBody::Decision(event));
         Some(decision)
     }
 }

@@ -425,6 +425,7 @@ async fn setup_and_wait<R: ContainerRuntime>(
     // One registry for the run: the gateway's, also given what the guest is handed (secret-named
     // `--env`/manifest variables, the command's credentials) and the supervisor's argv.
     let known = icpt.gateway.known.clone();
+    enforcer.set_known(known.clone());
     known.learn_env(&cfg.env);
     known.learning(|| crate::redact::redact_argv(&cfg.command));
     let mut spec = container_spec(cfg, run_id, name, ctl_dir)?;

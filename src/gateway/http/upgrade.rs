@@ -1,0 +1,182 @@
+//! The two legs of an upgraded (101) HTTP/1.1 connection, relayed both ways.
+//!
+//! Owns: copying each direction with one read buffer (a write finishes before the next read,
+//! so a slow reader back-pressures the writer, as `copy_bidirectional` did), feeding a
+//! WebSocket upgrade's bytes to one `ws::Parser` per direction, and the `ws` events, with the
+//! per-flow cap [`MAX_WS_EVENTS_PER_FLOW`]. Any other upgrade is relayed opaque.
+//! Does not own: frame parsing (`gateway/ws.rs`), the handshake (`http.rs`).
+
+use crate::audit::{AuditSink, EventBody, FlowId, Notice, WsEvent};
+use crate::gateway::tap::escape_bytes;
+use crate::gateway::ws::{self, Message, Opcode, Parser};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::debug;
+
+/// Most `ws` events one flow writes; later messages are only counted (one notice when the cap
+/// is hit, one at the flow's end with the count).
+pub const MAX_WS_EVENTS_PER_FLOW: u64 = 10_000;
+/// Read buffer of each direction.
+const RELAY_BUFFER: usize = 16 * 1024;
+
+/// What the relay knows of the upgrade, from the handshake.
+pub struct Upgrade {
+    pub flow: FlowId,
+    /// The server answered `Upgrade: websocket`.
+    pub websocket: bool,
+    /// The server agreed permessage-deflate.
+    pub deflate: bool,
+}
+
+/// The per-flow state both directions share (they run in one task, joined).
+struct Log {
+    audit: AuditSink,
+    flow: FlowId,
+    written: AtomicU64,
+    unlogged: AtomicU64,
+    capped: AtomicBool,
+}
+
+impl Log {
+    fn message(&self, direction: &'static str, m: Message) {
+        if self.written.fetch_add(1, Ordering::Relaxed) >= MAX_WS_EVENTS_PER_FLOW {
+            self.unlogged.fetch_add(1, Ordering::Relaxed);
+            if !self.capped.swap(true, Ordering::Relaxed) {
+                self.notice(
+                    "ws_events_capped",
+                    format!(
+                        "flow {}: over {MAX_WS_EVENTS_PER_FLOW} WebSocket messages, the rest \
+                         are only counted",
+                        self.flow
+                    ),
+                );
+            }
+            return;
+        }
+        let text = match m.opcode {
+            Opcode::Binary => escape_bytes(&m.first),
+            _ => String::from_utf8_lossy(&m.first).into_owned(),
+        };
+        let (first, found) = crate::redact::redact_text(&text);
+        let mut credentials: Vec<String> = found.iter().map(|f| f.to_string()).collect();
+        credentials.sort();
+        credentials.dedup();
+        self.audit.emit(EventBody::Ws(WsEvent {
+            flow: self.flow,
+            direction: direction.into(),
+            opcode: m.opcode.as_str().into(),
+            size: m.size,
+            sha256: m.sha256,
+            first,
+            compressed: m.compressed,
+            code: m.close_code,
+            credentials,
+        }));
+    }
+
+    fn notice(&self, what: &str, detail: String) {
+        self.audit.emit(EventBody::Notice(Notice {
+            what: what.into(),
+            detail,
+        }));
+    }
+}
+
+/// Relays `guest` ⇄ `upstream` until both directions end (or either fails), logging the
+/// WebSocket messages of a WebSocket upgrade.
+pub async fn relay<G, U>(guest: G, upstream: U, up: Upgrade, audit: AuditSink)
+where
+    G: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let log = Log {
+        audit,
+        flow: up.flow,
+        written: AtomicU64::new(0),
+        unlogged: AtomicU64::new(0),
+        capped: AtomicBool::new(false),
+    };
+    let parser = || up.websocket.then(|| Parser::new(up.deflate));
+    let (gr, gw) = tokio::io::split(guest);
+    let (ur, uw) = tokio::io::split(upstream);
+    let result = tokio::try_join!(
+        pump(gr, uw, parser(), "up", &log),
+        pump(ur, gw, parser(), "down", &log)
+    );
+    if let Err(e) = result {
+        debug!(flow.id = %up.flow, error = %e, "upgrade relay ended");
+    }
+    let unlogged = log.unlogged.load(Ordering::Relaxed);
+    if unlogged > 0 {
+        log.notice(
+            "ws_events_capped",
+            format!(
+                "flow {}: {unlogged} WebSocket message(s) not logged",
+                up.flow
+            ),
+        );
+    }
+}
+
+/// One direction: read, write it all on, then let the parser see it.
+async fn pump<R, W>(
+    mut from: R,
+    mut to: W,
+    mut parser: Option<Parser>,
+    direction: &'static str,
+    log: &Log,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; RELAY_BUFFER];
+    let mut messages = Vec::new();
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            // Half-close: the peer may still answer (a close handshake).
+            return to.shutdown().await;
+        }
+        to.write_all(&buf[..n]).await?;
+        to.flush().await?;
+        if let Some(p) = parser.as_mut() {
+            if let Err(e) = p.feed(&buf[..n], &mut messages) {
+                log.notice(
+                    "ws_parse_stopped",
+                    format!(
+                        "flow {} {direction}: {e}; the relay goes on unlogged",
+                        log.flow
+                    ),
+                );
+                parser = None;
+            }
+            for m in messages.drain(..) {
+                log.message(direction, m);
+            }
+        }
+    }
+}
+
+/// The handshake's view of the upgrade: the response names `websocket`, and its extensions.
+pub fn from_response(flow: FlowId, headers: &http::HeaderMap) -> Upgrade {
+    let websocket = headers
+        .get_all(http::header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+        });
+    let deflate = ws::deflate_negotiated(
+        headers
+            .get_all(http::header::SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
+    Upgrade {
+        flow,
+        websocket,
+        deflate,
+    }
+}

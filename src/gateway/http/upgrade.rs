@@ -141,7 +141,12 @@ where
         to.write_all(&buf[..n]).await?;
         to.flush().await?;
         if let Some(p) = parser.as_mut() {
-            if let Err(e) = p.feed(&buf[..n], &mut messages) {
+            let fed = p.feed(&buf[..n], &mut messages);
+            // The messages completed before an error come first, in wire order.
+            for m in messages.drain(..) {
+                log.message(direction, m);
+            }
+            if let Err(e) = fed {
                 log.notice(
                     "ws_parse_stopped",
                     format!(
@@ -150,9 +155,6 @@ where
                     ),
                 );
                 parser = None;
-            }
-            for m in messages.drain(..) {
-                log.message(direction, m);
             }
         }
     }
@@ -178,5 +180,74 @@ pub fn from_response(flow: FlowId, headers: &http::HeaderMap) -> Upgrade {
         flow,
         websocket,
         deflate,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{AuditLog, RunEnd, RunId};
+
+    /// Over the per-flow cap, and then a protocol error: every byte is still relayed, the log
+    /// holds exactly the cap's worth of `ws` records and the notices that say what is missing.
+    #[tokio::test]
+    async fn cap_and_parse_error_leave_notices_and_the_relay_goes_on() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("audit.jsonl");
+        let log = AuditLog::create(&path, RunId::generate(), 1 << 16).expect("audit log");
+        let (mut guest, guest_end) = tokio::io::duplex(1 << 16);
+        let (upstream_end, mut upstream) = tokio::io::duplex(1 << 16);
+        let up = Upgrade {
+            flow: FlowId(7),
+            websocket: true,
+            deflate: false,
+        };
+        let relay = tokio::spawn(relay(guest_end, upstream_end, up, log.sink()));
+        let over = 5u64;
+        let mut sent: Vec<u8> = [0x81u8, 0x00].repeat((MAX_WS_EVENTS_PER_FLOW + over) as usize);
+        // Opcode 3 is reserved: parsing of `up` stops here; the bytes after it still go on.
+        sent.extend_from_slice(&[0x83, 0x00, 0x81, 0x01, b'x']);
+        let writer = tokio::spawn(async move {
+            guest.write_all(&sent).await.expect("guest write");
+            guest.shutdown().await.expect("guest shutdown");
+            // Keep the guest's read half open until the relay is done with it.
+            let mut rest = Vec::new();
+            guest.read_to_end(&mut rest).await.expect("guest read");
+            sent
+        });
+        let mut got = Vec::new();
+        upstream.read_to_end(&mut got).await.expect("upstream read");
+        upstream.shutdown().await.expect("upstream shutdown");
+        drop(upstream);
+        let sent = writer.await.expect("writer");
+        assert_eq!(got, sent, "every byte is relayed");
+        relay.await.expect("relay");
+        log.finish(RunEnd::default()).await.expect("finish");
+        let text = std::fs::read_to_string(&path).expect("read log");
+        let records: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect();
+        let ws = records.iter().filter(|r| r["kind"] == "ws").count() as u64;
+        assert_eq!(ws, MAX_WS_EVENTS_PER_FLOW);
+        let notices: Vec<(&str, &str)> = records
+            .iter()
+            .filter(|r| r["kind"] == "notice")
+            .map(|r| {
+                (
+                    r["what"].as_str().unwrap_or(""),
+                    r["detail"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        assert_eq!(notices.len(), 3, "{notices:?}");
+        assert_eq!(notices[0].0, "ws_events_capped");
+        assert_eq!(notices[1].0, "ws_parse_stopped");
+        assert!(notices[1].1.contains("unknown opcode 0x3"), "{notices:?}");
+        assert_eq!(notices[2].0, "ws_events_capped");
+        assert!(
+            notices[2].1.contains(&format!("{over} WebSocket")),
+            "{notices:?}"
+        );
     }
 }

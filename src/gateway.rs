@@ -23,6 +23,7 @@ use tracing::{debug, info_span, Instrument};
 pub mod http;
 pub mod intercept;
 pub mod tap;
+pub mod ws;
 
 use tap::{escape_bytes, Counters, GuestStream};
 

@@ -23,6 +23,7 @@ pub enum EventBody {
     Udp(UdpEvent),
     Tls(TlsEvent),
     Http(HttpEvent),
+    Ws(WsEvent),
     Blocked(BlockedEvent),
     Decision(DecisionEvent),
     /// A `kind` this reader does not know (a newer writer's): its fields are skipped. Never
@@ -49,6 +50,7 @@ impl EventBody {
             EventBody::Udp(_) => "udp",
             EventBody::Tls(_) => "tls",
             EventBody::Http(_) => "http",
+            EventBody::Ws(_) => "ws",
             EventBody::Blocked(_) => "blocked",
             EventBody::Decision(_) => "decision",
             EventBody::Unknown => "unknown",
@@ -499,6 +501,33 @@ pub struct HttpEvent {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     pub duration_ms: u64,
+}
+
+/// One WebSocket message on an upgraded HTTP/1.1 connection (`http` record with `note:
+/// upgrade`); control frames (close, ping, pong) are messages of their own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WsEvent {
+    pub flow: FlowId,
+    /// `up` (guest → server) or `down`.
+    pub direction: Cow<'static, str>,
+    /// `text`, `binary`, `close`, `ping` or `pong`.
+    pub opcode: Cow<'static, str>,
+    /// Payload bytes of the whole message (all fragments, unmasked).
+    pub size: u64,
+    pub sha256: String,
+    /// The first bytes of the message (lossy UTF-8 for text, escaped for binary, credentials
+    /// redacted); for `close`, the reason. Empty when `compressed`.
+    #[serde(default)]
+    pub first: String,
+    /// permessage-deflate: `size` and `sha256` are of the compressed bytes, and `first` is empty.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compressed: bool,
+    /// The status code of a `close` that carried one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
+    /// Fingerprints of credentials seen in `first`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<String>,
 }
 
 /// Something the guest tried that idagent refused.

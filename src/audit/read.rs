@@ -340,6 +340,17 @@ mod tests {
                 counts: [("tcp".to_string(), 2)].into_iter().collect(),
                 ..Default::default()
             }),
+            EventBody::Ws(crate::audit::WsEvent {
+                flow: crate::audit::FlowId(4),
+                direction: "up".into(),
+                opcode: "close".into(),
+                size: 5,
+                sha256: "ab".into(),
+                first: "bye".into(),
+                compressed: true,
+                code: Some(1000),
+                credentials: vec!["sha256:12".into()],
+            }),
             EventBody::ExecRan(ExecRanEvent {
                 pid: 9,
                 requested: "/usr/bin/true".into(),

@@ -27,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 mod gate;
 mod tunnel;
+mod upgrade;
 
 type GuestBody = BoxBody<Bytes, hyper::Error>;
 type UpstreamSender = hyper::client::conn::http1::SendRequest<TapBody<Incoming>>;
@@ -462,10 +463,13 @@ impl Conn {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(guest_up) = guest_upgrade {
                 let upstream_up = hyper::upgrade::on(&mut resp);
+                let mut upgrade = upgrade::from_response(self.meta.id, resp.headers());
+                upgrade.known = Some(self.gw.known.clone());
+                let audit = self.gw.audit.clone();
                 tokio::spawn(async move {
                     if let (Ok(g), Ok(u)) = (guest_up.await, upstream_up.await) {
-                        let (mut g, mut u) = (TokioIo::new(g), TokioIo::new(u));
-                        let _ = tokio::io::copy_bidirectional(&mut g, &mut u).await;
+                        // Both legs, with a WebSocket's messages logged (`ws` events).
+                        upgrade::relay(TokioIo::new(g), TokioIo::new(u), upgrade, audit).await;
                     }
                 });
             }

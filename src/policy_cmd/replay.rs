@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 /// Notices that say nothing about what was observed (teardown bookkeeping, the guest's own
 /// output being cut, back-pressure, a process label forgotten).
-const BENIGN_NOTICES: [&str; 9] = [
+const BENIGN_NOTICES: [&str; 11] = [
     "firewall_counters",
     "teardown",
     crate::enforce::RECONCILED_NOTICE,
@@ -26,6 +26,8 @@ const BENIGN_NOTICES: [&str; 9] = [
     "output_dropped",
     "flow_queue_budget",
     "attribution_cap",
+    "ws_events_capped",
+    "ws_parse_stopped",
 ];
 
 /// Why a run folder could not be read at all.

@@ -141,7 +141,12 @@ impl Builder {
                 );
                 self.notice(seq, ts, "exec_mismatch".into(), detail);
             }
-            EventBody::NetSetup(_) | EventBody::ExecRan(_) | EventBody::Unknown => {}
+            // A WebSocket message is detail of its flow's `http` upgrade record; the report
+            // counts it in the kinds and shows it in the timeline.
+            EventBody::NetSetup(_)
+            | EventBody::ExecRan(_)
+            | EventBody::Ws(_)
+            | EventBody::Unknown => {}
         }
     }
 

@@ -136,6 +136,20 @@ pub(super) fn summary(rec: &Record) -> String {
             e.duration_ms,
             e.note.as_ref().map_or(String::new(), |n| format!(" [{n}]"))
         ),
+        EventBody::Ws(e) => format!(
+            "{} ws {} {} {}{}{}{}",
+            e.flow,
+            e.direction,
+            e.opcode,
+            fmt_bytes(e.size),
+            e.code.map_or(String::new(), |c| format!(" code {c}")),
+            if e.compressed { " [compressed]" } else { "" },
+            if e.first.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", e.first.chars().take(80).collect::<String>())
+            }
+        ),
         EventBody::Blocked(e) => format!("{} {}: {}", e.what, e.target, e.reason),
         EventBody::Gap(e) => format!("{} event(s) lost: {}", e.dropped, e.reason),
         EventBody::Notice(e) => format!("{}: {}", e.what, e.detail),

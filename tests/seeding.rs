@@ -39,7 +39,9 @@ fn make_seed(root: &Path) -> BTreeMap<String, String> {
     for i in 0..LARGE_FILES {
         let rel = format!("lib/big{i}.bin");
         std::fs::create_dir_all(root.join("lib")).expect("lib dir");
-        let data: Vec<u8> = (0..LARGE_BYTES).map(|k| (k % 251) as u8 ^ i as u8).collect();
+        let data: Vec<u8> = (0..LARGE_BYTES)
+            .map(|k| (k % 251) as u8 ^ i as u8)
+            .collect();
         std::fs::write(root.join(&rel), &data).expect("large file");
         files.insert(rel, sha256_hex(&data));
     }
@@ -153,8 +155,9 @@ fn a_10000_file_seed_arrives_intact_owned_and_silent_and_rewrites_are_recorded()
     hidden_now[..16].copy_from_slice(&[b'X'; 16]);
     assert!(modified(&hidden, &hidden_now), "{}", run.explain());
     assert!(
-        !run.of_kind("notice")
-            .any(|n| n["what"].as_str().is_some_and(|w| w.starts_with("fswatch_"))),
+        !run.of_kind("notice").any(|n| n["what"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("fswatch_"))),
         "a watcher cap was hit: {}",
         run.explain()
     );

@@ -6,7 +6,9 @@
 //! Then the HTTPS keep-alive measurement alone, in idagent runs without and with a generated
 //! policy of 1,000 HTTP rules in enforce mode (`interceptor/policy.rs`), interleaved; every
 //! request of a policy run must be allowed, or the bench fails. A last idagent run holds 1,000
-//! keep-alive connections open and reads idagent's RSS.
+//! keep-alive connections open and reads idagent's RSS. The seeding rows time `idagent run`'s
+//! set-up (start to the guest's first instruction) with an empty seed and with a 10,000-file
+//! seed, interleaved in the same run.
 //!
 //! Prints one table (value and ratio to (a)) plus PASS/BELOW per floor of the issue, and writes
 //! it as markdown to `target/bench-interceptor.md`. The floors are reported, never asserted.
@@ -19,7 +21,9 @@
 //! Environment: `IDAGENT_BENCH_BULK_MIB` (default 256), `IDAGENT_BENCH_BULK_REPS` (5),
 //! `IDAGENT_BENCH_REQUESTS` (2000),
 //! `IDAGENT_BENCH_CONN_SECS` (3), `IDAGENT_BENCH_CONNS` (1000), `IDAGENT_BENCH_POLICY_REPS` (3
-//! pairs of runs without/with the policy), and `IDAGENT_BENCH_MODE=bulk` to run only the bulk
+//! pairs of runs without/with the policy), `IDAGENT_BENCH_SEED_REPS` (3 pairs of runs with an
+//! empty and a 10,000-file seed), `IDAGENT_BENCH_MODE=seed` to run only those pairs, and
+//! `IDAGENT_BENCH_MODE=bulk` to run only the bulk
 //! downloads (no latency, connection, policy or held-connection cases) or
 //! `IDAGENT_BENCH_MODE=policy` to run only the idagent HTTPS keep-alive pairs without/with the
 //! policy.
@@ -30,6 +34,8 @@ mod client;
 mod policy;
 #[path = "interceptor/report.rs"]
 mod report;
+#[path = "interceptor/seeding.rs"]
+mod seeding;
 #[path = "interceptor/server.rs"]
 mod server;
 
@@ -96,12 +102,14 @@ fn env_num(key: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// `suite` (everything), `bulk` (the bulk downloads only) or `policy` (the idagent HTTPS
-/// keep-alive runs without/with the policy only), from `IDAGENT_BENCH_MODE`.
+/// `suite` (everything), `bulk` (the bulk downloads only), `policy` (the idagent HTTPS
+/// keep-alive runs without/with the policy only) or `seed` (the seeding pairs only), from
+/// `IDAGENT_BENCH_MODE`.
 fn mode() -> &'static str {
     match std::env::var("IDAGENT_BENCH_MODE").as_deref() {
         Ok("bulk") => "bulk",
         Ok("policy") => "policy",
+        Ok("seed") => "seed",
         _ => "suite",
     }
 }
@@ -164,6 +172,11 @@ fn run() -> Result<(), BoxError> {
         tcp_port: local.tcp.port(),
         opts: &opts,
     };
+    if mode() == "seed" {
+        eprintln!("== (c) idagent guest, set-up with an empty and a 10,000-file seed");
+        let seeding = seeding::measure(tmp.path(), env_num("IDAGENT_BENCH_SEED_REPS", 3))?;
+        return write_section(&seeding.render(), "bench-interceptor-seed.md", false);
+    }
     if mode() == "policy" {
         eprintln!("== (c) idagent guest, HTTPS keep-alive without/with the 1,000-rule policy");
         let c_full = CaseResult {
@@ -233,6 +246,15 @@ fn run() -> Result<(), BoxError> {
         Rss::default()
     };
     drop(local);
+    let seeding = if mode() == "suite" {
+        eprintln!("== (c) idagent guest, set-up with an empty and a 10,000-file seed");
+        Some(seeding::measure(
+            tmp.path(),
+            env_num("IDAGENT_BENCH_SEED_REPS", 3),
+        )?)
+    } else {
+        None
+    };
 
     let cases = [
         ("(a) host loopback", a),
@@ -241,7 +263,30 @@ fn run() -> Result<(), BoxError> {
         ("(c) idagent, snaplen 96", c_snap),
     ];
     let disk = disk_write_gbps(tmp.path()).ok();
-    write_report(&cases, &rss, disk, "bench-interceptor.md")
+    write_report(&cases, &rss, disk, "bench-interceptor.md")?;
+    match seeding {
+        Some(s) => write_section(&s.render(), "bench-interceptor.md", true),
+        None => Ok(()),
+    }
+}
+
+/// Prints `text` and writes it to `target/FILE`, after what is there when `append`.
+fn write_section(text: &str, file: &str, append: bool) -> Result<(), BoxError> {
+    use std::io::Write;
+    println!("\n{text}");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let md = target.join(file);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(&md)?;
+    write!(f, "\n{text}")?;
+    eprintln!("wrote {}", md.display());
+    Ok(())
 }
 
 /// Prints the report and writes it to `target/FILE`.

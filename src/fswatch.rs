@@ -199,7 +199,15 @@ pub fn start_with(
     let stop_at: SharedStop = Arc::new(Mutex::new(None));
     let mut core = Core::new(root, inotify.watches(), audit, attribution, limits);
     core.stop = Some(stop_at.clone());
+    let started = Instant::now();
     core.scan(Path::new(""), ScanMode::Seed);
+    tracing::info!(
+        fswatch.dirs = core.watched_dirs(),
+        fswatch.entries = core.entries(),
+        fswatch.seed_hashed = limits.seed_hash_bytes - core.seed_left(),
+        fswatch.ms = started.elapsed().as_millis() as u64,
+        "workspace baseline recorded"
+    );
     if core.watched_dirs() == 0 {
         return Err(FsWatchError::WatchRoot {
             path: host_dir.to_owned(),

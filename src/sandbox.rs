@@ -21,7 +21,7 @@ use tracing::{info, info_span, warn, Instrument};
 mod exits;
 mod files;
 pub mod workspace;
-use files::{chown_tree, forward_output};
+use files::forward_output;
 
 /// Where idagent's own binary appears in the guest (it is the guest's PID 1).
 pub const GUEST_INIT_PATH: &str = "/.idagent/idagent";
@@ -464,20 +464,8 @@ async fn setup_and_wait<R: ContainerRuntime>(
     // Init is parked until GO: the workspace is ours to open and seed.
     let opened = workspace::Workspace::open(pid)?;
     if let Some(seed) = &cfg.workspace_seed {
-        opened.seed(seed)?;
         let (uid, gid) = user_ids(&cfg.user);
-        // The root is the tmpfs's own (uid/gid mount options); its path is our fd's magic
-        // link, which lchown would not follow: chown what is inside it.
-        let chown = || -> std::io::Result<()> {
-            for entry in std::fs::read_dir(opened.path())? {
-                chown_tree(&entry?.path(), uid, gid)?;
-            }
-            Ok(())
-        };
-        chown().map_err(|source| SandboxError::RunDir {
-            path: PathBuf::from(GUEST_WORKSPACE),
-            source,
-        })?;
+        opened.seed(seed, uid, gid)?;
     }
     let workspace = opened.path().to_owned();
     *ws = Some(opened);

@@ -151,6 +151,16 @@ impl Core {
         self.dirs.len()
     }
 
+    /// Workspace paths remembered.
+    pub(super) fn entries(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// What is left of [`Limits::seed_hash_bytes`].
+    pub(super) fn seed_left(&self) -> u64 {
+        self.seed_left
+    }
+
     /// Applies one inotify event read in read batch `batch`.
     pub(super) fn handle(
         &mut self,

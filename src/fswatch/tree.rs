@@ -202,7 +202,10 @@ pub fn hash_fd(fd: OwnedFd, budget: &mut HashBudget) -> Result<Hashed, Errno> {
     let cap = budget.max_file.min(budget.left);
     let mut file = std::fs::File::from(fd).take(cap.saturating_add(1));
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 << 10];
+    // No larger than the file needs (plus the read that sees its end): a seed of many small
+    // files would otherwise zero 64 KiB per file.
+    let want = usize::try_from(seen.size.saturating_add(1)).unwrap_or(usize::MAX);
+    let mut buf = vec![0u8; want.clamp(4 << 10, 64 << 10)];
     let mut total = 0u64;
     let mut skipped = None;
     loop {

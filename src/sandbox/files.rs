@@ -1,4 +1,4 @@
-//! Host-side file chores of a run: seeding and owning the workspace, and copying the guest's
+//! Host-side file chores of a run: seeding the workspace (owned by the guest user), and copying the guest's
 //! output to the terminal and the run folder.
 //!
 //! The output copy owns two protections of the operator: each stream is capped in bytes
@@ -10,7 +10,11 @@
 
 use crate::audit::{AuditSink, EventBody, Notice};
 use crate::runtime::Output;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::Mode;
+use std::ffi::OsString;
 use std::io::IsTerminal;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -195,28 +199,122 @@ fn push_visible(out: &mut String, text: &str) {
     }
 }
 
-pub(super) fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        let dest = to.join(entry.file_name());
-        if kind.is_dir() {
-            std::fs::create_dir(&dest)?;
-            copy_tree(&entry.path(), &dest)?;
-        } else if kind.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &dest)?;
-        } else if kind.is_file() {
-            std::fs::copy(entry.path(), &dest)?;
-        }
-    }
-    Ok(())
+/// What [`seed_tree`] copied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Seeded {
+    pub files: u64,
+    pub dirs: u64,
+    pub links: u64,
+    pub bytes: u64,
 }
 
-pub(super) fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
-    if std::fs::symlink_metadata(path)?.is_dir() {
-        for entry in std::fs::read_dir(path)? {
-            chown_tree(&entry?.path(), uid, gid)?;
+/// Copies the tree at `from` into the open directory `to`, every entry owned by `uid:gid`:
+/// regular files (data and permission bits), directories and symlinks; FIFOs, sockets and
+/// devices are left out. One pass: each entry is created relative to its parent's descriptor
+/// and owned through the descriptor it was created with (no second walk to chown, no path
+/// resolved twice), and file data moves through one reused buffer: a read and a write for a
+/// small file, where `std::io::copy` spent two `statx`, a `copy_file_range` that fails across
+/// filesystems and two `sendfile`s.
+///
+/// The seed is the operator's, not the guest's, but names are still created with
+/// `O_EXCL | O_NOFOLLOW` so nothing in the workspace is written through a link. Each level
+/// of the tree holds two descriptors while below it: a seed deeper than the process's
+/// descriptor limit fails with `EMFILE` rather than being half copied silently.
+pub(super) fn seed_tree(from: &Path, to: &OwnedFd, uid: u32, gid: u32) -> std::io::Result<Seeded> {
+    let src = nix::fcntl::open(from, DIR_FLAGS.difference(OFlag::O_NOFOLLOW), Mode::empty())?;
+    let mut seeded = Seeded::default();
+    let mut buf = vec![0u8; COPY_BUF];
+    copy_dir(&src, to, (uid, gid), &mut buf, &mut seeded)?;
+    Ok(seeded)
+}
+
+/// The buffer file data is copied through.
+const COPY_BUF: usize = 256 << 10;
+
+/// Copies what `src` holds to `dst` (both at offset 0); returns the bytes.
+fn copy_data(src: OwnedFd, dst: BorrowedFd<'_>, buf: &mut [u8]) -> std::io::Result<u64> {
+    let mut total = 0u64;
+    loop {
+        let n = match nix::unistd::read(&src, buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let mut chunk = buf.get(..n).unwrap_or_default();
+        while !chunk.is_empty() {
+            match nix::unistd::write(dst, chunk) {
+                Ok(w) => chunk = chunk.get(w..).unwrap_or_default(),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        total += n as u64;
+    }
+}
+
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
+
+fn copy_dir(
+    src: &OwnedFd,
+    dst: &OwnedFd,
+    owner: (u32, u32),
+    buf: &mut [u8],
+    seeded: &mut Seeded,
+) -> std::io::Result<()> {
+    use nix::sys::stat::{fchmod, fstat, mkdirat};
+    use nix::unistd::{fchown, fchownat, symlinkat};
+    let uid = Some(nix::unistd::Uid::from_raw(owner.0));
+    let gid = Some(nix::unistd::Gid::from_raw(owner.1));
+    // Listed in full first (the kind comes from the directory itself, no stat per entry),
+    // so the listing's descriptor is closed before descending.
+    let entries: Vec<(OsString, std::fs::FileType)> =
+        std::fs::read_dir(format!("/proc/self/fd/{}", src.as_raw_fd()))?
+            .map(|e| e.and_then(|e| Ok((e.file_name(), e.file_type()?))))
+            .collect::<std::io::Result<_>>()?;
+    for (name, kind) in entries {
+        let name = name.as_os_str();
+        if kind.is_dir() {
+            // Created with the default mode, as `create_dir` did: the seed's own directory
+            // modes are not carried over.
+            mkdirat(dst, name, Mode::from_bits_truncate(0o777))?;
+            let d = nix::fcntl::openat(dst, name, DIR_FLAGS, Mode::empty())?;
+            fchown(&d, uid, gid)?;
+            let s = nix::fcntl::openat(src, name, DIR_FLAGS, Mode::empty())?;
+            seeded.dirs += 1;
+            copy_dir(&s, &d, owner, buf, seeded)?;
+        } else if kind.is_symlink() {
+            let target = nix::fcntl::readlinkat(src, name)?;
+            symlinkat(target.as_os_str(), dst, name)?;
+            fchownat(dst, name, uid, gid, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+            seeded.links += 1;
+        } else if kind.is_file() {
+            let s = nix::fcntl::openat(
+                src,
+                name,
+                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?;
+            let mode = Mode::from_bits_truncate(fstat(&s)?.st_mode & 0o7777);
+            let d = nix::fcntl::openat(
+                dst,
+                name,
+                OFlag::O_WRONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            )?;
+            seeded.bytes += copy_data(s, d.as_fd(), buf)?;
+            // Mode, then owner: as a copy followed by a chown did, the kernel clears the
+            // setuid/setgid bits when the owner changes.
+            fchmod(&d, mode)?;
+            fchown(&d, uid, gid)?;
+            seeded.files += 1;
         }
     }
     Ok(())

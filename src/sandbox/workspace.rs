@@ -77,17 +77,31 @@ impl Workspace {
         &self.path
     }
 
-    /// Copies `seed` in; a seed larger than the tmpfs is a clear error, not a half-seeded run.
-    pub fn seed(&self, seed: &Path) -> Result<(), WorkspaceError> {
-        super::files::copy_tree(seed, &self.path).map_err(|source| WorkspaceError::Seed {
-            seed: seed.to_owned(),
-            hint: if source.raw_os_error() == Some(libc::ENOSPC) {
-                " (the seed is larger than --workspace-size)"
-            } else {
-                ""
-            },
-            source,
-        })
+    /// Copies `seed` in, every entry owned by `uid:gid` (the guest user); a seed larger than
+    /// the tmpfs is a clear error, not a half-seeded run. The root stays the tmpfs's own
+    /// (its `uid`/`gid` mount options).
+    pub fn seed(&self, seed: &Path, uid: u32, gid: u32) -> Result<(), WorkspaceError> {
+        let started = std::time::Instant::now();
+        let seeded = super::files::seed_tree(seed, &self.root, uid, gid).map_err(|source| {
+            WorkspaceError::Seed {
+                seed: seed.to_owned(),
+                hint: if source.raw_os_error() == Some(libc::ENOSPC) {
+                    " (the seed is larger than --workspace-size)"
+                } else {
+                    ""
+                },
+                source,
+            }
+        })?;
+        tracing::info!(
+            seed.files = seeded.files,
+            seed.dirs = seeded.dirs,
+            seed.links = seeded.links,
+            seed.bytes = seeded.bytes,
+            seed.ms = started.elapsed().as_millis() as u64,
+            "workspace seeded"
+        );
+        Ok(())
     }
 
     /// Exports the workspace to `dst` (neutralised: see `fswatch::export`) and lets the tmpfs

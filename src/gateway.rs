@@ -22,6 +22,7 @@ use tracing::{debug, info_span, Instrument};
 
 pub mod http;
 pub mod intercept;
+pub mod jsonrpc;
 pub mod tap;
 pub mod ws;
 

@@ -497,6 +497,9 @@ pub struct HttpEvent {
     /// logs where it was absent or `null` as `[]`.
     #[serde(default, deserialize_with = "null_as_empty")]
     pub credentials: Vec<String>,
+    /// JSON-RPC 2.0 (MCP) facts of the exchange, when its request body was a JSON-RPC call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jsonrpc: Option<JsonRpcInfo>,
     /// `upgrade` for a 101 switch (WebSocket), `error` when the exchange failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -528,6 +531,33 @@ pub struct WsEvent {
     /// Fingerprints of credentials seen in `first`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub credentials: Vec<String>,
+}
+
+/// What an exchange said in JSON-RPC 2.0 (the transport of MCP's tool calls).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct JsonRpcInfo {
+    /// The call's `method` (of the first call, for a batch).
+    pub method: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// A batch's length.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<u64>,
+    /// For `tools/call`: the tool's name and its arguments (JSON text, redacted, cut at 1 KiB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
+    /// JSON-RPC messages in the answer (JSON or SSE), when there were any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_messages: Option<u64>,
+    /// The answer's `error.code`, when the call failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<i64>,
+    /// MCP's `result.isError` (a tool's own failure).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_error: Option<bool>,
 }
 
 /// Something the guest tried that idagent refused.

@@ -545,6 +545,23 @@ fn finish_event(gw: &Gateway, mut event: HttpEvent, req: &Tap, resp: &Tap, start
     }
     let req_body = scrub(&req_body, rq.bytes > rq.prefix.len() as u64);
     let resp_body = scrub(&resp_body, rs.bytes > rs.prefix.len() as u64);
+    // A whole captured request body that is JSON-RPC (MCP): its method, id and tool call.
+    let mut jsonrpc = (rq.bytes == rq.prefix.len() as u64)
+        .then(|| super::jsonrpc::from_request(&rq.prefix))
+        .flatten();
+    if let Some(info) = &mut jsonrpc {
+        let content_type = event
+            .resp_headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+            .map(|(_, v)| v.to_ascii_lowercase());
+        super::jsonrpc::add_response(info, &rs.prefix, content_type.as_deref());
+        if let Some(args) = info.arguments.take() {
+            // Fingerprints found here are the request body's, already in `creds`.
+            let (redacted, _) = known.learning(|| crate::redact::redact_text(&args));
+            info.arguments = Some(scrub(&redacted, false));
+        }
+    }
     let creds = crate::redact::distinct_secrets(creds);
     event.req_bytes = rq.bytes;
     event.resp_bytes = rs.bytes;
@@ -553,6 +570,7 @@ fn finish_event(gw: &Gateway, mut event: HttpEvent, req: &Tap, resp: &Tap, start
     event.req_body = req_body;
     event.resp_body = resp_body;
     event.credentials = creds;
+    event.jsonrpc = jsonrpc;
     if !rs.complete && event.note.is_none() && event.status.is_some() {
         event.note = Some("response incomplete".into());
     }
@@ -597,6 +615,7 @@ fn http_event(
         req_body: String::new(),
         resp_body: String::new(),
         credentials: Vec::new(),
+        jsonrpc: None,
         note: None,
         duration_ms: 0,
     }

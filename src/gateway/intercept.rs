@@ -178,44 +178,31 @@ where
         tokio_rustls::TlsAcceptor::from(config.clone()).accept(guest),
     )
     .await;
-    let Ok(accepted) = accepted else {
-        let err = TLS_HANDSHAKE_TIMEOUT_REASON.to_owned();
-        let hello = Hello {
+    // A failed handshake: one `rejected` record saying who ended it and why.
+    let rejected = |who: &'static str, err: String| {
+        let offered = Hello {
             offered: &hello.alpn,
-            refused_by: Some("idagent"),
+            refused_by: Some(who),
         };
         emit_tls(
             &gw,
             meta,
-            sni,
+            sni.clone(),
             None,
-            hello,
+            offered,
             "rejected",
             None,
             Some(err.clone()),
         );
-        return Err(err);
+        err
     };
     let tls_stream = match accepted {
-        Ok(s) => s,
-        Err(e) => {
+        Err(_) => return Err(rejected("idagent", TLS_HANDSHAKE_TIMEOUT_REASON.to_owned())),
+        Ok(Err(e)) => {
             let (who, err) = handshake_failure(&e, &hello.alpn, &config.alpn_protocols);
-            let hello = Hello {
-                offered: &hello.alpn,
-                refused_by: Some(who),
-            };
-            emit_tls(
-                &gw,
-                meta,
-                sni,
-                None,
-                hello,
-                "rejected",
-                None,
-                Some(err.clone()),
-            );
-            return Err(err);
+            return Err(rejected(who, err));
         }
+        Ok(Ok(s)) => s,
     };
     let alpn = tls_stream
         .get_ref()

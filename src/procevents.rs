@@ -122,37 +122,7 @@ pub fn probe() -> Result<(), ProcEventsError> {
     let sock = open_socket()?;
     let mut tracker = tracker::Tracker::new(procfs::ProcFs::default(), -1, -1, 1);
     // Events arriving meanwhile are the host's, not a guest's: nothing is emitted.
-    subscribe_quiet(&sock, &mut tracker)
-}
-
-fn subscribe_quiet<S: procfs::ProcSource>(
-    sock: &OwnedFd,
-    tracker: &mut tracker::Tracker<S>,
-) -> Result<(), ProcEventsError> {
-    let msg = wire::subscribe_message(0, wire::PROC_CN_MCAST_LISTEN);
-    send(sock.as_raw_fd(), &msg, MsgFlags::empty()).map_err(ProcEventsError::Subscribe)?;
-    let deadline = Instant::now() + ACK_TIMEOUT;
-    let mut buf = vec![0u8; RECV_BUF];
-    while !deadline.saturating_duration_since(Instant::now()).is_zero() {
-        let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(50u16)) {
-            Ok(0) | Err(Errno::EINTR) => continue,
-            Ok(_) => {}
-            Err(e) => return Err(ProcEventsError::Receive(e)),
-        }
-        let mut acked = None;
-        match receive(sock, &mut buf, tracker, &mut Vec::new(), &mut acked) {
-            Ok(()) | Err(Errno::EAGAIN) => {}
-            Err(e) => return Err(ProcEventsError::Receive(e)),
-        }
-        match acked {
-            Some(0) => return Ok(()),
-            Some(err) => return Err(ProcEventsError::Refused(err)),
-            None => {}
-        }
-    }
-    // Old kernels do not acknowledge; the send succeeded, which is what fails elsewhere.
-    Ok(())
+    subscribe(&sock, &mut tracker, |_| {})
 }
 
 pub fn start(
@@ -168,7 +138,7 @@ pub fn start(
         root_guest_pid,
         DEFAULT_MAX_TRACKED_PROCS,
     );
-    subscribe(&sock, &mut tracker, &audit)?;
+    subscribe(&sock, &mut tracker, |out| emit_all(&audit, out))?;
     let (stop_rx, stop_tx) = nix::unistd::pipe().map_err(ProcEventsError::StopPipe)?;
     let thread = std::thread::Builder::new()
         .name("procevents".into())
@@ -226,7 +196,7 @@ fn open_socket() -> Result<OwnedFd, ProcEventsError> {
 fn subscribe<S: procfs::ProcSource>(
     sock: &OwnedFd,
     tracker: &mut tracker::Tracker<S>,
-    audit: &AuditSink,
+    mut on_events: impl FnMut(Vec<EventBody>),
 ) -> Result<(), ProcEventsError> {
     // Port id 0 in the header: the kernel fills in ours.
     let msg = wire::subscribe_message(0, wire::PROC_CN_MCAST_LISTEN);
@@ -253,7 +223,7 @@ fn subscribe<S: procfs::ProcSource>(
             Ok(()) | Err(Errno::EAGAIN) => {}
             Err(e) => return Err(ProcEventsError::Receive(e)),
         }
-        emit_all(audit, out);
+        on_events(out);
         match acked {
             Some(0) => return Ok(()),
             Some(err) => return Err(ProcEventsError::Refused(err)),

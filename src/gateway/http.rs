@@ -558,8 +558,7 @@ fn finish_event(gw: &Gateway, mut event: HttpEvent, req: &Tap, resp: &Tap, start
         super::jsonrpc::add_response(info, &rs.prefix, content_type.as_deref());
         if let Some(args) = info.arguments.take() {
             // Fingerprints found here are the request body's, already in `creds`.
-            let (redacted, _) = known.learning(|| crate::redact::redact_text(&args));
-            info.arguments = Some(scrub(&redacted, false));
+            info.arguments = Some(known.redact(&args, false).text);
         }
     }
     let creds = crate::redact::distinct_secrets(creds);

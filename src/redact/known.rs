@@ -134,6 +134,17 @@ impl KnownSecrets {
         );
     }
 
+    /// `text` through the pattern rules (learning what they find), then scrubbed of every known
+    /// value; `found` holds the fingerprints of both. `cut`: see [`Self::scrub_capture`].
+    pub fn redact(&self, text: &str, cut: bool) -> Scrubbed {
+        let (redacted, patterns) = self.learning(|| super::redact_text(text));
+        let mut out = self.scrub_capture(&redacted, cut);
+        let mut found: Vec<String> = patterns.iter().map(|f| f.to_string()).collect();
+        found.append(&mut out.found);
+        out.found = found;
+        out
+    }
+
     /// Runs `f` and remembers every secret the redactors fingerprinted while it ran.
     pub fn learning<T>(&self, f: impl FnOnce() -> T) -> T {
         let outer = COLLECTING.with(|c| c.borrow_mut().replace(Vec::new()));

@@ -64,11 +64,8 @@ impl Log {
         let (first, mut credentials): (String, Vec<String>) = match &self.known {
             // A secret the guest sent once is scrubbed from every later message (an echo).
             Some(known) => {
-                let (first, found) = known.learning(|| crate::redact::redact_text(&text));
-                let scrubbed = known.scrub_capture(&first, cut);
-                let mut fps: Vec<String> = found.iter().map(|f| f.to_string()).collect();
-                fps.extend(scrubbed.found);
-                (scrubbed.text, fps)
+                let r = known.redact(&text, cut);
+                (r.text, r.found)
             }
             None => {
                 let (first, found) = crate::redact::redact_text(&text);

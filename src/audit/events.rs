@@ -500,6 +500,21 @@ pub struct HttpEvent {
     /// JSON-RPC 2.0 (MCP) facts of the exchange, when its request body was a JSON-RPC call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jsonrpc: Option<JsonRpcInfo>,
+    /// gRPC facts of the exchange (request `content-type: application/grpc…`): the
+    /// service and method from the path, the status from the trailers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcInfo>,
+    /// The HTTP version of the guest's leg (`HTTP/1.1`, `HTTP/2`), and of the upstream leg
+    /// when there was one. Absent in logs written before they existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_version: Option<String>,
+    /// Request and response trailers (HTTP/2, chunked HTTP/1.1), redacted like headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub req_trailers: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resp_trailers: Vec<(String, String)>,
     /// `upgrade` for a 101 switch (WebSocket), `error` when the exchange failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -558,6 +573,25 @@ pub struct JsonRpcInfo {
     /// MCP's `result.isError` (a tool's own failure).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_error: Option<bool>,
+}
+
+/// What a gRPC call was: `/{service}/{method}` and its `grpc-status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GrpcInfo {
+    /// Fully qualified service, e.g. `helloworld.Greeter`.
+    pub service: String,
+    pub method: String,
+    /// `grpc-status` from the response trailers (or a trailers-only response's headers);
+    /// absent when the call ended without one (reset, cut off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u32>,
+    /// `grpc-message`, percent-decoded and redacted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Length-prefixed messages seen each way (counted from the message framing).
+    pub req_messages: u64,
+    pub resp_messages: u64,
 }
 
 /// Something the guest tried that idagent refused.

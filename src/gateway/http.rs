@@ -615,6 +615,11 @@ fn http_event(
         resp_body: String::new(),
         credentials: Vec::new(),
         jsonrpc: None,
+        grpc: None,
+        version: None,
+        upstream_version: None,
+        req_trailers: Vec::new(),
+        resp_trailers: Vec::new(),
         note: None,
         duration_ms: 0,
     }

@@ -13,7 +13,7 @@ out_tar=
 if [ "${1:-}" = "--tar" ]; then out_tar=${2:?--tar needs a file}; fi
 tag=${1:-idagent-base:bookworm}
 mirror=${IDAGENT_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-packages=python3,nodejs,ca-certificates,iptables,iproute2,curl,procps,util-linux
+packages=python3,nodejs,ca-certificates,iptables,iproute2,curl,procps,util-linux,python3-grpcio,python3-httpx,python3-h2
 if [ -n "$out_tar" ]; then
   tarball=$out_tar
 else

@@ -18,6 +18,10 @@ if [ "$mode" = test ]; then
   have curl || need+=(curl)
   have chromium || need+=(chromium)
   have python3 || need+=(python3)
+  # The gRPC and HTTP/2 test servers run on Debian's own Python (/usr/bin/python3).
+  for pkg in python3-grpcio python3-h2; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+  done
 fi
 
 if [ ${#need[@]} -gt 0 ]; then

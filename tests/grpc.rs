@@ -50,9 +50,18 @@ fn pki(dir: &Path, names: &[&str]) -> Pki {
 /// and plain-text ports. `demo.Echo/Unary` echoes (or fails with NOT_FOUND on `fail`),
 /// `demo.Echo/Stream` answers three messages.
 const GRPC_SERVER: &str = r#"
-import grpc, sys
+import grpc, sys, threading
 from concurrent import futures
 cert, key = open(sys.argv[1], "rb").read(), open(sys.argv[2], "rb").read()
+slow_ended = threading.Event()
+def slow(req, ctx):
+    # Never answers: the call ends only when its stream is reset (the guest's cancel,
+    # carried across by idagent), while the connection stays up.
+    ctx.add_callback(slow_ended.set)
+    slow_ended.wait(30)
+    return b"late"
+def was_cancelled(req, ctx):
+    return b"yes" if slow_ended.wait(10) else b"no"
 def unary(req, ctx):
     if req == b"fail":
         ctx.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
@@ -64,6 +73,8 @@ def stream(req, ctx):
 handler = grpc.method_handlers_generic_handler("demo.Echo", {
     "Unary": grpc.unary_unary_rpc_method_handler(unary),
     "Stream": grpc.unary_stream_rpc_method_handler(stream),
+    "Slow": grpc.unary_unary_rpc_method_handler(slow),
+    "WasCancelled": grpc.unary_unary_rpc_method_handler(was_cancelled),
 })
 server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
 server.add_generic_rpc_handlers((handler,))
@@ -107,7 +118,7 @@ fn grpc_server(pki: &Pki) -> (Server, u16, u16) {
 }
 
 const GRPC_CLIENT: &str = r#"
-import grpc, json
+import grpc, json, time
 out = {}
 # Trusts the run's CA through GRPC_DEFAULT_SSL_ROOTS_FILE_PATH, which idagent sets.
 ch = grpc.secure_channel("grpc.test:443", grpc.ssl_channel_credentials())
@@ -119,6 +130,13 @@ try:
 except grpc.RpcError as e:
     out["fail"] = [e.code().name, e.details()]
 out["stream"] = [m.decode() for m in ch.unary_stream("/demo.Echo/Stream")(b"x", timeout=20)]
+# A call the guest cancels (RST_STREAM): the server must see the cancel.
+call = ch.unary_unary("/demo.Echo/Slow").future(b"wait")
+time.sleep(1)
+call.cancel()
+out["slow"] = call.cancelled()
+# Asked on the same connection, still up: did the server see that call end?
+out["server_saw_cancel"] = ch.unary_unary("/demo.Echo/WasCancelled")(b"?", timeout=20).decode()
 plain = grpc.insecure_channel("h2c.test:80")
 out["h2c"] = plain.unary_unary("/demo.Echo/Unary")(b"plain", timeout=20).decode()
 print("RESULT " + json.dumps(out), flush=True)
@@ -161,8 +179,29 @@ fn grpc_unary_streaming_and_h2c_through_idagent() {
         serde_json::json!(["part0:x", "part1:x", "part2:x"])
     );
     assert_eq!(got["h2c"], "echo:plain", "{got}");
+    assert_eq!(got["slow"], true, "{got}");
+    // The guest's RST_STREAM reached the upstream as a reset of its stream.
+    assert_eq!(got["server_saw_cancel"], "yes", "{got}");
+    // ... and the abandoned call has its record.
+    let slow = run
+        .of_kind("http")
+        .find(|e| {
+            e["url"]
+                .as_str()
+                .is_some_and(|u| u.ends_with("/demo.Echo/Slow"))
+        })
+        .unwrap_or_else(|| panic!("no record of the cancelled call\n{}", run.explain()));
+    assert!(
+        slow["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("cancelled")),
+        "{slow}"
+    );
 
-    let calls = grpc_records(&run);
+    let calls: Vec<&Value> = grpc_records(&run)
+        .into_iter()
+        .filter(|e| e["grpc"]["method"] != "Slow" && e["grpc"]["method"] != "WasCancelled")
+        .collect();
     assert_eq!(calls.len(), 4, "one record per call: {}", run.explain());
     let call = |method: &str, status: u64| {
         calls
@@ -225,6 +264,18 @@ fn grpc_unary_streaming_and_h2c_through_idagent() {
             .any(|e| e["phase"] == "close" && e["protocol"] == "h2c"),
         "{}",
         run.explain()
+    );
+
+    // report.html lists the calls in its "Agent tool calls" section.
+    let report = std::fs::read_to_string(run.run_dir().join("report.html")).expect("report");
+    assert!(report.contains("Agent tool calls"), "no tool calls section");
+    assert!(
+        report.contains("demo.Echo/Stream"),
+        "no gRPC call in the report"
+    );
+    assert!(
+        report.contains("NOT_FOUND"),
+        "no gRPC status name in the report"
     );
 
     // The pcapng decrypts: tshark sees the gRPC calls inside HTTP/2 inside TLS.

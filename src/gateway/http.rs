@@ -512,15 +512,29 @@ impl Conn {
         let upstream_req = Request::from_parts(parts, TapBody::new(body, req_tap.clone()).boxed());
         let mut event = http_event(&self, method.to_string(), url, req_headers);
         event.version = Some(version.into());
-        let sent = self
-            .send(
-                host.as_deref(),
-                target,
-                upstream_req,
-                authority.as_deref(),
-                &mut event,
-            )
-            .await;
+        let mut pending = Unanswered {
+            gw: &self.gw,
+            event: Some(event),
+            req: req_tap.clone(),
+            resp: resp_tap.clone(),
+            started,
+        };
+        let sent = match pending.event.as_mut() {
+            Some(event) => {
+                self.send(
+                    host.as_deref(),
+                    target,
+                    upstream_req,
+                    authority.as_deref(),
+                    event,
+                )
+                .await
+            }
+            None => Err("no record".into()),
+        };
+        let Some(mut event) = pending.event.take() else {
+            return Ok(plain_response(StatusCode::BAD_GATEWAY, "idagent gateway\n"));
+        };
         let mut resp = match sent {
             Ok(r) => r,
             Err(e) => {
@@ -560,6 +574,30 @@ impl Conn {
         Ok(Response::from_parts(parts, body.boxed()))
     }
 }
+
+/// A request's record until its response head arrives. If the guest goes away first (an
+/// HTTP/2 RST_STREAM, a gRPC cancel, a closed connection), hyper drops the request's future,
+/// and with it the upstream request (hyper resets that stream too); the record is written
+/// here, so a request the upstream may have seen is never left out of the log.
+struct Unanswered<'a> {
+    gw: &'a Gateway,
+    event: Option<HttpEvent>,
+    req: Tap,
+    resp: Tap,
+    started: Instant,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if let Some(mut event) = self.event.take() {
+            event.note.get_or_insert_with(|| CANCELLED_NOTE.to_owned());
+            finish_event(self.gw, event, &self.req, &self.resp, self.started);
+        }
+    }
+}
+
+/// The `note` of a request the guest abandoned before its response head arrived.
+pub const CANCELLED_NOTE: &str = "cancelled by the guest before the response";
 
 /// `host[:port]` of an authority: the userinfo of an absolute-form URL is the guest's
 /// credential for that URL, never forwarded as part of the `Host` upstream.

@@ -433,3 +433,92 @@ fn http1_only_keeps_both_legs_on_http11() {
         assert_eq!(e["upstream_version"], "HTTP/1.1", "{e}");
     }
 }
+
+/// Calls `demo.Echo/Unary`, and `demo.Echo/Stream` when `stream`; prints what each got.
+fn policy_client(stream: bool) -> String {
+    format!(
+        r#"
+import grpc, json
+out = {{}}
+ch = grpc.secure_channel("grpc.test:443", grpc.ssl_channel_credentials())
+out["unary"] = ch.unary_unary("/demo.Echo/Unary")(b"hi", timeout=20).decode()
+if {stream}:
+    try:
+        out["stream"] = [m.decode() for m in ch.unary_stream("/demo.Echo/Stream")(b"x", timeout=20)]
+    except grpc.RpcError as e:
+        out["stream"] = [e.code().name, e.details()]
+print("RESULT " + json.dumps(out), flush=True)
+"#,
+        stream = if stream { "True" } else { "False" }
+    )
+}
+
+#[test]
+fn learned_grpc_methods_are_enforced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki(dir.path(), &["grpc.test"]);
+    let (_server, tls_port, _) = grpc_server(&pki);
+    let map = format!("grpc.test:443=127.0.0.1:{tls_port}");
+    let ca = pki.ca.to_string_lossy().into_owned();
+    let base = ["--upstream-map", map.as_str(), "--upstream-ca", ca.as_str()];
+    let observed = offline_python(&base, &policy_client(false));
+    assert_eq!(observed.code(), Some(0), "{}", observed.explain());
+
+    let runs = dir.path().join("runs/observed");
+    std::fs::create_dir_all(&runs).expect("mkdir");
+    std::fs::copy(
+        observed.run_dir().join("audit.jsonl"),
+        runs.join("audit.jsonl"),
+    )
+    .expect("copy");
+    let policy = dir.path().join("policy.yaml");
+    let out = Command::new(IDAGENT)
+        .args(["policy", "learn"])
+        .arg(&runs)
+        .arg("-o")
+        .arg(&policy)
+        .output()
+        .expect("policy learn");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = std::fs::read_to_string(&policy).expect("policy");
+    assert!(
+        yaml.contains("demo.Echo") && yaml.contains("Unary") && !yaml.contains("Stream"),
+        "learned: {yaml}"
+    );
+
+    let policy = policy.display().to_string();
+    let mut args = base.to_vec();
+    args.extend(["--policy", policy.as_str(), "--mode", "enforce"]);
+    let enforced = offline_python(&args, &policy_client(true));
+    let explain = enforced.explain();
+    assert_eq!(enforced.code(), Some(0), "{explain}");
+    let got = enforced.result();
+    assert_eq!(got["unary"], "echo:hi", "{explain}");
+    assert_eq!(got["stream"][0], "PERMISSION_DENIED", "{explain}");
+    assert!(
+        got["stream"][1]
+            .as_str()
+            .is_some_and(|m| m.contains("denied by idagent policy")),
+        "{got}"
+    );
+    let deny = enforced
+        .of_kind("decision")
+        .find(|d| d["verdict"] == "deny" && d["layer"] == "http")
+        .unwrap_or_else(|| panic!("no deny decision\n{explain}"));
+    assert_eq!(deny["enforced_by"], "grpc_status", "{deny}");
+    assert_eq!(deny["request"]["grpc"], "demo.Echo/Stream", "{deny}");
+    // The refused call has its record, in gRPC terms.
+    let refused = grpc_records(&enforced)
+        .into_iter()
+        .find(|e| e["grpc"]["method"] == "Stream")
+        .unwrap_or_else(|| panic!("no record of the refused call\n{explain}"));
+    assert_eq!(refused["grpc"]["status"], 7, "{refused}");
+    assert!(
+        refused["upstream"].is_null(),
+        "the refused call went nowhere: {refused}"
+    );
+}

@@ -501,12 +501,12 @@ impl Conn {
         {
             let mut event = http_event(&self, method.to_string(), url, header_list(req.headers()));
             event.note = Some(note);
-            let mut refused = self.refusal(event, status, content_type, &body, started);
-            refused.headers_mut().extend(headers);
-            return Ok(refused);
+            event.version = Some(version_name(req.version()).into());
+            return Ok(self.refusal_with(event, status, content_type, headers, &body, started));
         }
-        // HTTP/2 over cleartext (h2c) would turn the connection into frames nobody logs or
-        // decides: the offer is dropped, and the upstream answers the request in HTTP/1.1.
+        // An `Upgrade: h2c` offer would turn this HTTP/1.1 connection into frames mid-way: it is
+        // dropped, and the upstream answers in HTTP/1.1 (h2c by prior knowledge is served as
+        // HTTP/2 from the first byte, `serve_h2`).
         drop_h2c_offer(req.headers_mut());
         let guest_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
         let capture = self.gw.capture_bytes;
@@ -688,9 +688,13 @@ fn finish_event(gw: &Gateway, mut event: HttpEvent, req: &Tap, resp: &Tap, start
             info.arguments = Some(known.redact(&args, false).text);
         }
     }
-    // A gRPC call (its request taps counted messages): service and method from the path,
-    // status from the (already redacted) trailers.
-    if let (Some(req_messages), Some(resp_messages)) = (rq.messages, rs.messages) {
+    // A gRPC call (by its content type; refused ones too): service and method from the path,
+    // status from the (already redacted) trailers or a trailers-only answer's headers.
+    let grpc_call = event.req_headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("content-type") && super::grpc::is_grpc_content_type(v)
+    });
+    if grpc_call {
+        let (req_messages, resp_messages) = (rq.messages.unwrap_or(0), rs.messages.unwrap_or(0));
         let path = event
             .url
             .split_once("://")

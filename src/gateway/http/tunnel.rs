@@ -83,21 +83,44 @@ impl Conn {
     /// its `http` event with the answer as the response body.
     pub(super) fn refusal(
         &self,
-        mut event: HttpEvent,
+        event: HttpEvent,
         status: StatusCode,
         content_type: &'static str,
         body: &str,
         started: Instant,
     ) -> Response<GuestBody> {
+        self.refusal_with(
+            event,
+            status,
+            content_type,
+            http::HeaderMap::new(),
+            body,
+            started,
+        )
+    }
+
+    /// [`Self::refusal`] with more response headers (a gRPC refusal's `grpc-status`), which
+    /// the record lists as the response's.
+    pub(super) fn refusal_with(
+        &self,
+        mut event: HttpEvent,
+        status: StatusCode,
+        content_type: &'static str,
+        headers: http::HeaderMap,
+        body: &str,
+        started: Instant,
+    ) -> Response<GuestBody> {
         event.status = Some(status.as_u16());
-        let resp_tap = Tap::new(self.gw.capture_bytes);
-        resp_tap.observe_all(body.as_bytes());
-        finish_event(&self.gw, event, &Tap::new(0), &resp_tap, started);
         let mut resp = plain_response(status, body);
         resp.headers_mut().insert(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static(content_type),
         );
+        resp.headers_mut().extend(headers);
+        event.resp_headers = header_list(resp.headers());
+        let resp_tap = Tap::new(self.gw.capture_bytes);
+        resp_tap.observe_all(body.as_bytes());
+        finish_event(&self.gw, event, &Tap::new(0), &resp_tap, started);
         resp
     }
 }

@@ -206,10 +206,36 @@ fn learned_mcp_tools_are_enforced_and_reported() {
         .and_then(|h| h[1].as_str()?.parse::<u64>().ok());
     assert!(length.is_some_and(|n| n > 0), "{http}");
     assert_eq!(http["req_bytes"].as_u64(), length, "{http}");
-    assert!(enforced.of_kind("http").any(|h| h["status"] == 403
-        && h["note"]
-            .as_str()
-            .is_some_and(|n| n.starts_with("denied by policy (rule mcp-tool-not-allowed"))));
+    let refused_record = enforced
+        .of_kind("http")
+        .find(|h| {
+            h["status"] == 403
+                && h["note"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("denied by policy (rule mcp-tool-not-allowed"))
+        })
+        .unwrap_or_else(|| panic!("no record of the refused call\n{explain}"));
+    // The body read to decide on is the request's: its record names the tool, and the
+    // answer's JSON-RPC error.
+    assert_eq!(
+        refused_record["jsonrpc"]["tool"], "delete_all",
+        "{refused_record}"
+    );
+    assert_eq!(
+        refused_record["jsonrpc"]["error_code"], -32001,
+        "{refused_record}"
+    );
+    // ... and the report's tool calls section shows it refused.
+    let report =
+        std::fs::read_to_string(enforced.run_dir().join("report.html")).expect("report.html");
+    let section = report
+        .split("Agent tool calls")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no tool calls section"));
+    assert!(
+        section.contains("delete_all"),
+        "refused tool not in the report"
+    );
 
     called.lock().expect("lock").clear();
     let reported = offline_python(&with_mode("report"), &script(&["search", "delete_all"]));

@@ -502,7 +502,18 @@ impl Conn {
             let mut event = http_event(&self, method.to_string(), url, header_list(req.headers()));
             event.note = Some(note);
             event.version = Some(version_name(req.version()).into());
-            return Ok(self.refusal_with(event, status, content_type, headers, &body, started));
+            // A body read to decide on (an MCP tool call) is the request's, logged as such.
+            let req_tap = Tap::new(self.gw.capture_bytes);
+            if let Some(read) = req.body().buffered() {
+                req_tap.observe_all(read);
+            }
+            return Ok(self.refusal_with(
+                event,
+                (status, content_type, headers),
+                &req_tap,
+                &body,
+                started,
+            ));
         }
         // An `Upgrade: h2c` offer would turn this HTTP/1.1 connection into frames mid-way: it is
         // dropped, and the upstream answers in HTTP/1.1 (h2c by prior knowledge is served as

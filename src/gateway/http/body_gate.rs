@@ -45,6 +45,11 @@ pub(crate) struct GuestReqBody {
 }
 
 impl GuestReqBody {
+    /// What was read of the body to decide on it (for the record of a refused request).
+    pub(crate) fn buffered(&self) -> Option<&Bytes> {
+        self.buffered.as_ref()
+    }
+
     /// The guest's body, untouched.
     pub(crate) fn streaming(body: Incoming) -> Self {
         Self {

@@ -89,24 +89,17 @@ impl Conn {
         body: &str,
         started: Instant,
     ) -> Response<GuestBody> {
-        self.refusal_with(
-            event,
-            status,
-            content_type,
-            http::HeaderMap::new(),
-            body,
-            started,
-        )
+        let answer = (status, content_type, http::HeaderMap::new());
+        self.refusal_with(event, answer, &Tap::new(0), body, started)
     }
 
     /// [`Self::refusal`] with more response headers (a gRPC refusal's `grpc-status`), which
-    /// the record lists as the response's.
+    /// the record lists as the response's, and what was read of the request (`req`).
     pub(super) fn refusal_with(
         &self,
         mut event: HttpEvent,
-        status: StatusCode,
-        content_type: &'static str,
-        headers: http::HeaderMap,
+        (status, content_type, headers): (StatusCode, &'static str, http::HeaderMap),
+        req: &Tap,
         body: &str,
         started: Instant,
     ) -> Response<GuestBody> {
@@ -120,7 +113,7 @@ impl Conn {
         event.resp_headers = header_list(resp.headers());
         let resp_tap = Tap::new(self.gw.capture_bytes);
         resp_tap.observe_all(body.as_bytes());
-        finish_event(&self.gw, event, &Tap::new(0), &resp_tap, started);
+        finish_event(&self.gw, event, req, &resp_tap, started);
         resp
     }
 }

@@ -115,7 +115,7 @@ pub const HEADER_TIMEOUT_REASON: &str = "header_timeout";
 
 /// Concurrent streams one HTTP/2 guest connection may open (each may hold an upstream
 /// connection while it runs).
-const MAX_H2_STREAMS: u32 = 32;
+pub(crate) const MAX_H2_STREAMS: u32 = 32;
 /// Idle upstream connections kept per HTTP/2 guest connection.
 const MAX_IDLE_UPSTREAM: usize = 8;
 

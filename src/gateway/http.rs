@@ -205,8 +205,9 @@ where
             served.await
         }
     };
-    // hyper's own message is only "http2 error"; its source says which (`too_many_resets`,
-    // `too_many_continuations`, a protocol error), for the `tcp` close and `tls` records.
+    // hyper's own message is only "http2 error"; its source says which (a GOAWAY we sent for
+    // a reset or CONTINUATION flood: "detected excessive load generating behavior"; a protocol
+    // error), for the `tcp` close and `tls` records.
     conn.end(served.err().map(|e| match std::error::Error::source(&e) {
         Some(why) => format!("guest http2: {e}: {why}"),
         None => format!("guest http2: {e}"),

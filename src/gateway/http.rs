@@ -117,7 +117,15 @@ pub const HEADER_TIMEOUT_REASON: &str = "header_timeout";
 
 /// Concurrent streams one HTTP/2 guest connection may open (each may hold an upstream
 /// connection while it runs).
-const MAX_H2_STREAMS: u32 = 32;
+pub(crate) const MAX_H2_STREAMS: u32 = 32;
+/// Streams the guest may reset before idagent has taken them (rapid reset, CVE-2023-44487):
+/// one more and the connection gets GOAWAY `ENHANCE_YOUR_CALM` ("too_many_resets"). Such a
+/// stream never reached the gate, so it has no record and the upstream never saw it. h2's
+/// default, named here so it cannot change under us with a dependency update.
+const MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// Streams idagent itself may reset for the guest's stream errors on one connection (a guest
+/// provoking resets instead of sending them) before it sends GOAWAY. h2's default, named here.
+const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 /// Idle upstream connections kept per HTTP/2 guest connection.
 const MAX_IDLE_UPSTREAM: usize = 8;
 
@@ -185,6 +193,8 @@ where
     let served = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
         .timer(hyper_util::rt::TokioTimer::new())
         .max_concurrent_streams(MAX_H2_STREAMS)
+        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESETS)
         .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX))
         .serve_connection(TokioIo::new(guest), service);
     let mut served = std::pin::pin!(served);
@@ -197,7 +207,13 @@ where
             served.await
         }
     };
-    conn.end(served.err().map(|e| format!("guest http2: {e}")))
+    // hyper's own message is only "http2 error"; its source says which (a GOAWAY we sent for
+    // a reset or CONTINUATION flood: "detected excessive load generating behavior"; a protocol
+    // error), for the `tcp` close and `tls` records.
+    conn.end(served.err().map(|e| match std::error::Error::source(&e) {
+        Some(why) => format!("guest http2: {e}: {why}"),
+        None => format!("guest http2: {e}"),
+    }))
 }
 
 /// Plain HTTP flow: serve it, report the upstream.

@@ -30,6 +30,18 @@ pub type H2Sender = hyper::client::conn::http2::SendRequest<UpBody>;
 /// used by the guest connection that opened it and not shared (nothing is refused).
 pub const MAX_POOLED_UPSTREAMS: usize = 256;
 
+/// Receive window of each stream on an upstream HTTP/2 connection: what the upstream may send
+/// a stream ahead of the guest reading it (idagent holds it in memory). The window of a stream
+/// whose guest never reads stays consumed, and so does that much of the connection's window,
+/// shared by every guest connection's streams to that upstream.
+pub const UPSTREAM_H2_STREAM_WINDOW: u32 = 256 * 1024;
+/// Receive window of a whole upstream HTTP/2 connection: 128 streams' windows. hyper's default
+/// (5 MiB against 2 MiB streams) let three streams of a guest that never reads stall every
+/// other stream to that upstream, from any guest connection of the run; now it takes 128
+/// unread streams (four guest connections' worth of [`super::MAX_H2_STREAMS`]), and what a
+/// pooled connection holds for unread streams is at most this (32 MiB).
+pub const UPSTREAM_H2_CONN_WINDOW: u32 = 128 * UPSTREAM_H2_STREAM_WINDOW;
+
 /// An upstream connection ready for requests.
 #[derive(Debug)]
 pub enum Sender {
@@ -177,6 +189,8 @@ pub async fn open(
     let sender = if use_h2 {
         let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
+            .initial_stream_window_size(UPSTREAM_H2_STREAM_WINDOW)
+            .initial_connection_window_size(UPSTREAM_H2_CONN_WINDOW)
             .handshake(TokioIo::new(io))
             .await
             .map_err(|e| {

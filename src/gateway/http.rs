@@ -96,6 +96,10 @@ struct Conn {
     /// (also in the gateway's pool, when the pool had room), and what it reaches.
     h2: Mutex<Option<(H2Sender, SocketAddr, Option<String>)>>,
     multiplexed: bool,
+    /// Streams the guest abandoned before their response, in the current window (see
+    /// [`MAX_CANCELLED_STREAMS`]), and the signal that closes the connection past the cap.
+    cancels: Mutex<(Instant, u32)>,
+    calm_down: tokio::sync::Notify,
     upstream: Mutex<Option<SocketAddr>>,
     /// Result of upstream TLS verification, for the `tls` event.
     verify: Mutex<Option<String>>,
@@ -204,7 +208,20 @@ where
             if !asked.load(std::sync::atomic::Ordering::Relaxed) {
                 return conn.end(Some(HEADER_TIMEOUT_REASON.to_owned()));
             }
-            served.await
+            tokio::select! {
+                r = &mut served => r,
+                () = conn.calm_down.notified() => {
+                    served.as_mut().graceful_shutdown();
+                    let _ = served.await;
+                    return conn.end(Some(TOO_MANY_CANCELS_REASON.to_owned()));
+                }
+            }
+        }
+        () = conn.calm_down.notified() => {
+            // Too many streams reset before their answer: GOAWAY, let the open ones finish.
+            served.as_mut().graceful_shutdown();
+            let _ = served.await;
+            return conn.end(Some(TOO_MANY_CANCELS_REASON.to_owned()));
         }
     };
     // hyper's own message is only "http2 error"; its source says which (a GOAWAY we sent for
@@ -259,6 +276,8 @@ impl Conn {
             pool: tokio::sync::Mutex::new(pool),
             h2: Mutex::new(h2),
             multiplexed,
+            cancels: Mutex::new((Instant::now(), 0)),
+            calm_down: tokio::sync::Notify::new(),
             upstream: Mutex::new(upstream),
             verify: Mutex::new(verify),
         })
@@ -549,7 +568,7 @@ impl Conn {
         let mut event = http_event(&self, method.to_string(), url, req_headers);
         event.version = Some(version.into());
         let mut pending = Unanswered {
-            gw: &self.gw,
+            conn: &self,
             event: Some(event),
             req: req_tap.clone(),
             resp: resp_tap.clone(),
@@ -616,7 +635,7 @@ impl Conn {
 /// and with it the upstream request (hyper resets that stream too); the record is written
 /// here, so a request the upstream may have seen is never left out of the log.
 struct Unanswered<'a> {
-    gw: &'a Gateway,
+    conn: &'a Conn,
     event: Option<HttpEvent>,
     req: Tap,
     resp: Tap,
@@ -627,7 +646,38 @@ impl Drop for Unanswered<'_> {
     fn drop(&mut self) {
         if let Some(mut event) = self.event.take() {
             event.note.get_or_insert_with(|| CANCELLED_NOTE.to_owned());
-            finish_event(self.gw, event, &self.req, &self.resp, self.started);
+            finish_event(&self.conn.gw, event, &self.req, &self.resp, self.started);
+            self.conn.cancelled();
+        }
+    }
+}
+
+/// Streams one guest connection may abandon before their response within
+/// [`CANCEL_WINDOW`]. Each abandoned stream was already sent upstream (its HEADERS, then a
+/// reset), on an HTTP/2 connection shared with the run's other guest connections: a guest
+/// that opens and resets streams in a loop (the "rapid reset" shape) would make the upstream
+/// close that shared connection, failing everyone's streams. Past the cap the guest
+/// connection is sent GOAWAY (its open streams finish) and closed with
+/// [`TOO_MANY_CANCELS_REASON`]. Real clients cancel a few streams (a gRPC deadline, a page
+/// navigated away), not a hundred in ten seconds.
+pub const MAX_CANCELLED_STREAMS: u32 = 100;
+/// The window [`MAX_CANCELLED_STREAMS`] counts in.
+pub const CANCEL_WINDOW: Duration = Duration::from_secs(10);
+/// The `close_reason` of a connection closed for [`MAX_CANCELLED_STREAMS`].
+pub const TOO_MANY_CANCELS_REASON: &str = "too_many_cancelled_streams";
+
+impl Conn {
+    /// Counts a stream abandoned before its response; past the cap, closes the connection.
+    fn cancelled(&self) {
+        let Ok(mut c) = self.cancels.lock() else {
+            return;
+        };
+        if c.0.elapsed() > CANCEL_WINDOW {
+            *c = (Instant::now(), 0);
+        }
+        c.1 += 1;
+        if c.1 == MAX_CANCELLED_STREAMS + 1 {
+            self.calm_down.notify_one();
         }
     }
 }

@@ -538,18 +538,48 @@ pub struct WsEvent {
     pub size: u64,
     pub sha256: String,
     /// The first bytes of the message (lossy UTF-8 for text, escaped for binary, credentials
-    /// redacted); for `close`, the reason. Empty when `compressed`.
+    /// redacted); for `close`, the reason. For a compressed message, the first inflated bytes
+    /// (as far as inflating went; empty when `inflate` is `skipped`).
     #[serde(default)]
     pub first: String,
-    /// permessage-deflate: `size` and `sha256` are of the compressed bytes, and `first` is empty.
+    /// permessage-deflate compressed (RSV1). With `inflate: done`, `size` and `sha256` are of
+    /// the inflated message; otherwise (and in logs written before `inflate` existed) of the
+    /// compressed bytes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub compressed: bool,
+    /// Compressed: the payload bytes on the wire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compressed_size: Option<u64>,
+    /// Compressed: how inflating the message went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inflate: Option<WsInflate>,
+    /// With `inflate` `cut` or `error`: the bytes inflated before the cap or the error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inflated_size: Option<u64>,
     /// The status code of a `close` that carried one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<u16>,
     /// Fingerprints of credentials seen in `first`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub credentials: Vec<String>,
+}
+
+/// How the gateway's inflating of a permessage-deflate message went (`ws.inflate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WsInflate {
+    /// Inflated whole: `size`, `sha256` and `first` are of the message as its sender wrote it.
+    Done,
+    /// A cap was reached (16 MiB per message, or the direction's 256 MiB budget): `first` is
+    /// of the inflated start, `size`/`sha256` of the wire bytes.
+    Cut,
+    /// The compressed data is corrupt: `first` is what inflated before the error.
+    Error,
+    /// Not inflated: this direction stopped inflating earlier (a `ws_inflate_stopped` notice).
+    Skipped,
+    /// A value this reader does not know (a newer writer's). Never written.
+    #[serde(other, skip_serializing)]
+    Unknown,
 }
 
 /// What an exchange said in JSON-RPC 2.0 (the transport of MCP's tool calls).

@@ -9,11 +9,19 @@
 //! no longer parsed (the caller writes one notice).
 //!
 //! permessage-deflate (RSV1 on a message's first frame, only when the handshake negotiated
-//! it): messages are **not inflated** (that would need a new dependency and per-flow
-//! sliding-window state a guest could steer); they are recorded as `compressed: true` with
-//! the size and sha256 of the payload as it was on the wire, and no first bytes.
+//! it): the message is inflated as its frames arrive, by the direction's [`Inflater`]
+//! (`ws/deflate.rs`, bounded per message and per direction); `size`, `sha256` and `first` are
+//! then of the inflated message, and the wire size is kept beside them. A message that could
+//! not be inflated whole keeps the wire figures and says why ([`Inflated`]).
 //! Does not own: the relay, the audit event, redaction (`http.rs`).
 
+mod deflate;
+
+pub use deflate::{
+    DeflateParams, InflateStop, Inflated, SenderDeflate, MAX_INFLATE_BYTES,
+    MAX_INFLATE_BYTES_PER_DIRECTION,
+};
+use deflate::{Inflater, MessageInflate};
 use sha2::{Digest, Sha256};
 
 /// Bytes of each message kept for the log (`first`); the rest is only counted and hashed.
@@ -66,15 +74,22 @@ impl Opcode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub opcode: Opcode,
-    /// Payload bytes of the whole message (unmasked; as on the wire when `compressed`).
+    /// Payload bytes of the whole message, unmasked; inflated when `inflate` is `Done`, as on
+    /// the wire otherwise.
     pub size: u64,
     /// Hex sha256 of those bytes.
     pub sha256: String,
-    /// The first [`MAX_FIRST_BYTES`] of them; empty when `compressed`. For `close`, the reason
-    /// (the bytes after the code).
+    /// The first [`MAX_FIRST_BYTES`] of the message (inflated, as far as it was, when
+    /// compressed). For `close`, the reason (the bytes after the code).
     pub first: Vec<u8>,
     /// permessage-deflate compressed (RSV1).
     pub compressed: bool,
+    /// Compressed: the payload bytes on the wire.
+    pub compressed_size: Option<u64>,
+    /// Compressed: how inflating it went.
+    pub inflate: Option<Inflated>,
+    /// Compressed and `Cut` or `Error`: how many bytes were inflated.
+    pub inflated_size: Option<u64>,
     /// The status code of a `close` that carried one.
     pub close_code: Option<u16>,
 }
@@ -113,7 +128,8 @@ struct Frame {
 #[derive(Debug)]
 struct Data {
     opcode: Opcode,
-    compressed: bool,
+    /// Compressed (RSV1): its inflation so far.
+    inflate: Option<MessageInflate>,
     size: u64,
     hasher: Sha256,
     first: Vec<u8>,
@@ -122,8 +138,9 @@ struct Data {
 /// Streaming parser for one direction of one connection.
 #[derive(Debug)]
 pub struct Parser {
-    /// permessage-deflate was negotiated: RSV1 is allowed on a data message's first frame.
-    deflate: bool,
+    /// permessage-deflate was negotiated: RSV1 is allowed on a data message's first frame,
+    /// and such messages are inflated by this direction's inflater.
+    inflater: Option<Inflater>,
     /// Header bytes gathered so far (at most 2 + 8 + 4).
     header: [u8; 14],
     header_len: usize,
@@ -135,9 +152,10 @@ pub struct Parser {
 }
 
 impl Parser {
-    pub fn new(deflate: bool) -> Parser {
+    /// `deflate`: the negotiated permessage-deflate, as this direction's sender applies it.
+    pub fn new(deflate: Option<SenderDeflate>) -> Parser {
         Parser {
-            deflate,
+            inflater: deflate.map(Inflater::new),
             header: [0; 14],
             header_len: 0,
             frame: None,
@@ -208,7 +226,7 @@ impl Parser {
             _ => Some(Opcode::from_wire(op).ok_or(ParseWs::UnknownOpcode(op))?),
         };
         // RSV1 is permessage-deflate's, on the first frame of a data message only.
-        let rsv1_ok = self.deflate && opcode.is_some_and(|o| !o.is_control());
+        let rsv1_ok = self.inflater.is_some() && opcode.is_some_and(|o| !o.is_control());
         if rsv & 0b011 != 0 || (rsv & 0b100 != 0 && !rsv1_ok) {
             return Err(ParseWs::ReservedBits { bits: rsv });
         }
@@ -223,9 +241,13 @@ impl Parser {
                 if self.data.is_some() {
                     return Err(ParseWs::UnfinishedMessage);
                 }
+                let inflate = match self.inflater.as_mut() {
+                    Some(i) if rsv & 0b100 != 0 => Some(i.begin()),
+                    _ => None,
+                };
                 self.data = Some(Data {
                     opcode: o,
-                    compressed: rsv & 0b100 != 0,
+                    inflate,
                     size: 0,
                     hasher: Sha256::new(),
                     first: Vec::new(),
@@ -290,9 +312,12 @@ impl Parser {
                     if let Some(d) = self.data.as_mut() {
                         d.size += buf.len() as u64;
                         d.hasher.update(&*buf);
-                        if !d.compressed {
-                            let room = MAX_FIRST_BYTES.saturating_sub(d.first.len());
-                            d.first.extend_from_slice(&buf[..buf.len().min(room)]);
+                        match (d.inflate.as_mut(), self.inflater.as_mut()) {
+                            (Some(m), Some(i)) => i.feed(m, buf, &mut d.first, MAX_FIRST_BYTES),
+                            _ => {
+                                let room = MAX_FIRST_BYTES.saturating_sub(d.first.len());
+                                d.first.extend_from_slice(&buf[..buf.len().min(room)]);
+                            }
                         }
                     }
                 }
@@ -308,18 +333,51 @@ impl Parser {
             Some(o) if o.is_control() => out.push(control_message(o, &self.control)),
             _ if frame.fin => {
                 if let Some(d) = self.data.take() {
-                    out.push(Message {
-                        opcode: d.opcode,
-                        size: d.size,
-                        sha256: hex::encode(d.hasher.finalize()),
-                        first: d.first,
-                        compressed: d.compressed,
-                        close_code: None,
-                    });
+                    out.push(self.finish_data(d));
                 }
             }
             _ => {}
         }
+    }
+}
+
+impl Parser {
+    /// The record of a data message whose last frame was read.
+    fn finish_data(&mut self, mut d: Data) -> Message {
+        let wire_sha256 = hex::encode(d.hasher.finalize());
+        let mut message = Message {
+            opcode: d.opcode,
+            size: d.size,
+            sha256: wire_sha256,
+            first: Vec::new(),
+            compressed: false,
+            compressed_size: None,
+            inflate: None,
+            inflated_size: None,
+            close_code: None,
+        };
+        if let (Some(m), Some(i)) = (d.inflate.take(), self.inflater.as_mut()) {
+            let r = i.finish(m, &mut d.first, MAX_FIRST_BYTES);
+            message.compressed = true;
+            message.compressed_size = Some(d.size);
+            message.inflate = Some(r.outcome);
+            match r.outcome {
+                Inflated::Done => {
+                    message.size = r.size;
+                    message.sha256 = r.sha256;
+                }
+                Inflated::Cut | Inflated::Error => message.inflated_size = Some(r.size),
+                Inflated::Skipped => {}
+            }
+        }
+        message.first = d.first;
+        message
+    }
+
+    /// Why this direction stopped inflating, once (the caller writes one notice); later
+    /// compressed messages are logged with their wire figures only.
+    pub fn take_inflate_stop(&mut self) -> Option<InflateStop> {
+        self.inflater.as_mut().and_then(Inflater::take_stop)
     }
 }
 
@@ -334,24 +392,18 @@ fn control_message(opcode: Opcode, payload: &[u8]) -> Message {
         sha256: hex::encode(Sha256::digest(payload)),
         first: first.to_vec(),
         compressed: false,
+        compressed_size: None,
+        inflate: None,
+        inflated_size: None,
         close_code,
     }
 }
 
-/// permessage-deflate was agreed: the server's `Sec-WebSocket-Extensions` names it.
-pub fn deflate_negotiated<'a>(extensions: impl IntoIterator<Item = &'a str>) -> bool {
-    extensions.into_iter().any(|v| {
-        v.split(',').any(|ext| {
-            ext.split(';')
-                .next()
-                .is_some_and(|name| name.trim().eq_ignore_ascii_case("permessage-deflate"))
-        })
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use super::deflate::tests::compress_message;
     use super::*;
+    use flate2::{Compress, Compression};
 
     /// Encodes one frame (what a client or server would write).
     fn frame(fin: bool, rsv: u8, op: u8, mask: Option<[u8; 4]>, payload: &[u8]) -> Vec<u8> {
@@ -379,7 +431,7 @@ mod tests {
     }
 
     fn parse(deflate: bool, bytes: &[u8]) -> (Vec<Message>, Result<(), ParseWs>) {
-        let mut p = Parser::new(deflate);
+        let mut p = Parser::new(deflate.then(SenderDeflate::default));
         let mut out = Vec::new();
         let r = p.feed(bytes, &mut out);
         (out, r)
@@ -453,14 +505,14 @@ mod tests {
         assert_eq!(r, Ok(()));
         assert_eq!(whole.len(), 3);
         for cut in 0..=wire.len() {
-            let mut p = Parser::new(false);
+            let mut p = Parser::new(None);
             let mut out = Vec::new();
             p.feed(&wire[..cut], &mut out).expect("first part");
             p.feed(&wire[cut..], &mut out).expect("second part");
             assert_eq!(out, whole, "cut at {cut}");
         }
         // And one byte at a time.
-        let mut p = Parser::new(false);
+        let mut p = Parser::new(None);
         let mut out = Vec::new();
         for b in &wire {
             p.feed(std::slice::from_ref(b), &mut out).expect("byte");
@@ -472,7 +524,7 @@ mod tests {
     fn over_cap_length_stops_parsing_once() {
         let mut wire = vec![0x82, 127];
         wire.extend_from_slice(&u64::MAX.to_be_bytes());
-        let mut p = Parser::new(false);
+        let mut p = Parser::new(None);
         let mut out = Vec::new();
         assert_eq!(
             p.feed(&wire, &mut out),
@@ -532,33 +584,128 @@ mod tests {
         let _ = parse(false, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     }
 
+    /// "Hello", raw DEFLATE with the sync-flush tail stripped (RFC 7692 §7.2.3.1).
+    const HELLO_DEFLATED: [u8; 7] = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+
     #[test]
-    fn compressed_messages_keep_the_wire_hash_and_no_first_bytes() {
-        let wire = frame(
-            true,
-            0b100,
-            1,
-            KEY,
-            &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
-        );
+    fn compressed_messages_are_inflated_with_the_wire_size_kept() {
+        let wire = frame(true, 0b100, 1, KEY, &HELLO_DEFLATED);
         let (m, r) = parse(true, &wire);
         assert_eq!(r, Ok(()));
         assert!(m[0].compressed);
-        assert!(m[0].first.is_empty());
-        assert_eq!(m[0].size, 7);
+        assert_eq!(m[0].inflate, Some(Inflated::Done));
+        assert_eq!(m[0].first, b"Hello");
+        assert_eq!(m[0].size, 5);
+        assert_eq!(m[0].sha256, sha(b"Hello"));
+        assert_eq!(m[0].compressed_size, Some(7));
+        assert_eq!(m[0].inflated_size, None);
+    }
+
+    /// A compressed message in fragments (RSV1 on the first only) with a ping between them,
+    /// then an uncompressed message, then one that refers back into the first (context
+    /// takeover): split at every byte, the same records.
+    #[test]
+    fn fragmented_compressed_messages_inflate_across_frames_and_messages() {
+        let mut c = Compress::new(Compression::default(), false);
+        let one = compress_message(&mut c, b"the agent said: hello hello hello");
+        let two = compress_message(&mut c, b"the agent said: hello again");
+        let (a, b) = one.split_at(one.len() / 2);
+        let mut wire = frame(false, 0b100, 1, KEY, a);
+        wire.extend(frame(true, 0, 9, KEY, b"ping"));
+        wire.extend(frame(true, 0, 0, KEY, b));
+        wire.extend(frame(true, 0, 1, KEY, b"plain"));
+        wire.extend(frame(true, 0b100, 1, None, &two));
+        let (whole, r) = parse(true, &wire);
+        assert_eq!(r, Ok(()));
+        let firsts: Vec<&[u8]> = whole.iter().map(|m| m.first.as_slice()).collect();
         assert_eq!(
-            m[0].sha256,
-            sha(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00])
+            firsts,
+            [
+                &b"ping"[..],
+                b"the agent said: hello hello hello",
+                b"plain",
+                b"the agent said: hello again"
+            ]
         );
+        assert_eq!(whole[1].compressed_size, Some(one.len() as u64));
+        assert_eq!(whole[1].sha256, sha(b"the agent said: hello hello hello"));
+        assert_eq!(whole[2].inflate, None);
+        assert_eq!(whole[3].inflate, Some(Inflated::Done));
+        for cut in 0..=wire.len() {
+            let mut p = Parser::new(Some(SenderDeflate::default()));
+            let mut out = Vec::new();
+            p.feed(&wire[..cut], &mut out).expect("first part");
+            p.feed(&wire[cut..], &mut out).expect("second part");
+            assert_eq!(out, whole, "cut at {cut}");
+        }
     }
 
     #[test]
-    fn deflate_negotiation_is_read_from_the_extension_header() {
-        assert!(deflate_negotiated([
-            "permessage-deflate; client_max_window_bits"
-        ]));
-        assert!(deflate_negotiated(["foo, PerMessage-Deflate"]));
-        assert!(!deflate_negotiated(["x-webkit-deflate-frame"]));
-        assert!(!deflate_negotiated([]));
+    fn no_context_takeover_messages_inflate_each_from_scratch() {
+        let mut wire = Vec::new();
+        for text in [&b"one one one"[..], b"one one two"] {
+            let mut c = Compress::new(Compression::default(), false);
+            wire.extend(frame(true, 0b100, 1, None, &compress_message(&mut c, text)));
+        }
+        let mut p = Parser::new(Some(SenderDeflate {
+            no_context_takeover: true,
+            max_window_bits: Some(10),
+        }));
+        let mut out = Vec::new();
+        assert_eq!(p.feed(&wire, &mut out), Ok(()));
+        assert_eq!(out[0].first, b"one one one");
+        assert_eq!(out[1].first, b"one one two");
+        assert!(out.iter().all(|m| m.inflate == Some(Inflated::Done)));
+    }
+
+    /// A bomb in a kept context: cut at the cap with what was inflated, then the direction
+    /// stops inflating (reported once); later messages keep their wire figures.
+    #[test]
+    fn a_compressed_bomb_is_cut_and_later_messages_stay_compressed() {
+        let mut c = Compress::new(Compression::default(), false);
+        let bomb = compress_message(&mut c, &vec![b'A'; (MAX_INFLATE_BYTES + 4096) as usize]);
+        let after = compress_message(&mut c, b"after the bomb");
+        let mut wire = frame(true, 0b100, 1, KEY, &bomb);
+        wire.extend(frame(true, 0b100, 1, KEY, &after));
+        let mut p = Parser::new(Some(SenderDeflate::default()));
+        let mut out = Vec::new();
+        assert_eq!(p.feed(&wire, &mut out), Ok(()));
+        assert_eq!(out[0].inflate, Some(Inflated::Cut));
+        assert_eq!(out[0].inflated_size, Some(MAX_INFLATE_BYTES));
+        assert_eq!(out[0].size, bomb.len() as u64, "wire figures when cut");
+        assert_eq!(out[0].sha256, sha(&bomb));
+        assert_eq!(out[0].first, vec![b'A'; MAX_FIRST_BYTES]);
+        assert_eq!(out[1].inflate, Some(Inflated::Skipped));
+        assert!(out[1].first.is_empty());
+        assert_eq!(out[1].sha256, sha(&after));
+        assert_eq!(p.take_inflate_stop(), Some(InflateStop::ContextLost));
+        assert_eq!(p.take_inflate_stop(), None);
+    }
+
+    #[test]
+    fn corrupt_compressed_data_is_logged_and_parsing_goes_on() {
+        let mut wire = frame(true, 0b100, 2, KEY, &[0xff; 20]);
+        wire.extend(frame(true, 0, 1, KEY, b"still parsed"));
+        let (m, r) = parse(true, &wire);
+        assert_eq!(r, Ok(()));
+        assert_eq!(m[0].inflate, Some(Inflated::Error));
+        assert_eq!(m[0].inflated_size, Some(0));
+        assert_eq!(m[0].size, 20);
+        assert_eq!(m[1].first, b"still parsed");
+    }
+
+    #[test]
+    fn rsv1_without_negotiation_is_still_an_error() {
+        let wire = frame(true, 0b100, 1, None, &HELLO_DEFLATED);
+        assert_eq!(
+            parse(false, &wire).1,
+            Err(ParseWs::ReservedBits { bits: 0b100 })
+        );
+        // And never on a control frame.
+        let wire = frame(true, 0b100, 9, None, b"");
+        assert_eq!(
+            parse(true, &wire).1,
+            Err(ParseWs::ReservedBits { bits: 0b100 })
+        );
     }
 }

@@ -33,6 +33,7 @@ mod gate;
 mod tunnel;
 mod upgrade;
 pub(crate) mod upstream;
+mod ws_h2;
 
 type GuestBody = BoxBody<Bytes, hyper::Error>;
 use upstream::{H1Sender, H2Sender, Opened, Sender, UpBody};
@@ -183,6 +184,8 @@ where
     let served = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
         .timer(hyper_util::rt::TokioTimer::new())
         .max_concurrent_streams(MAX_H2_STREAMS)
+        // RFC 8441: WebSockets over HTTP/2 streams (`http/ws_h2.rs`).
+        .enable_connect_protocol()
         .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX))
         .serve_connection(TokioIo::new(guest), service);
     let mut served = std::pin::pin!(served);
@@ -466,6 +469,9 @@ impl Conn {
         let (url, host) = self.url(req.uri(), req.headers());
         let method = req.method().clone();
         if method == Method::CONNECT {
+            if ws_h2::is_websocket(&req) {
+                return Ok(self.websocket_h2(req, started).await);
+            }
             return Ok(self.connect_tunnel(req, started).await);
         }
         // Explicit proxy, absolute-form: the URL names the target.

@@ -3,7 +3,8 @@
 //! stream and exchanges WebSocket frames as DATA with a local HTTP/1.1 WebSocket echo server
 //! (TLS, a test CA), which gets a proper h1 Upgrade from idagent. The log holds the stream's
 //! `http` record and one `ws` record per message and direction, as for an h1 upgrade; an
-//! upstream refusal reaches the guest's stream as its status. Real engine, real kernel, offline.
+//! upstream refusal reaches the guest's stream as its status; a policy learned from the run
+//! decides the stream as the GET it stands for. Real engine, real kernel, offline.
 
 mod common;
 use common::*;
@@ -238,22 +239,23 @@ pump(closed)
 out["echoes"] = echoes
 c.end_stream(sid)
 s.sendall(c.data_to_send())
-# The upstream refuses another path: its status is the stream's.
-nope = connect("/nope")
+# Another path: refused by the upstream (its status is the stream's), or by the policy.
+nope = connect(SECOND_PATH)
 pump(lambda: streams[nope]["ended"])
 out["refused"] = [streams[nope]["headers"][":status"], streams[nope]["data"].decode()]
 print("RESULT " + json.dumps(out), flush=True)
 "#;
 
 #[test]
-fn rfc8441_websocket_streams_are_translated_and_logged() {
+fn rfc8441_websocket_streams_are_translated_logged_and_decided_as_get() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ca, config) = pki(dir.path(), "ws.test");
-    let heads = Arc::new(Mutex::new(Vec::new()));
-    let port = echo_server(config, heads.clone());
+    let server_heads = Arc::new(Mutex::new(Vec::new()));
+    let port = echo_server(config, server_heads.clone());
     let map = format!("ws.test:443=127.0.0.1:{port}");
     let ca = ca.to_string_lossy().into_owned();
-    let run = offline_python(&["--upstream-map", &map, "--upstream-ca", &ca], GUEST);
+    let args = ["--upstream-map", &map, "--upstream-ca", &ca];
+    let run = offline_python(&args, &GUEST.replace("SECOND_PATH", "\"/nope\""));
     assert_eq!(run.code(), Some(0), "{}", run.explain());
     let r = run.result();
     assert_eq!(r["enable_connect_protocol"], 1, "{r}");
@@ -290,7 +292,7 @@ fn rfc8441_websocket_streams_are_translated_and_logged() {
     // The echo server got a proper HTTP/1.1 Upgrade, with the guest's end-to-end headers.
     // (Without a request: the connection the gateway opened before answering the guest's
     // ALPN offer, to learn what the upstream speaks; each WebSocket gets one of its own.)
-    let heads: Vec<String> = heads
+    let heads: Vec<String> = server_heads
         .lock()
         .expect("heads")
         .iter()
@@ -399,4 +401,61 @@ fn rfc8441_websocket_streams_are_translated_and_logged() {
         assert_eq!(ws[3]["sha256"], sha256_hex(b"fragmented"));
         assert_eq!(ws[5]["code"], 1000);
     }
+
+    // The stream is decided as the GET it stands for: a policy learned from this run lets
+    // `/chat` through again and refuses a path it never saw, before any upstream request.
+    let policy = dir.path().join("ws.yaml");
+    let learned = std::process::Command::new(IDAGENT)
+        .args(["policy", "learn"])
+        .arg(run.run_dir())
+        .arg("-o")
+        .arg(&policy)
+        .output()
+        .expect("start idagent policy learn");
+    assert!(learned.status.success(), "{learned:?}");
+    let yaml = std::fs::read_to_string(&policy).expect("policy written");
+    assert!(yaml.contains("/chat"), "{yaml}");
+    let policy = policy.to_string_lossy().into_owned();
+    let mut enforced_args = args.to_vec();
+    enforced_args.extend(["--policy", &policy, "--mode", "enforce"]);
+    let before = heads.len();
+    let enforced = offline_python(&enforced_args, &GUEST.replace("SECOND_PATH", "\"/other\""));
+    let got = enforced.result();
+    assert_eq!(got["status"], "200", "{}", enforced.explain());
+    assert_eq!(got["echoes"].as_array().map(Vec::len), Some(7), "{got}");
+    assert_eq!(got["refused"][0], "403", "{}", enforced.explain());
+    let body: Value = serde_json::from_str(got["refused"][1].as_str().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("403 body is not JSON ({e}): {got}"));
+    assert_eq!(body["layer"], "http", "{body}");
+    let request = body["request"].as_str().unwrap_or_default();
+    assert!(
+        request.contains("GET") && request.contains("/other"),
+        "{body}"
+    );
+    let denied = enforced
+        .of_kind("http")
+        .find(|e| e["url"] == "https://ws.test/other")
+        .unwrap_or_else(|| panic!("no record of /other\n{}", enforced.explain()));
+    assert!(
+        denied["note"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("denied by policy")),
+        "{denied}"
+    );
+    let heads_after: Vec<String> = server_heads
+        .lock()
+        .expect("heads")
+        .iter()
+        .filter(|h| !h.is_empty())
+        .cloned()
+        .collect();
+    assert_eq!(
+        heads_after.len(),
+        before + 1,
+        "only /chat reached the server: {heads_after:?}"
+    );
+    assert!(
+        heads_after[before].starts_with("GET /chat "),
+        "{heads_after:?}"
+    );
 }

@@ -14,7 +14,8 @@
 //! `te: trailers` carried both ways, resets and GOAWAY passed on by hyper on each leg. An
 //! upstream that speaks only HTTP/1.1 gets each stream as an HTTP/1.1 request, on a small pool
 //! of upstream connections per guest connection (an h1 connection carries one at a time).
-//! gRPC calls are HTTP/2 streams like any other; their records also carry `grpc`.
+//! gRPC calls are HTTP/2 streams like any other; their records also carry `grpc`. RFC 8441
+//! WebSockets (extended CONNECT, advertised in our SETTINGS) are `http/ws_h2.rs`'s.
 
 use super::tap::{escape_bytes, Tap, TapBody};
 use super::{FlowMeta, Gateway};

@@ -15,7 +15,8 @@
 //! `te: trailers` carried both ways, resets and GOAWAY passed on by hyper on each leg. An
 //! upstream that speaks only HTTP/1.1 gets each stream as an HTTP/1.1 request, on a small pool
 //! of upstream connections per guest connection (an h1 connection carries one at a time).
-//! gRPC calls are HTTP/2 streams like any other; their records also carry `grpc`.
+//! gRPC calls are HTTP/2 streams like any other; their records also carry `grpc`. RFC 8441
+//! WebSockets (extended CONNECT, advertised in our SETTINGS) are `http/ws_h2.rs`'s.
 
 use super::tap::{escape_bytes, Tap, TapBody};
 use super::{FlowMeta, Gateway};
@@ -35,6 +36,7 @@ mod gate;
 mod tunnel;
 mod upgrade;
 pub(crate) mod upstream;
+mod ws_h2;
 
 type GuestBody = BoxBody<Bytes, hyper::Error>;
 use upstream::{H1Sender, H2Sender, Opened, Sender, UpBody};
@@ -199,6 +201,8 @@ where
         .max_concurrent_streams(MAX_H2_STREAMS)
         .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
         .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESETS)
+        // RFC 8441: WebSockets over HTTP/2 streams (`http/ws_h2.rs`).
+        .enable_connect_protocol()
         .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX))
         .serve_connection(TokioIo::new(guest), service);
     let mut served = std::pin::pin!(served);
@@ -503,6 +507,9 @@ impl Conn {
         let (url, host) = self.url(req.uri(), req.headers());
         let method = req.method().clone();
         if method == Method::CONNECT {
+            if ws_h2::is_websocket(&req) {
+                return Ok(self.websocket_h2(req, started).await);
+            }
             return Ok(self.connect_tunnel(req, started).await);
         }
         // Explicit proxy, absolute-form: the URL names the target.

@@ -216,6 +216,19 @@ pub(crate) async fn check(
     }
 }
 
+/// A request whose body is no JSON-RPC message and must not be read (an RFC 8441 WebSocket
+/// stream): an `Inspect` is decided as a request without a tool call, with its decision.
+pub(crate) fn without_body(gw: &Gateway, meta: &FlowMeta, gated: Gate) -> Gate {
+    let Gate::Inspect(request) = gated else {
+        return gated;
+    };
+    let asked = with_rpc(&request, None);
+    let permit = gw
+        .enforcer
+        .check(&asked.as_request(), Context::flow(meta.id), "http_403");
+    refusal_of((permit, asked), &Value::Null, None)
+}
+
 fn with_rpc(request: &OwnedRequest, rpc: Option<OwnedRpc>) -> OwnedRequest {
     let mut asked = request.clone();
     if let OwnedRequest::Http { rpc: slot, .. } = &mut asked {

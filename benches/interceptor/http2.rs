@@ -368,9 +368,10 @@ impl Rows {
              warm-up, then 8 concurrent streams for {} s each. gRPC: python3-grpcio on both \
              ends. No floor in the issue: ratios to direct only.\n",
             if self.http2_flag {
-                "; `idagent run --http2` (listed by this idagent's `--help`)"
+                "; `idagent run --http2`, since this idagent's `--help` lists it (HTTP/2 is \
+                 opt-in there)"
             } else {
-                "; no `--http2` (not listed by this idagent's `--help`)"
+                "; no flag: this idagent's `--help` lists no `--http2`, HTTP/2 is its default"
             },
             self.requests,
             self.secs,

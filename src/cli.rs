@@ -229,9 +229,14 @@ pub struct NetArgs {
     /// TLS handling: intercept (log the HTTP inside) or passthrough (log SNI only).
     #[arg(long, value_enum, default_value = "intercept")]
     pub tls: crate::gateway::TlsMode,
-    /// Also offer HTTP/2 (ALPN h2) to the guest in intercepted TLS; each stream is logged like
-    /// an HTTP/1 request and forwarded over HTTP/1.1 upstream.
+    /// Speak HTTP/1.1 only, on both legs. By default a guest that offers HTTP/2 (ALPN h2, or
+    /// h2c by prior knowledge) speaks it, each stream forwarded as a stream over an HTTP/2
+    /// upstream connection where the upstream agrees h2; with this flag a guest that offers
+    /// only h2 is refused in the handshake (logged).
     #[arg(long)]
+    pub http1_only: bool,
+    /// Accepted for older scripts: HTTP/2 is the default now (see --http1-only).
+    #[arg(long, hide = true)]
     pub http2: bool,
     /// Bytes kept of each packet in the pcapng (0: whole packets).
     #[arg(long, default_value_t = 0)]

@@ -20,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tracing::{debug, info_span, Instrument};
 
+pub mod grpc;
 pub mod http;
 pub mod intercept;
 pub mod jsonrpc;
@@ -64,6 +65,11 @@ pub struct Gateway {
     /// The run's known secret values: learned from what the guest sends, scrubbed from
     /// everything the gateway logs. Shared with the run's other recorders (execs, run start).
     pub known: Arc<crate::redact::KnownSecrets>,
+    /// HTTP/2 upstream connections, one per upstream, shared by the guest's connections.
+    pub(crate) h2_pool: http::upstream::H2Pool,
+    /// `--http1-only`: cleartext HTTP/2 (h2c prior knowledge) is relayed as opaque bytes
+    /// rather than served (TLS flows follow `TlsContext`'s own setting).
+    http1_only: std::sync::atomic::AtomicBool,
     next_flow: AtomicU64,
     /// CONNECT tunnels to serve as flows of their own. A channel (not a direct spawn) so the
     /// HTTP handler's future does not contain the flow handler's (a recursive type).
@@ -138,6 +144,8 @@ impl Gateway {
             tls_mode,
             tls,
             enforcer,
+            h2_pool: http::upstream::H2Pool::default(),
+            http1_only: std::sync::atomic::AtomicBool::new(false),
             next_flow: AtomicU64::new(1),
             tunnels,
         });
@@ -154,6 +162,11 @@ impl Gateway {
             }
         });
         gw
+    }
+
+    /// `--http1-only` (see the field).
+    pub fn set_http1_only(&self, only: bool) {
+        self.http1_only.store(only, Ordering::Relaxed);
     }
 
     /// Hands an accepted CONNECT tunnel to the tunnel task.
@@ -268,6 +281,15 @@ impl Gateway {
         } else if http::looks_like_http(&first) {
             close.protocol = Some("http".into());
             http::serve_plain(self.clone(), guest, meta).await
+        } else if http::looks_like_h2_preface(&first) && !self.http1_only.load(Ordering::Relaxed) {
+            // h2c by prior knowledge (plain-text gRPC): served, and forwarded, as HTTP/2.
+            close.protocol = Some("h2c".into());
+            let end =
+                http::serve_h2(self.clone(), guest, meta, http::UpstreamKind::Plain, None).await;
+            match end.error {
+                Some(e) => Err(e),
+                None => Ok(end.upstream),
+            }
         } else {
             close.protocol = Some("relay".into());
             self.relay(guest, meta, &first, &mut close).await

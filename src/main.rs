@@ -233,6 +233,7 @@ async fn audit(docker_host: &str, args: idagent::cli::AuditArgs) -> Result<ExitC
         allow_private: false,
         capture_bytes: idagent::gateway::DEFAULT_CAPTURE_BYTES,
         tls: idagent::gateway::TlsMode::Intercept,
+        http1_only: false,
         http2: false,
         snaplen: 0,
     };

@@ -106,7 +106,7 @@ pub fn build(
             let keylog = Arc::new(key_log(pcap.as_ref().map(PcapHandle::sender)));
             let ctx = TlsContext::new(ca.clone(), keylog.clone(), upstream_ca.as_deref())
                 .map_err(|e| NetSetupError::Tls(e.to_string()))?
-                .with_http2(args.http2);
+                .with_http1_only(args.http1_only);
             (Some(ctx), Some(ca))
         }
         TlsMode::Passthrough => (None, None),
@@ -120,6 +120,7 @@ pub fn build(
         tls,
         enforcer,
     );
+    gateway.set_http1_only(args.http1_only);
     Ok(Interceptor {
         gateway,
         dns,
@@ -160,12 +161,14 @@ pub fn write_ca_files(ca: &RunCa, dir: &Path) -> Result<(PathBuf, PathBuf), NetS
 
 /// Environment that makes common runtimes trust the bundle without touching the read-only
 /// root: OpenSSL/Python/curl read `SSL_CERT_FILE`, requests `REQUESTS_CA_BUNDLE`, curl
-/// `CURL_CA_BUNDLE`, Node adds `NODE_EXTRA_CA_CERTS` to its built-in roots.
-pub fn ca_env() -> [(&'static str, &'static str); 4] {
+/// `CURL_CA_BUNDLE`, Node adds `NODE_EXTRA_CA_CERTS` to its built-in roots, gRPC's C core
+/// (grpcio, grpc-node native) reads `GRPC_DEFAULT_SSL_ROOTS_FILE_PATH` instead of any of them.
+pub fn ca_env() -> [(&'static str, &'static str); 5] {
     [
         ("SSL_CERT_FILE", GUEST_CA_BUNDLE),
         ("REQUESTS_CA_BUNDLE", GUEST_CA_BUNDLE),
         ("CURL_CA_BUNDLE", GUEST_CA_BUNDLE),
         ("NODE_EXTRA_CA_CERTS", GUEST_CA_ONLY),
+        ("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", GUEST_CA_BUNDLE),
     ]
 }

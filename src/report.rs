@@ -4,8 +4,8 @@
 //! [`crate::audit::read::records`]: unknown kinds are counted and shown raw, unknown fields are
 //! ignored, a torn last line or a `seq` hole becomes a warning, not an error) and in one
 //! streaming pass (no record is kept after it is folded, so a log of any size is read in bounded
-//! memory), folding it into a [`RunReport`] (destinations, requests, files, denied writes,
-//! processes, blocked attempts, policy decisions, credentials seen) and rendering it as text ([`render_text`]), JSON (`serde_json` of
+//! memory), folding it into a [`RunReport`] (agent tool calls, destinations, requests, files,
+//! denied writes, processes, blocked attempts, policy decisions, credentials seen) and rendering it as text ([`render_text`]), JSON (`serde_json` of
 //! [`RunReport`]) or one self-contained HTML page ([`render_html`], [`write_html`]).
 //! It does not write or validate the audit log (that is `audit`), and it never redacts beyond
 //! what `redact` already did, except that argv and commands are passed through
@@ -93,6 +93,8 @@ pub struct RunReport {
     pub end_reason: Option<String>,
     /// Records per kind, as counted in the file.
     pub counts: BTreeMap<String, u64>,
+    /// MCP / JSON-RPC and gRPC calls (`http` records with `jsonrpc` or `grpc`), in log order.
+    pub tool_calls: Vec<ToolCall>,
     pub destinations: Vec<Destination>,
     pub requests: Vec<Request>,
     pub files_written: Vec<FileWrite>,
@@ -152,6 +154,57 @@ pub struct Request {
     pub note: Option<String>,
     /// Fingerprints seen in this exchange.
     pub credentials: Vec<String>,
+}
+
+/// One JSON-RPC (MCP) or gRPC call: an `http` record whose `jsonrpc` or `grpc` is set.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ToolCall {
+    pub seq: u64,
+    /// Milliseconds since `run_start` (of the record, written when the exchange ended).
+    pub at_ms: Option<i64>,
+    pub flow: Option<u64>,
+    /// The host of the request's URL.
+    pub server: String,
+    /// `MCP` (a method of MCP's namespace: `tools/…`, `initialize`, `notifications/…` …),
+    /// `JSON-RPC` (any other method) or `gRPC`.
+    pub protocol: String,
+    /// Whether this is an MCP `tools/call` (the tool name is [`ToolCall::call`]).
+    pub tool_call: bool,
+    /// The tool's name for `tools/call`, else the JSON-RPC method, or gRPC `service/method`.
+    pub call: String,
+    /// The JSON-RPC id; absent for a notification and for gRPC.
+    pub id: Option<String>,
+    /// A JSON-RPC batch's length (the row describes its first call).
+    pub batch: Option<u64>,
+    /// `tools/call` arguments as the log has them (JSON text, redacted, cut by the gateway).
+    pub arguments: Option<String>,
+    pub http_status: Option<u64>,
+    /// The JSON-RPC answer's `error.code`.
+    pub error_code: Option<i64>,
+    /// MCP's `result.isError`.
+    pub tool_error: Option<bool>,
+    /// `grpc-status`, and `grpc-message`.
+    pub grpc_status: Option<u32>,
+    pub grpc_message: Option<String>,
+    /// gRPC messages each way.
+    pub grpc_messages: Option<(u64, u64)>,
+    /// The outcome in words: `ok`, `tool error (isError)`, `error -32601 method not found`,
+    /// `7 PERMISSION_DENIED: …`, `no answer` …
+    pub outcome: String,
+    /// Whether the call failed (HTTP ≥ 400, a JSON-RPC error, `isError`, gRPC status ≠ 0).
+    pub failed: bool,
+    /// `denied (rule R)` when the policy refused it, `would deny (rule R, report mode)`.
+    pub policy: Option<String>,
+    /// Whether the policy refused it (the gateway answered 403).
+    pub refused: bool,
+}
+
+impl ToolCall {
+    /// An invocation (an MCP `tools/call` or a gRPC call), as opposed to the rest of an MCP
+    /// session (`initialize`, `tools/list`, notifications) or other JSON-RPC.
+    pub fn is_invocation(&self) -> bool {
+        self.tool_call || self.protocol == "gRPC"
+    }
 }
 
 /// A change the guest made where it may write (the workspace, scratch tmpfs).
@@ -282,7 +335,9 @@ impl RunReport {
 
     /// Short verdict line: counts a reviewer scans first.
     pub fn headline(&self) -> Vec<(&'static str, usize)> {
+        let calls = self.tool_calls.iter();
         vec![
+            ("tool calls", calls.filter(|c| c.is_invocation()).count()),
             ("requests", self.requests.len()),
             ("destinations", self.destinations.len()),
             ("blocked", self.blocked.len()),

@@ -1,6 +1,7 @@
 //! Honest ALPN (issue 10, item 2): a guest that offers only `h2` gets `h2` without any flag; a
 //! handshake that fails says who ended it and why; the `tls` record lists what the guest
-//! offered. Real guests (Python's `ssl`), offline: nothing leaves the host.
+//! offered; `--http1-only` refuses an h2-only guest and says why. Real guests (Python's
+//! `ssl`), offline: nothing leaves the host.
 
 mod common;
 use common::*;
@@ -38,7 +39,7 @@ fn alpn_is_honest_and_failures_say_who_refused() {
     assert_eq!(run.code(), Some(0), "{}", run.explain());
     let got = run.result();
     assert_eq!(got["h2_only"], "h2", "an h2-only client works: {got}");
-    assert_eq!(got["both"], "http/1.1", "the default stays HTTP/1.1: {got}");
+    assert_eq!(got["both"], "h2", "HTTP/2 is the default: {got}");
     assert!(
         got["unknown"].as_str().unwrap_or("").starts_with("error"),
         "{got}"
@@ -80,5 +81,29 @@ fn alpn_is_honest_and_failures_say_who_refused() {
             .unwrap_or("")
             .contains("does not trust our certificate"),
         "{untrusting}"
+    );
+}
+
+#[test]
+fn http1_only_refuses_an_h2_only_guest_and_says_why() {
+    let script = probe();
+    let run = offline_python(&["--http1-only"], &script);
+    assert_eq!(run.code(), Some(0), "{}", run.explain());
+    let got = run.result();
+    assert!(
+        got["h2_only"].as_str().unwrap_or("").starts_with("error"),
+        "{got}"
+    );
+    assert_eq!(got["both"], "http/1.1", "{got}");
+    let refused = run
+        .of_kind("tls")
+        .find(|e| e["alpn_offered"] == serde_json::json!(["h2"]))
+        .unwrap_or_else(|| panic!("no tls record for the h2-only guest\n{}", run.explain()));
+    assert_eq!(refused["mode"], "rejected", "{refused}");
+    assert_eq!(refused["refused_by"], "idagent", "{refused}");
+    let err = refused["error"].as_str().unwrap_or("");
+    assert!(
+        err.contains("no application protocol in common") && err.contains("--http1-only"),
+        "{refused}"
     );
 }

@@ -96,4 +96,19 @@ print("RESULT " + json.dumps({{"sunny": "sunny" in body}}), flush=True)
         !report.contains(SECRET),
         "the argument's secret reached the report"
     );
+    // The report names the call first-class: its section, the tool in bold, its arguments.
+    let start = report
+        .find("<section id=\"tool-calls\">")
+        .unwrap_or_else(|| panic!("no tool-calls section in report.html"));
+    let section = &report[start..];
+    let section = &section[..section.find("</section>").unwrap_or(section.len())];
+    assert!(
+        section.contains("<b><span class=\"mono tool\">get_weather</span></b>"),
+        "{section}"
+    );
+    assert!(
+        section.contains("mcp.test") && section.contains("Paris"),
+        "{section}"
+    );
+    assert!(section.contains("HTTP 200"), "{section}");
 }

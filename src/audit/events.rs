@@ -460,6 +460,10 @@ pub struct TlsEvent {
     /// Upstream certificate verification: `ok`, `failed: …`, or absent when not dialled.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_verify: Option<String>,
+    /// The protocol the upstream agreed, when idagent connected to it before answering the
+    /// guest's handshake (a guest that offered `h2`: it is offered what the upstream speaks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_alpn: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

@@ -8,9 +8,13 @@
 //! Every request first passes `http/gate.rs` (routing by its own target, then the policy);
 //! `http/tunnel.rs` holds CONNECT, the connection's identity and the gateway's own refusals.
 //!
-//! HTTP/2 (`--http2`, guest side only): each stream is served like an HTTP/1 request and
-//! forwarded over HTTP/1.1 upstream, on a small pool of upstream connections per guest
-//! connection (streams run concurrently; an h1 connection carries one at a time).
+//! HTTP/2 (the default; `--http1-only` turns it off): each guest stream is its own request and
+//! its own `http` record, forwarded as a stream over an HTTP/2 upstream connection when the
+//! upstream agrees `h2` (one shared connection per upstream, `http/upstream.rs`), trailers and
+//! `te: trailers` carried both ways, resets and GOAWAY passed on by hyper on each leg. An
+//! upstream that speaks only HTTP/1.1 gets each stream as an HTTP/1.1 request, on a small pool
+//! of upstream connections per guest connection (an h1 connection carries one at a time).
+//! gRPC calls are HTTP/2 streams like any other; their records also carry `grpc`.
 
 use super::tap::{escape_bytes, Tap, TapBody};
 use super::{FlowMeta, Gateway};
@@ -28,9 +32,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 mod gate;
 mod tunnel;
 mod upgrade;
+pub(crate) mod upstream;
 
 type GuestBody = BoxBody<Bytes, hyper::Error>;
-type UpstreamSender = hyper::client::conn::http1::SendRequest<TapBody<Incoming>>;
+use upstream::{H1Sender, H2Sender, Opened, Sender, UpBody};
 
 /// Anything we can speak HTTP over upstream (plain TCP or TLS).
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -53,6 +58,15 @@ pub fn looks_like_http(first: &[u8]) -> bool {
     METHODS.iter().any(|m| first.starts_with(m))
 }
 
+/// The HTTP/2 connection preface (RFC 9113 §3.4): a client speaking HTTP/2 by prior knowledge
+/// (h2c, or inside TLS without ALPN).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a flow's first bytes start the HTTP/2 preface (enough of it to tell: 8 bytes).
+pub fn looks_like_h2_preface(first: &[u8]) -> bool {
+    first.len() >= 8 && H2_PREFACE.starts_with(&first[..first.len().min(H2_PREFACE.len())])
+}
+
 /// How the gateway reaches the upstream of one guest connection.
 #[derive(Debug, Clone)]
 pub enum UpstreamKind {
@@ -70,11 +84,15 @@ struct Conn {
     gw: Arc<Gateway>,
     meta: FlowMeta,
     kind: UpstreamKind,
-    /// The upstream connection, for explicit-proxy clients the target it was opened for, and
-    /// the address it reaches.
-    sender: tokio::sync::Mutex<Option<(UpstreamSender, Option<String>, SocketAddr)>>,
-    /// HTTP/2 guest connections: idle upstream connections (at most [`MAX_IDLE_UPSTREAM`]).
-    pool: tokio::sync::Mutex<Vec<(UpstreamSender, SocketAddr)>>,
+    /// HTTP/1 guest connections: the upstream connection, for explicit-proxy clients the
+    /// target it was opened for, and the address it reaches.
+    sender: tokio::sync::Mutex<Option<(H1Sender, Option<String>, SocketAddr)>>,
+    /// HTTP/2 guest connections to an HTTP/1.1 upstream: idle upstream connections (at most
+    /// [`MAX_IDLE_UPSTREAM`]).
+    pool: tokio::sync::Mutex<Vec<(H1Sender, SocketAddr)>>,
+    /// HTTP/2 guest connections to an HTTP/2 upstream: the shared connection its streams ride
+    /// (also in the gateway's pool, when the pool had room), and what it reaches.
+    h2: Mutex<Option<(H2Sender, SocketAddr, Option<String>)>>,
     multiplexed: bool,
     upstream: Mutex<Option<SocketAddr>>,
     /// Result of upstream TLS verification, for the `tls` event.
@@ -110,11 +128,18 @@ pub struct SessionEnd {
 }
 
 /// Serves HTTP/1.x requests from `guest` until it closes.
-pub async fn serve<S>(gw: Arc<Gateway>, guest: S, meta: &FlowMeta, kind: UpstreamKind) -> SessionEnd
+/// `initial`: an upstream connection already opened for it (see `upstream::preopen`).
+pub async fn serve<S>(
+    gw: Arc<Gateway>,
+    guest: S,
+    meta: &FlowMeta,
+    kind: UpstreamKind,
+    initial: Option<Opened>,
+) -> SessionEnd
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = Conn::new(gw, meta, kind, false);
+    let conn = Conn::new(gw, meta, kind, false, initial);
     let svc_conn = conn.clone();
     let service = hyper::service::service_fn(move |req| svc_conn.clone().forward(req));
     let served = hyper::server::conn::http1::Builder::new()
@@ -134,17 +159,19 @@ where
     }))
 }
 
-/// Serves HTTP/2 streams from `guest` (ALPN `h2` agreed) until it closes.
+/// Serves HTTP/2 streams from `guest` (ALPN `h2` agreed, or h2c prior knowledge) until it
+/// closes. `initial`: an upstream connection already opened for it.
 pub async fn serve_h2<S>(
     gw: Arc<Gateway>,
     guest: S,
     meta: &FlowMeta,
     kind: UpstreamKind,
+    initial: Option<Opened>,
 ) -> SessionEnd
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = Conn::new(gw, meta, kind, true);
+    let conn = Conn::new(gw, meta, kind, true, initial);
     let svc_conn = conn.clone();
     // Set by the first request: until then the connection runs on HEADER_READ_TIMEOUT.
     let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -180,7 +207,7 @@ pub async fn serve_plain<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let end = serve(gw, guest, meta, UpstreamKind::Plain).await;
+    let end = serve(gw, guest, meta, UpstreamKind::Plain, None).await;
     match end.error {
         Some(e) => Err(e),
         None => Ok(end.upstream),
@@ -188,16 +215,34 @@ where
 }
 
 impl Conn {
-    fn new(gw: Arc<Gateway>, meta: &FlowMeta, kind: UpstreamKind, multiplexed: bool) -> Arc<Self> {
+    fn new(
+        gw: Arc<Gateway>,
+        meta: &FlowMeta,
+        kind: UpstreamKind,
+        multiplexed: bool,
+        initial: Option<Opened>,
+    ) -> Arc<Self> {
+        let (mut sender, mut pool, mut h2) = (None, Vec::new(), None);
+        let (mut upstream, mut verify) = (None, None);
+        if let Some(o) = initial {
+            upstream = Some(o.addr);
+            verify = o.verify.clone();
+            match o.sender {
+                Sender::H1(s) if multiplexed => pool.push((s, o.addr)),
+                Sender::H1(s) => sender = Some((s, None, o.addr)),
+                Sender::H2(s) => h2 = Some((s, o.addr, o.verify)),
+            }
+        }
         Arc::new(Conn {
             gw,
             meta: meta.clone(),
             kind,
-            sender: tokio::sync::Mutex::new(None),
-            pool: tokio::sync::Mutex::new(Vec::new()),
+            sender: tokio::sync::Mutex::new(sender),
+            pool: tokio::sync::Mutex::new(pool),
+            h2: Mutex::new(h2),
             multiplexed,
-            upstream: Mutex::new(None),
-            verify: Mutex::new(None),
+            upstream: Mutex::new(upstream),
+            verify: Mutex::new(verify),
         })
     }
 
@@ -265,16 +310,19 @@ impl Conn {
 
     /// Sends `req` on this guest connection's upstream connection, (re)connecting when there
     /// is none, it went away, or (explicit proxy) the request names another target. Requests
-    /// of one guest connection are sequential (HTTP/1.1), so holding the lock is no contention.
+    /// of one HTTP/1 guest connection are sequential, so holding the lock is no contention.
+    /// `authority`: what the request was routed and decided by (its absolute-form URL or
+    /// `:authority`), which the upstream gets as `Host` / `:authority`.
     async fn send(
         &self,
         host: Option<&str>,
         target: Option<FlowMeta>,
-        req: Request<TapBody<Incoming>>,
-        upstream: &mut Option<String>,
+        mut req: Request<UpBody>,
+        authority: Option<&str>,
+        event: &mut HttpEvent,
     ) -> Result<Response<Incoming>, String> {
         if self.multiplexed {
-            return self.send_pooled(host, req, upstream).await;
+            return self.send_multiplexed(host, req, authority, event).await;
         }
         let key = target.as_ref().map(FlowMeta::label);
         let mut slot = self.sender.lock().await;
@@ -284,90 +332,124 @@ impl Conn {
         };
         if !reusable {
             let meta = target.unwrap_or_else(|| self.meta.clone());
-            let (sender, addr) = self.connect(&meta, host).await?;
-            *slot = Some((sender, key, addr));
+            let opened = upstream::open(&self.gw, &meta, &self.kind, host, false)
+                .await
+                .map_err(|e| self.failed(e))?;
+            self.note_upstream(&opened);
+            let Sender::H1(s) = opened.sender else {
+                return Err("upstream: unexpected HTTP/2 connection".into());
+            };
+            *slot = Some((s, key, opened.addr));
         }
         let (sender, _, addr) = slot.as_mut().ok_or("no upstream connection")?;
-        *upstream = Some(addr.to_string());
+        event.upstream = Some(addr.to_string());
+        event.upstream_version = Some("HTTP/1.1".into());
+        for_upstream(&mut req, false, self.scheme(), authority);
         sender
             .send_request(req)
             .await
             .map_err(|e| format!("upstream: {e}"))
     }
 
-    /// HTTP/2 streams: an idle ready upstream connection, or a new one; kept for reuse after.
-    async fn send_pooled(
+    /// HTTP/2 streams: over the upstream's HTTP/2 connection (this connection's, or the
+    /// gateway pool's, or a new one), else over an idle (or new) HTTP/1.1 connection, kept
+    /// for reuse after.
+    async fn send_multiplexed(
         &self,
         host: Option<&str>,
-        req: Request<TapBody<Incoming>>,
-        upstream: &mut Option<String>,
+        mut req: Request<UpBody>,
+        authority: Option<&str>,
+        event: &mut HttpEvent,
     ) -> Result<Response<Incoming>, String> {
-        let idle = {
-            let mut pool = self.pool.lock().await;
-            pool.retain(|(s, _)| !s.is_closed());
-            pool.iter()
-                .position(|(s, _)| s.is_ready())
-                .map(|i| pool.swap_remove(i))
-        };
-        let (mut sender, addr) = match idle {
-            Some(s) => s,
-            None => self.connect(&self.meta, host).await?,
-        };
-        *upstream = Some(addr.to_string());
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| format!("upstream: {e}"));
-        // Ready again once this response's body is done; a later stream checks.
-        let mut pool = self.pool.lock().await;
-        if pool.len() < MAX_IDLE_UPSTREAM {
-            pool.push((sender, addr));
+        let mut opened = self.live_h2();
+        if opened.is_none() {
+            let idle = {
+                let mut pool = self.pool.lock().await;
+                pool.retain(|(s, _)| !s.is_closed());
+                pool.iter()
+                    .position(|(s, _)| s.is_ready())
+                    .map(|i| pool.swap_remove(i))
+            };
+            opened = match idle {
+                Some((s, addr)) => Some(Opened {
+                    sender: Sender::H1(s),
+                    addr,
+                    verify: None,
+                }),
+                None => {
+                    let o = upstream::open(&self.gw, &self.meta, &self.kind, host, true)
+                        .await
+                        .map_err(|e| self.failed(e))?;
+                    if let Sender::H2(s) = &o.sender {
+                        if let Ok(mut slot) = self.h2.lock() {
+                            *slot = Some((s.clone(), o.addr, o.verify.clone()));
+                        }
+                    }
+                    Some(o)
+                }
+            };
         }
-        resp
+        let opened = opened.ok_or("no upstream connection")?;
+        self.note_upstream(&opened);
+        event.upstream = Some(opened.addr.to_string());
+        match opened.sender {
+            Sender::H2(mut sender) => {
+                event.upstream_version = Some("HTTP/2".into());
+                for_upstream(&mut req, true, self.scheme(), authority);
+                sender
+                    .send_request(req)
+                    .await
+                    .map_err(|e| format!("upstream: {e}"))
+            }
+            Sender::H1(mut sender) => {
+                event.upstream_version = Some("HTTP/1.1".into());
+                for_upstream(&mut req, false, self.scheme(), authority);
+                let resp = sender
+                    .send_request(req)
+                    .await
+                    .map_err(|e| format!("upstream: {e}"));
+                // Ready again once this response's body is done; a later stream checks.
+                let mut pool = self.pool.lock().await;
+                if pool.len() < MAX_IDLE_UPSTREAM {
+                    pool.push((sender, opened.addr));
+                }
+                resp
+            }
+        }
     }
 
-    async fn connect(
-        &self,
-        meta: &FlowMeta,
-        host: Option<&str>,
-    ) -> Result<(UpstreamSender, SocketAddr), String> {
-        let name = match &self.kind {
-            UpstreamKind::Tls { server_name, .. } => Some(server_name.as_str()),
-            UpstreamKind::Plain => host,
-        };
-        let (tcp, addr) = self.gw.dial(meta, name).await.map_err(|e| e.to_string())?;
-        if let Ok(mut u) = self.upstream.lock() {
+    /// This connection's HTTP/2 upstream connection if it is still open, else the gateway
+    /// pool's for the same upstream (after a GOAWAY another guest connection may have opened
+    /// a new one).
+    fn live_h2(&self) -> Option<Opened> {
+        let mut slot = self.h2.lock().ok()?;
+        if let Some((s, addr, verify)) = slot.as_ref().filter(|(s, _, _)| !s.is_closed()) {
+            return Some(Opened {
+                sender: Sender::H2(s.clone()),
+                addr: *addr,
+                verify: verify.clone(),
+            });
+        }
+        *slot = None;
+        let pooled = self
+            .gw
+            .h2_pool
+            .get(&upstream::PoolKey::new(&self.meta, &self.kind))?;
+        if let Sender::H2(s) = &pooled.sender {
+            *slot = Some((s.clone(), pooled.addr, pooled.verify.clone()));
+        }
+        Some(pooled)
+    }
+
+    /// A connection that could not be opened: what it got as far as, for the flow's records.
+    fn failed(&self, e: upstream::OpenError) -> String {
+        if let Some(v) = e.verify {
+            self.set_verify(v);
+        }
+        if let (Some(addr), Ok(mut u)) = (e.addr, self.upstream.lock()) {
             *u = Some(addr);
         }
-        let io: Box<dyn Io> = match &self.kind {
-            UpstreamKind::Plain => Box::new(tcp),
-            UpstreamKind::Tls { server_name, .. } => {
-                let tls = self.gw.tls.as_ref().ok_or("no TLS context")?;
-                match tls.connect_upstream(server_name, tcp).await {
-                    Ok(s) => {
-                        self.set_verify("ok".into());
-                        Box::new(s)
-                    }
-                    Err(e) => {
-                        self.set_verify(format!("failed: {e}"));
-                        return Err(format!("upstream tls: {e}"));
-                    }
-                }
-            }
-        };
-        let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
-            .preserve_header_case(true)
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| format!("upstream http handshake: {e}"))?;
-        tokio::spawn(async move {
-            let _ = connection.with_upgrades().await;
-        });
-        sender
-            .ready()
-            .await
-            .map_err(|e| format!("upstream not ready: {e}"))?;
-        Ok((sender, addr))
+        e.reason
     }
 
     fn set_verify(&self, v: String) {
@@ -419,34 +501,40 @@ impl Conn {
         drop_h2c_offer(req.headers_mut());
         let guest_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
         let capture = self.gw.capture_bytes;
-        let req_tap = Tap::new(capture);
-        let resp_tap = Tap::new(capture);
+        let grpc = super::grpc::is_grpc(req.headers());
+        let req_tap = Tap::new(capture).framed(grpc);
+        let resp_tap = Tap::new(capture).framed(grpc);
         let req_headers = header_list(req.headers());
+        let version = version_name(req.version());
         let authority = req.uri().authority().map(|a| without_userinfo(a.as_str()));
         let (mut parts, body) = req.into_parts();
-        // Upstream gets origin-form; absolute-form (explicit proxy) is rewritten.
-        parts.uri = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-            .parse()
-            .unwrap_or_else(|_| Uri::from_static("/"));
         strip_hop_by_hop(&mut parts.headers, guest_upgrade.is_some());
-        if parts.version == http::Version::HTTP_2 {
-            // Upstream is HTTP/1.1.
-            parts.version = http::Version::HTTP_11;
-        }
-        // The request was routed and decided by its authority (absolute-form URL or
-        // `:authority`): the upstream gets that as `Host`, whatever `Host` the guest also sent.
-        if let Some(h) = authority.and_then(|a| http::HeaderValue::from_str(&a).ok()) {
-            parts.headers.insert(http::header::HOST, h);
-        }
-        let upstream_req = Request::from_parts(parts, TapBody::new(body, req_tap.clone()));
+        let upstream_req = Request::from_parts(parts, TapBody::new(body, req_tap.clone()).boxed());
         let mut event = http_event(&self, method.to_string(), url, req_headers);
-        let sent = self
-            .send(host.as_deref(), target, upstream_req, &mut event.upstream)
-            .await;
+        event.version = Some(version.into());
+        let mut pending = Unanswered {
+            gw: &self.gw,
+            event: Some(event),
+            req: req_tap.clone(),
+            resp: resp_tap.clone(),
+            started,
+        };
+        let sent = match pending.event.as_mut() {
+            Some(event) => {
+                self.send(
+                    host.as_deref(),
+                    target,
+                    upstream_req,
+                    authority.as_deref(),
+                    event,
+                )
+                .await
+            }
+            None => Err("no record".into()),
+        };
+        let Some(mut event) = pending.event.take() else {
+            return Ok(plain_response(StatusCode::BAD_GATEWAY, "idagent gateway\n"));
+        };
         let mut resp = match sent {
             Ok(r) => r,
             Err(e) => {
@@ -487,6 +575,30 @@ impl Conn {
     }
 }
 
+/// A request's record until its response head arrives. If the guest goes away first (an
+/// HTTP/2 RST_STREAM, a gRPC cancel, a closed connection), hyper drops the request's future,
+/// and with it the upstream request (hyper resets that stream too); the record is written
+/// here, so a request the upstream may have seen is never left out of the log.
+struct Unanswered<'a> {
+    gw: &'a Gateway,
+    event: Option<HttpEvent>,
+    req: Tap,
+    resp: Tap,
+    started: Instant,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if let Some(mut event) = self.event.take() {
+            event.note.get_or_insert_with(|| CANCELLED_NOTE.to_owned());
+            finish_event(self.gw, event, &self.req, &self.resp, self.started);
+        }
+    }
+}
+
+/// The `note` of a request the guest abandoned before its response head arrived.
+pub const CANCELLED_NOTE: &str = "cancelled by the guest before the response";
+
 /// `host[:port]` of an authority: the userinfo of an absolute-form URL is the guest's
 /// credential for that URL, never forwarded as part of the `Host` upstream.
 fn without_userinfo(authority: &str) -> String {
@@ -509,10 +621,14 @@ fn finish_event(gw: &Gateway, mut event: HttpEvent, req: &Tap, resp: &Tap, start
         let (url, found) = crate::redact::redact_text(&event.url);
         event.url = url;
         creds.extend(found.iter().map(|f| f.to_string()));
+        event.req_trailers = rq.trailers.clone();
+        event.resp_trailers = rs.trailers.clone();
         for (name, value) in event
             .req_headers
             .iter_mut()
             .chain(event.resp_headers.iter_mut())
+            .chain(event.req_trailers.iter_mut())
+            .chain(event.resp_trailers.iter_mut())
         {
             if let Some(redacted) = crate::redact::redact_header_detailed(name, value) {
                 // Fingerprints only (not `Bearer …` or a cookie list), like the URL's and bodies'.
@@ -540,6 +656,8 @@ fn finish_event(gw: &Gateway, mut event: HttpEvent, req: &Tap, resp: &Tap, start
         .req_headers
         .iter_mut()
         .chain(event.resp_headers.iter_mut())
+        .chain(event.req_trailers.iter_mut())
+        .chain(event.resp_trailers.iter_mut())
     {
         *value = scrub(value, false);
     }
@@ -560,6 +678,22 @@ fn finish_event(gw: &Gateway, mut event: HttpEvent, req: &Tap, resp: &Tap, start
             // Fingerprints found here are the request body's, already in `creds`.
             info.arguments = Some(known.redact(&args, false).text);
         }
+    }
+    // A gRPC call (its request taps counted messages): service and method from the path,
+    // status from the (already redacted) trailers.
+    if let (Some(req_messages), Some(resp_messages)) = (rq.messages, rs.messages) {
+        let path = event
+            .url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+            .unwrap_or("/");
+        event.grpc = Some(super::grpc::info(
+            path,
+            &event.resp_headers,
+            &event.resp_trailers,
+            req_messages,
+            resp_messages,
+        ));
     }
     let creds = crate::redact::distinct_secrets(creds);
     event.req_bytes = rq.bytes;
@@ -649,18 +783,71 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// Hop-by-hop headers belong to one leg; `Connection: upgrade` must survive for upgrades.
+/// `te: trailers` is the one `te` both HTTP versions carry end to end (gRPC requires it: a
+/// server that does not see it may refuse the call), so it is kept, alone.
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    for h in [
-        "proxy-connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "te",
-        "trailer",
-    ] {
+    let trailers = headers.get_all(http::header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
+    for h in ["proxy-connection", "keep-alive", "proxy-authenticate", "te"] {
         headers.remove(h);
+    }
+    if trailers {
+        headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
     }
     if !upgrade {
         headers.remove(http::header::CONNECTION);
+    }
+}
+
+/// Shapes a request for the upstream leg's protocol. HTTP/1.1: origin-form target and the
+/// routed authority as `Host` (whatever `Host` the guest also sent). HTTP/2: the authority as
+/// `:authority` in an absolute URI, and none of the headers HTTP/2 forbids.
+fn for_upstream(req: &mut Request<UpBody>, h2: bool, scheme: &str, authority: Option<&str>) {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_owned();
+    let host = authority.map(str::to_owned).or_else(|| {
+        req.headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+    });
+    if h2 {
+        *req.version_mut() = http::Version::HTTP_2;
+        for h in [
+            http::header::CONNECTION,
+            http::header::UPGRADE,
+            http::header::TRANSFER_ENCODING,
+            http::header::HOST,
+        ] {
+            req.headers_mut().remove(h);
+        }
+        let absolute = host.and_then(|h| format!("{scheme}://{h}{path}").parse::<Uri>().ok());
+        *req.uri_mut() =
+            absolute.unwrap_or_else(|| path.parse().unwrap_or_else(|_| Uri::from_static("/")));
+    } else {
+        *req.version_mut() = http::Version::HTTP_11;
+        *req.uri_mut() = path.parse().unwrap_or_else(|_| Uri::from_static("/"));
+        if let Some(h) = authority.and_then(|a| http::HeaderValue::from_str(a).ok()) {
+            req.headers_mut().insert(http::header::HOST, h);
+        }
+    }
+}
+
+fn version_name(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
     }
 }
 

@@ -6,6 +6,7 @@
 //! A guest that refuses our certificate (pinning, or a CA it does not trust) is logged as
 //! `mode: rejected` with the alert it sent. Does not own: HTTP inside (see `http.rs`).
 
+use super::http::upstream;
 use super::http::{self, UpstreamKind};
 use super::tap::{Counters, GuestStream};
 use super::{sniff, FlowMeta, Gateway, TlsMode};
@@ -24,10 +25,12 @@ pub struct TlsContext {
     pub ca: Arc<RunCa>,
     keylog: Arc<dyn KeyLog>,
     server: Arc<ServerConfig>,
-    /// `server` offering `h2` first: for `--http2`, and for guests that offer only `h2`.
+    /// `server` offering `h2` first (the default for guests that offer it).
     server_h2: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
-    /// Offer ALPN `h2` to the guest (`--http2`).
+    /// `client` offering `h2` first, for guests whose own leg is HTTP/2.
+    client_h2: Arc<ClientConfig>,
+    /// Speak HTTP/2 where both sides can (off with `--http1-only`).
     http2: bool,
 }
 
@@ -48,23 +51,29 @@ impl TlsContext {
         let server = tls::server_config(ca.clone(), keylog.clone())?;
         let server_h2 = tls::offer_h2(&server);
         let client = tls::upstream_client_config(upstream_ca_pem, None)?;
+        let mut client_h2 = (*client).clone();
+        client_h2.alpn_protocols = vec![b"h2".to_vec(), tls::ALPN_HTTP11.to_vec()];
         Ok(Self {
             ca,
             keylog,
             server,
             server_h2,
             client,
-            http2: false,
+            client_h2: Arc::new(client_h2),
+            http2: true,
         })
     }
 
-    /// Offers HTTP/2 to guests (ALPN `h2` first) when `on`.
-    pub fn with_http2(mut self, on: bool) -> Self {
-        if on {
-            self.server = self.server_h2.clone();
-        }
-        self.http2 = on;
+    /// `--http1-only`: HTTP/1.1 on both legs; a guest that offers only `h2` is refused in the
+    /// handshake (no protocol in common), and the `tls` record says so.
+    pub fn with_http1_only(mut self, only: bool) -> Self {
+        self.http2 = !only;
         self
+    }
+
+    /// Whether HTTP/2 is spoken where both sides can.
+    pub fn http2(&self) -> bool {
+        self.http2
     }
 
     /// TLS to the upstream, verified for `server_name` (a DNS name or an IP literal).
@@ -80,20 +89,37 @@ impl TlsContext {
             .await
     }
 
-    /// The guest-facing config for this ClientHello. HTTP/1.1 is served unless `--http2`;
-    /// a guest that offers `h2` and not `http/1.1` gets `h2` (its streams are forwarded like
-    /// `--http2` ones), rather than a handshake that cannot succeed.
+    /// [`Self::connect_upstream`], offering `h2` first when `h2` (the agreed protocol is the
+    /// stream's `alpn_protocol()`).
+    pub async fn connect_upstream_alpn(
+        &self,
+        server_name: &str,
+        tcp: TcpStream,
+        h2: bool,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let name = ServerName::try_from(server_name.to_owned())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let config = if h2 { &self.client_h2 } else { &self.client };
+        tokio_rustls::TlsConnector::from(config.clone())
+            .connect(name, tcp)
+            .await
+    }
+
+    /// The guest-facing config for this ClientHello: `h2` first for a guest that offers it,
+    /// unless the upstream was reached and speaks only HTTP/1.1 and the guest can too
+    /// (`upstream_h1`), or `--http1-only`. A guest that offers only `h2` to an HTTP/1.1
+    /// upstream still gets `h2`: its streams are forwarded as HTTP/1.1 requests.
     fn server_for(
         &self,
         sni: Option<&str>,
         dst: SocketAddr,
         offered: &[Vec<u8>],
+        upstream_h1: bool,
     ) -> Result<Arc<ServerConfig>, tls::TlsError> {
-        let h2_only = !self.http2
-            && offered.iter().any(|p| p == b"h2")
-            && !offered.iter().any(|p| p == tls::ALPN_HTTP11);
+        let offers_h11 = offered.iter().any(|p| p == tls::ALPN_HTTP11);
+        let h2 = self.http2 && offered.iter().any(|p| p == b"h2") && !(upstream_h1 && offers_h11);
         match sni {
-            Some(_) if h2_only => Ok(self.server_h2.clone()),
+            Some(_) if h2 => Ok(self.server_h2.clone()),
             Some(_) => Ok(self.server.clone()),
             // No SNI: the guest dialled an address; a leaf for that IP passes its name check.
             None => {
@@ -102,11 +128,7 @@ impl TlsContext {
                     self.keylog.clone(),
                     LeafName::Ip(dst.ip()),
                 )?;
-                Ok(if self.http2 || h2_only {
-                    tls::offer_h2(&config)
-                } else {
-                    config
-                })
+                Ok(if h2 { tls::offer_h2(&config) } else { config })
             }
         }
     }
@@ -151,6 +173,7 @@ where
         let hello = Hello {
             offered: &hello.alpn,
             refused_by: Some("idagent"),
+            upstream_alpn: None,
         };
         emit_tls(
             &gw,
@@ -168,8 +191,34 @@ where
         (Some(ctx), TlsMode::Intercept) => ctx,
         _ => return passthrough(gw.clone(), guest, meta, sni).await,
     };
+    let server_name = sni
+        .clone()
+        .or_else(|| meta.name.clone())
+        .unwrap_or_else(|| meta.dst.ip().to_string());
+    let kind = UpstreamKind::Tls {
+        server_name: server_name.clone(),
+        sni: sni.clone(),
+    };
+    // Honest ALPN: a guest that offers `h2` is offered what the upstream speaks, so the
+    // upstream is reached first (or its pooled HTTP/2 connection reused).
+    let (pre, pre_error) = if ctx.http2 && hello.alpn.iter().any(|p| p == b"h2") {
+        match upstream::preopen(&gw, meta, &kind).await {
+            Ok(o) => (Some(o), None),
+            Err(e) => (None, Some(e)),
+        }
+    } else {
+        (None, None)
+    };
+    let upstream_alpn = pre
+        .as_ref()
+        .map(|o| if o.is_h2() { "h2" } else { "http/1.1" }.to_owned());
+    let upstream_h1 = pre.as_ref().is_some_and(|o| !o.is_h2());
+    let pre_verify = pre
+        .as_ref()
+        .and_then(|o| o.verify.clone())
+        .or_else(|| pre_error.as_ref().and_then(|e| e.verify.clone()));
     let config = ctx
-        .server_for(sni.as_deref(), meta.dst, &hello.alpn)
+        .server_for(sni.as_deref(), meta.dst, &hello.alpn, upstream_h1)
         .map_err(|e| e.to_string())?;
     // A guest that starts a handshake and stalls holds its flow (and the handshake state):
     // it gets as long as a request head would.
@@ -183,6 +232,7 @@ where
         let offered = Hello {
             offered: &hello.alpn,
             refused_by: Some(who),
+            upstream_alpn: upstream_alpn.clone(),
         };
         emit_tls(
             &gw,
@@ -191,7 +241,7 @@ where
             None,
             offered,
             "rejected",
-            None,
+            pre_verify.clone(),
             Some(err.clone()),
         );
         err
@@ -199,7 +249,10 @@ where
     let tls_stream = match accepted {
         Err(_) => return Err(rejected("idagent", TLS_HANDSHAKE_TIMEOUT_REASON.to_owned())),
         Ok(Err(e)) => {
-            let (who, err) = handshake_failure(&e, &hello.alpn, &config.alpn_protocols);
+            let (who, mut err) = handshake_failure(&e, &hello.alpn, &config.alpn_protocols);
+            if !ctx.http2 && err.starts_with("no application protocol") {
+                err.push_str(" (--http1-only)");
+            }
             return Err(rejected(who, err));
         }
         Ok(Ok(s)) => s,
@@ -209,23 +262,10 @@ where
         .1
         .alpn_protocol()
         .map(|p| String::from_utf8_lossy(p).into_owned());
-    let server_name = sni
-        .clone()
-        .or_else(|| meta.name.clone())
-        .unwrap_or_else(|| meta.dst.ip().to_string());
     let (upstream, verify, error) = if alpn.as_deref() == Some("h2") {
         // HTTP/2 was agreed: no sniffing (the preface is not an HTTP/1 request line).
         let inner = GuestStream::new(tls_stream, Bytes::new(), Arc::new(Counters::default()));
-        let end = http::serve_h2(
-            gw.clone(),
-            inner,
-            meta,
-            UpstreamKind::Tls {
-                server_name,
-                sni: sni.clone(),
-            },
-        )
-        .await;
+        let end = http::serve_h2(gw.clone(), inner, meta, kind, pre).await;
         (end.upstream, end.upstream_verify, end.error)
     } else {
         // What runs inside: HTTP/1.x, or opaque bytes relayed over TLS.
@@ -238,17 +278,14 @@ where
             inner_first.clone(),
             Arc::new(Counters::default()),
         );
+        // An HTTP/1.1 upstream reached early serves the guest's HTTP/1.1 requests.
+        let pre = pre.filter(|o| !o.is_h2());
         if http::looks_like_http(&inner_first) {
-            let end = http::serve(
-                gw.clone(),
-                inner,
-                meta,
-                UpstreamKind::Tls {
-                    server_name,
-                    sni: sni.clone(),
-                },
-            )
-            .await;
+            let end = http::serve(gw.clone(), inner, meta, kind, pre).await;
+            (end.upstream, end.upstream_verify, end.error)
+        } else if http::looks_like_h2_preface(&inner_first) && ctx.http2 {
+            // HTTP/2 by prior knowledge inside TLS (no ALPN): served as HTTP/2 all the same.
+            let end = http::serve_h2(gw.clone(), inner, meta, kind, pre).await;
             (end.upstream, end.upstream_verify, end.error)
         } else {
             relay_inside(&gw, ctx, inner, meta, &server_name).await
@@ -257,6 +294,7 @@ where
     let offered = Hello {
         offered: &hello.alpn,
         refused_by: None,
+        upstream_alpn,
     };
     emit_tls(
         &gw,
@@ -419,6 +457,7 @@ where
 struct Hello<'a> {
     offered: &'a [Vec<u8>],
     refused_by: Option<&'static str>,
+    upstream_alpn: Option<String>,
 }
 
 #[allow(clippy::too_many_arguments)] // one record's fields
@@ -443,6 +482,7 @@ fn emit_tls(
             .map(|p| String::from_utf8_lossy(p).into_owned())
             .collect(),
         refused_by: hello.refused_by.map(str::to_owned),
+        upstream_alpn: hello.upstream_alpn,
         mode: mode.into(),
         upstream_verify,
         error,

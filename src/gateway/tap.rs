@@ -19,7 +19,55 @@ pub struct BodySummary {
     pub prefix: Vec<u8>,
     /// The body ended normally (false: error, or the reader went away).
     pub complete: bool,
+    /// The body's trailers (HTTP/2, chunked HTTP/1.1), names and escaped values.
+    pub trailers: Vec<(String, String)>,
+    /// Length-prefixed messages counted (gRPC framing), when the tap was [`Tap::framed`].
+    pub messages: Option<u64>,
 }
+
+/// Counts gRPC's length-prefixed messages (1 byte flags, 4 bytes big-endian length, payload)
+/// across data frames of any size; state is a few bytes whatever the guest sends.
+#[derive(Debug, Default)]
+struct Framing {
+    header: [u8; 5],
+    have: usize,
+    remaining: u64,
+    count: u64,
+}
+
+impl Framing {
+    fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.remaining > 0 {
+                let take = usize::try_from(self.remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(data.len());
+                self.remaining -= take as u64;
+                data = &data[take..];
+                continue;
+            }
+            let take = (5 - self.have).min(data.len());
+            self.header[self.have..self.have + take].copy_from_slice(&data[..take]);
+            self.have += take;
+            data = &data[take..];
+            if self.have == 5 {
+                self.count += 1;
+                self.have = 0;
+                let len = [
+                    self.header[1],
+                    self.header[2],
+                    self.header[3],
+                    self.header[4],
+                ];
+                self.remaining = u64::from(u32::from_be_bytes(len));
+            }
+        }
+    }
+}
+
+/// Trailer fields kept per body; a guest (or upstream) sending more is cut here, in the log
+/// only (the trailers themselves pass untouched).
+const MAX_TRAILERS_LOGGED: usize = 64;
 
 #[derive(Debug)]
 struct TapState {
@@ -28,6 +76,8 @@ struct TapState {
     prefix: Vec<u8>,
     cap: usize,
     done: Option<BodySummary>,
+    trailers: Vec<(String, String)>,
+    framing: Option<Framing>,
 }
 
 /// Shared view of a body's tap: the body side writes, the logging side reads.
@@ -42,7 +92,28 @@ impl Tap {
             prefix: Vec::new(),
             cap: capture_bytes,
             done: None,
+            trailers: Vec::new(),
+            framing: None,
         })))
+    }
+
+    /// Also counts the body's gRPC messages (`framed(false)` leaves the tap as it is).
+    pub fn framed(self, grpc: bool) -> Self {
+        if grpc {
+            if let Ok(mut s) = self.0.lock() {
+                s.framing = Some(Framing::default());
+            }
+        }
+        self
+    }
+
+    fn observe_trailers(&self, trailers: &http::HeaderMap) {
+        if let Ok(mut s) = self.0.lock() {
+            for (name, value) in trailers.iter().take(MAX_TRAILERS_LOGGED) {
+                s.trailers
+                    .push((name.as_str().to_owned(), escape_bytes(value.as_bytes())));
+            }
+        }
     }
 
     fn observe(&self, data: &[u8]) {
@@ -52,6 +123,9 @@ impl Tap {
             let room = s.cap.saturating_sub(s.prefix.len());
             let take = room.min(data.len());
             s.prefix.extend_from_slice(&data[..take]);
+            if let Some(f) = s.framing.as_mut() {
+                f.feed(data);
+            }
         }
     }
 
@@ -70,6 +144,8 @@ impl Tap {
                     sha256: hex::encode(hasher.finalize()),
                     prefix: s.prefix.clone(),
                     complete,
+                    trailers: std::mem::take(&mut s.trailers),
+                    messages: s.framing.as_ref().map(|f| f.count),
                 });
             }
         }
@@ -87,6 +163,8 @@ impl Tap {
                 sha256: String::new(),
                 prefix: Vec::new(),
                 complete: false,
+                trailers: Vec::new(),
+                messages: None,
             })
     }
 }
@@ -105,15 +183,22 @@ impl<B> std::fmt::Debug for TapBody<B> {
     }
 }
 
-impl<B> TapBody<B> {
+impl<B: Body> TapBody<B> {
     pub fn new(inner: B, tap: Tap) -> Self {
+        // A body that is over before it starts (an HTTP/2 HEADERS frame with END_STREAM, as
+        // in a gRPC trailers-only answer) is never polled by its reader: complete now.
+        if inner.is_end_stream() {
+            tap.finish(true);
+        }
         Self {
             inner,
             tap,
             on_end: None,
         }
     }
+}
 
+impl<B> TapBody<B> {
     pub fn on_end(mut self, f: impl FnOnce() + Send + Sync + 'static) -> Self {
         self.on_end = Some(Box::new(f));
         self
@@ -149,6 +234,8 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.tap.observe(data);
+                } else if let Some(trailers) = frame.trailers_ref() {
+                    this.tap.observe_trailers(trailers);
                 }
                 // A reader that knows the length (Content-Length) stops polling after the last
                 // byte and never sees `None`: the body is complete when the inner one says so.

@@ -1,6 +1,7 @@
 //! Folds typed audit [`Record`]s into a [`RunReport`] (records of unknown kinds are only
 //! counted). Pure: no I/O.
 
+mod calls;
 mod decisions;
 mod destinations;
 
@@ -77,6 +78,7 @@ pub(super) struct Builder {
     creds: BTreeMap<String, Cred>,
     argv_with_secrets: u64,
     decisions: decisions::Decisions,
+    calls: calls::Calls,
     /// Workspace symlinks and setuid/setgid/sticky/group-or-other-writable modes: how many,
     /// and the first few as "path → target" / "path mode 4755".
     hazards: (u64, Vec<String>),
@@ -127,6 +129,7 @@ impl Builder {
             }
             EventBody::Notice(n) => self.notice(seq, ts, n.what.clone(), n.detail.clone()),
             EventBody::Decision(d) => {
+                self.calls.decision(d);
                 if !self.decisions.push(seq, d) {
                     *self.report.omitted.entry("decisions".into()).or_default() += 1;
                 }
@@ -408,6 +411,10 @@ impl Builder {
             note: e.note.clone(),
             credentials: distinct,
         };
+        if let Some(call) = self.calls.row(seq, row.at_ms, e) {
+            let r = &mut self.report;
+            Self::keep(&mut r.omitted, &mut r.tool_calls, "tool_calls", call);
+        }
         let r = &mut self.report;
         Self::keep(&mut r.omitted, &mut r.requests, "requests", row);
     }

@@ -3,6 +3,7 @@
 //! from the log goes through [`esc`], and a Content-Security-Policy allows no network access
 //! and no script but ours (by hash), so a missed escape still could not run or fetch anything.
 
+mod calls;
 mod decisions;
 mod timeline;
 
@@ -426,13 +427,15 @@ pub fn render_html(report: &RunReport, tl: &Timeline) -> String {
     );
     header(&mut out, report);
     out.push_str(
-        "<nav><a href=\"#destinations\">Destinations</a><a href=\"#requests\">Requests</a>\
+        "<nav><a href=\"#tool-calls\">Tool calls</a><a href=\"#destinations\">Destinations</a><a href=\"#requests\">Requests</a>\
          <a href=\"#files-written\">Files written</a><a href=\"#writes-denied\">Writes denied</a>\
          <a href=\"#processes\">Processes</a><a href=\"#decisions\">Decisions</a>\
          <a href=\"#blocked\">Blocked</a>\
          <a href=\"#credentials\">Credentials</a><a href=\"#notices\">Notices</a>\
          <a href=\"#timeline\">Timeline</a></nav>\n<main>\n",
     );
+    // First: what an AI agent called is what its reviewer looks for first.
+    calls::section(&mut out, report);
     network(&mut out, report);
     files(&mut out, report);
     processes(&mut out, report);

@@ -11,8 +11,9 @@ const MAX_LINE_CHARS: usize = 119;
 /// Width of the label column of the header block.
 const LABEL: usize = 12;
 
-/// `s` with control characters and bidirectional overrides escaped, so guest text cannot
-/// move the cursor, recolour the terminal or reorder what the reviewer reads.
+/// `s` with control characters, bidirectional overrides and the Unicode line and paragraph
+/// separators escaped, so guest text cannot move the cursor, recolour the terminal, reorder
+/// what the reviewer reads or break a one-line cell.
 pub(super) fn inert(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -21,7 +22,7 @@ pub(super) fn inert(s: &str) -> String {
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
             c if c.is_control()
-                || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') =>
+                || matches!(c, '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}') =>
             {
                 let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
             }
@@ -158,6 +159,7 @@ fn header(out: &mut String, r: &RunReport) {
 pub fn render_text(r: &RunReport) -> String {
     let mut out = String::new();
     header(&mut out, r);
+    tool_calls(&mut out, r);
 
     section(&mut out, "Destinations", r.destinations.len());
     if !r.destinations.is_empty() {
@@ -235,6 +237,45 @@ pub fn render_text(r: &RunReport) -> String {
     decisions(&mut out, r);
     blocked_and_credentials(&mut out, r);
     out
+}
+
+/// MCP / JSON-RPC and gRPC calls in log order; the outcome starts with the HTTP status and
+/// ends with the policy's word, if it had one.
+fn tool_calls(out: &mut String, r: &RunReport) {
+    section(out, "Agent tool calls", r.tool_calls.len());
+    if r.tool_calls.is_empty() {
+        return;
+    }
+    let rows: Vec<Vec<String>> = r
+        .tool_calls
+        .iter()
+        .map(|c| {
+            let status = c.http_status.map_or("—".into(), |s| s.to_string());
+            // A refusal's outcome is the policy's word (`denied (rule R)`).
+            let outcome = match &c.policy {
+                Some(p) if c.refused => format!("{status} {p}"),
+                Some(p) => format!("{status} {}; {p}", c.outcome),
+                None => format!("{status} {}", c.outcome),
+            };
+            vec![
+                fmt_offset(c.at_ms),
+                c.protocol.clone(),
+                c.server.clone(),
+                c.call.clone(),
+                outcome,
+                c.arguments.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let cols = [
+        ("T+", 9),
+        ("PROTO", 8),
+        ("SERVER", 20),
+        ("CALL", 28),
+        ("OUTCOME", 36),
+        ("ARGUMENTS", 0),
+    ];
+    table(out, &cols, &rows);
 }
 
 /// Denials first, then would-denies, then allows per layer; only for runs with decisions.

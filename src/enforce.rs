@@ -116,6 +116,19 @@ impl Enforcer {
         Some(evaluate(&policy, req))
     }
 
+    /// Whether deciding `req` (an HTTP request) needs the MCP tool its body names
+    /// ([`idagent_policy::tool_rules_apply`]): the gateway then reads the body first. Writes
+    /// nothing.
+    pub fn tool_rules_apply(&self, req: &Request<'_>) -> bool {
+        let Some(lock) = &self.policy else {
+            return false;
+        };
+        let policy = lock
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        idagent_policy::tool_rules_apply(&policy, req)
+    }
+
     /// Decides `req`, writes its `decision` event, and says whether to refuse it.
     /// `enforced_by` names how the caller refuses (`nxdomain`, `tcp_reset`, …); it is written
     /// only when the denial is enforced.
@@ -143,6 +156,7 @@ impl Enforcer {
             let r = &mut event.request;
             r.path = r.path.take().map(|p| k.scrub(&p).text);
             r.query = r.query.take().map(|q| k.scrub(&q).text);
+            r.tool = r.tool.take().map(|t| k.scrub(&t).text);
             r.argv = r.argv.iter().map(|a| k.scrub(a).text).collect();
         }
         self.audit.emit(EventBody::Decision(event));
@@ -246,6 +260,7 @@ pub fn request_fields(req: &Request<'_>) -> DecisionRequest {
             method,
             path,
             query,
+            rpc,
         } => {
             r.scheme = Some(scheme.as_str().to_owned());
             r.name = Some((*host).to_owned());
@@ -254,6 +269,15 @@ pub fn request_fields(req: &Request<'_>) -> DecisionRequest {
             // Decisions are read by people too: the same fingerprints as the `http` record.
             r.path = Some(crate::redact::redact_text(path).0);
             r.query = query.map(|q| crate::redact::redact_text(q).0);
+            match rpc {
+                Some(idagent_policy::Rpc::Grpc { service, method }) => {
+                    r.grpc = Some(format!("{service}/{method}"));
+                }
+                Some(idagent_policy::Rpc::Tool(tool)) => {
+                    r.tool = Some(crate::redact::redact_text(tool.unwrap_or_default()).0);
+                }
+                None => {}
+            }
         }
         Request::Stream {
             name,

@@ -205,13 +205,26 @@ pub fn describe(req: &idagent_policy::OwnedRequest) -> String {
             method,
             path,
             query,
+            rpc,
         } => {
             let scheme = scheme.as_str();
             let query = query
                 .as_deref()
                 .map(|q| format!("?{q}"))
                 .unwrap_or_default();
-            format!("{method} {scheme}://{host}:{port}{path}{query}")
+            let rpc = match rpc {
+                Some(idagent_policy::OwnedRpc::Grpc { service, method }) => {
+                    format!(" (grpc {service}/{method})")
+                }
+                Some(idagent_policy::OwnedRpc::Tool { tool: Some(t) }) => {
+                    format!(" (mcp tool {t})")
+                }
+                Some(idagent_policy::OwnedRpc::Tool { tool: None }) => {
+                    " (mcp tool call, tool unread)".to_owned()
+                }
+                None => String::new(),
+            };
+            format!("{method} {scheme}://{host}:{port}{path}{query}{rpc}")
         }
         R::Stream {
             name,

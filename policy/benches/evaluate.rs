@@ -27,6 +27,7 @@ fn bench(c: &mut Criterion) {
         method: "GET",
         path: "/api/v9/items/12345/detail",
         query: Some("page=2&sort=asc"),
+        rpc: None,
     };
     assert!(!evaluate(&policy, &req).is_deny());
     c.bench_function("evaluate_http_1000_rules", |b| {
@@ -39,6 +40,7 @@ fn bench(c: &mut Criterion) {
         method: "GET",
         path: "/api/v9/items/12345/other",
         query: None,
+        rpc: None,
     };
     c.bench_function("evaluate_http_1000_rules_default_deny", |b| {
         b.iter(|| evaluate(black_box(&policy), black_box(&miss)))

@@ -12,6 +12,12 @@
 //! opaque stream ([`Request::Stream`]) is allowed only by a rule that does not need HTTP
 //! inspection (`tcp`, `tls` or `inspect: l4`).
 //!
+//! A `grpc` sub-rule matches only gRPC calls ([`Rpc::Grpc`]), by service and method. A
+//! sub-rule with `tools` matches its endpoint as any http rule, but of the MCP tool calls
+//! there ([`Rpc::Tool`]) an allow allows only listed tools and a deny denies only listed (or
+//! unreadable) ones; a tool call refused that way with nothing else deciding is denied as
+//! [`TOOL_NOT_ALLOWED`] (mode: that sub-rule's, else its host rule's, else the section's).
+//!
 //! File requests are decided on the rights table Landlock gets from `fs_plan`
 //! ([`crate::granted_rights`]), so a decision is a label of what the kernel does: a
 //! [`Request::FileRename`] needs [`crate::rename_rights`] at both parents and, across
@@ -21,11 +27,11 @@
 use crate::fsplan::{granted_rights, rename_rights, required_rights, FsRight, FILE_RIGHTS};
 use crate::host::normalize_name;
 use crate::kinds::{Action, FileKind, Inspect, Layer, Mode, Proto, Protocol, Scheme, Verdict};
-use crate::model::{FileRule, NetworkRule, Policy};
+use crate::model::{FileRule, HttpRule, NetworkRule, Policy};
 use crate::path::{
     is_below, is_canonical_path, is_within, normalize_abs, parent, query_keys, WORKSPACE,
 };
-use crate::request::{Decision, Request, DEFAULT_DENY, NONCANONICAL_PATH};
+use crate::request::{Decision, Request, Rpc, DEFAULT_DENY, NONCANONICAL_PATH, TOOL_NOT_ALLOWED};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
@@ -138,22 +144,39 @@ pub fn evaluate(policy: &Policy, req: &Request<'_>) -> Decision {
             method,
             path,
             query,
+            rpc,
         } => {
             let canonical = is_canonical_path(path);
             let mut refused = false;
+            let mut tool_refused: Decider<'_> = None;
             for_network_hosts(policy, Some(host), None, |r| {
                 if r.port == port && carries(r.protocol, scheme) {
-                    refused |= !http(r, method, path, canonical, query, &mut best);
+                    let asked = Asked {
+                        method,
+                        path,
+                        canonical,
+                        query,
+                        rpc,
+                    };
+                    refused |= !http(r, &asked, &mut best, &mut tool_refused);
                 }
             });
-            if refused && best.allow.is_none() && best.deny.is_none() {
-                let mode = policy.network.mode.unwrap_or(global);
-                return Decision {
-                    verdict: Verdict::Deny,
-                    rule: NONCANONICAL_PATH.to_string(),
-                    mode,
-                    layer,
+            if best.allow.is_none() && best.deny.is_none() {
+                // Nothing decided: say why, when a reason is known.
+                let section_mode = policy.network.mode.unwrap_or(global);
+                let why = match tool_refused {
+                    Some((_, mode)) => Some((TOOL_NOT_ALLOWED, mode.unwrap_or(section_mode))),
+                    None if refused => Some((NONCANONICAL_PATH, section_mode)),
+                    None => None,
                 };
+                if let Some((rule, mode)) = why {
+                    return Decision {
+                        verdict: Verdict::Deny,
+                        rule: rule.to_string(),
+                        mode,
+                        layer,
+                    };
+                }
             }
             policy.network.mode
         }
@@ -297,15 +320,71 @@ fn is_l4(r: &NetworkRule) -> bool {
     r.inspect == Inspect::L4 || matches!(r.protocol, Protocol::Tcp | Protocol::Tls)
 }
 
+/// One HTTP request as the sub-rules see it.
+struct Asked<'a> {
+    method: &'a str,
+    path: &'a str,
+    canonical: bool,
+    query: Option<&'a str>,
+    rpc: Option<Rpc<'a>>,
+}
+
+impl Asked<'_> {
+    /// Whether sub-rule `h` matches the request by method, path and query (the endpoint),
+    /// before any gRPC or tools test.
+    fn endpoint(&self, h: &HttpRule) -> bool {
+        // Cheapest test first; the query is checked only for a matching route.
+        let method_ok = h.method == "*" || h.method == self.method;
+        let query_ok = || match (&h.query, self.query) {
+            (None, _) | (Some(_), None) => true,
+            (Some(keys), Some(q)) => {
+                query_keys(q).all(|k| keys.binary_search_by(|x| x.as_str().cmp(k)).is_ok())
+            }
+        };
+        method_ok && h.path.matches(self.path) && query_ok()
+    }
+}
+
+/// What sub-rule `h` says about a request that matches its endpoint (an `http` rule) or is a
+/// gRPC call (a `grpc` rule): `Some(true)` it applies, `Some(false)` it does not, `None` an
+/// allow rule with tools that refused the request's tool.
+fn applies(h: &HttpRule, asked: &Asked<'_>) -> Option<bool> {
+    if let Some(g) = &h.grpc {
+        return Some(match asked.rpc {
+            Some(Rpc::Grpc { service, method }) => {
+                g.service == service && g.method.as_deref().is_none_or(|m| m == method)
+            }
+            _ => false,
+        });
+    }
+    if !asked.endpoint(h) {
+        return Some(false);
+    }
+    let Some(tools) = &h.tools else {
+        return Some(true);
+    };
+    let listed = |tool: Option<&str>| {
+        tool.is_some_and(|t| tools.binary_search_by(|x| x.as_str().cmp(t)).is_ok())
+    };
+    match (h.action, asked.rpc) {
+        (Action::Allow, Some(Rpc::Tool(tool))) => listed(tool).then_some(true),
+        // Other JSON-RPC methods (and bodiless requests) go through the endpoint's rule.
+        (Action::Allow, _) => Some(true),
+        // A deny rule with tools denies only their calls, and calls of an unknown tool.
+        (Action::Deny, Some(Rpc::Tool(tool))) => Some(tool.is_none() || listed(tool)),
+        (Action::Deny, _) => Some(false),
+    }
+}
+
 /// Offers what host rule `r` says about one HTTP request. `false` when the rule would have
-/// matched sub-rules but the path is not canonical (then no sub-rule is consulted).
+/// matched sub-rules but the path is not canonical (then no sub-rule is consulted). An allow
+/// rule with tools that matched the endpoint but not the tool goes in `tool_refused`
+/// (smallest id).
 fn http<'p>(
     r: &'p NetworkRule,
-    method: &str,
-    path: &str,
-    canonical: bool,
-    query: Option<&str>,
+    asked: &Asked<'_>,
     best: &mut Best<'p>,
+    tool_refused: &mut Decider<'p>,
 ) -> bool {
     if r.action == Action::Deny {
         best.offer(Action::Deny, &r.id, r.mode);
@@ -315,23 +394,59 @@ fn http<'p>(
         best.offer(Action::Allow, &r.id, r.mode);
         return true;
     }
-    if !canonical {
+    if !asked.canonical {
         return false;
     }
     for h in &r.http {
-        // Cheapest test first; the query is checked only for a matching route.
-        let method_ok = h.method == "*" || h.method == method;
-        let query_ok = || match (&h.query, query) {
-            (None, _) | (Some(_), None) => true,
-            (Some(keys), Some(q)) => {
-                query_keys(q).all(|k| keys.binary_search_by(|x| x.as_str().cmp(k)).is_ok())
+        match applies(h, asked) {
+            Some(true) => best.offer(h.action, &h.id, h.mode.or(r.mode)),
+            Some(false) => {}
+            None => {
+                if tool_refused.is_none_or(|(id, _)| h.id.as_str() < id) {
+                    *tool_refused = Some((&h.id, h.mode.or(r.mode)));
+                }
             }
-        };
-        if method_ok && h.path.matches(path) && query_ok() {
-            best.offer(h.action, &h.id, h.mode.or(r.mode));
         }
     }
     true
+}
+
+/// Whether deciding `req` needs the MCP tool its body names: some `l7` rule for its host has
+/// a sub-rule with `tools` whose endpoint (method, path, query) the request matches. The
+/// gateway then reads the body before deciding. `false` for every other request.
+pub fn tool_rules_apply(policy: &Policy, req: &Request<'_>) -> bool {
+    let Request::Http {
+        scheme,
+        host,
+        port,
+        method,
+        path,
+        query,
+        rpc,
+    } = *req
+    else {
+        return false;
+    };
+    let asked = Asked {
+        method,
+        path,
+        canonical: is_canonical_path(path),
+        query,
+        rpc,
+    };
+    if !asked.canonical {
+        return false;
+    }
+    let mut found = false;
+    for_network_hosts(policy, Some(host), None, |r| {
+        found |= r.port == port
+            && carries(r.protocol, scheme)
+            && !is_l4(r)
+            && r.http
+                .iter()
+                .any(|h| h.tools.is_some() && h.grpc.is_none() && asked.endpoint(h));
+    });
+    found
 }
 
 fn for_network_hosts<'p>(
@@ -398,14 +513,14 @@ fn dns<'p>(policy: &'p Policy, name: &str, best: &mut Best<'p>) {
     });
 }
 
-/// The rule closest to a request: the deciding rule if one decided (a `noncanonical-path`
-/// denial counts as none: the host rule is named), else a rule for the same
+/// The rule closest to a request: the deciding rule if one decided (a `noncanonical-path` or
+/// `mcp-tool-not-allowed` denial counts as none: the host rule is named), else a rule for the same
 /// host (same port first), the deepest files rule sharing the path's directories (for a rename
 /// `to`'s, else `from`'s), or an exec
 /// rule for a program of the same file name. `None` when nothing is close.
 pub fn nearest_rule(policy: &Policy, req: &Request<'_>) -> Option<String> {
     let d = evaluate(policy, req);
-    if !d.is_default_deny() && d.rule != NONCANONICAL_PATH {
+    if !d.is_default_deny() && d.rule != NONCANONICAL_PATH && d.rule != TOOL_NOT_ALLOWED {
         return Some(d.rule);
     }
     match *req {

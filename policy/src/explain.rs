@@ -210,17 +210,29 @@ pub fn explain(policy: &Policy) -> String {
         );
         for h in &r.http {
             let q = match &h.query {
+                None if h.grpc.is_some() => String::new(),
                 None => "?(any query)".to_string(),
                 Some(keys) if keys.is_empty() => String::new(),
                 Some(keys) => format!("?{}", keys.join("&")),
             };
+            let what = match &h.grpc {
+                Some(g) => format!(
+                    "grpc {}/{}",
+                    g.service,
+                    g.method.as_deref().unwrap_or("* (every method)")
+                ),
+                None => format!("{} {}{q}", h.method, h.path),
+            };
+            let tools = match &h.tools {
+                None => String::new(),
+                Some(t) if t.is_empty() => " (mcp: no tool calls)".to_string(),
+                Some(t) if h.action == Action::Deny => format!(" (mcp tools: {})", t.join(", ")),
+                Some(t) => format!(" (mcp tools only: {})", t.join(", ")),
+            };
             let _ = writeln!(
                 o,
-                "      {} {} {}{}{}  {}{}",
+                "      {} {what}{tools}{}  {}{}",
                 h.action,
-                h.method,
-                h.path,
-                q,
                 mode_text(h.mode),
                 h.id,
                 seen_text(h.seen.as_ref())

@@ -37,6 +37,11 @@
 //!   that replaces an existing `to` would also need `remove` on to's parent: not learned
 //!   (the observation does not say whether `to` existed). Both paths must be in the
 //!   workspace, else each outside path goes to `observed_denied`.
+//! - A gRPC call (`Rpc::Grpc`) becomes a `grpc` rule for its exact service and method (never
+//!   `*`), not an http rule for its path. An MCP tool call (`Rpc::Tool`) adds its tool to the
+//!   `tools` list of its route's http rule: a route where a tool call was seen allows only the
+//!   tools seen (its other JSON-RPC requests stay allowed); a tool call naming no tool is
+//!   learned as none and marks the observation incomplete.
 //! - Exec: one rule per real path, the other paths seen as `aliases`.
 //! - Anything that cannot be written as a rule (a malformed host, path or method) marks the
 //!   observation incomplete with a reason, rather than vanishing.
@@ -49,10 +54,10 @@ use crate::host::{normalize_name, HostPattern};
 use crate::kinds::{Action, FileKind, FileOp, Inspect, Mode, Proto, Protocol, Scheme};
 use crate::model::*;
 use crate::path::{
-    is_below, is_canonical_path, is_within, normalize_abs, parent, query_keys, WorkspacePath,
-    WORKSPACE,
+    is_below, is_canonical_path, is_within, normalize_abs, parent, query_keys, PathPattern,
+    WorkspacePath, WORKSPACE,
 };
-use crate::request::OwnedRequest;
+use crate::request::{is_grpc_ident, is_grpc_service, OwnedRequest, OwnedRpc, Rpc};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -168,8 +173,11 @@ impl Learner {
                 method,
                 path,
                 query,
+                rpc,
             } => {
-                self.http(&o, *scheme, host, *port, method, path, query.as_deref());
+                let target = (*scheme, host.as_str(), *port);
+                let asked = (method.as_str(), path.as_str(), query.as_deref());
+                self.http(&o, target, asked, rpc.as_ref().map(OwnedRpc::as_rpc));
             }
             OwnedRequest::FileWrite { path, op } => self.file(&o, path, *op),
             OwnedRequest::FileRename { from, to, dir } => self.rename(&o, from, to, *dir),
@@ -206,16 +214,14 @@ impl Learner {
         Some(self.hosts.entry((host, port)).or_default())
     }
 
-    #[allow(clippy::too_many_arguments)] // one HTTP request's fields, destructured by the caller
+    /// One HTTP request: `target` (scheme, host, port), `asked` (method, path, query) and
+    /// what it was beyond HTTP.
     fn http(
         &mut self,
         o: &Observed,
-        scheme: Scheme,
-        host: &str,
-        port: u16,
-        method: &str,
-        path: &str,
-        query: Option<&str>,
+        (scheme, host, port): (Scheme, &str, u16),
+        (method, path, query): (&str, &str, Option<&str>),
+        rpc: Option<Rpc<'_>>,
     ) {
         let Some(host) = self.pattern(Some(host), IpAddr::from([0, 0, 0, 0])) else {
             return;
@@ -231,10 +237,41 @@ impl Learner {
             ));
             return;
         }
+        if let Some(Rpc::Grpc { service, method }) = rpc {
+            if !is_grpc_service(service) || !is_grpc_ident(method) {
+                self.reasons.insert(format!(
+                    "grpc call `{service}/{method}` cannot be written as a rule"
+                ));
+                return;
+            }
+            let acc = self.hosts.entry((host, port)).or_default();
+            acc.http = true;
+            acc.https |= scheme == Scheme::Https;
+            acc.credentials |= o.credentials;
+            acc.seen.add(o);
+            acc.grpc
+                .entry((service.to_string(), method.to_string()))
+                .or_default()
+                .add(o);
+            return;
+        }
         let Some(pattern) = generalize_path(path) else {
             self.reasons
                 .insert(format!("http path `{path}` cannot be written as a rule"));
             return;
+        };
+        let tool = match rpc {
+            Some(Rpc::Tool(Some(t))) if !t.is_empty() && !t.chars().any(char::is_control) => {
+                Some(t)
+            }
+            Some(Rpc::Tool(_)) => {
+                // The route is learned; its tools list would not allow this call.
+                self.reasons.insert(format!(
+                    "an mcp tool call to `{path}` named no tool that can be written as a rule"
+                ));
+                None
+            }
+            _ => None,
         };
         let acc = self.hosts.entry((host, port)).or_default();
         acc.http = true;
@@ -243,9 +280,12 @@ impl Learner {
         acc.seen.add(o);
         let route = acc.routes.entry((method.to_string(), pattern)).or_default();
         route
-            .0
+            .keys
             .extend(query.into_iter().flat_map(query_keys).map(str::to_string));
-        route.1.add(o);
+        route.seen.add(o);
+        if let Some(t) = tool {
+            route.tools.get_or_insert_default().insert(t.to_string());
+        }
     }
 
     fn file(&mut self, o: &Observed, path: &str, op: FileOp) {
@@ -421,12 +461,39 @@ impl HostAcc {
             risk: vec![],
             seen: self.seen.finish(),
         };
-        for ((method, pattern), (keys, seen)) in self.routes.iter().filter(|_| l7) {
+        for ((method, pattern), route) in self.routes.iter().filter(|_| l7) {
             let mut h = HttpRule {
                 id: format!("http:{host}:{port}:{method}:{pattern}"),
                 method: method.clone(),
                 path: pattern.0.clone(),
-                query: Some(keys.iter().cloned().collect()),
+                grpc: None,
+                tools: route.tools.as_ref().map(|t| t.iter().cloned().collect()),
+                query: Some(route.keys.iter().cloned().collect()),
+                action: Action::Allow,
+                mode: None,
+                risk: vec![],
+                seen: route.seen.finish(),
+            };
+            h.risk = http_tags(&rule, &h)
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+            rule.http.push(h);
+        }
+        for ((service, method), seen) in self.grpc.iter().filter(|_| l7) {
+            let Ok(path) = PathPattern::parse(&format!("/{service}/{method}")) else {
+                continue; // unreachable: grpc_call only yields protobuf names
+            };
+            let mut h = HttpRule {
+                id: format!("grpc:{host}:{port}:{service}/{method}"),
+                method: "POST".to_string(),
+                path,
+                grpc: Some(GrpcMatch {
+                    service: service.clone(),
+                    method: Some(method.clone()),
+                }),
+                tools: None,
+                query: None,
                 action: Action::Allow,
                 mode: None,
                 risk: vec![],

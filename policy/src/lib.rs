@@ -14,8 +14,11 @@ mod model;
 mod parse;
 mod path;
 mod request;
+#[cfg(test)]
+mod rpc_tests;
 mod yaml_out;
 
+pub use eval::tool_rules_apply;
 pub use eval::{evaluate, nearest_rule};
 pub use explain::{explain, explain_json, risks, Risk};
 pub use fsplan::{granted_rights, rename_rights, required_rights, FsPlan, FsRight};
@@ -23,12 +26,15 @@ pub use host::{normalize_name, HostPattern};
 pub use kinds::{Action, FileKind, FileOp, Inspect, Layer, Mode, Proto, Protocol, Scheme, Verdict};
 pub use learn::{Learner, Observed};
 pub use model::{
-    DeniedWrite, DnsName, DnsSection, ExecRule, ExecSection, FileRule, FilesSection, HttpRule,
-    NetworkRule, NetworkSection, Observation, Policy, PolicyError, Seen, UdpRule, UdpSection,
-    VERSION,
+    DeniedWrite, DnsName, DnsSection, ExecRule, ExecSection, FileRule, FilesSection, GrpcMatch,
+    HttpRule, NetworkRule, NetworkSection, Observation, Policy, PolicyError, Seen, UdpRule,
+    UdpSection, VERSION,
 };
 pub use path::{is_canonical_path, PathPattern, WorkspacePath, WORKSPACE};
-pub use request::{Decision, OwnedRequest, Request, DEFAULT_DENY, NONCANONICAL_PATH};
+pub use request::{
+    grpc_call, Decision, OwnedRequest, OwnedRpc, Request, Rpc, DEFAULT_DENY, NONCANONICAL_PATH,
+    TOOL_NOT_ALLOWED,
+};
 
 /// A request path as the learner generalises it (numeric, UUID and 16+ hex-digit segments
 /// become `{id}`), for comparing runs (`idagent diff`) by the same rule; a path that cannot be

@@ -50,15 +50,33 @@ pub struct Seen {
     pub example_seq: u64,
 }
 
-/// One HTTP sub-rule of an `l7` network rule.
+/// The gRPC calls a `grpc` sub-rule matches: one service, one method or all of its methods.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GrpcMatch {
+    /// Fully qualified service (`helloworld.Greeter`).
+    pub service: String,
+    /// Method name; `None` (`"*"` in the file) = every method of the service.
+    pub method: Option<String>,
+}
+
+/// One HTTP sub-rule of an `l7` network rule: a method and path (optionally restricted to
+/// some MCP tools), or a gRPC service and method.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HttpRule {
-    /// Stable id; default `http:HOST:PORT:METHOD:PATH`.
+    /// Stable id; default `http:HOST:PORT:METHOD:PATH`, for a gRPC rule
+    /// `grpc:HOST:PORT:SERVICE/METHOD`.
     pub id: String,
-    /// Uppercase method, or `*` for any.
+    /// Uppercase method, or `*` for any (`POST` for a gRPC rule).
     pub method: String,
-    /// Compiled path pattern.
+    /// Compiled path pattern (`/SERVICE/METHOD` or `/SERVICE/*` for a gRPC rule).
     pub path: PathPattern,
+    /// A gRPC rule: matches only gRPC calls ([`crate::Rpc::Grpc`]) of this service and method.
+    pub grpc: Option<GrpcMatch>,
+    /// MCP tools (sorted, unique): an allow rule then allows, of the `tools/call` requests
+    /// to its endpoint, only those of a listed tool (other JSON-RPC requests, and requests
+    /// without a body, as any http rule); a deny rule denies only calls of a listed tool (and
+    /// calls whose tool could not be read). `None` = not an MCP rule.
+    pub tools: Option<Vec<String>>,
     /// Allowed query keys (sorted); `None` = any query.
     pub query: Option<Vec<String>>,
     /// Allow or deny.

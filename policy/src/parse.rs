@@ -10,7 +10,7 @@ use crate::host::HostPattern;
 use crate::kinds::{Action, Inspect, Mode, Protocol};
 use crate::model::*;
 use crate::path::PathPattern;
-use crate::request::DEFAULT_DENY;
+use crate::request::{DEFAULT_DENY, NONCANONICAL_PATH, TOOL_NOT_ALLOWED};
 use local::{exec, files};
 use node::{boolean, err, keyword, seq, string, strings, uint, Map, Node, Result};
 use std::collections::HashMap;
@@ -102,10 +102,11 @@ impl Ids {
         let (id, at) = match m.get("id") {
             Some(n) => {
                 let id = string(n, "id")?;
-                if id.trim().is_empty() || id.chars().any(char::is_control) || id == DEFAULT_DENY {
+                let reserved = [DEFAULT_DENY, NONCANONICAL_PATH, TOOL_NOT_ALLOWED].contains(&id);
+                if id.trim().is_empty() || id.chars().any(char::is_control) || reserved {
                     return Err(err(
                         n,
-                        format!("bad rule id `{id}` (empty, control characters, or the reserved `{DEFAULT_DENY}`)"),
+                        format!("bad rule id `{id}` (empty, control characters, or reserved: `{DEFAULT_DENY}`, `{NONCANONICAL_PATH}`, `{TOOL_NOT_ALLOWED}`)"),
                     ));
                 }
                 (id.to_string(), n)
@@ -300,9 +301,12 @@ fn http_rule(n: &Node<'_>, host: &HostPattern, port: u16, ids: &mut Ids) -> Resu
         n,
         "an http rule",
         &[
-            "id", "method", "path", "query", "action", "mode", "risk", "seen",
+            "id", "method", "path", "query", "grpc", "mcp", "action", "mode", "risk", "seen",
         ],
     )?;
+    if let Some(g) = m.get("grpc") {
+        return grpc_rule(&m, g, host, port, ids);
+    }
     let mn = m.req("method")?;
     let method = string(mn, "method")?;
     if method != "*" && (method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase())) {
@@ -322,16 +326,103 @@ fn http_rule(n: &Node<'_>, host: &HostPattern, port: u16, ids: &mut Ids) -> Resu
         }
         None => None,
     };
+    let tools = match m.get("mcp") {
+        Some(t) => {
+            if !matches!(method, "POST" | "*") {
+                return Err(err(
+                    mn,
+                    format!("an mcp rule is for POST (tool calls are POSTed), not {method}"),
+                ));
+            }
+            Some(mcp_tools(t)?)
+        }
+        None => None,
+    };
     let id = ids.claim(&m, || format!("http:{host}:{port}:{method}:{path}"))?;
     Ok(HttpRule {
         id,
         method: method.to_string(),
         path,
+        grpc: None,
+        tools,
         query,
         action: action(&m)?,
         mode: opt_mode(&m)?,
         risk: risk(&m)?,
         seen: seen(&m)?,
+    })
+}
+
+/// `mcp: {tools: [..]}`: tool names, sorted, unique (an empty list: no tool may be called).
+fn mcp_tools(n: &Node<'_>) -> Result<Vec<String>> {
+    let m = Map::new(n, "mcp", &["tools"])?;
+    let list = m.req("tools")?;
+    let mut tools = Vec::new();
+    for item in seq(list, "tools")? {
+        let t = string(item, "tools")?;
+        if t.is_empty() || t.chars().any(char::is_control) {
+            return Err(err(
+                item,
+                format!("bad tool name {t:?} (empty or control characters)"),
+            ));
+        }
+        tools.push(t.to_string());
+    }
+    tools.sort();
+    tools.dedup();
+    Ok(tools)
+}
+
+/// `- grpc: {service: pkg.Svc, method: Name | "*"}`: a POST to `/pkg.Svc/Name` that is a
+/// gRPC call; `method`, `path`, `query` and `mcp` belong to plain http rules.
+fn grpc_rule(
+    m: &Map<'_, '_>,
+    g: &Node<'_>,
+    host: &HostPattern,
+    port: u16,
+    ids: &mut Ids,
+) -> Result<HttpRule> {
+    for field in ["method", "path", "query", "mcp"] {
+        if let Some(k) = m.key(field) {
+            return Err(err(
+                k,
+                format!("a grpc rule names its service and method in `grpc`; `{field}` is for http rules"),
+            ));
+        }
+    }
+    let gm = Map::new(g, "grpc", &["service", "method"])?;
+    let sn = gm.req("service")?;
+    let service = string(sn, "service")?;
+    if !crate::request::is_grpc_service(service) {
+        return Err(err(
+            sn,
+            format!("bad grpc service `{service}` (dot-separated protobuf names, like helloworld.Greeter)"),
+        ));
+    }
+    let mn = gm.req("method")?;
+    let method = string(mn, "method")?;
+    if method != "*" && !crate::request::is_grpc_ident(method) {
+        return Err(err(
+            mn,
+            format!("bad grpc method `{method}` (a protobuf name like SayHello, or *)"),
+        ));
+    }
+    let path = PathPattern::parse(&format!("/{service}/{method}")).map_err(|e| err(g, e))?;
+    let id = ids.claim(m, || format!("grpc:{host}:{port}:{service}/{method}"))?;
+    Ok(HttpRule {
+        id,
+        method: "POST".to_string(),
+        path,
+        grpc: Some(GrpcMatch {
+            service: service.to_string(),
+            method: (method != "*").then(|| method.to_string()),
+        }),
+        tools: None,
+        query: None,
+        action: action(m)?,
+        mode: opt_mode(m)?,
+        risk: risk(m)?,
+        seen: seen(m)?,
     })
 }
 

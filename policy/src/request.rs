@@ -34,6 +34,9 @@ pub enum Request<'a> {
         method: &'a str,
         path: &'a str,
         query: Option<&'a str>,
+        /// What the request is beyond HTTP, when the gateway can tell: a gRPC call (from its
+        /// path and content type, [`grpc_call`]) or an MCP tool call (from its body).
+        rpc: Option<Rpc<'a>>,
     },
     /// Opaque bytes on a TCP flow: what the gateway relays when a connection's bytes are not
     /// HTTP (`tls`: inside an intercepted TLS session). Decided at [`Layer::Connect`]; only a
@@ -93,6 +96,8 @@ pub enum OwnedRequest {
         method: String,
         path: String,
         query: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rpc: Option<OwnedRpc>,
     },
     /// See [`Request::Stream`].
     Stream {
@@ -168,6 +173,7 @@ impl Request<'_> {
                 method,
                 path,
                 query,
+                rpc,
             } => OwnedRequest::Http {
                 scheme,
                 host: s(host),
@@ -175,6 +181,7 @@ impl Request<'_> {
                 method: s(method),
                 path: s(path),
                 query: query.map(s),
+                rpc: rpc.map(|r| r.to_owned()),
             },
             Request::Stream {
                 name,
@@ -242,6 +249,7 @@ impl OwnedRequest {
                 method,
                 path,
                 query,
+                rpc,
             } => Request::Http {
                 scheme: *scheme,
                 host,
@@ -249,6 +257,7 @@ impl OwnedRequest {
                 method,
                 path,
                 query: query.as_deref(),
+                rpc: rpc.as_ref().map(OwnedRpc::as_rpc),
             },
             OwnedRequest::Stream {
                 name,
@@ -281,6 +290,99 @@ impl OwnedRequest {
         self.as_request().layer()
     }
 }
+
+/// What an HTTP request carries beyond method and path, as far as the policy decides on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rpc<'a> {
+    /// A gRPC call: `POST /{service}/{method}` with `content-type: application/grpc*`
+    /// ([`grpc_call`]). Only `grpc` sub-rules match it by service and method; plain http
+    /// sub-rules match it as the HTTP request it is.
+    Grpc { service: &'a str, method: &'a str },
+    /// An MCP `tools/call` (a JSON-RPC request in the body) of this tool. `None`: a body the
+    /// gateway had to read for a tools rule but could not read as JSON-RPC (over the size
+    /// cap, not complete in time, not JSON), or a `tools/call` naming no tool: a call of an
+    /// unknown tool, which no tools list allows.
+    Tool(Option<&'a str>),
+}
+
+impl Rpc<'_> {
+    /// An owned copy.
+    pub fn to_owned(&self) -> OwnedRpc {
+        match *self {
+            Rpc::Grpc { service, method } => OwnedRpc::Grpc {
+                service: service.to_owned(),
+                method: method.to_owned(),
+            },
+            Rpc::Tool(tool) => OwnedRpc::Tool {
+                tool: tool.map(str::to_owned),
+            },
+        }
+    }
+}
+
+/// An [`Rpc`] that owns its strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "rpc", rename_all = "snake_case")]
+pub enum OwnedRpc {
+    /// See [`Rpc::Grpc`].
+    Grpc { service: String, method: String },
+    /// See [`Rpc::Tool`].
+    Tool { tool: Option<String> },
+}
+
+impl OwnedRpc {
+    /// A borrowed view.
+    pub fn as_rpc(&self) -> Rpc<'_> {
+        match self {
+            OwnedRpc::Grpc { service, method } => Rpc::Grpc { service, method },
+            OwnedRpc::Tool { tool } => Rpc::Tool(tool.as_deref()),
+        }
+    }
+}
+
+/// Whether `s` is a gRPC service name (`pkg.sub.Service`: dot-separated identifiers).
+pub(crate) fn is_grpc_service(s: &str) -> bool {
+    !s.is_empty() && s.split('.').all(is_grpc_ident)
+}
+
+/// Whether `s` is a protobuf identifier (a gRPC method name, one label of a service name).
+pub(crate) fn is_grpc_ident(s: &str) -> bool {
+    s.bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// The gRPC call an HTTP request makes, if it is one: a `POST` of `content-type:
+/// application/grpc` (or `application/grpc+proto`, `application/grpc-web`...) to
+/// `/{service}/{method}` with no query, both parts plain protobuf names. Anything else
+/// (percent escapes, more segments, a query) is not a gRPC call here and is decided as the
+/// plain HTTP request it is, which no `grpc` rule allows. Pure; the gateway (live) and the
+/// replay of a log both use it.
+pub fn grpc_call<'a>(
+    method: &str,
+    path: &'a str,
+    query: Option<&str>,
+    content_type: Option<&str>,
+) -> Option<Rpc<'a>> {
+    let grpc = content_type.is_some_and(|c| {
+        c.trim()
+            .get(..16)
+            .is_some_and(|p| p.eq_ignore_ascii_case("application/grpc"))
+    });
+    if !grpc || method != "POST" || query.is_some() {
+        return None;
+    }
+    let (service, name) = path.strip_prefix('/')?.split_once('/')?;
+    (is_grpc_service(service) && is_grpc_ident(name)).then_some(Rpc::Grpc {
+        service,
+        method: name,
+    })
+}
+
+/// The rule id of an MCP tool call denied because the tools rule that matched its endpoint
+/// does not list the tool (and no other rule decided).
+pub const TOOL_NOT_ALLOWED: &str = "mcp-tool-not-allowed";
 
 /// The rule id of a decision no rule made.
 pub const DEFAULT_DENY: &str = "default-deny";

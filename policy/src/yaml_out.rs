@@ -186,10 +186,22 @@ impl Policy {
             }
             for h in &r.http {
                 let _ = writeln!(out, "        - id: {}", scalar(&h.id));
-                let _ = writeln!(out, "          method: {}", scalar(&h.method));
-                let _ = writeln!(out, "          path: {}", scalar(h.path.as_str()));
+                if let Some(g) = &h.grpc {
+                    let _ = writeln!(
+                        out,
+                        "          grpc: {{service: {}, method: {}}}",
+                        flow_scalar(&g.service),
+                        flow_scalar(g.method.as_deref().unwrap_or("*"))
+                    );
+                } else {
+                    let _ = writeln!(out, "          method: {}", scalar(&h.method));
+                    let _ = writeln!(out, "          path: {}", scalar(h.path.as_str()));
+                }
                 if let Some(q) = &h.query {
                     let _ = writeln!(out, "          query: {}", flow_list(q));
+                }
+                if let Some(tools) = &h.tools {
+                    let _ = writeln!(out, "          mcp: {{tools: {}}}", flow_list(tools));
                 }
                 common(out, "          ", Some(h.action), h.mode, &h.risk);
                 seen_line(out, "          ", h.seen.as_ref());

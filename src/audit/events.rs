@@ -680,6 +680,13 @@ pub struct DecisionRequest {
     pub path: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
+    /// A gRPC call's `service/method` (http).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<String>,
+    /// An MCP `tools/call`'s tool (http); empty when the body had to be read for a tools
+    /// rule but its tool could not be (over the size cap, not in time, not JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
     /// File operation (`create_file`, `create_dir`, `write`, `remove`, `rename`,
     /// `create_special`).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -2,8 +2,9 @@
 //!
 //! Owns: serving the guest's requests (plain, or inside an intercepted TLS session), keeping
 //! one upstream connection per guest connection (keep-alive), streaming bodies both ways
-//! through taps (nothing buffers a whole body; SSE and chunked responses reach the guest as
-//! they arrive), `Upgrade` (WebSocket) tunnels, and the `http` audit event with credentials
+//! through taps (nothing buffers a whole body — but `http/body_gate.rs`, at most 1 MiB, where
+//! the policy decides on the MCP tool a request names; SSE and chunked responses reach the
+//! guest as they arrive), `Upgrade` (WebSocket) tunnels, and the `http` audit event with credentials
 //! redacted. `Expect: 100-continue` is hyper's: the guest's body is read only once forwarded.
 //! Every request first passes `http/gate.rs` (routing by its own target, then the policy);
 //! `http/tunnel.rs` holds CONNECT, the connection's identity and the gateway's own refusals.
@@ -29,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+mod body_gate;
 mod gate;
 mod tunnel;
 mod upgrade;
@@ -460,7 +462,7 @@ impl Conn {
 
     async fn forward(
         self: Arc<Self>,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
     ) -> Result<Response<GuestBody>, std::convert::Infallible> {
         let started = Instant::now();
         let (url, host) = self.url(req.uri(), req.headers());
@@ -484,17 +486,24 @@ impl Conn {
             method.as_str(),
             &url,
             host.as_deref(),
+            req.headers(),
         );
+        // A decision on the MCP tool the body names reads (and then forwards) the body.
+        let mut req = req.map(body_gate::GuestReqBody::streaming);
+        let gated = body_gate::check(&self.gw, &self.meta, gated, &mut req).await;
         if let gate::Gate::Refuse {
             status,
             content_type,
+            headers,
             body,
             note,
         } = gated
         {
             let mut event = http_event(&self, method.to_string(), url, header_list(req.headers()));
             event.note = Some(note);
-            return Ok(self.refusal(event, status, content_type, &body, started));
+            let mut refused = self.refusal(event, status, content_type, &body, started);
+            refused.headers_mut().extend(headers);
+            return Ok(refused);
         }
         // HTTP/2 over cleartext (h2c) would turn the connection into frames nobody logs or
         // decides: the offer is dropped, and the upstream answers the request in HTTP/1.1.

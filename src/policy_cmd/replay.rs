@@ -277,7 +277,27 @@ impl RunLog {
                             .push(self.items.len()),
                     }
                 }
-                self.push(&record, url.request(&h.method));
+                // What the gateway decided it as beyond HTTP: a gRPC call by its path and
+                // content type (as `gate` does), an MCP tool call by the logged JSON-RPC.
+                let content_type = h
+                    .req_headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+                    .map(|(_, v)| v.as_str());
+                let rpc = idagent_policy::grpc_call(
+                    &h.method,
+                    &url.path,
+                    url.query.as_deref(),
+                    content_type,
+                )
+                .map(|r| r.to_owned())
+                .or_else(|| {
+                    let rpc = h.jsonrpc.as_ref().filter(|j| j.method == "tools/call")?;
+                    Some(idagent_policy::OwnedRpc::Tool {
+                        tool: rpc.tool.clone(),
+                    })
+                });
+                self.push(&record, url.request(&h.method, rpc));
                 if let Some(last) = self.items.last_mut() {
                     last.credentials = !h.credentials.is_empty();
                     last.refused_by_policy = h
@@ -432,7 +452,7 @@ impl HttpTarget {
         })
     }
 
-    pub fn request(&self, method: &str) -> OwnedRequest {
+    pub fn request(&self, method: &str, rpc: Option<idagent_policy::OwnedRpc>) -> OwnedRequest {
         OwnedRequest::Http {
             scheme: self.scheme,
             host: self.host.clone(),
@@ -440,6 +460,7 @@ impl HttpTarget {
             method: method.to_owned(),
             path: self.path.clone(),
             query: self.query.clone(),
+            rpc,
         }
     }
 }

@@ -77,6 +77,7 @@ fn http<'a>(
         method,
         path,
         query,
+        rpc: None,
     }
 }
 

@@ -76,8 +76,20 @@ pub(crate) struct HostAcc {
     pub(crate) stream_tls: bool,
     pub(crate) credentials: bool,
     pub(crate) seen: SeenAcc,
-    /// (method, path pattern) → (query keys, provenance).
-    pub(crate) routes: BTreeMap<(String, PathPatternKey), (BTreeSet<String>, SeenAcc)>,
+    /// (method, path pattern) → what was seen there.
+    pub(crate) routes: BTreeMap<(String, PathPatternKey), Route>,
+    /// gRPC calls: (service, method) → provenance.
+    pub(crate) grpc: BTreeMap<(String, String), SeenAcc>,
+}
+
+/// What was seen on one (method, path pattern).
+#[derive(Debug, Default)]
+pub(crate) struct Route {
+    /// Query keys.
+    pub(crate) keys: BTreeSet<String>,
+    pub(crate) seen: SeenAcc,
+    /// MCP tools called there (`Some` once a tool call was seen).
+    pub(crate) tools: Option<BTreeSet<String>>,
 }
 
 /// A path pattern ordered by its text (for the learner's maps).

@@ -23,6 +23,7 @@ fn get(host: &str, path: &str, query: Option<&str>) -> OwnedRequest {
         method: "GET".into(),
         path: path.into(),
         query: query.map(str::to_string),
+        rpc: None,
     }
 }
 
@@ -140,6 +141,7 @@ fn sample() -> Vec<Observed> {
             method: "POST".into(),
             path: "/v1/items/0123456789abcdef0123".into(),
             query: None,
+            rpc: None,
         },
         "r2",
         18,
@@ -471,6 +473,7 @@ fn http_and_streams_on_one_port_learn_l4_with_a_risk() {
         method: "GET".into(),
         path: path.into(),
         query: None,
+        rpc: None,
     };
     let p = learn_stable(vec![
         obs(connect("web.example", 80), "r", 1),

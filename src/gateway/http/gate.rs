@@ -14,20 +14,24 @@ use super::super::{FlowMeta, Gateway};
 use crate::audit::{BlockedEvent, EventBody};
 use crate::enforce::{Context, Permit};
 use crate::policy_cmd::replay::HttpTarget;
-use http::StatusCode;
+use http::{HeaderMap, HeaderValue, StatusCode};
 
 /// What the gate lets through.
 #[derive(Debug)]
 pub(crate) enum Gate {
     Pass,
-    /// Answer the guest with this status, content type and body; `note` goes in the `http`
-    /// event.
+    /// Answer the guest with this status, content type, extra headers and body; `note` goes
+    /// in the `http` event.
     Refuse {
         status: StatusCode,
         content_type: &'static str,
+        headers: HeaderMap,
         body: String,
         note: String,
     },
+    /// Not decided yet: an MCP tools rule applies to this request, so the tool its body
+    /// names decides (`body_gate`). No `decision` event has been written for it.
+    Inspect(Box<idagent_policy::OwnedRequest>),
 }
 
 /// The gate for one request of `meta`'s connection. `identity` is what the connection really
@@ -39,6 +43,7 @@ pub(crate) fn check(
     method: &str,
     url: &str,
     host: Option<&str>,
+    headers: &HeaderMap,
 ) -> Gate {
     let policy = gw.enforcer.active();
     let target = HttpTarget::parse(url);
@@ -76,6 +81,7 @@ pub(crate) fn check(
                     host_port(&real, meta.dst.port()),
                     host_port(&claimed, port)
                 ),
+                headers: HeaderMap::new(),
                 note: "misdirected".into(),
             };
         }
@@ -105,19 +111,72 @@ pub(crate) fn check(
         // Decided as what it really reaches, never as the Host it claims.
         target.host = ip.to_string();
     }
-    let request = target.request(method);
+    // A gRPC call is known from its head alone; an MCP tool call only from its body.
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let rpc =
+        idagent_policy::grpc_call(method, &target.path, target.query.as_deref(), content_type)
+            .map(|r| r.to_owned());
+    let grpc = rpc.is_some();
+    let request = target.request(method, rpc);
+    if gw.enforcer.tool_rules_apply(&request.as_request()) {
+        return Gate::Inspect(Box::new(request));
+    }
+    let enforced_by = if grpc { "grpc_status" } else { "http_403" };
     match gw
         .enforcer
-        .check(&request.as_request(), Context::flow(meta.id), "http_403")
+        .check(&request.as_request(), Context::flow(meta.id), enforced_by)
     {
         Permit::Allow => Gate::Pass,
+        Permit::Deny(denial) if grpc => grpc_refusal(&denial),
         Permit::Deny(denial) => Gate::Refuse {
             status: StatusCode::FORBIDDEN,
             content_type: "application/json",
+            headers: HeaderMap::new(),
             body: crate::enforce::denial_body(&denial, &crate::policy_cmd::describe(&request)),
             note: format!("denied by policy (rule {})", denial.rule),
         },
     }
+}
+
+/// gRPC status `PERMISSION_DENIED`.
+const GRPC_PERMISSION_DENIED: &str = "7";
+
+/// The refusal of a gRPC call, in gRPC: HTTP 200 with a trailers-only response (`grpc-status`
+/// and `grpc-message` in the headers, an empty body, so HTTP/2 sends one HEADERS frame with
+/// END_STREAM), which every gRPC client reports as `PERMISSION_DENIED` with our message.
+fn grpc_refusal(denial: &crate::enforce::Denial) -> Gate {
+    let message = format!("denied by idagent policy (rule {})", denial.rule);
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "grpc-status",
+        HeaderValue::from_static(GRPC_PERMISSION_DENIED),
+    );
+    if let Ok(v) = HeaderValue::from_str(&grpc_percent_encode(&message)) {
+        headers.insert("grpc-message", v);
+    }
+    Gate::Refuse {
+        status: StatusCode::OK,
+        content_type: "application/grpc",
+        headers,
+        body: String::new(),
+        note: format!("denied by policy (rule {})", denial.rule),
+    }
+}
+
+/// `grpc-message` encoding (gRPC over HTTP/2): every byte outside printable ASCII, and `%`,
+/// as `%XX`.
+fn grpc_percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// A host as compared: lowercase, no port, no brackets, no trailing dot.
@@ -145,7 +204,41 @@ fn normalize(host: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::normalize;
+    use super::*;
+
+    #[test]
+    fn a_refused_grpc_call_is_a_trailers_only_permission_denied() {
+        let denial = crate::enforce::Denial {
+            layer: "http".into(),
+            rule: "default-deny é%".into(),
+        };
+        let Gate::Refuse {
+            status,
+            content_type,
+            headers,
+            body,
+            note,
+        } = grpc_refusal(&denial)
+        else {
+            panic!("not a refusal");
+        };
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(content_type, "application/grpc");
+        assert_eq!(
+            headers.get("grpc-status").map(|v| v.as_bytes()),
+            Some(&b"7"[..])
+        );
+        assert_eq!(
+            headers.get("grpc-message").and_then(|v| v.to_str().ok()),
+            Some("denied by idagent policy (rule default-deny %C3%A9%25)")
+        );
+        assert!(body.is_empty());
+        assert!(note.starts_with("denied by policy (rule "), "{note}");
+        // The gateway answers it with a body that is over before it starts: on HTTP/2 one
+        // HEADERS frame with END_STREAM, the shape of a trailers-only response.
+        let resp = super::super::plain_response(status, &body);
+        assert!(http_body::Body::is_end_stream(resp.body()));
+    }
 
     #[test]
     fn hosts_compare_without_port_case_or_dot() {

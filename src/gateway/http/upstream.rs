@@ -262,8 +262,20 @@ pub async fn preopen(
     if let Some(pooled) = gw.h2_pool.get(&PoolKey::new(meta, kind)) {
         return Ok(pooled);
     }
-    open(gw, meta, kind, None, true).await
+    match tokio::time::timeout(PREOPEN_TIMEOUT, open(gw, meta, kind, None, true)).await {
+        Ok(opened) => opened,
+        Err(_) => Err(OpenError::new(
+            format!("upstream did not answer within {PREOPEN_TIMEOUT:?}"),
+            None,
+            None,
+        )),
+    }
 }
+
+/// How long the guest's handshake waits for the upstream to be reached (see [`preopen`]): an
+/// upstream that does not answer must not hold the guest's handshake; past it the guest is
+/// offered the default, and its requests retry the dial.
+pub const PREOPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Conn {
     /// Records what a request's connection reached (the flow's `upstream`, the `tls` record's

@@ -153,7 +153,7 @@ fn grpc(row: &mut ToolCall, g: &GrpcInfo) {
     row.grpc_messages = Some((g.req_messages, g.resp_messages));
     (row.outcome, row.failed) = match g.status {
         Some(s) => {
-            let mut text = format!("{s} {}", grpc_status_name(s));
+            let mut text = format!("{s} {}", crate::gateway::grpc::status_name(s));
             if let Some(m) = g.message.as_deref().filter(|m| !m.is_empty()) {
                 text.push_str(": ");
                 text.push_str(m);
@@ -193,33 +193,6 @@ fn error_name(code: i64) -> &'static str {
     }
 }
 
-/// The canonical name of a gRPC status code (`7` → `PERMISSION_DENIED`).
-fn grpc_status_name(code: u32) -> &'static str {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    usize::try_from(code)
-        .ok()
-        .and_then(|i| NAMES.get(i).copied())
-        .unwrap_or("(non-standard)")
-}
-
 /// The path of an absolute URL as the gateway decides it (`http://h/mcp?x` → `/mcp`; `/` when
 /// it has none); the whole text when it is no absolute URL.
 fn url_path(url: &str) -> &str {
@@ -241,10 +214,10 @@ mod tests {
 
     #[test]
     fn names_and_paths() {
-        assert_eq!(grpc_status_name(7), "PERMISSION_DENIED");
-        assert_eq!(grpc_status_name(0), "OK");
-        assert_eq!(grpc_status_name(16), "UNAUTHENTICATED");
-        assert_eq!(grpc_status_name(99), "(non-standard)");
+        assert_eq!(crate::gateway::grpc::status_name(7), "PERMISSION_DENIED");
+        assert_eq!(crate::gateway::grpc::status_name(0), "OK");
+        assert_eq!(crate::gateway::grpc::status_name(16), "UNAUTHENTICATED");
+        assert_eq!(crate::gateway::grpc::status_name(99), "(non-standard)");
         assert_eq!(error_name(-32601), " (method not found)");
         assert_eq!(error_name(-32001), " (server error)");
         assert_eq!(error_name(5), "");

@@ -8,7 +8,9 @@
 //! request of a policy run must be allowed, or the bench fails. A last idagent run holds 1,000
 //! keep-alive connections open and reads idagent's RSS. The seeding rows time `idagent run`'s
 //! set-up (start to the guest's first instruction) with an empty seed and with a 10,000-file
-//! seed, interleaved in the same run.
+//! seed, interleaved in the same run. The HTTP/2 and gRPC rows (`interceptor/http2.rs`)
+//! measure HTTP/2 keep-alive latency, 8 concurrent streams and gRPC unary calls directly on
+//! loopback and through an idagent guest.
 //!
 //! Prints one table (value and ratio to (a)) plus PASS/BELOW per floor of the issue, and writes
 //! it as markdown to `target/bench-interceptor.md`. The floors are reported, never asserted.
@@ -26,10 +28,15 @@
 //! `IDAGENT_BENCH_MODE=bulk` to run only the bulk
 //! downloads (no latency, connection, policy or held-connection cases) or
 //! `IDAGENT_BENCH_MODE=policy` to run only the idagent HTTPS keep-alive pairs without/with the
-//! policy.
+//! policy, `IDAGENT_BENCH_MODE=h2` to run only the HTTP/2 and gRPC rows (they take
+//! `IDAGENT_BENCH_REQUESTS` and `IDAGENT_BENCH_CONN_SECS` too).
 
 #[path = "interceptor/client.rs"]
 mod client;
+#[path = "interceptor/h2.rs"]
+mod h2;
+#[path = "interceptor/http2.rs"]
+mod http2;
 #[path = "interceptor/policy.rs"]
 mod policy;
 #[path = "interceptor/report.rs"]
@@ -82,14 +89,17 @@ fn main() {
 }
 
 fn serve_forever() -> Result<(), BoxError> {
-    let (_ca, tls) = server::tls_setup()?;
+    let tls = server::tls_setup()?.config;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(async {
         let s = server::start(Ipv4Addr::LOCALHOST.into(), tls).await?;
-        println!("http {} https {} tcp {}", s.http, s.https, s.tcp);
+        println!(
+            "http {} https {} h2 {} tcp {}",
+            s.http, s.https, s.h2, s.tcp
+        );
         std::future::pending::<()>().await;
         Ok(())
     })
@@ -103,13 +113,14 @@ fn env_num(key: &str, default: u64) -> u64 {
 }
 
 /// `suite` (everything), `bulk` (the bulk downloads only), `policy` (the idagent HTTPS
-/// keep-alive runs without/with the policy only) or `seed` (the seeding pairs only), from
-/// `IDAGENT_BENCH_MODE`.
+/// keep-alive runs without/with the policy only), `seed` (the seeding pairs only) or `h2`
+/// (the HTTP/2 and gRPC rows only), from `IDAGENT_BENCH_MODE`.
 fn mode() -> &'static str {
     match std::env::var("IDAGENT_BENCH_MODE").as_deref() {
         Ok("bulk") => "bulk",
         Ok("policy") => "policy",
         Ok("seed") => "seed",
+        Ok("h2") => "h2",
         _ => "suite",
     }
 }
@@ -152,9 +163,10 @@ fn run() -> Result<(), BoxError> {
     let ws = tmp.path().join("ws");
     std::fs::create_dir(&ws)?;
     std::fs::copy(std::env::current_exe()?, ws.join(CLIENT_FILE))?;
-    let (ca_pem, tls) = server::tls_setup()?;
+    let bench_tls = server::tls_setup()?;
+    let tls = bench_tls.config.clone();
     let ca_path = ws.join("ca.pem");
-    std::fs::write(&ca_path, ca_pem)?;
+    std::fs::write(&ca_path, &bench_tls.ca_pem)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -186,6 +198,11 @@ fn run() -> Result<(), BoxError> {
         drop(local);
         let cases = [("(c) idagent, full pcap", c_full)];
         return write_report(&cases, &Rss::default(), None, "bench-interceptor-policy.md");
+    }
+    if mode() == "h2" {
+        let rows = http2::measure(&guest, &bench_tls, local.h2);
+        drop(local);
+        return write_section(&rows.render(), "bench-interceptor-h2.md", false);
     }
 
     eprintln!("== (a) host loopback");
@@ -245,6 +262,7 @@ fn run() -> Result<(), BoxError> {
     } else {
         Rss::default()
     };
+    let h2_rows = (mode() == "suite").then(|| http2::measure(&guest, &bench_tls, local.h2));
     drop(local);
     let seeding = if mode() == "suite" {
         eprintln!("== (c) idagent guest, set-up with an empty and a 10,000-file seed");
@@ -264,6 +282,9 @@ fn run() -> Result<(), BoxError> {
     ];
     let disk = disk_write_gbps(tmp.path()).ok();
     write_report(&cases, &rss, disk, "bench-interceptor.md")?;
+    if let Some(rows) = h2_rows {
+        write_section(&rows.render(), "bench-interceptor.md", true)?;
+    }
     match seeding {
         Some(s) => write_section(&s.render(), "bench-interceptor.md", true),
         None => Ok(()),
@@ -436,6 +457,15 @@ impl Drop for Guard {
     }
 }
 
+/// The guest shell's first lines: `$ip` is the address the guest resolves for `bench.test`.
+fn resolve() -> String {
+    format!(
+        "ip=$(getent ahostsv4 {name} | head -n1 | cut -d' ' -f1)\n\
+         [ -n \"$ip\" ] || {{ echo 'no address for {name}' >&2; exit 3; }}\n",
+        name = server::NAME
+    )
+}
+
 /// The idagent runs of case (c).
 struct GuestCase<'a> {
     tmp: &'a Path,
@@ -452,6 +482,25 @@ impl GuestCase<'_> {
     /// client in MODE against the address the guest resolves for `bench.test`; with
     /// `--policy POLICY --mode enforce` when a policy is given.
     fn command(&self, run_dir: &Path, snaplen: u32, mode: &str, policy: Option<&Path>) -> Command {
+        let script = format!(
+            "{}exec /tmp/workspace/{CLIENT_FILE} client {mode} \"$@\" \
+             --http \"$ip:80\" --https \"$ip:443\" --tcp \"$ip:{RAW_PORT}\" --ca \"$SSL_CERT_FILE\"",
+            resolve()
+        );
+        self.command_with(run_dir, snaplen, policy, &[], &script, self.opts)
+    }
+
+    /// `idagent run` as in [`Self::command`] with `extra` flags after the common ones, running
+    /// `sh -c SCRIPT bench-client ARGS…` in the guest.
+    fn command_with(
+        &self,
+        run_dir: &Path,
+        snaplen: u32,
+        policy: Option<&Path>,
+        extra: &[String],
+        script: &str,
+        args: &[String],
+    ) -> Command {
         let mut cmd = Command::new(IDAGENT);
         cmd.arg("run").arg("--run-dir").arg(run_dir);
         if let Some(policy) = policy {
@@ -478,15 +527,9 @@ impl GuestCase<'_> {
         ));
         cmd.arg("--upstream-ca").arg(self.ca);
         cmd.arg("--workspace").arg(self.ws);
-        cmd.args(["--image", GUEST_IMAGE, "--", "sh", "-c"]);
-        let script = format!(
-            "ip=$(getent ahostsv4 {name} | head -n1 | cut -d' ' -f1)\n\
-             [ -n \"$ip\" ] || {{ echo 'no address for {name}' >&2; exit 3; }}\n\
-             exec /tmp/workspace/{CLIENT_FILE} client {mode} \"$@\" \
-             --http \"$ip:80\" --https \"$ip:443\" --tcp \"$ip:{RAW_PORT}\" --ca \"$SSL_CERT_FILE\"",
-            name = server::NAME
-        );
-        cmd.arg(script).arg("bench-client").args(self.opts);
+        cmd.args(extra);
+        cmd.args(["--image", GUEST_IMAGE, "--", "sh", "-c", script]);
+        cmd.arg("bench-client").args(args);
         cmd
     }
 

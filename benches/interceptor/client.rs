@@ -29,6 +29,10 @@ const IO_TIMEOUT: Duration = Duration::from_secs(30);
 struct Opts {
     http: SocketAddr,
     https: Option<SocketAddr>,
+    /// The HTTPS listener that offers ALPN `h2` (mode `h2`).
+    h2: Option<SocketAddr>,
+    /// Body length of one request of the HTTP/2 bulk streams.
+    h2_bulk_bytes: u64,
     /// The raw `BULK <n>` server (bulk over plain TCP, no HTTP).
     tcp_bulk: Option<SocketAddr>,
     name: String,
@@ -47,6 +51,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     let mut o = Opts {
         http: "127.0.0.1:80".parse().map_err(|_| "default addr")?,
         https: None,
+        h2: None,
+        h2_bulk_bytes: 4 << 20,
         tcp_bulk: None,
         name: "bench.test".into(),
         ca: None,
@@ -65,6 +71,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         match key.as_str() {
             "--http" => o.http = val.parse().map_err(|_| bad(()))?,
             "--https" => o.https = Some(val.parse().map_err(|_| bad(()))?),
+            "--h2" => o.h2 = Some(val.parse().map_err(|_| bad(()))?),
+            "--h2-bulk-bytes" => o.h2_bulk_bytes = val.parse().map_err(|_| bad(()))?,
             "--tcp" => o.tcp_bulk = Some(val.parse().map_err(|_| bad(()))?),
             "--name" => o.name = val.clone(),
             "--ca" => o.ca = Some(val.clone()),
@@ -81,10 +89,10 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     Ok(o)
 }
 
-/// `client suite|bulk|https|hold OPTIONS`; returns the process exit code.
+/// `client suite|bulk|https|hold|h2 OPTIONS`; returns the process exit code.
 pub fn main(args: &[String]) -> i32 {
     let Some((mode, rest)) = args.split_first() else {
-        eprintln!("usage: client suite|bulk|https|hold [--http ADDR] [--https ADDR] ...");
+        eprintln!("usage: client suite|bulk|https|hold|h2 [--http ADDR] [--https ADDR] ...");
         return 2;
     };
     let opts = match parse(rest) {
@@ -99,6 +107,7 @@ pub fn main(args: &[String]) -> i32 {
         "bulk" => bulks(&opts),
         "https" => lat_https(&opts),
         "hold" => hold(&opts),
+        "h2" => h2(&opts),
         _ => Err(io::Error::other(format!("unknown mode {mode}"))),
     };
     match result {
@@ -110,7 +119,7 @@ pub fn main(args: &[String]) -> i32 {
     }
 }
 
-fn emit(value: serde_json::Value) {
+pub fn emit(value: serde_json::Value) {
     let mut out = io::stdout().lock();
     let _ = writeln!(out, "BENCH {value}");
     let _ = out.flush();
@@ -157,6 +166,27 @@ fn lat_https(o: &Opts) -> io::Result<()> {
     let mut conn = HttpConn::new(tls(o, addr)?);
     let lat = latency(&mut conn, &o.name, o.requests)?;
     emit(json!({"metric": "lat_https", "p50_us": lat.0, "p99_us": lat.1, "n": o.requests}));
+    Ok(())
+}
+
+/// The HTTP/2 measurements (`interceptor/h2.rs`) against `--h2`.
+fn h2(o: &Opts) -> io::Result<()> {
+    let addr = o.h2.ok_or_else(|| io::Error::other("h2 mode needs --h2"))?;
+    let ca =
+        o.ca.clone()
+            .ok_or_else(|| io::Error::other("h2 mode needs --ca"))?;
+    let run = crate::h2::run(&crate::h2::Opts {
+        addr,
+        name: o.name.clone(),
+        ca,
+        requests: o.requests,
+        secs: o.conn_secs,
+        bulk_bytes: o.h2_bulk_bytes,
+    });
+    // The bench prints the rows not measured as FAILED with this reason and goes on.
+    if let Err(e) = run {
+        emit(json!({"metric": "h2_error", "error": e.to_string()}));
+    }
     Ok(())
 }
 

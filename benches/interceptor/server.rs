@@ -1,5 +1,7 @@
-//! Host-side upstreams of the interceptor bench: one plain HTTP and one HTTPS listener (hyper,
-//! same handler) on a given address, plus the bench's own test CA for the HTTPS leaf.
+//! Host-side upstreams of the interceptor bench: one plain HTTP and two HTTPS listeners (hyper,
+//! same handler) on a given address, plus the bench's own test CA for the HTTPS leaf. The
+//! second HTTPS listener offers ALPN `h2` (then `http/1.1`) and serves whichever was agreed,
+//! for the HTTP/2 rows; the first offers no ALPN, so it always speaks HTTP/1.1.
 //!
 //! Owns: `GET /zeros/<n>` (n zero bytes, streamed in 256 KiB frames with a content-length),
 //! `GET /small` (64 bytes), a raw TCP listener that answers the line `BULK <n>\n` with n zero
@@ -32,8 +34,18 @@ pub const NAME: &str = "bench.test";
 
 static ZEROS: [u8; CHUNK] = [0; CHUNK];
 
-/// A bench CA (PEM) and the rustls config of a `bench.test` leaf it signed.
-pub fn tls_setup() -> Result<(String, Arc<rustls::ServerConfig>), Box<dyn std::error::Error>> {
+/// The bench CA and a `bench.test` leaf it signed: as PEM (the gRPC server, a Python process,
+/// reads the leaf and its key from files) and as a rustls server config.
+#[derive(Debug)]
+pub struct BenchTls {
+    pub ca_pem: String,
+    pub leaf_pem: String,
+    pub key_pem: String,
+    pub config: Arc<rustls::ServerConfig>,
+}
+
+/// A fresh bench CA and its `bench.test` leaf (also valid for 127.0.0.1).
+pub fn tls_setup() -> Result<BenchTls, Box<dyn std::error::Error>> {
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.distinguished_name
@@ -53,7 +65,12 @@ pub fn tls_setup() -> Result<(String, Arc<rustls::ServerConfig>), Box<dyn std::e
             vec![CertificateDer::from(leaf_cert.der().to_vec())],
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
         )?;
-    Ok((ca_cert.pem(), Arc::new(config)))
+    Ok(BenchTls {
+        ca_pem: ca_cert.pem(),
+        leaf_pem: leaf_cert.pem(),
+        key_pem: leaf_key.serialize_pem(),
+        config: Arc::new(config),
+    })
 }
 
 /// Running listeners; dropping this stops them and every open connection.
@@ -61,6 +78,8 @@ pub fn tls_setup() -> Result<(String, Arc<rustls::ServerConfig>), Box<dyn std::e
 pub struct Servers {
     pub http: SocketAddr,
     pub https: SocketAddr,
+    /// HTTPS with ALPN `h2` offered first.
+    pub h2: SocketAddr,
     /// The raw `BULK <n>` listener.
     pub tcp: SocketAddr,
     _stop: watch::Sender<bool>,
@@ -72,17 +91,26 @@ pub async fn start(ip: IpAddr, tls: Arc<rustls::ServerConfig>) -> std::io::Resul
     let (stop_tx, stop) = watch::channel(false);
     let http = TcpListener::bind((ip, 0)).await?;
     let https = TcpListener::bind((ip, 0)).await?;
+    let h2 = TcpListener::bind((ip, 0)).await?;
     let raw = TcpListener::bind((ip, 0)).await?;
     let servers = Servers {
         http: http.local_addr()?,
         https: https.local_addr()?,
+        h2: h2.local_addr()?,
         tcp: raw.local_addr()?,
         _stop: stop_tx,
     };
     tokio::spawn(accept_loop(http, None, stop.clone()));
+    let mut h2_config = (*tls).clone();
+    h2_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     tokio::spawn(accept_loop(
         https,
         Some(TlsAcceptor::from(tls)),
+        stop.clone(),
+    ));
+    tokio::spawn(accept_loop(
+        h2,
+        Some(TlsAcceptor::from(Arc::new(h2_config))),
         stop.clone(),
     ));
     tokio::spawn(raw_accept_loop(raw, stop));
@@ -157,7 +185,12 @@ async fn accept_loop(
             match tls {
                 None => serve(stream, stop).await,
                 Some(acceptor) => {
-                    if let Ok(s) = acceptor.accept(stream).await {
+                    let Ok(s) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    if s.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        serve_h2(s, stop).await;
+                    } else {
                         serve(s, stop).await;
                     }
                 }
@@ -174,6 +207,20 @@ async fn serve<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         hyper::service::service_fn(|req| async move { Ok::<_, Infallible>(handle(&req)) });
     let conn = hyper::server::conn::http1::Builder::new()
         .max_buf_size(CHUNK * 2)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::select! {
+        _ = conn => {}
+        _ = stop.changed() => {}
+    }
+}
+
+async fn serve_h2<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    io: I,
+    mut stop: watch::Receiver<bool>,
+) {
+    let service =
+        hyper::service::service_fn(|req| async move { Ok::<_, Infallible>(handle(&req)) });
+    let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
         .serve_connection(TokioIo::new(io), service);
     tokio::select! {
         _ = conn => {}

@@ -204,25 +204,31 @@ mod tests {
     use super::*;
 
     fn run(dir: &Path) {
-        std::fs::create_dir_all(dir).unwrap();
-        std::fs::write(dir.join(LOG), "{}\n").unwrap();
+        std::fs::create_dir_all(dir).expect("test fixture");
+        std::fs::write(dir.join(LOG), "{}\n").expect("test fixture");
     }
 
     #[test]
     fn finds_nested_runs_sorted_and_not_inside_a_run() {
-        let t = tempfile::tempdir().unwrap();
+        let t = tempfile::tempdir().expect("test fixture");
         let root = t.path();
         run(&root.join("b/2"));
         run(&root.join("a"));
         run(&root.join("b/1/deep/er"));
         // A log the guest wrote into its workspace is not a run of its own.
         run(&root.join("a/workspace/fake"));
-        std::fs::create_dir_all(root.join("empty/x")).unwrap();
-        let set = find_runs(&[root.to_owned()]).unwrap();
+        std::fs::create_dir_all(root.join("empty/x")).expect("test fixture");
+        let set = find_runs(&[root.to_owned()]).expect("test fixture");
         let rel: Vec<_> = set
             .runs
             .iter()
-            .map(|p| p.strip_prefix(root).unwrap().to_str().unwrap().to_owned())
+            .map(|p| {
+                p.strip_prefix(root)
+                    .expect("test fixture")
+                    .to_str()
+                    .expect("test fixture")
+                    .to_owned()
+            })
             .collect();
         assert_eq!(rel, ["a", "b/1/deep/er", "b/2"]);
         assert!(set.notices.is_empty());
@@ -230,28 +236,28 @@ mod tests {
 
     #[test]
     fn a_run_folder_is_itself_and_duplicates_are_read_once() {
-        let t = tempfile::tempdir().unwrap();
+        let t = tempfile::tempdir().expect("test fixture");
         run(&t.path().join("r"));
         let r = t.path().join("r");
-        let set = find_runs(&[r.clone(), t.path().to_owned(), r.clone()]).unwrap();
+        let set = find_runs(&[r.clone(), t.path().to_owned(), r.clone()]).expect("test fixture");
         assert_eq!(set.runs, [r]);
     }
 
     #[test]
     fn symlinks_are_not_followed() {
-        let t = tempfile::tempdir().unwrap();
-        let outside = tempfile::tempdir().unwrap();
+        let t = tempfile::tempdir().expect("test fixture");
+        let outside = tempfile::tempdir().expect("test fixture");
         run(&outside.path().join("secret"));
         let root = t.path().join("tree");
         run(&root.join("own"));
-        std::os::unix::fs::symlink(outside.path(), root.join("link")).unwrap();
-        std::fs::create_dir_all(root.join("fake")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("link")).expect("test fixture");
+        std::fs::create_dir_all(root.join("fake")).expect("test fixture");
         std::os::unix::fs::symlink(
             outside.path().join("secret/audit.jsonl"),
             root.join("fake/audit.jsonl"),
         )
-        .unwrap();
-        let set = find_runs(std::slice::from_ref(&root)).unwrap();
+        .expect("test fixture");
+        let set = find_runs(std::slice::from_ref(&root)).expect("test fixture");
         assert_eq!(set.runs, [root.join("own")]);
         assert_eq!(set.notices.len(), 1, "{:?}", set.notices);
         assert!(
@@ -263,8 +269,8 @@ mod tests {
 
     #[test]
     fn empty_tree_and_missing_path_are_errors() {
-        let t = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(t.path().join("x/y")).unwrap();
+        let t = tempfile::tempdir().expect("test fixture");
+        std::fs::create_dir_all(t.path().join("x/y")).expect("test fixture");
         assert!(matches!(
             find_runs(&[t.path().to_owned()]),
             Err(TreeError::NoRuns { .. })
@@ -277,13 +283,13 @@ mod tests {
 
     #[test]
     fn depth_cap_is_an_error() {
-        let t = tempfile::tempdir().unwrap();
+        let t = tempfile::tempdir().expect("test fixture");
         let mut deep = t.path().to_owned();
         for _ in 0..=MAX_DEPTH {
             deep.push("d");
         }
         run(&deep);
-        let err = find_runs(&[t.path().to_owned()]).unwrap_err();
+        let err = find_runs(&[t.path().to_owned()]).expect_err("an error");
         assert!(matches!(err, TreeError::TooDeep { .. }), "{err}");
         assert!(err.to_string().contains("MAX_DEPTH"));
     }

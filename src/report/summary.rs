@@ -15,10 +15,13 @@ use super::{ReportError, RunReport, MAX_ROWS};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Version of the [`Summary`] JSON shape (`--summary --format json`).
 pub const SUMMARY_SCHEMA_VERSION: u32 = 1;
+
+/// [`DenialRow::kind`]s, in output order.
+const DENIAL_KINDS: [&str; 4] = ["denied", "would_deny", "blocked", "write_denied"];
 
 /// Every run under one folder (the `--summary --format json` output).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -33,7 +36,7 @@ pub struct Summary {
     /// Every destination any run contacted, most runs first.
     pub destinations: Vec<DestinationRow>,
     /// Policy denials, would-be denials (report mode), blocked attempts and writes the
-    /// filesystem refused, most often first.
+    /// filesystem refused, in that order, each most often first.
     pub denials: Vec<DenialRow>,
     /// From the search (symlinks not followed) and the runs' logs (warnings per run).
     pub notices: Vec<String>,
@@ -147,8 +150,14 @@ pub fn load_summary(root: &Path) -> Result<Summary, ReportError> {
     }
     s.destinations = finish(dests, |d| d.destination.clone());
     s.denials = finish(denials, |d| d.target.clone());
-    // Stable: equal counts keep `finish`'s order (most runs, then target).
-    s.denials.sort_by(|a, b| b.count.cmp(&a.count));
+    // Grouped as the one-run report orders them (enforced denials first), then most often
+    // first; stable, so equal counts keep `finish`'s order (most runs, then target).
+    s.denials.sort_by_key(|d| {
+        (
+            DENIAL_KINDS.iter().position(|k| *k == d.kind),
+            std::cmp::Reverse(d.count),
+        )
+    });
     s.totals = totals(&s);
     Ok(s)
 }
@@ -161,7 +170,7 @@ fn relative(root: &Path, dir: &Path) -> String {
     }
 }
 
-fn run_row(root: &Path, dir: &PathBuf, r: &RunReport) -> RunRow {
+fn run_row(root: &Path, dir: &Path, r: &RunReport) -> RunRow {
     let rows = |n: usize, table: &str| n as u64 + r.omitted.get(table).copied().unwrap_or(0);
     let sum = |rows: &[super::DecisionRow]| rows.iter().map(|d| d.count).sum();
     RunRow {
@@ -537,4 +546,97 @@ fn denials_text(out: &mut String, s: &Summary) {
         ("TARGET", 0),
     ];
     table(out, &cols, &rows);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    /// Writes a log for run `run` into `dir`: `bodies` are records without the envelope.
+    fn log(dir: &Path, run: &str, bodies: &[String]) {
+        std::fs::create_dir_all(dir).expect("test fixture");
+        let mut f = std::fs::File::create(dir.join("audit.jsonl")).expect("test fixture");
+        for (i, body) in bodies.iter().enumerate() {
+            let body = body.trim_start_matches('{');
+            let ts = format!("2026-01-01T00:00:{:02}.5Z", i);
+            let envelope = format!(r#""v":1,"run":"{run}","seq":{},"ts":"{ts}""#, i + 1);
+            writeln!(f, "{{{envelope},{body}").expect("test fixture");
+        }
+    }
+
+    fn start() -> String {
+        r#"{"kind":"run_start","idagent_version":"0.1.0","image":"img","command":["sh"],"user":"1","workspace":"/tmp/workspace","limits":{"memory_bytes":1,"pids":1,"timeout_secs":null},"offline":false,"container":"c"}"#.to_owned()
+    }
+
+    fn deny(mode: &str, would: bool) -> String {
+        let enforced = if mode == "enforce" {
+            r#","enforced_by":"tcp_reset""#
+        } else {
+            ""
+        };
+        format!(
+            r#"{{"kind":"decision","layer":"connect","verdict":"deny","mode":"{mode}","rule":"default-deny","would_deny":{would}{enforced},"request":{{"addr":"10.1.2.3","port":443,"proto":"tcp"}}}}"#
+        )
+    }
+
+    fn end(code: i64) -> String {
+        format!(
+            r#"{{"kind":"run_end","exit_code":{code},"reason":"exited","duration_ms":1500,"counts":{{}}}}"#
+        )
+    }
+
+    #[test]
+    fn folds_runs_denials_and_totals() {
+        let t = tempfile::tempdir().expect("test fixture");
+        let root = t.path();
+        let (d, w) = (deny("enforce", false), deny("report", true));
+        log(
+            &root.join("b/enforced"),
+            "run-b",
+            &[start(), d.clone(), d, end(1)],
+        );
+        log(&root.join("a"), "run-a", &[start(), w.clone(), end(0)]);
+        // No run_end: the row says so, and the log's warning is a notice.
+        log(&root.join("c/x/cut"), "run-c", &[start(), w]);
+        let s = load_summary(root).expect("test fixture");
+        let folders: Vec<&str> = s.runs.iter().map(|r| r.folder.as_str()).collect();
+        assert_eq!(folders, ["a", "b/enforced", "c/x/cut"]);
+        assert_eq!(s.runs[1].denied, 2);
+        assert_eq!(s.runs[1].exit_code, Some(1));
+        assert_eq!(s.runs[0].would_deny, 1);
+        assert_eq!(result(&s.runs[2]), "no run_end");
+        let t = &s.totals;
+        assert_eq!(
+            (t.runs, t.exited_zero, t.denied, t.would_deny),
+            (3, 1, 2, 2)
+        );
+        assert_eq!(t.duration_ms, 3000);
+        let kinds: Vec<(&str, u64, u64)> = s
+            .denials
+            .iter()
+            .map(|d| (d.kind, d.count, d.runs))
+            .collect();
+        assert_eq!(kinds, [("denied", 2, 1), ("would_deny", 2, 2)]);
+        assert!(
+            s.notices.iter().any(|n| n.starts_with("c/x/cut: ")),
+            "{:?}",
+            s.notices
+        );
+        let text = render_summary_text(&s);
+        assert!(text.contains("3 run(s), 1 exited 0"), "{text}");
+        assert!(text.contains("1/3 exit 0"), "{text}");
+        let json: serde_json::Value = serde_json::from_str(&s.to_json()).expect("test fixture");
+        assert_eq!(json["summary_version"], SUMMARY_SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn table_columns_keep_whole_seconds() {
+        assert_eq!(
+            to_seconds("2026-12-01T15:43:46.18015985Z"),
+            "2026-12-01T15:43:46Z"
+        );
+        assert_eq!(to_seconds("2026-12-01T15:43:46Z"), "2026-12-01T15:43:46Z");
+        assert_eq!(to_seconds("short"), "short");
+    }
 }

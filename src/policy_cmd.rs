@@ -67,8 +67,22 @@ pub fn run_folders(cmd: &str, paths: &[PathBuf]) -> Result<Vec<PathBuf>, tree::T
 pub fn learn(runs: &[PathBuf], out: &Path) -> Result<(), PolicyCmdError> {
     let dirs = run_folders("policy learn", runs)?;
     let mut learner = Learner::new();
+    // The learner counts runs by id; two folders with one id (a log collected twice) are
+    // one run to it, which the operator should hear about.
+    let mut ids: std::collections::HashMap<String, PathBuf> = std::collections::HashMap::new();
     for dir in &dirs {
         let log = replay::load(dir)?;
+        match ids.get(&log.run_id) {
+            Some(first) => eprintln!(
+                "idagent: policy learn: {} and {} hold the same run ({}); counted as one run",
+                first.display(),
+                dir.display(),
+                log.run_id
+            ),
+            None => {
+                ids.insert(log.run_id.clone(), dir.clone());
+            }
+        }
         for reason in &log.incomplete {
             eprintln!("idagent: policy learn: observation incomplete: {reason}");
             learner.mark_incomplete(format!("{}: {reason}", log.run_id));

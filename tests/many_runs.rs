@@ -134,6 +134,32 @@ fn a_folder_without_runs_is_an_error() {
     assert!(stderr.contains("no run folder below it"), "{stderr}");
 }
 
+#[test]
+fn one_run_collected_twice_is_one_run_and_said() {
+    let t = tempfile::tempdir().expect("tempdir");
+    for copy in ["node-1/pod", "node-2/pod"] {
+        copy_run(
+            "node-openai",
+            &t.path().join(copy),
+            "20261201T000000Z-d0b1e0",
+        );
+    }
+    let o = idagent(&[
+        "policy",
+        "learn",
+        t.path().to_str().expect("utf-8"),
+        "-o",
+        "-",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("learned from 1 run)"));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("hold the same run (20261201T000000Z-d0b1e0); counted as one run"),
+        "{stderr}"
+    );
+}
+
 fn diff_json(a: &Path, b: &Path) -> (Option<i32>, Value) {
     let o = idagent(&[
         "diff",

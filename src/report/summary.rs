@@ -192,7 +192,8 @@ fn run_row(root: &Path, dir: &Path, r: &RunReport) -> RunRow {
     }
 }
 
-/// Adds `key`'s row (made by `new` the first time) for run `run`, unless the table is full.
+/// `key`'s row (a default one the first time), with run `run` counted in it; `None`, and
+/// one more row counted in `omitted[table]`, when the table already holds [`MAX_ROWS`].
 fn entry<'a, K: Ord, T: Default>(
     map: &'a mut BTreeMap<K, Acc<T>>,
     key: K,
@@ -224,7 +225,7 @@ fn fold_destinations(
         row.dns_queries += d.dns_queries;
         row.flows += d.tcp_flows + d.udp_flows;
         row.requests += d.requests;
-        // Counted once per run: `finish` turns run sets into counts, this is the exception.
+        // A run's report has one row per destination, so each run adds at most one here.
         row.blocked_in += u64::from(d.blocked || !d.blocked_reasons.is_empty());
     }
 }

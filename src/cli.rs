@@ -41,7 +41,8 @@ pub enum Command {
     /// The multi-language audit: run the Python, Node.js and Go victims (against local fakes
     /// unless --real) and print the verdict against the success criterion. Exit 0 on PASS.
     Audit(AuditArgs),
-    /// Summarise one run: destinations, requests, files, denied writes, processes, credentials.
+    /// Summarise one run: destinations, requests, files, denied writes, processes, credentials
+    /// (with --summary: every run under a folder, one table).
     Report(ReportArgs),
     /// Audit → enforce: learn a default-deny policy from runs, check it, explain it.
     Policy {
@@ -50,6 +51,7 @@ pub enum Command {
     },
     /// What RUN_B did that RUN_A did not (and what it no longer does): DNS names,
     /// destinations, HTTP method + path, files, execs, denials. Exit 1 if anything is new.
+    /// Either side may be a folder of runs: the union of what they did.
     Diff(DiffArgs),
     /// Remove leftovers (containers labelled by idagent whose run is no longer alive).
     Gc,
@@ -70,7 +72,8 @@ pub enum PolicyCommand {
 
 #[derive(Debug, Args)]
 pub struct PolicyLearnArgs {
-    /// Run folders (each holding audit.jsonl).
+    /// Run folders (each holding audit.jsonl), or folders searched recursively for them
+    /// (sorted; symlinks not followed).
     #[arg(required = true)]
     pub runs: Vec<PathBuf>,
     /// Where the policy goes (`-` for stdout).
@@ -82,7 +85,7 @@ pub struct PolicyLearnArgs {
 pub struct PolicyCheckArgs {
     /// The policy file.
     pub policy: PathBuf,
-    /// Run folders to replay.
+    /// Run folders to replay, or folders searched recursively for them.
     #[arg(required = true)]
     pub runs: Vec<PathBuf>,
     /// Output format.
@@ -101,9 +104,9 @@ pub struct PolicyExplainArgs {
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {
-    /// The earlier run folder.
+    /// The earlier run folder, or a folder of runs (their union).
     pub run_a: PathBuf,
-    /// The later run folder.
+    /// The later run folder, or a folder of runs (their union).
     pub run_b: PathBuf,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
@@ -287,8 +290,12 @@ pub struct AuditArgs {
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// The run folder (holding audit.jsonl).
+    /// The run folder (holding audit.jsonl); with --summary, a folder searched recursively
+    /// for run folders.
     pub run_dir: PathBuf,
+    /// One table over every run under RUN_DIR: per run, destinations, denials, totals.
+    #[arg(long)]
+    pub summary: bool,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: ReportFormat,

@@ -6,12 +6,17 @@
 //! learn`, and HTTP paths are generalised by the same rule as the learner
 //! (`idagent_policy::generalize_path`), so two runs of one program that differ only in ids
 //! compare equal. Does not own reading the log (`policy_cmd::replay`).
+//!
+//! Either side may be a tree of run folders (`policy_cmd::tree`): a side's behaviour is then
+//! the union of what its runs did, so `diff old-version/ new-version/` says what any run of
+//! the new version did that no run of the old one did (and what no new run does any more).
+//! How many runs each side held is in the output (`runs_a`, `runs_b`).
 
 use crate::policy_cmd::replay::{self, RunLog};
 use idagent_policy::OwnedRequest;
 use serde::Serialize;
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The kinds of behaviour compared, in output order.
 const KINDS: [&str; 6] = ["dns", "destination", "http", "file", "exec", "denied"];
@@ -29,6 +34,9 @@ pub struct KindDiff {
 pub struct Diff {
     pub a: String,
     pub b: String,
+    /// Run folders read on each side (1 for a run folder, more for a tree).
+    pub runs_a: usize,
+    pub runs_b: usize,
     pub kinds: Vec<KindDiff>,
 }
 
@@ -39,7 +47,15 @@ impl Diff {
     }
 
     pub fn render_text(&self) -> String {
-        let mut out = format!("idagent diff {} → {}\n", self.a, self.b);
+        let side = |path: &str, n: usize| match n {
+            1 => path.to_owned(),
+            n => format!("{path} ({n} runs)"),
+        };
+        let mut out = format!(
+            "idagent diff {} → {}\n",
+            side(&self.a, self.runs_a),
+            side(&self.b, self.runs_b)
+        );
         for k in &self.kinds {
             for item in &k.new {
                 out.push_str(&format!("+ {:<12} {item}\n", k.kind));
@@ -57,10 +73,19 @@ impl Diff {
     }
 }
 
-/// Compares the runs in `a` and `b`.
-pub fn diff(a: &Path, b: &Path) -> Result<Diff, replay::ReplayError> {
-    let (la, lb) = (replay::load(a)?, replay::load(b)?);
-    let (sa, sb) = (behaviour(&la), behaviour(&lb));
+/// Why a diff could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum DiffError {
+    #[error(transparent)]
+    Replay(#[from] replay::ReplayError),
+    #[error(transparent)]
+    Tree(#[from] crate::policy_cmd::tree::TreeError),
+}
+
+/// Compares the runs in `a` and `b` (each a run folder or a tree of them).
+pub fn diff(a: &Path, b: &Path) -> Result<Diff, DiffError> {
+    let (sa, runs_a) = side(a)?;
+    let (sb, runs_b) = side(b)?;
     let kinds = KINDS
         .iter()
         .enumerate()
@@ -73,8 +98,23 @@ pub fn diff(a: &Path, b: &Path) -> Result<Diff, replay::ReplayError> {
     Ok(Diff {
         a: a.display().to_string(),
         b: b.display().to_string(),
+        runs_a,
+        runs_b,
         kinds,
     })
+}
+
+/// The union of the behaviour of the runs under `path`, and how many there were. Runs are
+/// read one at a time; only the sets are kept.
+fn side(path: &Path) -> Result<(Vec<BTreeSet<String>>, usize), DiffError> {
+    let dirs = crate::policy_cmd::run_folders("diff", &[PathBuf::from(path)])?;
+    let mut sets = vec![BTreeSet::new(); KINDS.len()];
+    for dir in &dirs {
+        for (all, one) in sets.iter_mut().zip(behaviour(&replay::load(dir)?)) {
+            all.extend(one);
+        }
+    }
+    Ok((sets, dirs.len()))
 }
 
 /// One set per entry of [`KINDS`].

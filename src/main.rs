@@ -194,8 +194,19 @@ async fn ensure_image(rt: &DockerRuntime, cfg: &RunConfig) -> Result<(), Failure
     Ok(())
 }
 
-/// `idagent report RUN_DIR`: the human (or JSON) summary of one run.
+/// `idagent report RUN_DIR`: the human (or JSON) summary of one run; with `--summary`, of
+/// every run under the folder.
 fn report(args: idagent::cli::ReportArgs) -> Result<ExitCode, Failure> {
+    if args.summary {
+        let summary = idagent::report::load_summary(&args.run_dir).map_err(|e| (e.into(), None))?;
+        match args.format {
+            idagent::cli::ReportFormat::Text => {
+                print!("{}", idagent::report::render_summary_text(&summary))
+            }
+            idagent::cli::ReportFormat::Json => print!("{}", summary.to_json()),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let report = idagent::report::load(&args.run_dir).map_err(|e| {
         let hint = "give a run folder holding audit.jsonl, e.g. captures/<run-id>";
         (e.into(), Some(hint.to_owned()))

@@ -7,6 +7,7 @@
 //! `idagent-policy` crate), nor running under a policy (`enforce`, `sandbox`).
 
 pub mod replay;
+pub mod tree;
 
 use idagent_policy::{evaluate, Learner, Mode, Observed, Policy};
 use std::path::{Path, PathBuf};
@@ -16,6 +17,10 @@ use std::path::{Path, PathBuf};
 pub enum PolicyCmdError {
     #[error(transparent)]
     Replay(#[from] replay::ReplayError),
+    #[error(transparent)]
+    Tree(#[from] tree::TreeError),
+    #[error(transparent)]
+    Diff(#[from] crate::diff::DiffError),
     #[error("read policy {path}: {source}")]
     Read {
         path: PathBuf,
@@ -46,15 +51,38 @@ pub fn load_policy(path: &Path) -> Result<Policy, PolicyCmdError> {
     })
 }
 
-/// `policy learn RUN_DIR... -o FILE`: writes the learned policy (or prints it with `-o -`).
-/// Incompleteness is said on stderr, one line per reason, and in the file.
+/// The run folders of `paths` (each a run folder or a tree of them, see [`tree`]), with
+/// the walk's notices said on stderr under `cmd`'s name.
+pub fn run_folders(cmd: &str, paths: &[PathBuf]) -> Result<Vec<PathBuf>, tree::TreeError> {
+    let set = tree::find_runs(paths)?;
+    for notice in &set.notices {
+        eprintln!("idagent: {cmd}: {notice}");
+    }
+    Ok(set.runs)
+}
+
+/// `policy learn RUN_DIR|TREE... -o FILE`: writes the learned policy (or prints it with
+/// `-o -`). Incompleteness is said on stderr, one line per reason, and in the file. Runs
+/// are read one at a time, so a tree of many costs the memory of its largest log.
 pub fn learn(runs: &[PathBuf], out: &Path) -> Result<(), PolicyCmdError> {
-    let logs = runs
-        .iter()
-        .map(|dir| replay::load(dir))
-        .collect::<Result<Vec<_>, _>>()?;
+    let dirs = run_folders("policy learn", runs)?;
     let mut learner = Learner::new();
-    for log in &logs {
+    // The learner counts runs by id; two folders with one id (a log collected twice) are
+    // one run to it, which the operator should hear about.
+    let mut ids: std::collections::HashMap<String, PathBuf> = std::collections::HashMap::new();
+    for dir in &dirs {
+        let log = replay::load(dir)?;
+        match ids.get(&log.run_id) {
+            Some(first) => eprintln!(
+                "idagent: policy learn: {} and {} hold the same run ({}); counted as one run",
+                first.display(),
+                dir.display(),
+                log.run_id
+            ),
+            None => {
+                ids.insert(log.run_id.clone(), dir.clone());
+            }
+        }
         for reason in &log.incomplete {
             eprintln!("idagent: policy learn: observation incomplete: {reason}");
             learner.mark_incomplete(format!("{}: {reason}", log.run_id));
@@ -100,7 +128,7 @@ pub fn learn(runs: &[PathBuf], out: &Path) -> Result<(), PolicyCmdError> {
     })?;
     eprintln!(
         "idagent: policy learned from {} run(s) written to {}",
-        logs.len(),
+        dirs.len(),
         out.display()
     );
     Ok(())
@@ -122,7 +150,7 @@ pub struct Violation {
 pub fn check(policy: &Path, runs: &[PathBuf]) -> Result<Vec<Violation>, PolicyCmdError> {
     let policy = load_policy(policy)?.with_mode_override(Mode::Enforce);
     let mut out = Vec::new();
-    for dir in runs {
+    for dir in &run_folders("policy check", runs)? {
         let log = replay::load(dir)?;
         for item in &log.items {
             // An exec is decided on the file that ran, as the supervisor decides it live.

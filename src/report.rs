@@ -15,6 +15,9 @@
 //! (no terminal escapes reach the reviewer's terminal) and the HTML renderer escapes every
 //! value and pins a Content-Security-Policy that allows only its own inline script.
 //!
+//! `report --summary DIR` ([`load_summary`], [`render_summary_text`]) folds the reports of
+//! every run under a folder into one table (`summary`).
+//!
 //! Caps: [`MAX_ROWS`] rows per table, [`MAX_TIMELINE_EVENTS`] events in the HTML timeline,
 //! [`MAX_LINE_BYTES`] per log line, [`MAX_LOCATIONS`] places listed per credential.
 
@@ -22,6 +25,7 @@ mod assets;
 mod build;
 mod fields;
 mod html;
+mod summary;
 mod text;
 mod timeline;
 
@@ -30,6 +34,10 @@ mod tests;
 
 pub use crate::audit::read::MAX_LINE_BYTES;
 pub use html::{render_html, Timeline};
+pub use summary::{
+    load_summary, render_summary_text, DenialRow, DestinationRow, RunRow, Summary, Totals,
+    SUMMARY_SCHEMA_VERSION,
+};
 pub use text::render_text;
 
 use crate::audit::{LineError, Record};
@@ -63,6 +71,9 @@ pub enum ReportError {
         #[source]
         source: std::io::Error,
     },
+    /// `--summary`: the run folders under the folder could not be listed.
+    #[error(transparent)]
+    Tree(#[from] crate::policy_cmd::tree::TreeError),
     #[error("write report {path}: {source}")]
     WriteHtml {
         path: PathBuf,

@@ -42,9 +42,14 @@ fn fit(s: &str, max: usize) -> String {
     out
 }
 
+/// `s` cut to the longest line written (callers make guest text [`inert`] first).
+pub(super) fn fit_line(s: &str) -> String {
+    fit(s, MAX_LINE_CHARS)
+}
+
 /// Appends an aligned table: `cols` are (title, widest allowed); the last column takes what
 /// is left of the line.
-fn table(out: &mut String, cols: &[(&str, usize)], rows: &[Vec<String>]) {
+pub(super) fn table(out: &mut String, cols: &[(&str, usize)], rows: &[Vec<String>]) {
     let rows: Vec<Vec<String>> = rows
         .iter()
         .map(|r| r.iter().map(|c| inert(c)).collect())

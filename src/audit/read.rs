@@ -98,11 +98,20 @@ impl LineError {
 }
 
 /// Streams the records of the log at `path`, one line at a time.
+///
+/// A log is never opened through a symlink (`O_NOFOLLOW`): the folders read may be a
+/// collected tree that others can write to, and a link swapped in after the tree was walked
+/// must not make idagent read a file outside it. idagent writes its logs as regular files.
 pub fn records(path: &Path) -> Result<Records<BufReader<File>>, OpenLog> {
-    let file = File::open(path).map_err(|source| OpenLog {
-        path: path.to_owned(),
-        source,
-    })?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|source| OpenLog {
+            path: path.to_owned(),
+            source,
+        })?;
     Ok(Records::new(BufReader::new(file)))
 }
 

@@ -53,6 +53,9 @@ pub enum Command {
     /// destinations, HTTP method + path, files, execs, denials. Exit 1 if anything is new.
     /// Either side may be a folder of runs: the union of what they did.
     Diff(DiffArgs),
+    /// Write a run's audit log in another schema for a log pipeline (OCSF v1.1.0 JSON Lines;
+    /// see docs/ocsf.md).
+    Export(ExportArgs),
     /// Remove leftovers (containers labelled by idagent whose run is no longer alive).
     Gc,
     /// Internal: PID 1 inside the guest. Not for direct use.
@@ -305,4 +308,22 @@ pub struct ReportArgs {
 pub enum ReportFormat {
     Text,
     Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The run folder (holding audit.jsonl).
+    pub run_dir: PathBuf,
+    /// Output schema.
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// Where the export goes (default stdout).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// OCSF v1.1.0, one event per line.
+    Ocsf,
 }

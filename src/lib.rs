@@ -16,6 +16,7 @@ pub mod config;
 pub mod diff;
 pub mod dns;
 pub mod enforce;
+pub mod export;
 pub mod gateway;
 pub mod image;
 pub mod net;

@@ -87,6 +87,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Run(args) => run(&cli.docker_host, run_config(*args)?).await,
         Command::Audit(args) => audit(&cli.docker_host, args).await,
         Command::Report(args) => report(args),
+        Command::Export(args) => export(args),
         Command::Policy { command } => idagent::policy_cmd::command(command)
             .map(ExitCode::from)
             .map_err(|e| (e.into(), None)),
@@ -215,6 +216,30 @@ fn report(args: idagent::cli::ReportArgs) -> Result<ExitCode, Failure> {
         idagent::cli::ReportFormat::Text => print!("{}", idagent::report::render_text(&report)),
         idagent::cli::ReportFormat::Json => print!("{}", report.to_json()),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `idagent export --format ocsf RUN_DIR [-o FILE]`: the log as OCSF JSON Lines. Lines that do
+/// not read and kinds without a mapping are a note on stderr, not a failure (exit 0).
+fn export(args: idagent::cli::ExportArgs) -> Result<ExitCode, Failure> {
+    let idagent::cli::ExportFormat::Ocsf = args.format;
+    let log = idagent::export::open(&args.run_dir).map_err(|e| {
+        let hint = "give a run folder holding audit.jsonl, e.g. captures/<run-id>";
+        (e.into(), Some(hint.to_owned()))
+    })?;
+    let stats = match &args.output {
+        None => {
+            let stdout = std::io::stdout();
+            idagent::export::export_ocsf(log, &mut std::io::BufWriter::new(stdout.lock()))
+        }
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .map_err(|e| (anyhow::anyhow!("create {}: {e}", path.display()), None))?;
+            idagent::export::export_ocsf(log, &mut std::io::BufWriter::new(file))
+        }
+    }
+    .map_err(|e| (e.into(), None))?;
+    eprint!("{}", idagent::export::render_note(&stats));
     Ok(ExitCode::SUCCESS)
 }
 

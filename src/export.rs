@@ -637,7 +637,6 @@ impl Event {
                 "uid": format!("{}:{}", r.run, r.seq),
                 "correlation_uid": r.run.as_str(),
                 "original_time": r.ts,
-                "logged_time": epoch_ms(&r.ts),
             }),
         );
         self.1.insert("kind".into(), json!(r.kind()));
@@ -685,14 +684,15 @@ mod tests {
         assert_eq!(ev.len(), 4);
         let classes: Vec<u64> = ev
             .iter()
-            .map(|e| e["class_uid"].as_u64().unwrap())
+            .map(|e| e["class_uid"].as_u64().expect("number"))
             .collect();
         assert_eq!(classes, [4001, 4002, 2004, 4001]);
         for e in &ev {
-            let t = e["type_uid"].as_u64().unwrap();
+            let t = e["type_uid"].as_u64().expect("number");
             assert_eq!(
                 t,
-                e["class_uid"].as_u64().unwrap() * 100 + e["activity_id"].as_u64().unwrap()
+                e["class_uid"].as_u64().expect("number") * 100
+                    + e["activity_id"].as_u64().expect("number")
             );
             assert_eq!(e["time"], 1_767_225_601_500i64);
             assert_eq!(e["metadata"]["version"], "1.1.0");

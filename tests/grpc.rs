@@ -8,43 +8,8 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-
-/// A test CA and one leaf for the test's names, as PEM files in `dir`.
-struct Pki {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-fn pki(dir: &Path, names: &[&str]) -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().expect("ca key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "idagent grpc test CA");
-    let ca = ca_params.self_signed(&ca_key).expect("ca");
-    let leaf_key = KeyPair::generate().expect("leaf key");
-    let leaf_params =
-        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-            .expect("leaf params");
-    let leaf = leaf_params
-        .signed_by(&leaf_key, &ca, &ca_key)
-        .expect("leaf");
-    let out = Pki {
-        ca: dir.join("ca.pem"),
-        cert: dir.join("leaf.pem"),
-        key: dir.join("leaf-key.pem"),
-    };
-    std::fs::write(&out.ca, ca.pem()).expect("write ca");
-    std::fs::write(&out.cert, leaf.pem()).expect("write leaf");
-    std::fs::write(&out.key, leaf_key.serialize_pem()).expect("write key");
-    out
-}
 
 /// grpcio's server (generic handlers, raw bytes: no generated code needed) on loopback, TLS
 /// and plain-text ports. `demo.Echo/Unary` echoes (or fails with NOT_FOUND on `fail`),

@@ -14,45 +14,10 @@ use common::*;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Bytes, Frame};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-
-/// A test CA and one leaf for the test's names, as PEM files in `dir`.
-struct Pki {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-fn pki(dir: &Path, names: &[&str]) -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().expect("ca key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "idagent h2 attacks test CA");
-    let ca = ca_params.self_signed(&ca_key).expect("ca");
-    let leaf_key = KeyPair::generate().expect("leaf key");
-    let leaf_params =
-        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-            .expect("leaf params");
-    let leaf = leaf_params
-        .signed_by(&leaf_key, &ca, &ca_key)
-        .expect("leaf");
-    let out = Pki {
-        ca: dir.join("ca.pem"),
-        cert: dir.join("leaf.pem"),
-        key: dir.join("leaf-key.pem"),
-    };
-    std::fs::write(&out.ca, ca.pem()).expect("write ca");
-    std::fs::write(&out.cert, leaf.pem()).expect("write leaf");
-    std::fs::write(&out.key, leaf_key.serialize_pem()).expect("write key");
-    out
-}
 
 /// What the upstream saw, read by the test after the run.
 #[derive(Default)]

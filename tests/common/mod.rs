@@ -252,3 +252,39 @@ pub fn tshark(pcap: &std::path::Path, fields: &[&str], filter: &str) -> Vec<Stri
         .map(|l| l.replace('\t', " "))
         .collect()
 }
+
+/// A test CA and one leaf for the test's names, as PEM files in `dir`.
+pub struct Pki {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Upstream servers of the test's own (TLS on loopback) present the leaf; idagent trusts the
+/// CA through `--upstream-ca`.
+pub fn pki(dir: &Path, names: &[&str]) -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().expect("ca key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "idagent e2e test CA");
+    let ca = ca_params.self_signed(&ca_key).expect("ca");
+    let leaf_key = KeyPair::generate().expect("leaf key");
+    let leaf_params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .expect("leaf params");
+    let leaf = leaf_params
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .expect("leaf");
+    let out = Pki {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("leaf.pem"),
+        key: dir.join("leaf-key.pem"),
+    };
+    std::fs::write(&out.ca, ca.pem()).expect("write ca");
+    std::fs::write(&out.cert, leaf.pem()).expect("write leaf");
+    std::fs::write(&out.key, leaf_key.serialize_pem()).expect("write key");
+    out
+}

@@ -264,21 +264,7 @@ fn grpc_unary_streaming_and_h2c_through_idagent() {
 fn version_server(pki: &Pki) -> u16 {
     use http_body_util::Full;
     use hyper::body::Bytes;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut &std::fs::read(&pki.cert).expect("cert")[..])
-        .collect::<Result<_, _>>()
-        .expect("certs");
-    let key = rustls_pemfile::private_key(&mut &std::fs::read(&pki.key).expect("key")[..])
-        .expect("key")
-        .expect("a key");
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .expect("server config");
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let config = tls_server_config(pki, &[b"h2", b"http/1.1"]);
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();

@@ -135,21 +135,7 @@ async fn answer(
 /// A hyper HTTP/2 server (TLS, ALPN `h2` only; hyper's default settings, as a real server's)
 /// on loopback, on a runtime of its own. Returns its port and what it saw.
 fn upstream(pki: &Pki) -> (u16, Arc<Seen>) {
-    let certs: Vec<_> = rustls_pemfile::certs(&mut &std::fs::read(&pki.cert).expect("cert")[..])
-        .collect::<Result<_, _>>()
-        .expect("certs");
-    let key = rustls_pemfile::private_key(&mut &std::fs::read(&pki.key).expect("key")[..])
-        .expect("key")
-        .expect("a key");
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .expect("server config");
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    let config = tls_server_config(pki, &[b"h2"]);
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -300,50 +286,12 @@ def get(name, path):
 
 /// Runs `idagent run --offline ARGS -- python3 -c RAW_H2+SCRIPT`, sampling idagent's resident
 /// memory (VmRSS, KiB) every 50 ms; returns the run and the largest sample.
-fn run_sampling_rss(extra: &[&str], script: &str) -> (Run, u64) {
-    ensure_image();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let run_dir = dir.path().join("run");
+fn run_h2_guest(extra: &[&str], script: &str) -> (Run, u64) {
     let script = format!("{RAW_H2}\n{script}");
-    let child = std::process::Command::new(IDAGENT)
-        .arg("run")
-        .arg("--run-dir")
-        .arg(&run_dir)
-        .arg("--offline")
-        .args(extra)
-        .args(["--image", GUEST_IMAGE, "--", "python3", "-c", &script])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start idagent");
-    let status = format!("/proc/{}/status", child.id());
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    let sampler = std::thread::spawn(move || {
-        let mut max = 0u64;
-        while done_rx
-            .recv_timeout(std::time::Duration::from_millis(50))
-            .is_err()
-        {
-            let rss = std::fs::read_to_string(&status)
-                .ok()
-                .and_then(|s| {
-                    s.lines()
-                        .find_map(|l| l.strip_prefix("VmRSS:").map(str::to_owned))
-                })
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
-            max = max.max(rss.unwrap_or(0));
-        }
-        max
-    });
-    let out = child.wait_with_output().expect("wait for idagent");
-    let _ = done_tx.send(());
-    let max_rss = sampler.join().expect("sampler");
-    let events = read_audit(&run_dir.join("audit.jsonl"));
-    let run = Run { dir, out, events };
-    check_audit_invariants(&run);
-    assert_no_leftovers(&run.run_id());
-    (run, max_rss)
+    let mut args = vec!["--offline"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--image", GUEST_IMAGE, "--", "python3", "-c", &script]);
+    run_sampling_rss(&args, std::time::Duration::from_millis(50))
 }
 
 /// The run, its upstream (names mapped to one hyper HTTP/2 server) and what it saw.
@@ -360,7 +308,7 @@ fn attack(names: &[&str], script: &str) -> (Run, u64, Arc<Seen>) {
     for m in &maps {
         args.extend(["--upstream-map", m.as_str()]);
     }
-    let (run, rss) = run_sampling_rss(&args, script);
+    let (run, rss) = run_h2_guest(&args, script);
     (run, rss, seen)
 }
 
@@ -855,7 +803,7 @@ print("RESULT " + json.dumps({"one": [one[0], one[2]], "three": [three[0], three
 /// no upstream.
 #[test]
 fn h2c_to_an_unmapped_address_offline_is_refused_and_logged() {
-    let (run, _) = run_sampling_rss(&[], H2C_UNMAPPED);
+    let (run, _) = run_h2_guest(&[], H2C_UNMAPPED);
     assert_eq!(run.code(), Some(0), "{}", run.explain());
     let got = run.result();
     assert_eq!(got["one"][0], 502, "{got}");

@@ -247,58 +247,13 @@ print("RESULT " + json.dumps({"held": len(held), "refused": refused,
                              "still_open": len(open_), "secs": secs, "big": status}))
 "#;
 
-/// Runs `idagent run ARGS` like `idagent_run`, sampling the idagent process's resident memory
-/// (VmRSS, KiB) every 100 ms; returns the run and the largest sample.
-fn run_sampling_rss(args: &[&str]) -> (Run, u64) {
-    ensure_image();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let run_dir = dir.path().join("run");
-    let child = std::process::Command::new(IDAGENT)
-        .arg("run")
-        .arg("--run-dir")
-        .arg(&run_dir)
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start idagent");
-    let status = format!("/proc/{}/status", child.id());
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    let sampler = std::thread::spawn(move || {
-        let mut max = 0u64;
-        while done_rx
-            .recv_timeout(std::time::Duration::from_millis(100))
-            .is_err()
-        {
-            let rss = std::fs::read_to_string(&status)
-                .ok()
-                .and_then(|s| {
-                    s.lines()
-                        .find_map(|l| l.strip_prefix("VmRSS:").map(str::to_owned))
-                })
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
-            max = max.max(rss.unwrap_or(0));
-        }
-        max
-    });
-    let out = child.wait_with_output().expect("wait for idagent");
-    let _ = done_tx.send(());
-    let max_rss = sampler.join().expect("sampler");
-    let events = read_audit(&run_dir.join("audit.jsonl"));
-    let run = Run { dir, out, events };
-    check_audit_invariants(&run);
-    assert_no_leftovers(&run.run_id());
-    (run, max_rss)
-}
-
 /// 1,074 connections that never finish their request head: 1,024 fill the stack's TCP buffer
 /// cap (the rest get a RST, each a `blocked` record, the cap one `notice`), and every held one
 /// is closed by the header-read timeout with a `tcp` close saying so. idagent's memory stays
 /// bounded meanwhile.
 #[test]
 fn idle_connections_with_unfinished_headers_are_timed_out_and_bounded() {
-    let (run, max_rss_kib) = run_sampling_rss(&[
+    let (run, max_rss_kib) = run_sampling_rss_100(&[
         "--offline",
         "--image",
         GUEST_IMAGE,
@@ -509,7 +464,7 @@ fn bulk_upstream(bytes: usize) -> std::net::SocketAddr {
 fn flows_nobody_reads_are_held_to_a_shared_budget() {
     let upstream = bulk_upstream(8 << 20);
     let map = format!("bulk.test:80={upstream}");
-    let (run, max_rss_kib) = run_sampling_rss(&[
+    let (run, max_rss_kib) = run_sampling_rss_100(&[
         "--offline",
         "--upstream-map",
         &map,
@@ -543,4 +498,8 @@ fn flows_nobody_reads_are_held_to_a_shared_budget() {
     );
     // Generous: smoltcp buffers, hyper buffers and the pcap queue come on top of the budget.
     assert!(max_rss_kib < 1024 * 1024, "{} MiB", max_rss_kib / 1024);
+}
+
+fn run_sampling_rss_100(args: &[&str]) -> (Run, u64) {
+    run_sampling_rss(args, std::time::Duration::from_millis(100))
 }

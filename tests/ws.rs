@@ -7,54 +7,7 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-
-/// Reads one frame (server side: client frames are masked); `None` at EOF.
-fn read_frame(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
-    let mut h = [0u8; 2];
-    s.read_exact(&mut h).ok()?;
-    let len = match h[1] & 0x7f {
-        126 => {
-            let mut b = [0u8; 2];
-            s.read_exact(&mut b).ok()?;
-            u64::from(u16::from_be_bytes(b))
-        }
-        127 => {
-            let mut b = [0u8; 8];
-            s.read_exact(&mut b).ok()?;
-            u64::from_be_bytes(b)
-        }
-        n => u64::from(n),
-    };
-    let mut key = [0u8; 4];
-    if h[1] & 0x80 != 0 {
-        s.read_exact(&mut key).ok()?;
-    }
-    let mut payload = vec![0u8; usize::try_from(len).ok()?];
-    s.read_exact(&mut payload).ok()?;
-    for (i, b) in payload.iter_mut().enumerate() {
-        *b ^= key[i % 4];
-    }
-    Some((h[0], payload))
-}
-
-/// Writes a frame unmasked (server → client), with the guest's FIN bit and opcode.
-fn write_frame(s: &mut TcpStream, b0: u8, payload: &[u8]) -> std::io::Result<()> {
-    let mut out = vec![b0];
-    match payload.len() {
-        n if n < 126 => out.push(n as u8),
-        n if n <= 0xffff => {
-            out.push(126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(payload);
-    s.write_all(&out)
-}
+use std::net::TcpListener;
 
 /// A WebSocket echo server on 127.0.0.1: answers the handshake, then echoes every frame as it
 /// came (fragments stay fragments, compressed frames stay compressed), until a close, which it
@@ -90,8 +43,8 @@ fn echo_server() -> u16 {
                     )
                     .as_bytes(),
                 );
-                while let Some((b0, payload)) = read_frame(&mut s) {
-                    if write_frame(&mut s, b0, &payload).is_err() || b0 & 0x0f == 8 {
+                while let Some((b0, payload)) = ws_read_frame(&mut s) {
+                    if ws_write_frame(&mut s, b0, &payload).is_err() || b0 & 0x0f == 8 {
                         break;
                     }
                 }
@@ -108,28 +61,7 @@ fn websocket_messages_are_logged_both_ways_with_secrets_fingerprinted() {
     let port = echo_server();
     let map = format!("ws.test:80=127.0.0.1:{port}");
     let script = format!(
-        r#"
-import json, os, socket, struct
-def frame(b0, payload):
-    key = os.urandom(4)
-    n = len(payload)
-    if n < 126: head = bytes([b0, 0x80 | n])
-    elif n < 65536: head = bytes([b0, 0x80 | 126]) + struct.pack(">H", n)
-    else: head = bytes([b0, 0x80 | 127]) + struct.pack(">Q", n)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-def recv_exact(s, n):
-    out = b""
-    while len(out) < n:
-        chunk = s.recv(n - len(out))
-        if not chunk: raise EOFError
-        out += chunk
-    return out
-def read_frame(s):
-    b0, b1 = recv_exact(s, 2)
-    n = b1 & 0x7f
-    if n == 126: n = struct.unpack(">H", recv_exact(s, 2))[0]
-    elif n == 127: n = struct.unpack(">Q", recv_exact(s, 8))[0]
-    return b0, recv_exact(s, n)
+        r#"{GUEST_FRAMES}
 s = socket.create_connection(("ws.test", 80), timeout=10)
 s.sendall(b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")

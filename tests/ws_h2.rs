@@ -11,88 +11,7 @@ use common::*;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
-
-/// A test CA (its PEM file in `dir`) and one leaf for `name`.
-fn pki(dir: &Path, name: &str) -> (std::path::PathBuf, rustls::ServerConfig) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().expect("ca key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "idagent ws_h2 test CA");
-    let ca = ca_params.self_signed(&ca_key).expect("ca");
-    let leaf_key = KeyPair::generate().expect("leaf key");
-    let leaf = CertificateParams::new(vec![name.to_owned()])
-        .expect("leaf params")
-        .signed_by(&leaf_key, &ca, &ca_key)
-        .expect("leaf");
-    let ca_path = dir.join("ca.pem");
-    std::fs::write(&ca_path, ca.pem()).expect("write ca");
-    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(leaf_key.serialize_der()).into();
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(vec![leaf.der().clone()], key)
-    .expect("server config");
-    // An HTTP/1.1 server: the gateway must come with an h1 Upgrade.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    (ca_path, config)
-}
-
-/// Reads one frame (server side: client frames are masked, but masking is not required);
-/// `None` at EOF.
-fn read_frame(s: &mut impl Read) -> Option<(u8, Vec<u8>)> {
-    let mut h = [0u8; 2];
-    s.read_exact(&mut h).ok()?;
-    let len = match h[1] & 0x7f {
-        126 => {
-            let mut b = [0u8; 2];
-            s.read_exact(&mut b).ok()?;
-            u64::from(u16::from_be_bytes(b))
-        }
-        127 => {
-            let mut b = [0u8; 8];
-            s.read_exact(&mut b).ok()?;
-            u64::from_be_bytes(b)
-        }
-        n => u64::from(n),
-    };
-    let mut key = [0u8; 4];
-    if h[1] & 0x80 != 0 {
-        s.read_exact(&mut key).ok()?;
-    }
-    let mut payload = vec![0u8; usize::try_from(len).ok()?];
-    s.read_exact(&mut payload).ok()?;
-    for (i, b) in payload.iter_mut().enumerate() {
-        *b ^= key[i % 4];
-    }
-    Some((h[0], payload))
-}
-
-/// Writes a frame unmasked (server → client).
-fn write_frame(s: &mut impl Write, b0: u8, payload: &[u8]) -> std::io::Result<()> {
-    let mut out = vec![b0];
-    match payload.len() {
-        n if n < 126 => out.push(n as u8),
-        n if n <= 0xffff => {
-            out.push(126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(payload);
-    s.write_all(&out)?;
-    s.flush()
-}
 
 /// A TLS HTTP/1.1 WebSocket echo server on 127.0.0.1. `/chat` is switched (the first offered
 /// subprotocol agreed) and every frame echoed until a close, echoed too; any other path is
@@ -141,8 +60,8 @@ fn echo_server(config: rustls::ServerConfig, heads: Arc<Mutex<Vec<String>>>) -> 
                 if s.write_all(answer.as_bytes()).is_err() || s.flush().is_err() {
                     return;
                 }
-                while let Some((b0, payload)) = read_frame(&mut s) {
-                    if write_frame(&mut s, b0, &payload).is_err() || b0 & 0x0f == 8 {
+                while let Some((b0, payload)) = ws_read_frame(&mut s) {
+                    if ws_write_frame(&mut s, b0, &payload).is_err() || b0 & 0x0f == 8 {
                         break;
                     }
                 }
@@ -249,7 +168,10 @@ print("RESULT " + json.dumps(out), flush=True)
 #[test]
 fn rfc8441_websocket_streams_are_translated_logged_and_decided_as_get() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (ca, config) = pki(dir.path(), "ws.test");
+    let pki = pki(dir.path(), &["ws.test"]);
+    // An HTTP/1.1 server: the gateway must come with an h1 Upgrade.
+    let config = tls_server_config(&pki, &[b"http/1.1"]);
+    let ca = pki.ca.clone();
     let server_heads = Arc::new(Mutex::new(Vec::new()));
     let port = echo_server(config, server_heads.clone());
     let map = format!("ws.test:443=127.0.0.1:{port}");

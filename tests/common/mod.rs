@@ -288,3 +288,115 @@ pub fn pki(dir: &Path, names: &[&str]) -> Pki {
     std::fs::write(&out.key, leaf_key.serialize_pem()).expect("write key");
     out
 }
+
+/// A rustls server config presenting `pki`'s leaf, offering `alpn`.
+pub fn tls_server_config(pki: &Pki, alpn: &[&[u8]]) -> rustls::ServerConfig {
+    let certs: Vec<_> = rustls_pemfile::certs(&mut &std::fs::read(&pki.cert).expect("cert")[..])
+        .collect::<Result<_, _>>()
+        .expect("certs");
+    let key = rustls_pemfile::private_key(&mut &std::fs::read(&pki.key).expect("key")[..])
+        .expect("key")
+        .expect("a key");
+    let mut config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("server config");
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
+}
+
+/// Runs `idagent run ARGS` like `idagent_run`, sampling the idagent process's resident memory
+/// (VmRSS, KiB) every `every`; returns the run and the largest sample.
+pub fn run_sampling_rss(args: &[&str], every: std::time::Duration) -> (Run, u64) {
+    ensure_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run_dir = dir.path().join("run");
+    let child = std::process::Command::new(IDAGENT)
+        .arg("run")
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start idagent");
+    let status = format!("/proc/{}/status", child.id());
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let sampler = std::thread::spawn(move || {
+        let mut max = 0u64;
+        while done_rx.recv_timeout(every).is_err() {
+            let rss = std::fs::read_to_string(&status)
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("VmRSS:").map(str::to_owned))
+                })
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+            max = max.max(rss.unwrap_or(0));
+        }
+        max
+    });
+    let out = child.wait_with_output().expect("wait for idagent");
+    let _ = done_tx.send(());
+    let max_rss = sampler.join().expect("sampler");
+    let events = read_audit(&run_dir.join("audit.jsonl"));
+    let run = Run { dir, out, events };
+    check_audit_invariants(&run);
+    assert_no_leftovers(&run.run_id());
+    (run, max_rss)
+}
+
+/// WebSocket test servers: reads one frame (server side: client frames are masked, but masking is not required);
+/// `None` at EOF.
+pub fn ws_read_frame(s: &mut impl std::io::Read) -> Option<(u8, Vec<u8>)> {
+    let mut h = [0u8; 2];
+    s.read_exact(&mut h).ok()?;
+    let len = match h[1] & 0x7f {
+        126 => {
+            let mut b = [0u8; 2];
+            s.read_exact(&mut b).ok()?;
+            u64::from(u16::from_be_bytes(b))
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            s.read_exact(&mut b).ok()?;
+            u64::from_be_bytes(b)
+        }
+        n => u64::from(n),
+    };
+    let mut key = [0u8; 4];
+    if h[1] & 0x80 != 0 {
+        s.read_exact(&mut key).ok()?;
+    }
+    let mut payload = vec![0u8; usize::try_from(len).ok()?];
+    s.read_exact(&mut payload).ok()?;
+    for (i, b) in payload.iter_mut().enumerate() {
+        *b ^= key[i % 4];
+    }
+    Some((h[0], payload))
+}
+
+/// WebSocket test servers: writes a frame unmasked (server → client), with the FIN bit and
+/// opcode given.
+pub fn ws_write_frame(s: &mut impl std::io::Write, b0: u8, payload: &[u8]) -> std::io::Result<()> {
+    let mut out = vec![b0];
+    match payload.len() {
+        n if n < 126 => out.push(n as u8),
+        n if n <= 0xffff => {
+            out.push(126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(payload);
+    s.write_all(&out)?;
+    s.flush()
+}

@@ -12,40 +12,43 @@ use http::HeaderMap;
 /// Most bytes of a `grpc-message` kept (after percent-decoding).
 const MAX_MESSAGE_BYTES: usize = 1024;
 
-/// Whether a request is a gRPC call (by its content type).
-pub fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
+/// The service and method of a gRPC call, or `None` when the request is not one. What counts
+/// as a call is the policy's own definition (`idagent_policy::grpc_call`: `POST`, a
+/// `content-type: application/grpc…`, `/{service}/{method}` of protobuf names, no query), so the
+/// log never calls a request gRPC that the policy decided as plain HTTP, or the other way.
+pub fn call<'a>(
+    method: &str,
+    path_and_query: &'a str,
+    content_type: Option<&str>,
+) -> Option<(&'a str, &'a str)> {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path_and_query, None),
+    };
+    match idagent_policy::grpc_call(method, path, query, content_type)? {
+        idagent_policy::Rpc::Grpc { service, method } => Some((service, method)),
+        idagent_policy::Rpc::Tool(_) => None,
+    }
+}
+
+/// [`call`] for a request's head.
+pub fn is_call(method: &http::Method, uri: &http::Uri, headers: &HeaderMap) -> bool {
+    let content_type = headers
         .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(is_grpc_content_type)
+        .and_then(|v| v.to_str().ok());
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    call(method.as_str(), path, content_type).is_some()
 }
 
-pub fn is_grpc_content_type(ct: &str) -> bool {
-    let ct = ct.trim().to_ascii_lowercase();
-    ct == "application/grpc"
-        || ct.starts_with("application/grpc+")
-        || ct.starts_with("application/grpc;")
-}
-
-/// `/{service}/{method}` of a gRPC path (no query; both parts non-empty).
-pub fn service_method(path: &str) -> Option<(&str, &str)> {
-    let path = path.split('?').next()?;
-    let rest = path.strip_prefix('/')?;
-    let (service, method) = rest.split_once('/')?;
-    (!service.is_empty() && !method.is_empty() && !method.contains('/'))
-        .then_some((service, method))
-}
-
-/// The call's facts from its path, the response's headers and trailers (lists as logged:
-/// names and escaped values) and the message counts of both bodies.
+/// The call's facts from its service and method ([`call`]), the response's headers and
+/// trailers (lists as logged: names and escaped values) and the message counts of both bodies.
 pub fn info(
-    path: &str,
+    (service, method): (&str, &str),
     resp_headers: &[(String, String)],
     resp_trailers: &[(String, String)],
     req_messages: u64,
     resp_messages: u64,
 ) -> GrpcInfo {
-    let (service, method) = service_method(path).unwrap_or(("", ""));
     // Trailers normally; a trailers-only response (an error before any message) puts them in
     // the headers.
     let field = |name: &str| {
@@ -124,23 +127,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn content_types() {
-        assert!(is_grpc_content_type("application/grpc"));
-        assert!(is_grpc_content_type("application/grpc+proto"));
-        assert!(is_grpc_content_type("Application/GRPC; charset=x"));
-        assert!(!is_grpc_content_type("application/grpc-web"));
-        assert!(!is_grpc_content_type("application/json"));
-    }
-
-    #[test]
-    fn paths() {
+    fn calls_are_what_the_policy_decides_as_calls() {
+        let grpc = Some("application/grpc");
         assert_eq!(
-            service_method("/helloworld.Greeter/SayHello"),
+            call("POST", "/helloworld.Greeter/SayHello", grpc),
             Some(("helloworld.Greeter", "SayHello"))
         );
-        assert_eq!(service_method("/a/b/c"), None);
-        assert_eq!(service_method("/a"), None);
-        assert_eq!(service_method("//m"), None);
+        assert!(call("POST", "/s.S/M", Some("application/grpc+proto")).is_some());
+        assert!(call("POST", "/s.S/M", Some("application/json")).is_none());
+        assert!(call("GET", "/s.S/M", grpc).is_none());
+        assert!(call("POST", "/s.S/M?x=1", grpc).is_none());
+        assert_eq!(call("POST", "/a/b/c", grpc), None);
+        assert_eq!(call("POST", "/a", grpc), None);
+        assert_eq!(call("POST", "//m", grpc), None);
     }
 
     #[test]
@@ -152,14 +151,14 @@ mod tests {
                 "no%20such%20thing%F0%9F%98%80".to_owned(),
             ),
         ];
-        let i = info("/s.S/M", &[], &t, 1, 0);
+        let i = info(("s.S", "M"), &[], &t, 1, 0);
         assert_eq!(
             (i.status, i.message.as_deref()),
             (Some(5), Some("no such thing😀"))
         );
         let h = vec![("grpc-status".to_owned(), "7".to_owned())];
-        assert_eq!(info("/s.S/M", &h, &[], 1, 0).status, Some(7));
-        assert_eq!(info("/s.S/M", &[], &[], 1, 0).status, None);
+        assert_eq!(info(("s.S", "M"), &h, &[], 1, 0).status, Some(7));
+        assert_eq!(info(("s.S", "M"), &[], &[], 1, 0).status, None);
         assert_eq!(status_name(7), "PERMISSION_DENIED");
         // Malformed escapes are kept as they are.
         assert_eq!(percent_decode("100%"), "100%");

@@ -566,7 +566,7 @@ impl Conn {
         drop_h2c_offer(req.headers_mut());
         let guest_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
         let capture = self.gw.capture_bytes;
-        let grpc = super::grpc::is_grpc(req.headers());
+        let grpc = super::grpc::is_call(req.method(), req.uri(), req.headers());
         let req_tap = Tap::new(capture).framed(grpc);
         let resp_tap = Tap::new(capture).framed(grpc);
         let req_headers = header_list(req.headers());

@@ -141,24 +141,25 @@ pub(super) fn finish_event(
             info.arguments = Some(known.redact(&args, false).text);
         }
     }
-    // A gRPC call (by its content type; refused ones too): service and method from the path,
-    // status from the (already redacted) trailers or a trailers-only answer's headers.
-    let grpc_call = event.req_headers.iter().any(|(n, v)| {
-        n.eq_ignore_ascii_case("content-type") && crate::gateway::grpc::is_grpc_content_type(v)
-    });
-    if grpc_call {
-        let (req_messages, resp_messages) = (rq.messages.unwrap_or(0), rs.messages.unwrap_or(0));
-        let path = event
-            .url
-            .split_once("://")
-            .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
-            .unwrap_or("/");
+    // A gRPC call (refused ones too): service and method from the path, status from the
+    // (already redacted) trailers or a trailers-only answer's headers.
+    let path = event
+        .url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+        .unwrap_or("/");
+    let content_type = event
+        .req_headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| v.as_str());
+    if let Some(call) = crate::gateway::grpc::call(&event.method, path, content_type) {
         event.grpc = Some(crate::gateway::grpc::info(
-            path,
+            call,
             &event.resp_headers,
             &event.resp_trailers,
-            req_messages,
-            resp_messages,
+            rq.messages.unwrap_or(0),
+            rs.messages.unwrap_or(0),
         ));
     }
     let creds = crate::redact::distinct_secrets(creds);

@@ -58,6 +58,22 @@ pub enum Command {
     Export(ExportArgs),
     /// Remove leftovers (containers labelled by idagent whose run is no longer alive).
     Gc,
+    /// Pod step 1 (one-shot, NET_ADMIN only): create the persistent TUN owned by the proxy's
+    /// uid in this network namespace, make it the only default route for every other uid, and
+    /// install the in-namespace firewall. See README "Kubernetes".
+    NetInit(NetInitArgs),
+    /// Pod step 2 (the sidecar, no capabilities, non-root): attach to net-init's TUN and run
+    /// the stack, DNS, gateway, pcap, audit log and policy for the agent container.
+    Proxy(Box<ProxyArgs>),
+    /// Kubernetes: manifests for running a target as a pod (agent-sandbox or plain Pod/Job).
+    K8s {
+        #[command(subcommand)]
+        command: K8sCommand,
+    },
+    /// A pod's holder process (the namespaces' keeper, like Kubernetes' pause): sleeps until
+    /// SIGTERM and reaps. Internal.
+    #[command(hide = true)]
+    Pause,
     /// Internal: PID 1 inside the guest. Not for direct use.
     #[command(hide = true, name = "guest-init")]
     GuestInit,
@@ -208,6 +224,13 @@ pub struct RunArgs {
     /// terminal); past it the rest is dropped, with a notice.
     #[arg(long, default_value_t = crate::config::DEFAULT_MAX_OUTPUT_BYTES)]
     pub max_output_bytes: u64,
+    /// `docker`: one sealed container set up from the host; `pod`: the Kubernetes pod
+    /// topology built with the Docker engine (see README "Kubernetes").
+    #[arg(long, value_enum, default_value = "docker")]
+    pub topology: Topology,
+    /// With --topology pod: the Docker network the pod's real interface is on.
+    #[arg(long, default_value = "bridge", value_name = "NETWORK")]
+    pub pod_network: String,
 }
 
 /// Network interception options, shared by `run`, `capture` and `gateway`.
@@ -247,6 +270,102 @@ pub struct NetArgs {
     /// Bytes kept of each packet in the pcapng (0: whole packets).
     #[arg(long, default_value_t = 0)]
     pub snaplen: u32,
+}
+
+/// Where a run's containers come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Topology {
+    /// One sealed container, its network and observers set up from the host (root).
+    #[default]
+    Docker,
+    /// The Kubernetes pod topology on Docker: holder, net-init (NET_ADMIN only), proxy (no
+    /// capabilities), agent — the same containers `idagent k8s manifest` describes.
+    Pod,
+}
+
+#[derive(Debug, Args)]
+pub struct NetInitArgs {
+    /// The proxy's uid: owner of the TUN, and the one uid whose traffic leaves by the pod's
+    /// real interface.
+    #[arg(long, default_value_t = crate::pod::PROXY_UID)]
+    pub proxy_uid: u32,
+    /// The proxy's gid (group owner of the TUN).
+    #[arg(long, default_value_t = crate::pod::PROXY_GID)]
+    pub proxy_gid: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// The pod's shared control volume: sockets, CA files, Landlock plan, ready file.
+    #[arg(long, default_value = crate::pod::PROXY_CTL_DIR)]
+    pub ctl: PathBuf,
+    /// The run folder is created in here, named by the run id: OUT/<run-id>/audit.jsonl, ….
+    #[arg(long, default_value = crate::pod::PROXY_RUNS_DIR)]
+    pub out: PathBuf,
+    /// File holding the run id (Kubernetes: the downward API's metadata.uid); default: a new
+    /// id.
+    #[arg(long, value_name = "FILE")]
+    pub run_id_file: Option<PathBuf>,
+    /// File holding the policy's mode (`report` or `enforce`); it overrides --mode.
+    #[arg(long, value_name = "FILE", requires = "policy")]
+    pub mode_file: Option<PathBuf>,
+    /// Largest audit.jsonl; at the cap the network is cut (run_end reason `audit_cap`).
+    #[arg(long, default_value = "2g")]
+    pub max_audit_bytes: String,
+    /// The agent's image, as run_start records it.
+    #[arg(long, default_value = "")]
+    pub agent_image: String,
+    /// The agent's uid[:gid], as run_start records it; an agent connecting with the proxy's
+    /// own uid is refused.
+    #[arg(long, default_value = "")]
+    pub agent_user: String,
+    /// Exit 0 when the proxy using --ctl is ready for the agent, 1 otherwise (a startup probe).
+    #[arg(long)]
+    pub check_ready: bool,
+    #[command(flatten)]
+    pub net: NetArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// The agent's command, as run_start records it.
+    #[arg(last = true)]
+    pub agent_command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum K8sCommand {
+    /// Print the manifests that run TARGET as a pod: a SandboxTemplate (agent-sandbox,
+    /// agents.x-k8s.io) or a plain Pod / Job, its ConfigMap and a NetworkPolicy no wider than
+    /// the policy's L3/L4 projection. Same options as `run`.
+    Manifest(Box<K8sManifestArgs>),
+}
+
+/// Which object carries the pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum K8sKind {
+    SandboxTemplate,
+    Pod,
+    Job,
+}
+
+#[derive(Debug, Args)]
+pub struct K8sManifestArgs {
+    /// The object that carries the pod.
+    #[arg(long, value_enum, default_value = "sandbox-template")]
+    pub kind: K8sKind,
+    /// Name of the objects (default: from the target).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Namespace of the objects.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// Image holding idagent at /usr/local/bin/idagent (the init, net-init and proxy steps).
+    #[arg(long, default_value = "idagent:latest")]
+    pub idagent_image: String,
+    /// RuntimeClass of the pod (e.g. kata, gvisor); default: the cluster's.
+    #[arg(long)]
+    pub runtime_class: Option<String>,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 #[derive(Debug, Args)]

@@ -51,6 +51,22 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             anyhow::anyhow!("guest-init runs only as the guest's PID 1"),
             None,
         )),
+        Command::Pause => idagent::pod::docker::pause(),
+        Command::NetInit(args) => idagent::pod::netinit::command(&args)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| (e.into(), None)),
+        Command::Proxy(args) => idagent::pod::proxy::command(*args)
+            .await
+            .map_err(|e| (e, None)),
+        Command::K8s {
+            command: idagent::cli::K8sCommand::Manifest(args),
+        } => match idagent::k8s::manifest(&args) {
+            Ok(text) => {
+                print!("{text}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => Err((anyhow::anyhow!(e), None)),
+        },
         Command::Gc => {
             require_root()?;
             let rt = connect(&cli.docker_host).await?;

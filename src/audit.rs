@@ -941,3 +941,106 @@ mod tests {
         assert!(text.lines().last().expect("last").contains("\"run_end\""));
     }
 }
+
+/// The far end of an [`AuditSink::relay`]: the thread writing its events as lines.
+#[derive(Debug)]
+pub struct Relay {
+    sink: AuditSink,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Longest relayed line the receiving side accepts ([`crate::pod::proxy`]): an event is a few
+/// KiB; a line longer than this is a broken or hostile sender.
+pub const RELAY_LINE_MAX: usize = 4 << 20;
+
+impl AuditSink {
+    /// A sink whose events are not written here but sent, one JSON line each (the
+    /// [`EventBody`] alone: the receiving log adds `seq`, `ts` and `run`), to `out`. The pod's
+    /// agent-side observers use it to put their records into the proxy's one audit log. A write
+    /// error ends the relay; later events are counted as dropped.
+    pub fn relay(out: std::os::unix::net::UnixStream, queue: usize) -> Result<Relay, AuditError> {
+        let (tx, mut rx) = mpsc::channel::<Msg>(queue.max(1));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let lost = dropped.clone();
+        let thread = std::thread::Builder::new()
+            .name("audit-relay".into())
+            .spawn(move || {
+                let mut out = std::io::BufWriter::new(out);
+                let mut broken = false;
+                while let Some(msg) = rx.blocking_recv() {
+                    match msg {
+                        Msg::Event(body) if !broken => {
+                            let mut line = match serde_json::to_vec(&body) {
+                                Ok(l) if l.len() < RELAY_LINE_MAX => l,
+                                _ => {
+                                    lost.fetch_add(1, Ordering::Relaxed);
+                                    continue;
+                                }
+                            };
+                            line.push(b'\n');
+                            // Flushed per event: the proxy must hold every record written
+                            // before the agent (or this process) dies.
+                            broken = out.write_all(&line).and_then(|()| out.flush()).is_err();
+                        }
+                        Msg::Event(_) => {
+                            lost.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Msg::Tick => {}
+                        Msg::Close(done) => {
+                            let _ = out.flush();
+                            let _ = done.send(BTreeMap::new());
+                            return;
+                        }
+                    }
+                }
+            })
+            .map_err(|e| AuditError::Writer(e.to_string()))?;
+        let repeats = Arc::new(repeat::Repeats::default());
+        let (weak_tx, tick_dropped) = (tx.downgrade(), dropped.clone());
+        repeat::spawn_ticker(Arc::downgrade(&repeats), move |body| {
+            let Some(tx) = weak_tx.upgrade() else {
+                return false;
+            };
+            if tx.try_send(Msg::Event(Box::new(body))).is_err() {
+                tick_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            true
+        })
+        .map_err(|e| AuditError::Writer(e.to_string()))?;
+        Ok(Relay {
+            sink: AuditSink {
+                tx,
+                dropped,
+                repeats,
+            },
+            thread: Some(thread),
+        })
+    }
+
+    /// Events this sink could not queue (or relay) so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Relay {
+    pub fn sink(&self) -> AuditSink {
+        self.sink.clone()
+    }
+
+    /// Sends what is queued (held repeats included) and stops, waiting at most `within`.
+    pub fn finish(mut self, within: std::time::Duration) {
+        for body in self.sink.repeats.drain() {
+            self.sink.emit_now(body);
+        }
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        if self.sink.tx.blocking_send(Msg::Close(done_tx)).is_ok() {
+            let _ = done_rx.recv_timeout(within);
+        }
+        if let Some(t) = self.thread.take() {
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
+}

@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         .nth(1)
         .is_some_and(|a| a == "guest-init")
     {
-        idagent_guest::init::main();
+        idagent_guest::init::main_with(Some(idagent::pod::agent::start));
     }
     let cli = Cli::parse();
     tune_allocator();

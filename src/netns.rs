@@ -222,7 +222,7 @@ fn create_tun() -> Result<tun::Device, NetnsError> {
     })
 }
 
-fn write_sysctl(key: &str, value: &str) -> Result<(), NetnsError> {
+pub(crate) fn write_sysctl(key: &str, value: &str) -> Result<(), NetnsError> {
     std::fs::write(format!("/proc/sys/net/{key}"), value).map_err(|e| NetnsError::Command {
         command: format!("sysctl net.{key}={value}"),
         reason: e.to_string(),
@@ -241,7 +241,7 @@ pub fn tool_exists(prog: &str) -> bool {
 }
 
 /// Runs a command (in the calling thread's namespaces) and returns its stdout.
-fn run(argv: &[&str], stdin: Option<&str>) -> Result<String, NetnsError> {
+pub(crate) fn run(argv: &[&str], stdin: Option<&str>) -> Result<String, NetnsError> {
     let command = argv.join(" ");
     let fail = |reason: String| NetnsError::Command {
         command: command.clone(),

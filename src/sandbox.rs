@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, info_span, warn, Instrument};
 
-mod exits;
+pub(crate) mod exits;
 mod files;
 pub mod workspace;
 use files::forward_output;
@@ -111,7 +111,7 @@ struct Live {
     fswatch: Option<fswatch::WorkspaceWatcher>,
     procs: Option<procevents::ProcWatcher>,
     output_task: Option<tokio::task::JoinHandle<()>>,
-    init_reports: Option<std::thread::JoinHandle<()>>,
+    init_reports: Option<std::thread::JoinHandle<Option<i64>>>,
 }
 
 /// Runs `cfg` to completion in a sealed guest. The image must exist.
@@ -736,7 +736,7 @@ async fn teardown<R: ContainerRuntime>(
     }
     if let Some(reports) = live.init_reports.take() {
         let late =
-            tokio::time::timeout(left(), tokio::task::spawn_blocking(move || reports.join()))
+            tokio::time::timeout(left(), tokio::task::spawn_blocking(move || { let _ = reports.join(); }))
                 .await
                 .is_err();
         bounded("reading init's exit reports")(late);

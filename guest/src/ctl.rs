@@ -88,6 +88,20 @@ pub struct Hello {
     pub version: u32,
     /// Init's pid as the guest sees it (1 in a container).
     pub guest_pid: i32,
+    /// `idagent-init 1 <pid> pod`: a pod's agent init, which keeps its listener (its own
+    /// observers use it) and sends no fd.
+    pub pod: bool,
+}
+
+/// A connected pod agent init ([`CtlServer::accept_pod`]): no listener comes with it.
+#[derive(Debug)]
+pub struct PodConn {
+    pub hello: Hello,
+    /// The connecting process's pid (as this side sees it; `None` across pid namespaces) and
+    /// uid (`SO_PEERCRED`).
+    pub peer_pid: Option<i32>,
+    pub peer_uid: Option<u32>,
+    pub reply: InitReply,
 }
 
 /// A connected init: its listener fd and the channel to answer it on. Fields are public so the
@@ -151,6 +165,11 @@ impl CtlServer {
         stream.set_nonblocking(false).map_err(CtlError::Accept)?;
         let (line, fds) = read_hello(&stream, deadline, timeout)?;
         let hello = parse_hello(&line)?;
+        if hello.pod {
+            return Err(CtlError::BadHello(
+                "a pod agent's hello where a guest's was expected".into(),
+            ));
+        }
         let mut fds = fds.into_iter();
         let listener = match (fds.next(), fds.len()) {
             (Some(fd), 0) => fd,
@@ -163,6 +182,45 @@ impl CtlServer {
             peer_pid: peer_pid(&stream),
             reply: InitReply { stream },
         })
+    }
+}
+
+impl CtlServer {
+    /// Waits up to `timeout` for a pod's agent init to connect and send its hello (no fd).
+    pub fn accept_pod(&self, timeout: Duration) -> Result<PodConn, CtlError> {
+        let deadline = Instant::now() + timeout;
+        let stream = self.accept_stream(timeout)?;
+        let (line, fds) = read_hello(&stream, deadline, timeout)?;
+        let hello = parse_hello(&line)?;
+        if !hello.pod || !fds.is_empty() {
+            return Err(CtlError::FdCount(fds.len()));
+        }
+        let cred = peer_cred(&stream);
+        Ok(PodConn {
+            hello,
+            peer_pid: cred.and_then(|c| (c.pid > 0).then_some(c.pid)),
+            peer_uid: cred.map(|c| c.uid),
+            reply: InitReply { stream },
+        })
+    }
+
+    /// Waits up to `timeout` for one connection (the pod's event socket), blocking mode.
+    pub fn accept_stream(&self, timeout: Duration) -> Result<UnixStream, CtlError> {
+        let deadline = Instant::now() + timeout;
+        wait_readable(self.listener.as_fd(), deadline).map_err(|e| match e {
+            WaitError::Timeout => CtlError::Timeout(timeout),
+            WaitError::Io(e) => CtlError::Accept(e),
+        })?;
+        let (stream, _) = self.listener.accept().map_err(CtlError::Accept)?;
+        stream.set_nonblocking(false).map_err(CtlError::Accept)?;
+        Ok(stream)
+    }
+}
+
+impl PodConn {
+    /// The reader of init's reports (`EXIT`, `LOST`, `DONE`) after `GO`.
+    pub fn reports(&self) -> io::Result<ReportReader> {
+        self.reply.reports()
     }
 }
 
@@ -268,10 +326,19 @@ fn parse_hello(line: &[u8]) -> Result<Hello, CtlError> {
         return Err(CtlError::Version(version));
     }
     let guest_pid: i32 = words.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+    let pod = match words.next() {
+        None => false,
+        Some("pod") => true,
+        Some(_) => return Err(bad()),
+    };
     if words.next().is_some() || guest_pid <= 0 {
         return Err(bad());
     }
-    Ok(Hello { version, guest_pid })
+    Ok(Hello {
+        version,
+        guest_pid,
+        pod,
+    })
 }
 
 /// The kernel names a seccomp listener `anon_inode:seccomp notify`; anything else (a pipe, a
@@ -287,6 +354,10 @@ fn check_listener(fd: &OwnedFd) -> Result<(), CtlError> {
 }
 
 fn peer_pid(stream: &UnixStream) -> Option<i32> {
+    peer_cred(stream).and_then(|c| (c.pid > 0).then_some(c.pid))
+}
+
+fn peer_cred(stream: &UnixStream) -> Option<libc::ucred> {
     let mut cred = libc::ucred {
         pid: 0,
         uid: 0,
@@ -303,7 +374,7 @@ fn peer_pid(stream: &UnixStream) -> Option<i32> {
             &mut len,
         )
     };
-    (rc == 0 && cred.pid > 0).then_some(cred.pid)
+    (rc == 0).then_some(cred)
 }
 
 /// Control-message buffer with room for `MAX_FDS` fds, aligned for `cmsghdr`.
@@ -422,6 +493,12 @@ pub fn send_hello(
     }
 }
 
+/// Sends a pod agent's hello (no fd: the listener stays with init's own observers).
+pub fn send_hello_pod(mut stream: &UnixStream, guest_pid: i32) -> Result<(), CtlError> {
+    let line = format!("idagent-init {PROTOCOL_VERSION} {guest_pid} pod\n");
+    stream.write_all(line.as_bytes()).map_err(CtlError::Send)
+}
+
 /// Waits for the host's answer. EOF before a full line is an abort.
 pub fn read_reply(stream: &mut UnixStream) -> Result<Reply, CtlError> {
     let mut line = Vec::new();
@@ -466,6 +543,9 @@ pub enum InitReport {
     },
     /// Reports init skipped (the socket was full).
     Lost(u64),
+    /// `MAIN <pid>`: the command's pid (a pod's init says it once, right after the fork, so the
+    /// proxy knows which `EXIT` is the run's exit code).
+    Main(i32),
 }
 
 impl InitReport {
@@ -481,6 +561,7 @@ impl InitReport {
                 format!("EXIT {pid} code {}\n", code.unwrap_or(0))
             }
             InitReport::Lost(n) => format!("LOST {n}\n"),
+            InitReport::Main(pid) => format!("MAIN {pid}\n"),
         }
     }
 
@@ -512,6 +593,9 @@ impl InitReport {
                     }),
                     _ => Err(bad()),
                 }
+            }
+            (Some("MAIN"), Some(pid), None, None, None) => {
+                Ok(InitReport::Main(pid.parse().map_err(|_| bad())?))
             }
             (Some("LOST"), Some(n), None, None, None) => {
                 Ok(InitReport::Lost(n.parse().map_err(|_| bad())?))

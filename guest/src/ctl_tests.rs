@@ -49,7 +49,8 @@ fn hello_with_listener_then_go_and_abort() {
         conn.hello,
         Hello {
             version: 1,
-            guest_pid: 1
+            guest_pid: 1,
+            pod: false,
         }
     );
     assert_eq!(conn.peer_pid, Some(std::process::id() as i32));
@@ -104,7 +105,8 @@ fn hello_parsing() {
         parse_hello(b"idagent-init 1 1\n").expect("ok"),
         Hello {
             version: 1,
-            guest_pid: 1
+            guest_pid: 1,
+            pod: false,
         }
     );
     assert!(matches!(

@@ -55,12 +55,35 @@ pub struct InitArgs {
     pub ctl: PathBuf,
     /// `--landlock PLAN`: the Landlock plan file to apply in the child before the exec.
     pub landlock: Option<PathBuf>,
+    /// `--pod`: a pod's agent init (see [`PodStart`]).
+    pub pod: bool,
     pub command: Vec<OsString>,
 }
 
+/// What a pod's agent init hands its observers: it keeps the seccomp listener (no host takes
+/// it), and sends their records to the proxy over the event socket.
+#[derive(Debug)]
+pub struct PodStart {
+    pub listener: std::os::fd::OwnedFd,
+    pub events: UnixStream,
+    /// The control volume (policy, plan, CA files), read-only here.
+    pub ctl_dir: PathBuf,
+    /// The command's pid.
+    pub child: libc::pid_t,
+}
+
+/// Started by init in pod mode after the fork and before the command is let go; the returned
+/// closure is called when the command has exited (final scans, flushing) before init exits.
+pub type PodHook = fn(PodStart) -> Result<Box<dyn FnOnce()>, String>;
+
+/// The event socket's name in the control folder.
+pub const POD_EVENTS_SOCK: &str = "events.sock";
+/// The Landlock plan's name in the control folder (used in pod mode when present).
+pub const POD_LANDLOCK_PLAN: &str = "landlock.plan";
+
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
-    #[error("usage: idagent guest-init [--landlock PLAN] --ctl PATH -- CMD [ARGS...]")]
+    #[error("usage: idagent guest-init [--pod] [--landlock PLAN] --ctl PATH -- CMD [ARGS...]")]
     Usage,
     #[error("read landlock plan {}: {source}", path.display())]
     ReadPlan {
@@ -77,6 +100,8 @@ pub enum InitError {
     InstallFilter(std::io::Error),
     #[error("{0}: {1}")]
     Os(&'static str, std::io::Error),
+    #[error("--pod: {0}")]
+    Pod(String),
 }
 
 /// Parses the arguments after `guest-init`: `--ctl PATH -- CMD [ARGS...]`, with an optional
@@ -85,10 +110,15 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<InitArgs, 
     let mut args = args.into_iter();
     let mut ctl = None;
     let mut landlock = None;
+    let mut pod = false;
     loop {
         let arg = args.next().ok_or(InitError::Usage)?;
         let slot = match arg.to_str() {
             Some("--") => break,
+            Some("--pod") if !pod => {
+                pod = true;
+                continue;
+            }
             Some("--ctl") => &mut ctl,
             Some("--landlock") => &mut landlock,
             _ => return Err(InitError::Usage),
@@ -107,6 +137,7 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<InitArgs, 
     Ok(InitArgs {
         ctl,
         landlock,
+        pod,
         command,
     })
 }
@@ -124,26 +155,60 @@ pub fn read_plan(path: &std::path::Path) -> Result<Plan, InitError> {
 }
 
 /// Entry point for `idagent guest-init ...` (`argv[1] == "guest-init"`). Never returns.
-pub fn main() -> ! {
+/// `hook` starts a pod's agent-side observers (`--pod`); without one `--pod` is refused.
+pub fn main_with(hook: Option<PodHook>) -> ! {
     match parse_args(std::env::args_os().skip(2)) {
-        Ok(args) => run(&args),
+        Ok(args) => run(&args, hook),
         Err(e) => fail(&e),
     }
 }
 
+/// [`main_with`] without pod support.
+pub fn main() -> ! {
+    main_with(None)
+}
+
 /// Runs init with parsed arguments. Never returns.
-pub fn run(args: &InitArgs) -> ! {
+pub fn run(args: &InitArgs, hook: Option<PodHook>) -> ! {
     let argv = match to_cstrings(&args.command) {
         Ok(argv) => argv,
         Err(e) => fail(&e),
     };
-    let plan = match args.landlock.as_deref().map(read_plan).transpose() {
+    let ctl_dir = args
+        .ctl
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let pod = match (args.pod, hook) {
+        (false, _) => None,
+        (true, None) => fail(&InitError::Pod("this build has no pod observers".into())),
+        // SAFETY: getpid has no preconditions.
+        (true, Some(_)) if unsafe { libc::getpid() } != 1 => fail(&InitError::Pod(
+            "must be PID 1 of the agent's own pid namespace (Kubernetes: \
+             shareProcessNamespace: false): the app could signal it otherwise"
+                .into(),
+        )),
+        (true, Some(hook)) => Some(hook),
+    };
+    // In a pod the plan is the proxy's to write: present in the control folder or not at all.
+    let landlock = match (&args.landlock, pod.is_some()) {
+        (Some(p), _) => Some(p.clone()),
+        (None, true) => Some(ctl_dir.join(POD_LANDLOCK_PLAN)).filter(|p| p.is_file()),
+        (None, false) => None,
+    };
+    let plan = match landlock.as_deref().map(read_plan).transpose() {
         Ok(plan) => plan,
         Err(e) => fail(&e),
     };
-    let mut stream = match handshake(args) {
-        Ok(stream) => stream,
-        Err(e) => fail(&e),
+    let (mut stream, kept) = match pod {
+        None => match handshake(args) {
+            Ok(stream) => (stream, None),
+            Err(e) => fail(&e),
+        },
+        Some(hook) => match handshake_pod(args, &ctl_dir) {
+            Ok((stream, listener, events)) => (stream, Some((hook, listener, events))),
+            Err(e) => fail(&e),
+        },
     };
     match ctl::read_reply(&mut stream) {
         Ok(Reply::Go) => {}
@@ -157,7 +222,17 @@ pub fn run(args: &InitArgs) -> ! {
     // than execvp's failed attempts in every PATH directory.
     let file = resolve_program(&argv[0]);
     let ctl = std::os::fd::AsRawFd::as_raw_fd(&stream);
-    match supervise(&file, &argv, plan.as_ref(), ctl) {
+    let observers = kept.map(|(hook, listener, events)| {
+        move |child| {
+            hook(PodStart {
+                listener,
+                events,
+                ctl_dir,
+                child,
+            })
+        }
+    });
+    match supervise(&file, &argv, plan.as_ref(), ctl, observers) {
         Ok(code) => std::process::exit(code),
         Err(e) => fail(&e),
     }
@@ -186,6 +261,20 @@ fn handshake(args: &InitArgs) -> Result<UnixStream, InitError> {
     ctl::send_hello(&stream, pid, listener.as_fd())?;
     drop(listener);
     Ok(stream)
+}
+
+/// Steps 1–3 in a pod: connect, install the filter, keep the listener; connect the event
+/// socket.
+fn handshake_pod(
+    args: &InitArgs,
+    ctl_dir: &std::path::Path,
+) -> Result<(UnixStream, std::os::fd::OwnedFd, UnixStream), InitError> {
+    let stream = connect_with_retry(&args.ctl)?;
+    let listener =
+        filter::install_with_listener(&filter::program()).map_err(InitError::InstallFilter)?;
+    ctl::send_hello_pod(&stream, 1)?;
+    let events = connect_with_retry(&ctl_dir.join(POD_EVENTS_SOCK))?;
+    Ok((stream, listener, events))
 }
 
 fn connect_with_retry(path: &std::path::Path) -> Result<UnixStream, InitError> {
@@ -225,6 +314,7 @@ fn supervise(
     argv: &[CString],
     plan: Option<&Plan>,
     ctl: libc::c_int,
+    observers: Option<impl FnOnce(libc::pid_t) -> Result<Box<dyn FnOnce()>, String>>,
 ) -> Result<i32, InitError> {
     let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     ptrs.push(std::ptr::null());
@@ -268,6 +358,13 @@ fn supervise(
             std::io::Error::from_raw_os_error(libc::EPIPE),
         ));
     }
+    // In a pod, the child waits on this pipe until init's observers run (they start threads,
+    // which must not exist at the fork).
+    let mut gate = [-1 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two fds into the array.
+    if observers.is_some() && unsafe { libc::pipe2(gate.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(os_err("pipe"));
+    }
     // SAFETY: init is single-threaded here (main.rs dispatches before any thread starts), so
     // the child may do anything (allocate, open files); it restores the mask, applies the
     // Landlock plan and execs.
@@ -276,15 +373,59 @@ fn supervise(
         return Err(os_err("fork"));
     }
     if child == 0 {
+        if gate[0] >= 0 {
+            let mut byte = 0u8;
+            // SAFETY: one-byte read into a valid buffer from the pipe created above.
+            let n = unsafe { libc::read(gate[0], (&mut byte as *mut u8).cast(), 1) };
+            if n != 1 {
+                // SAFETY: _exit skips atexit handlers and stdio buffers inherited from init.
+                unsafe { libc::_exit(EXIT_SETUP) }
+            }
+        }
         exec_child(file.as_ptr(), &ptrs, &old, plan);
     }
+    let mut finish: Option<Box<dyn FnOnce()>> = None;
+    if let Some(start) = observers {
+        // SAFETY: closing our copy of the read end.
+        unsafe { libc::close(gate[0]) };
+        let _ = ctl::send_report(
+            // SAFETY: `ctl` is the open control socket for the whole of init's life.
+            unsafe { std::os::fd::BorrowedFd::borrow_raw(ctl) },
+            &ctl::InitReport::Main(child),
+        );
+        match start(child) {
+            Ok(f) => finish = Some(f),
+            Err(e) => {
+                // SAFETY: kill/waitpid on the child we forked, which has not exec'd yet.
+                unsafe {
+                    libc::kill(child, libc::SIGKILL);
+                    libc::waitpid(child, std::ptr::null_mut(), 0);
+                }
+                return Err(InitError::Pod(format!("start observers: {e}")));
+            }
+        }
+        // SAFETY: one byte from a valid buffer into the pipe's write end, then close it.
+        unsafe {
+            libc::write(gate[1], b"g".as_ptr().cast(), 1);
+            libc::close(gate[1]);
+        }
+    }
+    let code = reap_loop(child, ctl, &set)?;
+    if let Some(finish) = finish {
+        finish();
+    }
+    Ok(code)
+}
+
+/// PID 1's loop after the fork: forward signals, reap, watch the host; returns the exit code.
+fn reap_loop(child: libc::pid_t, ctl: libc::c_int, set: &libc::sigset_t) -> Result<i32, InitError> {
     // Reports init could not send (the host was not reading); said in one `LOST` line later.
     let mut lost = 0u64;
     loop {
         // SAFETY: siginfo_t is plain data that sigwaitinfo fills in.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: `set` is a valid sigset_t and `info` is writable.
-        let sig = unsafe { libc::sigwaitinfo(&set, &mut info) };
+        let sig = unsafe { libc::sigwaitinfo(set, &mut info) };
         if sig < 0 {
             if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
                 continue;

@@ -13,15 +13,27 @@ use idagent_guest::ctl::{InitReport, ReportReader};
 /// Malformed report lines recorded one by one before the rest are only counted.
 const MAX_MALFORMED_NOTICES: u32 = 8;
 
-/// Reads init's reports until it closes the connection (it exits with the guest).
-pub(super) fn spawn(mut reader: ReportReader, sink: AuditSink) -> std::thread::JoinHandle<()> {
+/// Reads init's reports until it closes the connection (it exits with the guest). Returns the
+/// command's exit code (128 + signal for a signal) when init named the command (`MAIN`) and
+/// reported its exit.
+pub(crate) fn spawn(
+    mut reader: ReportReader,
+    sink: AuditSink,
+) -> std::thread::JoinHandle<Option<i64>> {
     std::thread::Builder::new()
         .name("init-reports".into())
         .spawn(move || {
             let mut malformed = 0u32;
+            let (mut main, mut main_exit) = (None, None);
             while let Some(report) = reader.next_report() {
                 match report {
+                    Ok(InitReport::Main(pid)) => main = Some(pid),
                     Ok(InitReport::Exit { pid, code, signal }) => {
+                        if main == Some(pid) {
+                            main_exit = code
+                                .map(i64::from)
+                                .or(signal.map(|s| 128 + i64::from(s)));
+                        }
                         sink.emit(EventBody::Exit(ExitEvent {
                             pid,
                             code,
@@ -47,9 +59,10 @@ pub(super) fn spawn(mut reader: ReportReader, sink: AuditSink) -> std::thread::J
                     }
                 }
             }
+            main_exit
         })
         .unwrap_or_else(|e| {
             tracing::warn!(error = %e, "cannot spawn the init report reader");
-            std::thread::spawn(|| {})
+            std::thread::spawn(|| None)
         })
 }

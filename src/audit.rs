@@ -54,6 +54,18 @@ impl RunId {
         RunId(format!("{stamp}-{}", hex::encode(rnd)))
     }
 
+    /// A run id given from outside (a pod's downward API: its uid or name): 1–128 of
+    /// `[A-Za-z0-9._-]`, not starting with a dot, so it is also a safe folder name.
+    pub fn parse(text: &str) -> Option<Self> {
+        let ok = !text.is_empty()
+            && text.len() <= 128
+            && !text.starts_with('.')
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        ok.then(|| RunId(text.to_owned()))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

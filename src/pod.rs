@@ -61,8 +61,8 @@ pub const LANDLOCK_PLAN: &str = "landlock.plan";
 /// label their records with it).
 pub const POLICY_FILE: &str = "policy.yaml";
 /// In the control volume: the combined CA bundle (system roots + run CA) and the run CA alone.
-pub const CA_BUNDLE: &str = "ca/bundle.pem";
-pub const CA_ONLY: &str = "ca/idagent-ca.pem";
+pub const CA_BUNDLE: &str = "ca/ca-bundle.crt";
+pub const CA_ONLY: &str = "ca/ca.pem";
 
 /// The agent container's entrypoint; the command follows.
 pub fn agent_entrypoint() -> Vec<String> {

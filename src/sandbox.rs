@@ -735,10 +735,14 @@ async fn teardown<R: ContainerRuntime>(
         bounded("the process watcher's drain")(late);
     }
     if let Some(reports) = live.init_reports.take() {
-        let late =
-            tokio::time::timeout(left(), tokio::task::spawn_blocking(move || { let _ = reports.join(); }))
-                .await
-                .is_err();
+        let late = tokio::time::timeout(
+            left(),
+            tokio::task::spawn_blocking(move || {
+                let _ = reports.join();
+            }),
+        )
+        .await
+        .is_err();
         bounded("reading init's exit reports")(late);
     }
     if let Some(sup) = live.supervisor.take() {

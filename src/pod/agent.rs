@@ -40,9 +40,9 @@ pub fn start(pod: PodStart) -> Result<Box<dyn FnOnce()>, String> {
     });
     // Exec rules get the real paths Landlock granted, as `run` refines them.
     let me = std::process::id();
-    for detail in enforcer.refine(|p| {
-        enforce::reconcile_exec(p, |path| supervisor::real_path_in_guest(me, path))
-    }) {
+    for detail in enforcer
+        .refine(|p| enforce::reconcile_exec(p, |path| supervisor::real_path_in_guest(me, path)))
+    {
         sink.emit(EventBody::Notice(Notice {
             what: enforce::EXEC_RESOLVED_NOTICE.into(),
             detail,
@@ -71,7 +71,9 @@ pub fn start(pod: PodStart) -> Result<Box<dyn FnOnce()>, String> {
             confirm: Some(sup.exec_confirm()),
         };
         sup.exec_confirm()
-            .set_guard(Box::new(move |pid, exe, guest| guard.check(pid, exe, guest)));
+            .set_guard(Box::new(move |pid, exe, guest| {
+                guard.check(pid, exe, guest)
+            }));
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

@@ -62,11 +62,18 @@ pub fn command(args: &crate::cli::NetInitArgs) -> Result<(), NetInitError> {
     // The fd is closed here: the device persists, owned by the proxy, for it to attach to.
     drop(tun);
     let name = netns::TUN_NAME;
-    run(&["ip", "link", "set", "dev", name, "addrgenmode", "none"], None)?;
+    run(
+        &["ip", "link", "set", "dev", name, "addrgenmode", "none"],
+        None,
+    )?;
     run(&["ip", "link", "set", "dev", name, "up"], None)?;
     if v6 {
         let addr = format!("{}/{}", netns::GUEST_V6, netns::PREFIX_V6);
-        v6 = run(&["ip", "-6", "addr", "add", &addr, "dev", name, "nodad"], None).is_ok();
+        v6 = run(
+            &["ip", "-6", "addr", "add", &addr, "dev", name, "nodad"],
+            None,
+        )
+        .is_ok();
     }
     if !v6 {
         println!("idagent net-init: IPv6 is disabled in this namespace: it has no route at all");
@@ -75,7 +82,10 @@ pub fn command(args: &crate::cli::NetInitArgs) -> Result<(), NetInitError> {
     let families: &[&str] = if v6 { &["-4", "-6"] } else { &["-4"] };
     for &family in families {
         // The pod's own routes, for the proxy only: copied before the main table changes.
-        let main = run(&["ip", "-o", family, "route", "show", "table", "main"], None)?;
+        let main = run(
+            &["ip", "-o", family, "route", "show", "table", "main"],
+            None,
+        )?;
         for route in main.lines().map(str::trim).filter(|l| !l.is_empty()) {
             let mut argv = vec!["ip", family, "route", "replace"];
             argv.extend(
@@ -105,14 +115,24 @@ pub fn command(args: &crate::cli::NetInitArgs) -> Result<(), NetInitError> {
         // the proxy: its dial would come back into its own stack, and around again.
         run(
             &[
-                "ip", family, "rule", "add", "pref", PROXY_STOP_PREF, "uidrange", &uids,
+                "ip",
+                family,
+                "rule",
+                "add",
+                "pref",
+                PROXY_STOP_PREF,
+                "uidrange",
+                &uids,
                 "prohibit",
             ],
             None,
         )?;
         let default = ["ip", family, "route", "replace", "default", "dev", name];
         run(&default, None)?;
-        run(&[&default[..], &["table", netns::ROUTE_TABLE]].concat(), None)?;
+        run(
+            &[&default[..], &["table", netns::ROUTE_TABLE]].concat(),
+            None,
+        )?;
         run(
             &[
                 "ip",
@@ -129,7 +149,10 @@ pub fn command(args: &crate::cli::NetInitArgs) -> Result<(), NetInitError> {
             None,
         )?;
     }
-    run(&["iptables-restore"], Some(&rules(POD_RULES_V4, args.proxy_uid)))?;
+    run(
+        &["iptables-restore"],
+        Some(&rules(POD_RULES_V4, args.proxy_uid)),
+    )?;
     run(
         &["ip6tables-restore"],
         Some(&rules(POD_RULES_V6, args.proxy_uid)),
@@ -155,7 +178,9 @@ fn create_persistent_tun(uid: u32, gid: u32) -> Result<tun::Device, NetInitError
     config
         .tun_name(netns::TUN_NAME)
         .address(netns::GUEST_V4)
-        .netmask(std::net::Ipv4Addr::from(u32::MAX << (32 - netns::PREFIX_V4)))
+        .netmask(std::net::Ipv4Addr::from(
+            u32::MAX << (32 - netns::PREFIX_V4),
+        ))
         .mtu(netns::TUN_MTU);
     let fail = |e: tun::Error| NetInitError::Tun(format!("create {}: {e}", netns::TUN_NAME));
     let mut dev = tun::create(&config).map_err(fail)?;

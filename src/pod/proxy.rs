@@ -1,7 +1,495 @@
-//! (being written)
+//! `idagent proxy`: the pod's sidecar. No capability, non-root (the uid net-init exempted),
+//! read-only root. The same parts as `idagent run` — `net::build` (policy, DNS, run CA,
+//! gateway, pcap), `netdrv::spawn` on the TUN, one `Enforcer`, one audit log — assembled
+//! without a container runtime: the TUN is net-init's persistent device, the guest's init
+//! connects over the shared control volume, and the agent's observers send their records
+//! over the event socket.
+//!
+//! Order: run folder and audit log (`run_start`) → TUN → interceptor → CA files, policy and
+//! Landlock plan into the control volume → control and event sockets → `ready` → the agent's
+//! hello (its uid checked) and event connection → sockets unlinked → `GO` → until the agent's
+//! init hangs up (or SIGTERM, or the log failing: then the network is cut) → drain → `run_end`
+//! → `report.html`.
+
+use crate::audit::{
+    AuditLog, AuditSink, EventBody, Limits, Notice, Observation, RunEnd, RunId, RunStart,
+};
+use crate::cli::ProxyArgs;
+use crate::{enforce, net, netdrv, netns, GUEST_WORKSPACE};
+use anyhow::{anyhow, bail, Context};
+use idagent_guest::ctl::CtlServer;
+use std::io::BufRead;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// How long the proxy waits for the agent container to start and connect (an image pull on a
+/// cluster node can take minutes).
+pub const AGENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(600);
+/// After the hello, the agent's event connection follows at once.
+const EVENTS_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Once the agent's init has hung up, how long its last records may take to arrive.
+const DRAIN_WITHIN: Duration = Duration::from_secs(45);
 
 /// `idagent proxy`.
-pub async fn command(args: crate::cli::ProxyArgs) -> anyhow::Result<std::process::ExitCode> {
-    let _ = args;
-    anyhow::bail!("not built yet")
+pub async fn command(args: ProxyArgs) -> anyhow::Result<ExitCode> {
+    if args.check_ready {
+        let ready = args.ctl.join(super::READY_FILE).is_file();
+        return Ok(if ready {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    let euid = nix::unistd::geteuid();
+    if euid.is_root() {
+        bail!(
+            "idagent proxy must run as the uid net-init exempted (default {}), not root: root's \
+             own dials would be routed into its own TUN",
+            super::PROXY_UID
+        );
+    }
+    let run_id = match &args.run_id_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("read run id {}", path.display()))?;
+            RunId::parse(text.trim()).ok_or_else(|| {
+                anyhow!(
+                    "run id in {}: want 1-128 of [A-Za-z0-9._-], got {:?}",
+                    path.display(),
+                    text.trim()
+                )
+            })?
+        }
+        None => RunId::generate(),
+    };
+    let mut policy_args = args.policy.clone();
+    if let Some(path) = &args.mode_file {
+        let mode = std::fs::read_to_string(path)
+            .with_context(|| format!("read mode {}", path.display()))?;
+        policy_args.mode = Some(match mode.trim() {
+            "report" => crate::cli::ModeArg::Report,
+            "enforce" => crate::cli::ModeArg::Enforce,
+            other => bail!(
+                "mode in {}: want report or enforce, got {other:?}",
+                path.display()
+            ),
+        });
+    }
+    let policy = enforce::load_run_policy(&policy_args)?;
+    let max_audit_bytes = crate::config::parse_size(&args.max_audit_bytes)
+        .map_err(|e| anyhow!("--max-audit-bytes: {e}"))?
+        .max(0) as u64;
+    let run_dir = fresh_run_dir(&args.out, &run_id)?;
+    let started = Instant::now();
+    let ctl = &args.ctl;
+    // What the kernel will enforce in the agent: the workspace starts empty in a pod.
+    let empty = ctl.join("empty-workspace");
+    std::fs::create_dir_all(&empty).with_context(|| format!("create {}", empty.display()))?;
+    let (policy, reconciled) = match &policy {
+        Some(p) => {
+            let (p, notes) = enforce::reconcile_files(p, &empty);
+            (Some(p), notes)
+        }
+        None => (None, Vec::new()),
+    };
+    let landlock = enforce::landlock_plan(policy.as_ref())?;
+    let observation = Observation {
+        seccomp: true,
+        fswatch: true,
+        proc_connector: false,
+        exits: "init+seccomp".into(),
+        landlock: landlock.is_some(),
+        missing: vec![
+            "proc connector (a pod is not the initial network namespace): exits come from the \
+             agent's init and each process's exit_group"
+                .into(),
+            "workspace export: the agent's files stay in its volume; the log has every change \
+             with its sha256"
+                .into(),
+        ],
+    };
+    let audit = AuditLog::create_with(
+        &run_dir.join("audit.jsonl"),
+        run_id.clone(),
+        crate::audit::DEFAULT_AUDIT_QUEUE,
+        crate::audit::AuditLimits {
+            max_bytes: max_audit_bytes,
+            ..Default::default()
+        },
+    )?;
+    let sink = audit.sink();
+    sink.emit_reliable(EventBody::RunStart(RunStart {
+        idagent_version: env!("CARGO_PKG_VERSION").into(),
+        image: args.agent_image.clone(),
+        command: {
+            let known = crate::redact::KnownSecrets::new(None);
+            known.redact_argv(&args.agent_command)
+        },
+        user: args.agent_user.clone(),
+        workspace: GUEST_WORKSPACE.into(),
+        // The agent's memory, pids and CPU limits are the pod spec's (0: not this process's
+        // to know).
+        limits: Limits {
+            memory_bytes: 0,
+            pids: 0,
+            timeout_secs: None,
+            cpus: None,
+            workspace_bytes: None,
+            audit_bytes: Some(max_audit_bytes),
+        },
+        offline: args.net.offline,
+        container: format!("pod:{run_id}"),
+        observation: Some(observation.clone()),
+    }))
+    .await;
+    for detail in reconciled {
+        sink.emit(EventBody::Notice(Notice {
+            what: enforce::RECONCILED_NOTICE.into(),
+            detail,
+        }));
+    }
+    let result = serve(&args, &run_id, &run_dir, policy, landlock, &audit, &sink).await;
+    let (end, ending) = match result {
+        Ok(done) => done,
+        Err(e) => {
+            sink.emit(EventBody::Notice(Notice {
+                what: "run_error".into(),
+                detail: format!("{e:#}"),
+            }));
+            (RunEnd::default(), Err(e))
+        }
+    };
+    let (exit_code, reason) = match &ending {
+        Ok(Ending::Exited(code)) => (*code, "exited"),
+        Ok(Ending::AgentLost) => (None, "agent_lost"),
+        Ok(Ending::Interrupted) => (None, "interrupted"),
+        Ok(Ending::AuditFailed(r)) => (None, *r),
+        Err(_) => (None, "error"),
+    };
+    audit
+        .finish(RunEnd {
+            exit_code,
+            reason: reason.into(),
+            duration_ms: started.elapsed().as_millis() as u64,
+            observation: Some(observation),
+            ..end
+        })
+        .await?;
+    if let Err(e) = crate::report::write_html(&run_dir) {
+        warn!(error = %e, "report.html not written");
+    }
+    eprintln!(
+        "idagent proxy: run {run_id}: {reason}; log in {}",
+        run_dir.display()
+    );
+    ending.map(|_| ExitCode::SUCCESS)
+}
+
+enum Ending {
+    Exited(Option<i64>),
+    AgentLost,
+    Interrupted,
+    AuditFailed(&'static str),
+}
+
+/// `OUT/<run-id>`, created 0700; a folder already holding a log (the sidecar restarted) gets a
+/// sibling `OUT/<run-id>.N` rather than a second log in one file.
+fn fresh_run_dir(out: &Path, run_id: &RunId) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
+    for n in 0..100u32 {
+        let dir = match n {
+            0 => out.join(run_id.as_str()),
+            n => out.join(format!("{run_id}.{n}")),
+        };
+        if dir.join("audit.jsonl").symlink_metadata().is_ok() {
+            continue;
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("chmod {}", dir.display()))?;
+        return Ok(dir);
+    }
+    bail!("{}: 100 run folders of this run id already", out.display())
+}
+
+/// Files the agent reads from the control volume: world-readable (it runs as another uid).
+fn publish(path: &Path) -> anyhow::Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+        .with_context(|| format!("chmod {}", path.display()))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    args: &ProxyArgs,
+    run_id: &RunId,
+    run_dir: &Path,
+    policy: Option<idagent_policy::Policy>,
+    landlock: Option<idagent_guest::landlock::Plan>,
+    audit: &AuditLog,
+    sink: &AuditSink,
+) -> anyhow::Result<(RunEnd, anyhow::Result<Ending>)> {
+    let ctl = &args.ctl;
+    for stale in [super::READY_FILE, super::CTL_SOCK, super::EVENTS_SOCK] {
+        let _ = std::fs::remove_file(ctl.join(stale));
+    }
+    let device = super::netinit::attach_tun().map_err(|e| anyhow!(e))?;
+    let enforcer = Arc::new(match &policy {
+        Some(p) => enforce::Enforcer::new(p.clone(), sink.clone()),
+        None => enforce::Enforcer::disabled(sink.clone()),
+    });
+    let pcap_path = run_dir.join("traffic.pcapng");
+    let mut icpt = net::build(
+        &args.net,
+        run_id,
+        sink.clone(),
+        Some(&pcap_path),
+        enforcer.clone(),
+    )?;
+    enforcer.set_known(icpt.gateway.known.clone());
+    if let Some(ca) = &icpt.ca {
+        let (bundle, ca_only) = net::write_ca_files(ca, &ctl.join("ca"))?;
+        publish(&ctl.join("ca")).and_then(|()| {
+            std::fs::set_permissions(ctl.join("ca"), PermissionsExt::from_mode(0o755))
+                .context("chmod ca")
+        })?;
+        publish(&bundle)?;
+        publish(&ca_only)?;
+    }
+    match &policy {
+        Some(p) => {
+            let path = ctl.join(super::POLICY_FILE);
+            std::fs::write(&path, p.to_yaml())
+                .with_context(|| format!("write {}", path.display()))?;
+            publish(&path)?;
+        }
+        None => {
+            let _ = std::fs::remove_file(ctl.join(super::POLICY_FILE));
+        }
+    }
+    match &landlock {
+        Some(plan) => {
+            let path = ctl.join(super::LANDLOCK_PLAN);
+            std::fs::write(&path, plan.render())
+                .with_context(|| format!("write {}", path.display()))?;
+            publish(&path)?;
+        }
+        None => {
+            let _ = std::fs::remove_file(ctl.join(super::LANDLOCK_PLAN));
+        }
+    }
+    let mut setup = crate::audit::NetSetup {
+        tun: netns::TUN_NAME.into(),
+        mtu: u32::from(netns::TUN_MTU),
+        guest_addrs: vec![
+            format!("{}/{}", netns::GUEST_V4, netns::PREFIX_V4),
+            format!("{}/{}", netns::GUEST_V6, netns::PREFIX_V6),
+        ],
+        gateway_addrs: vec![netns::GATEWAY_V4.to_string(), netns::GATEWAY_V6.to_string()],
+        routes: routes_seen(),
+        rules_sha256: {
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            h.update(super::netinit::rules(
+                super::netinit::POD_RULES_V4,
+                nix::unistd::geteuid().as_raw(),
+            ));
+            h.update(super::netinit::rules(
+                super::netinit::POD_RULES_V6,
+                nix::unistd::geteuid().as_raw(),
+            ));
+            hex::encode(h.finalize())
+        },
+        ca_sha256: None,
+    };
+    setup.ca_sha256 = icpt.ca.as_ref().map(|ca| ca.fingerprint_sha256());
+    sink.emit(EventBody::NetSetup(setup));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let parts = netdrv::DriverParts {
+        gateway: icpt.gateway.clone(),
+        dns: icpt.dns.clone(),
+        pcap: icpt.pcap.as_ref().map(|p| p.sender()),
+        audit: sink.clone(),
+    };
+    let pcap = icpt.pcap.take();
+    let tun_task = netdrv::spawn(device, parts, stop_rx);
+    let ctl_srv = CtlServer::bind(&ctl.join(super::CTL_SOCK))?;
+    let ev_srv = CtlServer::bind(&ctl.join(super::EVENTS_SOCK))?;
+    let ready = ctl.join(super::READY_FILE);
+    std::fs::write(&ready, run_id.as_str()).context("write ready")?;
+    publish(&ready)?;
+    info!(run.id = %run_id, "proxy ready: waiting for the agent");
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("signals")?;
+    let me = nix::unistd::geteuid().as_raw();
+    let accepted = tokio::task::spawn_blocking(move || {
+        let conn = ctl_srv.accept_pod(AGENT_CONNECT_TIMEOUT);
+        let events = conn
+            .as_ref()
+            .ok()
+            .map(|_| ev_srv.accept_stream(EVENTS_CONNECT_TIMEOUT));
+        // Unlinked at once: the app, started after GO, must find no socket to talk to.
+        let _ = std::fs::remove_file(ctl_srv.path());
+        let _ = std::fs::remove_file(ev_srv.path());
+        (conn, events)
+    });
+    let (conn, events) = tokio::select! {
+        r = accepted => r.context("accept task")?,
+        _ = sigterm.recv() => {
+            let end = stop_network(stop_tx, tun_task, pcap).await;
+            return Ok((end, Ok(Ending::Interrupted)));
+        }
+    };
+    let mut conn = conn?;
+    let events = events.ok_or_else(|| anyhow!("no event connection"))??;
+    if conn.peer_uid == Some(me) {
+        conn.reply.abort("the agent runs as the proxy's uid");
+        bail!(
+            "the agent connected as uid {me}, the proxy's own: its traffic would be exempt from \
+             the TUN; run the agent as another uid"
+        );
+    }
+    let reports = conn.reports().context("init reports")?;
+    let reports = crate::sandbox::exits::spawn(reports, sink.clone());
+    let relayed = spawn_event_reader(events, sink.clone());
+    conn.reply.go()?;
+    info!("agent started");
+    let both = tokio::task::spawn_blocking(move || {
+        let code = reports.join().ok().flatten();
+        let relayed = relayed.join().unwrap_or(0);
+        (code, relayed)
+    });
+    let audit_failed = audit.failed();
+    let ending = tokio::select! {
+        r = both => match r {
+            Ok((Some(code), _)) => Ending::Exited(Some(code)),
+            _ => Ending::AgentLost,
+        },
+        failure = audit_failed => {
+            sink.emit(EventBody::Notice(Notice {
+                what: failure.reason().into(),
+                detail: format!("{failure}; the agent's network is cut (the proxy cannot stop it)"),
+            }));
+            Ending::AuditFailed(failure.reason())
+        }
+        _ = sigterm.recv() => Ending::Interrupted,
+        _ = tokio::signal::ctrl_c() => Ending::Interrupted,
+    };
+    // Keep the connection (and the dead-man switch) until here: dropping it tells init the
+    // proxy is gone.
+    drop(conn);
+    let end = stop_network(stop_tx, tun_task, pcap).await;
+    Ok((end, Ok(ending)))
+}
+
+async fn stop_network(
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<netdrv::DriverStats>>,
+    pcap: Option<crate::pcap::PcapHandle>,
+) -> RunEnd {
+    let mut end = RunEnd::default();
+    let _ = stop.send(true);
+    if let Ok(Ok(Ok(stats))) = tokio::time::timeout(DRAIN_WITHIN, task).await {
+        end.tun_packets_in = stats.packets_in;
+        end.tun_packets_out = stats.packets_out;
+        end.tun_packets_dropped = stats.dropped;
+    }
+    if let Some(pcap) = pcap {
+        if let Ok(Ok(stats)) = tokio::time::timeout(
+            DRAIN_WITHIN,
+            tokio::task::spawn_blocking(move || pcap.finish()),
+        )
+        .await
+        {
+            end.pcap_packets = Some(stats.packets_written);
+            end.pcap_packets_dropped = Some(stats.packets_dropped);
+        }
+    }
+    end
+}
+
+/// The routes this namespace has, as far as an unprivileged process can read them
+/// (`/proc/net/route`: IPv4 main table), for `net_setup`.
+fn routes_seen() -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string("/proc/net/route") else {
+        return Vec::new();
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (iface, dst, mask) = (f.first()?, f.get(1)?, f.get(7)?);
+            let dst = u32::from_str_radix(dst, 16).ok()?;
+            let mask = u32::from_str_radix(mask, 16).ok()?;
+            let dst = std::net::Ipv4Addr::from(dst.swap_bytes());
+            let bits = mask.count_ones();
+            Some(if bits == 0 {
+                format!("default dev {iface}")
+            } else {
+                format!("{dst}/{bits} dev {iface}")
+            })
+        })
+        .collect()
+}
+
+/// Kinds the agent's observers make; anything else on the event socket (a forged `run_end`, a
+/// `dns` record) is refused and counted.
+fn relayable(body: &EventBody) -> bool {
+    matches!(
+        body,
+        EventBody::Exec(_)
+            | EventBody::ExecRan(_)
+            | EventBody::Exit(_)
+            | EventBody::File(_)
+            | EventBody::Decision(_)
+            | EventBody::Notice(_)
+    )
+}
+
+/// Reads the agent's records (one JSON [`EventBody`] a line, bounded) into the run's log until
+/// the agent's init closes the socket. Returns how many were written.
+fn spawn_event_reader(
+    stream: std::os::unix::net::UnixStream,
+    sink: AuditSink,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::Builder::new()
+        .name("pod-events".into())
+        .spawn(move || {
+            let mut reader = std::io::BufReader::new(stream);
+            let (mut n, mut refused) = (0u64, 0u64);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                let got = std::io::Read::take(&mut reader, crate::audit::RELAY_LINE_MAX as u64)
+                    .read_until(b'\n', &mut line);
+                match got {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) if !line.ends_with(b"\n") => {
+                        refused += 1;
+                        break;
+                    }
+                    Ok(_) => match serde_json::from_slice::<EventBody>(&line) {
+                        Ok(body) if relayable(&body) => {
+                            sink.emit(body);
+                            n += 1;
+                        }
+                        _ => refused += 1,
+                    },
+                }
+            }
+            if refused > 0 {
+                sink.emit(EventBody::Notice(Notice {
+                    what: "pod_events_refused".into(),
+                    detail: format!(
+                        "{refused} record(s) from the agent's observers were malformed or of a \
+                         kind they do not make, and were not written"
+                    ),
+                }));
+            }
+            n
+        })
+        .unwrap_or_else(|_| std::thread::spawn(|| 0))
 }

@@ -82,6 +82,10 @@ pub struct RunConfig {
     pub seccomp_exits: bool,
     /// Bytes kept of each of the guest's stdout and stderr.
     pub max_output_bytes: u64,
+    /// One sealed container, or the pod topology (`--topology pod`).
+    pub topology: crate::cli::Topology,
+    /// With the pod topology: the Docker network of the pod's real interface.
+    pub pod_network: String,
 }
 
 impl RunConfig {
@@ -188,6 +192,8 @@ impl RunConfig {
             policy,
             seccomp_exits: args.seccomp_exits,
             max_output_bytes: args.max_output_bytes,
+            topology: args.topology,
+            pod_network: args.pod_network,
         })
     }
 }
@@ -222,6 +228,8 @@ impl RunConfig {
             policy: None,
             seccomp_exits: false,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            topology: crate::cli::Topology::Docker,
+            pod_network: "bridge".into(),
         })
     }
 }

@@ -132,10 +132,13 @@ async fn run(docker_host: &str, cfg: RunConfig) -> Result<ExitCode, Failure> {
     }
     sandbox::gc_ctl_dirs();
     ensure_image(&rt, &cfg).await?;
-    let outcome = sandbox::run(&rt, &cfg)
-        .await
-        .context("run failed")
-        .map_err(|e| (e, None))?;
+    let outcome = match cfg.topology {
+        idagent::cli::Topology::Docker => sandbox::run(&rt, &cfg).await.context("run failed"),
+        idagent::cli::Topology::Pod => idagent::pod::docker::run(&rt, &cfg)
+            .await
+            .context("pod run failed"),
+    }
+    .map_err(|e| (e, None))?;
     eprintln!(
         "idagent: run {} ended ({:?}); audit log {}",
         outcome.run_id,

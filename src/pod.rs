@@ -105,3 +105,50 @@ pub fn net_init_args() -> Vec<String> {
         PROXY_UID.to_string(),
     ]
 }
+
+/// Where the proxy finds files named by `run`'s options (a ConfigMap in Kubernetes).
+pub const PROXY_UPSTREAM_MAP: &str = "/idagent/config/upstream-map.txt";
+pub const PROXY_UPSTREAM_CA: &str = "/idagent/config/upstream-ca.pem";
+pub const PROXY_POLICY: &str = "/idagent/config/policy.yaml";
+pub const PROXY_RUN_ID: &str = "/idagent/podinfo/run-id";
+
+/// `idagent proxy`'s network flags for `net` (the same meaning as `run`'s). Files `net` names
+/// are expected at [`PROXY_UPSTREAM_MAP`] and [`PROXY_UPSTREAM_CA`]; the caller puts them
+/// there (a bind mount, a ConfigMap).
+pub fn proxy_net_args(net: &crate::cli::NetArgs) -> Vec<String> {
+    let mut a = Vec::new();
+    if net.offline {
+        a.push("--offline".to_owned());
+    }
+    for m in &net.upstream_map {
+        a.push("--upstream-map".to_owned());
+        a.push(m.clone());
+    }
+    if net.upstream_map_file.is_some() {
+        a.push("--upstream-map-file".to_owned());
+        a.push(PROXY_UPSTREAM_MAP.to_owned());
+    }
+    if net.upstream_ca.is_some() {
+        a.push("--upstream-ca".to_owned());
+        a.push(PROXY_UPSTREAM_CA.to_owned());
+    }
+    if net.allow_private {
+        a.push("--allow-private".to_owned());
+    }
+    if net.http1_only {
+        a.push("--http1-only".to_owned());
+    }
+    a.push("--capture-bytes".to_owned());
+    a.push(net.capture_bytes.to_string());
+    a.push("--snaplen".to_owned());
+    a.push(net.snaplen.to_string());
+    a.push("--tls".to_owned());
+    a.push(
+        match net.tls {
+            crate::gateway::TlsMode::Intercept => "intercept",
+            crate::gateway::TlsMode::Passthrough => "passthrough",
+        }
+        .to_owned(),
+    );
+    a
+}

@@ -46,8 +46,17 @@ pub struct ContainerSpec {
     pub tmpfs: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
     /// The UTS hostname (`hostname` in the guest); it must match the bound `/etc/hostname`
-    /// and the `/etc/hosts` line, so resolving it is answered locally.
+    /// and the `/etc/hosts` line, so resolving it is answered locally. Empty: the engine's.
     pub hostname: String,
+    /// Docker's network mode: `none` for a sealed guest; a network name, or
+    /// `container:<id>` to join another container's namespace (the pod topology).
+    pub network: String,
+    /// Capabilities added back after dropping all (net-init's `NET_ADMIN`; nothing else).
+    pub cap_add: Vec<String>,
+    /// Host devices given to the container, same path inside (`/dev/net/tun`).
+    pub devices: Vec<String>,
+    /// Namespaced sysctls set at creation (a pod holder's IPv6 switch).
+    pub sysctls: BTreeMap<String, String>,
 }
 
 /// A container created by idagent, as listed by the engine.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, info_span, warn, Instrument};
 
 pub(crate) mod exits;
-mod files;
+pub(crate) mod files;
 pub mod workspace;
 use files::forward_output;
 
@@ -455,7 +455,7 @@ async fn setup_and_wait<R: ContainerRuntime>(
     live.output_task = Some(tokio::spawn(forward_output(
         out_rx,
         run_dir.to_owned(),
-        sink.clone(),
+        Some(sink.clone()),
         cfg.max_output_bytes,
     )));
     rt.start(&id).await?;
@@ -695,6 +695,10 @@ fn container_spec(
             ),
         ]),
         hostname: GUEST_HOSTNAME.to_owned(),
+        network: "none".to_owned(),
+        cap_add: Vec::new(),
+        devices: Vec::new(),
+        sysctls: BTreeMap::new(),
     })
 }
 

@@ -451,6 +451,30 @@ pub fn send_hello(
     listener: BorrowedFd<'_>,
 ) -> Result<(), CtlError> {
     let line = format!("idagent-init {PROTOCOL_VERSION} {guest_pid}\n");
+    send_with_fd(stream, line.as_bytes(), listener)
+}
+
+/// Receives one fd sent with [`send_with_fd`] (a pod's child handing its listener to init).
+pub fn recv_fd(stream: &UnixStream) -> Result<OwnedFd, CtlError> {
+    let mut fds = Vec::new();
+    let mut buf = [0u8; 16];
+    let n = recv_with_fds(stream.as_fd(), &mut buf, &mut fds)?;
+    if n == 0 {
+        return Err(CtlError::Closed("listener hand-over"));
+    }
+    let mut fds = fds.into_iter();
+    match (fds.next(), fds.len()) {
+        (Some(fd), 0) => {
+            check_listener(&fd)?;
+            Ok(fd)
+        }
+        (first, rest) => Err(CtlError::FdCount(usize::from(first.is_some()) + rest)),
+    }
+}
+
+/// Sends `line` with `fd` attached, in one `sendmsg(2)`.
+pub fn send_with_fd(stream: &UnixStream, line: &[u8], fd: BorrowedFd<'_>) -> Result<(), CtlError> {
+    let listener = fd;
     let mut cbuf = CmsgBuf([0; 64]);
     let raw = listener.as_raw_fd();
     let mut iov = libc::iovec {

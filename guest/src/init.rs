@@ -32,7 +32,7 @@ use crate::ctl::{self, Reply};
 use crate::filter;
 use crate::landlock::{self, Plan, PlanError};
 use std::ffi::{CString, OsString};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -206,7 +206,7 @@ pub fn run(args: &InitArgs, hook: Option<PodHook>) -> ! {
             Err(e) => fail(&e),
         },
         Some(hook) => match handshake_pod(args, &ctl_dir) {
-            Ok((stream, listener, events)) => (stream, Some((hook, listener, events))),
+            Ok((stream, events)) => (stream, Some((hook, events))),
             Err(e) => fail(&e),
         },
     };
@@ -222,8 +222,8 @@ pub fn run(args: &InitArgs, hook: Option<PodHook>) -> ! {
     // than execvp's failed attempts in every PATH directory.
     let file = resolve_program(&argv[0]);
     let ctl = std::os::fd::AsRawFd::as_raw_fd(&stream);
-    let observers = kept.map(|(hook, listener, events)| {
-        move |child| {
+    let observers = kept.map(|(hook, events)| {
+        move |listener, child| {
             hook(PodStart {
                 listener,
                 events,
@@ -263,18 +263,17 @@ fn handshake(args: &InitArgs) -> Result<UnixStream, InitError> {
     Ok(stream)
 }
 
-/// Steps 1–3 in a pod: connect, install the filter, keep the listener; connect the event
-/// socket.
+/// Steps 1–3 in a pod: connect, say hello, connect the event socket. The filter is installed
+/// later, in the forked child only: init's own observers (which use `openat2`, a notified
+/// syscall) must not wait on themselves.
 fn handshake_pod(
     args: &InitArgs,
     ctl_dir: &std::path::Path,
-) -> Result<(UnixStream, std::os::fd::OwnedFd, UnixStream), InitError> {
+) -> Result<(UnixStream, UnixStream), InitError> {
     let stream = connect_with_retry(&args.ctl)?;
-    let listener =
-        filter::install_with_listener(&filter::program()).map_err(InitError::InstallFilter)?;
     ctl::send_hello_pod(&stream, 1)?;
     let events = connect_with_retry(&ctl_dir.join(POD_EVENTS_SOCK))?;
-    Ok((stream, listener, events))
+    Ok((stream, events))
 }
 
 fn connect_with_retry(path: &std::path::Path) -> Result<UnixStream, InitError> {
@@ -314,7 +313,9 @@ fn supervise(
     argv: &[CString],
     plan: Option<&Plan>,
     ctl: libc::c_int,
-    observers: Option<impl FnOnce(libc::pid_t) -> Result<Box<dyn FnOnce()>, String>>,
+    observers: Option<
+        impl FnOnce(std::os::fd::OwnedFd, libc::pid_t) -> Result<Box<dyn FnOnce()>, String>,
+    >,
 ) -> Result<i32, InitError> {
     let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     ptrs.push(std::ptr::null());
@@ -358,11 +359,23 @@ fn supervise(
             std::io::Error::from_raw_os_error(libc::EPIPE),
         ));
     }
-    // In a pod, the child waits on this pipe until init's observers run (they start threads,
-    // which must not exist at the fork).
+    // In a pod, the child installs the filter and hands its listener back over `pair`, then
+    // waits on `gate` until init's observers run (they start threads, which must not exist
+    // at the fork).
     let mut gate = [-1 as libc::c_int; 2];
-    // SAFETY: pipe2 writes two fds into the array.
-    if observers.is_some() && unsafe { libc::pipe2(gate.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+    let mut pair = [-1 as libc::c_int; 2];
+    // SAFETY: pipe2 and socketpair write two fds into the arrays.
+    if observers.is_some()
+        && unsafe {
+            libc::pipe2(gate.as_mut_ptr(), libc::O_CLOEXEC) != 0
+                || libc::socketpair(
+                    libc::AF_UNIX,
+                    libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                    0,
+                    pair.as_mut_ptr(),
+                ) != 0
+        }
+    {
         return Err(os_err("pipe"));
     }
     // SAFETY: init is single-threaded here (main.rs dispatches before any thread starts), so
@@ -374,6 +387,26 @@ fn supervise(
     }
     if child == 0 {
         if gate[0] >= 0 {
+            // SAFETY: closing init's end of the pair in the child; `pair[1]` is ours.
+            unsafe { libc::close(pair[0]) };
+            // SAFETY: `pair[1]` is a socket this child owns from here on.
+            let back = unsafe { UnixStream::from_raw_fd(pair[1]) };
+            // Init is not dumpable and the fork inherited that; init's observers (same uid) must
+            // read this process's memory at its first exec. The exec would reset it anyway.
+            // SAFETY: prctl with PR_SET_DUMPABLE and a constant argument; no pointers.
+            unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+            let handed = filter::install_with_listener(&filter::program())
+                .map_err(|e| e.to_string())
+                .and_then(|l| {
+                    ctl::send_with_fd(&back, b"L", l.as_fd()).map_err(|e| e.to_string())
+                });
+            // The listener is dropped here: the program exec'd below never holds it.
+            if let Err(e) = handed {
+                eprintln!("idagent guest-init: seccomp listener: {e}");
+                // SAFETY: _exit skips atexit handlers and stdio buffers inherited from init.
+                unsafe { libc::_exit(EXIT_SETUP) }
+            }
+            drop(back);
             let mut byte = 0u8;
             // SAFETY: one-byte read into a valid buffer from the pipe created above.
             let n = unsafe { libc::read(gate[0], (&mut byte as *mut u8).cast(), 1) };
@@ -386,14 +419,31 @@ fn supervise(
     }
     let mut finish: Option<Box<dyn FnOnce()>> = None;
     if let Some(start) = observers {
-        // SAFETY: closing our copy of the read end.
-        unsafe { libc::close(gate[0]) };
+        // SAFETY: closing our copies of the child's ends.
+        unsafe {
+            libc::close(gate[0]);
+            libc::close(pair[1]);
+        }
+        // SAFETY: `pair[0]` is init's end, owned from here on.
+        let back = unsafe { UnixStream::from_raw_fd(pair[0]) };
+        let listener = match ctl::recv_fd(&back) {
+            Ok(l) => l,
+            Err(e) => {
+                // SAFETY: kill/waitpid on the child we forked.
+                unsafe {
+                    libc::kill(child, libc::SIGKILL);
+                    libc::waitpid(child, std::ptr::null_mut(), 0);
+                }
+                return Err(InitError::Pod(format!("the command's seccomp listener: {e}")));
+            }
+        };
+        drop(back);
         let _ = ctl::send_report(
             // SAFETY: `ctl` is the open control socket for the whole of init's life.
             unsafe { std::os::fd::BorrowedFd::borrow_raw(ctl) },
             &ctl::InitReport::Main(child),
         );
-        match start(child) {
+        match start(listener, child) {
             Ok(f) => finish = Some(f),
             Err(e) => {
                 // SAFETY: kill/waitpid on the child we forked, which has not exec'd yet.

@@ -104,8 +104,24 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         .collect();
     let host_config = HostConfig {
         readonly_rootfs: Some(true),
-        network_mode: Some("none".into()),
+        network_mode: Some(if spec.network.is_empty() {
+            "none".into()
+        } else {
+            spec.network.clone()
+        }),
         cap_drop: Some(vec!["ALL".into()]),
+        cap_add: (!spec.cap_add.is_empty()).then(|| spec.cap_add.clone()),
+        devices: (!spec.devices.is_empty()).then(|| {
+            spec.devices
+                .iter()
+                .map(|d| bollard::models::DeviceMapping {
+                    path_on_host: Some(d.clone()),
+                    path_in_container: Some(d.clone()),
+                    cgroup_permissions: Some("rwm".into()),
+                })
+                .collect()
+        }),
+        sysctls: (!spec.sysctls.is_empty()).then(|| spec.sysctls.clone().into_iter().collect()),
         security_opt: Some(vec!["no-new-privileges:true".into()]),
         privileged: Some(false),
         memory: Some(spec.memory_bytes),
@@ -134,7 +150,7 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         working_dir: Some(spec.workdir.clone()),
         // Without it the engine names the UTS namespace after the container id, which no
         // /etc/hosts line knows: resolving it would be a DNS query out of the guest.
-        hostname: Some(spec.hostname.clone()),
+        hostname: (!spec.hostname.is_empty()).then(|| spec.hostname.clone()),
         labels: Some(spec.labels.clone().into_iter().collect()),
         network_disabled: Some(false),
         attach_stdout: Some(true),

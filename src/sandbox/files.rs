@@ -40,7 +40,7 @@ impl Stream {
         data: &[u8],
         term: &mut (dyn AsyncWrite + Unpin + Send),
         cap: u64,
-        audit: &AuditSink,
+        audit: Option<&AuditSink>,
     ) {
         let room = usize::try_from(cap.saturating_sub(self.kept)).unwrap_or(usize::MAX);
         let (keep, over) = data.split_at(data.len().min(room));
@@ -57,41 +57,53 @@ impl Stream {
         }
         if !over.is_empty() {
             if self.dropped == 0 {
-                audit.emit(EventBody::Notice(Notice {
-                    what: OUTPUT_CAP_NOTICE.into(),
-                    detail: format!(
-                        "{} reached its cap of {cap} bytes: the rest is dropped from {}.log and the terminal",
-                        self.name, self.name
-                    ),
-                }));
+                let detail = format!(
+                    "{} reached its cap of {cap} bytes: the rest is dropped from {}.log and the terminal",
+                    self.name, self.name
+                );
+                match audit {
+                    Some(audit) => audit.emit(EventBody::Notice(Notice {
+                        what: OUTPUT_CAP_NOTICE.into(),
+                        detail,
+                    })),
+                    None => eprintln!("idagent: {detail}"),
+                }
             }
             self.dropped += over.len() as u64;
         }
     }
 
-    async fn finish(&mut self, term: &mut (dyn AsyncWrite + Unpin + Send), audit: &AuditSink) {
+    async fn finish(
+        &mut self,
+        term: &mut (dyn AsyncWrite + Unpin + Send),
+        audit: Option<&AuditSink>,
+    ) {
         if let Some(rest) = self.escaper.as_mut().map(TermEscaper::finish) {
             let _ = term.write_all(rest.as_bytes()).await;
             let _ = term.flush().await;
         }
         if self.dropped > 0 {
-            audit.emit(EventBody::Notice(Notice {
-                what: OUTPUT_DROPPED_NOTICE.into(),
-                detail: format!(
-                    "{}: {} bytes dropped after the cap ({} kept)",
-                    self.name, self.dropped, self.kept
-                ),
-            }));
+            let detail = format!(
+                "{}: {} bytes dropped after the cap ({} kept)",
+                self.name, self.dropped, self.kept
+            );
+            match audit {
+                Some(audit) => audit.emit(EventBody::Notice(Notice {
+                    what: OUTPUT_DROPPED_NOTICE.into(),
+                    detail,
+                })),
+                None => eprintln!("idagent: {detail}"),
+            }
         }
     }
 }
 
 /// Copies the guest's output to our stdout/stderr and to `stdout.log`/`stderr.log`, at most
 /// `cap` bytes of each stream.
-pub(super) async fn forward_output(
+pub(crate) async fn forward_output(
     mut rx: tokio::sync::mpsc::Receiver<Output>,
     run_dir: PathBuf,
-    audit: AuditSink,
+    audit: Option<AuditSink>,
     cap: u64,
 ) {
     let open = |name: &str| {
@@ -128,12 +140,12 @@ pub(super) async fn forward_output(
     let (mut stdout, mut stderr) = (tokio::io::stdout(), tokio::io::stderr());
     while let Some(chunk) = rx.recv().await {
         match &chunk {
-            Output::Stdout(d) => out.write(d, &mut stdout, cap, &audit).await,
-            Output::Stderr(d) => err.write(d, &mut stderr, cap, &audit).await,
+            Output::Stdout(d) => out.write(d, &mut stdout, cap, audit.as_ref()).await,
+            Output::Stderr(d) => err.write(d, &mut stderr, cap, audit.as_ref()).await,
         }
     }
-    out.finish(&mut stdout, &audit).await;
-    err.finish(&mut stderr, &audit).await;
+    out.finish(&mut stdout, audit.as_ref()).await;
+    err.finish(&mut stderr, audit.as_ref()).await;
 }
 
 /// Makes guest output inert for a terminal: C0 controls but `\n` and `\t`, DEL and C1

@@ -19,7 +19,7 @@ if [ "$mode" = test ]; then
   have chromium || need+=(chromium)
   have python3 || need+=(python3)
   # The gRPC and HTTP/2 test servers run on Debian's own Python (/usr/bin/python3).
-  for pkg in python3-grpcio python3-h2; do
+  for pkg in python3-grpcio python3-h2 python3-pip; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
   done
 fi
@@ -32,6 +32,18 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# tests/k8s_manifest.rs checks `idagent k8s manifest` against the Kubernetes API schemas with
+# kubernetes-validate (PyPI; Debian has no package), in Debian's Python like the test servers.
+if [ "$mode" = test ] && ! /usr/bin/python3 -c 'import kubernetes_validate' >/dev/null 2>&1; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: missing kubernetes-validate; run as root (or: sudo /usr/bin/python3 -m pip install --break-system-packages kubernetes-validate==1.37.0)" >&2
+    exit 1
+  fi
+  echo "setup: installing kubernetes-validate"
+  /usr/bin/python3 -m pip install --quiet --root-user-action=ignore --break-system-packages \
+    kubernetes-validate==1.37.0
 fi
 
 if ! docker info >/dev/null 2>&1; then

@@ -60,12 +60,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             .map_err(|e| (e, None)),
         Command::K8s {
             command: idagent::cli::K8sCommand::Manifest(args),
-        } => match idagent::k8s::manifest(&args) {
+        } => match idagent::k8s::manifest(*args) {
             Ok(text) => {
                 print!("{text}");
                 Ok(ExitCode::SUCCESS)
             }
-            Err(e) => Err((anyhow::anyhow!(e), None)),
+            Err(e) => Err((e.into(), None)),
         },
         Command::Gc => {
             require_root()?;

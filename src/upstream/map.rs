@@ -252,6 +252,11 @@ impl UpstreamMap {
         self.entries.keys().any(|(h, _)| *h == host)
     }
 
+    /// Every address the map sends dials to (what a pod's NetworkPolicy must let through).
+    pub fn targets(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.entries.values().copied()
+    }
+
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -408,6 +408,13 @@ pub struct AuditArgs {
     /// The source checkout holding victims/ (and Dockerfile.guest).
     #[arg(long, env = "IDAGENT_SOURCE")]
     pub context: Option<PathBuf>,
+    /// `pod`: run each victim in the Kubernetes pod topology on Docker, the fakes on an
+    /// internal network of their own (see README "Kubernetes").
+    #[arg(long, value_enum, default_value = "docker")]
+    pub topology: Topology,
+    /// Run the victims under this policy (e.g. one `policy learn` made from an earlier audit).
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 }
 
 #[derive(Debug, Args)]

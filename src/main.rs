@@ -292,10 +292,37 @@ async fn audit(docker_host: &str, args: idagent::cli::AuditArgs) -> Result<ExitC
         http2: false,
         snaplen: 0,
     };
+    let pod = args.topology == idagent::cli::Topology::Pod;
+    let service = match (pod, args.real) {
+        (true, true) => {
+            return Err((
+                anyhow::anyhow!("--real with --topology pod is not supported"),
+                Some("the pod audit runs against the fakes on an internal network".into()),
+            ))
+        }
+        (true, false) => {
+            let rt = connect(docker_host).await?;
+            let id = idagent::audit::RunId::generate();
+            Some(
+                idagent::pod::docker::ServiceNet::create(&rt, &id)
+                    .await
+                    .map_err(|e| (e, None))?,
+            )
+        }
+        (false, _) => None,
+    };
+    let policy = idagent::enforce::load_run_policy(&args.policy).map_err(|e| (e.into(), None))?;
     let fakes = if args.real {
         None
     } else {
-        let fakes = idagent_fakes::start(&root.join("fakes"))
+        let listen = match &service {
+            Some(s) => idagent_fakes::Listen {
+                ip: s.ip,
+                netns: Some(s.netns()),
+            },
+            None => idagent_fakes::Listen::default(),
+        };
+        let fakes = idagent_fakes::start_on(&root.join("fakes"), &listen)
             .await
             .map_err(|e| (anyhow::anyhow!("start the fake upstreams: {e}"), None))?;
         net.upstream_map = fakes.upstream_map_args();
@@ -321,16 +348,27 @@ async fn audit(docker_host: &str, args: idagent::cli::AuditArgs) -> Result<ExitC
             }
             _ => Default::default(),
         };
-        let cfg = RunConfig::for_victim(
+        let mut cfg = RunConfig::for_victim(
             &context.join("victims").join(victim.dir_name()),
             net.clone(),
             run_dir.clone(),
             env,
         )
         .map_err(|e| (e.into(), None))?;
+        cfg.policy = policy.clone();
+        if let Some(s) = &service {
+            cfg.topology = idagent::cli::Topology::Pod;
+            cfg.pod_network = s.network.clone();
+        }
         ensure_image(&rt, &cfg).await?;
         eprintln!("idagent: audit: running {} …", victim.dir_name());
-        if let Err(e) = sandbox::run(&rt, &cfg).await {
+        let ran = match cfg.topology {
+            idagent::cli::Topology::Docker => {
+                sandbox::run(&rt, &cfg).await.map_err(anyhow::Error::from)
+            }
+            idagent::cli::Topology::Pod => idagent::pod::docker::run(&rt, &cfg).await,
+        };
+        if let Err(e) = ran {
             eprintln!("idagent: audit: {} failed to run: {e:#}", victim.dir_name());
         }
         let events = read_events(&run_dir.join("audit.jsonl"));
@@ -338,6 +376,9 @@ async fn audit(docker_host: &str, args: idagent::cli::AuditArgs) -> Result<ExitC
     }
     if let Some(f) = fakes {
         f.shutdown().await;
+    }
+    if let Some(s) = service {
+        s.remove(&rt).await;
     }
     let verdict = AuditVerdict::new(verdicts, if args.real { "real" } else { "fakes" });
     println!("{}", verdict.render());

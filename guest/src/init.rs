@@ -397,9 +397,7 @@ fn supervise(
             unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
             let handed = filter::install_with_listener(&filter::program())
                 .map_err(|e| e.to_string())
-                .and_then(|l| {
-                    ctl::send_with_fd(&back, b"L", l.as_fd()).map_err(|e| e.to_string())
-                });
+                .and_then(|l| ctl::send_with_fd(&back, b"L", l.as_fd()).map_err(|e| e.to_string()));
             // The listener is dropped here: the program exec'd below never holds it.
             if let Err(e) = handed {
                 eprintln!("idagent guest-init: seccomp listener: {e}");
@@ -434,7 +432,9 @@ fn supervise(
                     libc::kill(child, libc::SIGKILL);
                     libc::waitpid(child, std::ptr::null_mut(), 0);
                 }
-                return Err(InitError::Pod(format!("the command's seccomp listener: {e}")));
+                return Err(InitError::Pod(format!(
+                    "the command's seccomp listener: {e}"
+                )));
             }
         };
         drop(back);

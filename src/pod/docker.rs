@@ -250,6 +250,10 @@ async fn drive<R: ContainerRuntime>(
         let (runtime::Output::Stdout(d) | runtime::Output::Stderr(d)) = chunk;
         said.push_str(&String::from_utf8_lossy(&d));
     }
+    // One-shot: the container holding NET_ADMIN is gone before anything else starts.
+    if rt.remove(&init_id).await.is_ok() {
+        pod.containers.retain(|c| *c != init_id);
+    }
     if code != 0 {
         bail!("net-init failed (exit {code}): {}", said.trim());
     }
@@ -405,6 +409,82 @@ async fn relay_proxy_output(mut rx: tokio::sync::mpsc::Receiver<runtime::Output>
         let text = String::from_utf8_lossy(&d);
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             eprintln!("idagent: proxy: {line}");
+        }
+    }
+}
+
+/// A cluster network for hermetic pod runs, made with the engine: an internal Docker network
+/// (no route out of the host) with one "service" container on it, whose network namespace the
+/// caller's fake upstreams listen in. The pods' holders join the network, so the proxy reaches
+/// the fakes the way it reaches a cluster service: by the pod's real interface.
+#[derive(Debug)]
+pub struct ServiceNet {
+    pub network: String,
+    pub service: String,
+    /// The service container's address on the network.
+    pub ip: std::net::IpAddr,
+    pid: i32,
+}
+
+impl ServiceNet {
+    pub async fn create(
+        rt: &crate::runtime::docker::DockerRuntime,
+        run_id: &RunId,
+    ) -> anyhow::Result<Self> {
+        let network = format!("idagent-net-{run_id}");
+        let labels: std::collections::HashMap<String, String> =
+            labels(run_id, "network").into_iter().collect();
+        rt.client()
+            .create_network(bollard::models::NetworkCreateRequest {
+                name: network.clone(),
+                internal: Some(true),
+                labels: Some(labels),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("create network {network}"))?;
+        let made = async {
+            let mut spec = base_spec(run_id, "upstreams", POD_IMAGE)?;
+            spec.cmd = vec!["pause".into()];
+            spec.network = network.clone();
+            let id = rt.create(&spec).await?;
+            rt.start(&id).await?;
+            let pid = rt.init_pid(&id).await?;
+            let info = rt.client().inspect_container(&id, None).await?;
+            let ip = info
+                .network_settings
+                .and_then(|n| n.networks)
+                .and_then(|mut n| n.remove(&network))
+                .and_then(|e| e.ip_address)
+                .and_then(|ip| ip.parse().ok())
+                .ok_or_else(|| anyhow!("the service container has no address on {network}"))?;
+            Ok::<_, anyhow::Error>((id, pid, ip))
+        }
+        .await;
+        match made {
+            Ok((service, pid, ip)) => Ok(ServiceNet {
+                network,
+                service,
+                ip,
+                pid,
+            }),
+            Err(e) => {
+                let _ = rt.client().remove_network(&network).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The service container's network namespace, for `setns(2)`.
+    pub fn netns(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/net", self.pid))
+    }
+
+    pub async fn remove(self, rt: &crate::runtime::docker::DockerRuntime) {
+        let _ = rt.kill(&self.service).await;
+        let _ = rt.remove(&self.service).await;
+        if let Err(e) = rt.client().remove_network(&self.network).await {
+            warn!(network = %self.network, error = %e, "remove network");
         }
     }
 }

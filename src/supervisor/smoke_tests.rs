@@ -48,11 +48,15 @@ fn become_guest(ctl: &Path, dir: &Path, script: &str) -> ! {
         // SAFETY: _exit in a forked child.
         unsafe { libc::_exit(99) };
     }
-    idagent_guest::init::run(&InitArgs {
-        ctl: ctl.to_owned(),
-        command: vec!["/bin/sh".into(), "-c".into(), script.into()],
-        landlock: None,
-    })
+    idagent_guest::init::run(
+        &InitArgs {
+            ctl: ctl.to_owned(),
+            command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            landlock: None,
+            pod: false,
+        },
+        None,
+    )
 }
 
 /// Waits for `pid` for at most `timeout` (pidfd + poll, no sleeps); its wait status.

@@ -87,8 +87,8 @@ pub enum FakesError {
     /// rustls refused the server configuration.
     #[error("build the TLS server config")]
     TlsConfig(#[source] rustls::Error),
-    /// No port could be bound on 127.0.0.1.
-    #[error("bind 127.0.0.1 for {server}")]
+    /// No port could be bound.
+    #[error("bind a port for {server}")]
     Bind {
         server: FakeServer,
         #[source]
@@ -124,9 +124,32 @@ pub struct Fakes {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// Where the fakes listen: 127.0.0.1 by default; a test of the pod topology puts them at a
+/// container's address, in that container's network namespace (`/proc/<pid>/ns/net`), so they
+/// are reached the way a cluster service is: by the pod's real interface.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    pub ip: std::net::IpAddr,
+    pub netns: Option<PathBuf>,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            ip: Ipv4Addr::LOCALHOST.into(),
+            netns: None,
+        }
+    }
+}
+
 /// Starts the fakes, writing the CA, the leaves and the upstream map into `dir` (created if
 /// missing; a `ca-key.pem` already there is reused). Must run inside a tokio runtime.
 pub async fn start(dir: &Path) -> Result<Fakes, FakesError> {
+    start_on(dir, &Listen::default()).await
+}
+
+/// [`start`], listening as `listen` says.
+pub async fn start_on(dir: &Path, listen: &Listen) -> Result<Fakes, FakesError> {
     let dir = std::path::absolute(dir).map_err(|source| FakesError::CreateDir {
         path: dir.to_owned(),
         source,
@@ -140,6 +163,7 @@ pub async fn start(dir: &Path) -> Result<Fakes, FakesError> {
     let mut spawn = |server, tls: Option<Arc<rustls::ServerConfig>>| {
         spawn_server(
             server,
+            listen,
             tls.map(TlsAcceptor::from),
             &shared,
             &stop,
@@ -171,14 +195,30 @@ pub async fn start(dir: &Path) -> Result<Fakes, FakesError> {
 /// Binds a 127.0.0.1 ephemeral port for `server` and spawns its accept loop.
 fn spawn_server(
     server: FakeServer,
+    listen: &Listen,
     tls: Option<TlsAcceptor>,
     shared: &Arc<Shared>,
     stop: &watch::Receiver<()>,
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> Result<SocketAddr, FakesError> {
     let bind_err = |source| FakesError::Bind { server, source };
-    // std's bind is synchronous and instant for loopback; it keeps this function non-async.
-    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(bind_err)?;
+    // std's bind is synchronous and instant; it keeps this function non-async. A socket stays
+    // in the namespace it was made in, so only the bind needs the thread that joined it.
+    let listener = match &listen.netns {
+        None => std::net::TcpListener::bind((listen.ip, 0)).map_err(bind_err)?,
+        Some(ns) => {
+            let (ns, ip) = (ns.clone(), listen.ip);
+            std::thread::spawn(move || {
+                let file = std::fs::File::open(&ns)?;
+                nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)?;
+                std::net::TcpListener::bind((ip, 0))
+            })
+            .join()
+            .map_err(|_| bind_err(std::io::Error::other("bind thread panicked")))?
+            .map_err(bind_err)?
+        }
+    };
     listener.set_nonblocking(true).map_err(bind_err)?;
     let listener = TcpListener::from_std(listener).map_err(bind_err)?;
     let addr = listener.local_addr().map_err(bind_err)?;
@@ -311,6 +351,11 @@ pub struct FakesHandle {
 /// [`start`] on a new thread with its own current-thread runtime; returns once the fakes
 /// listen (or failed to).
 pub fn start_blocking(dir: &Path) -> Result<FakesHandle, FakesError> {
+    start_blocking_on(dir, Listen::default())
+}
+
+/// [`start_blocking`], listening as `listen` says.
+pub fn start_blocking_on(dir: &Path, listen: Listen) -> Result<FakesHandle, FakesError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -322,7 +367,7 @@ pub fn start_blocking(dir: &Path) -> Result<FakesHandle, FakesError> {
         .name("idagent-fakes".to_owned())
         .spawn(move || {
             runtime.block_on(async move {
-                let fakes = match start(&dir).await {
+                let fakes = match start_on(&dir, &listen).await {
                     Ok(fakes) => fakes,
                     Err(e) => {
                         let _ = started_tx.send(Err(e));

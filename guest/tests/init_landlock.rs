@@ -27,11 +27,15 @@ fn child_becomes_init() {
     let (Some(ctl), Some(plan), Some(script)) = (parts.next(), parts.next(), parts.next()) else {
         std::process::exit(99);
     };
-    init::run(&InitArgs {
-        ctl: PathBuf::from(ctl),
-        landlock: Some(PathBuf::from(plan)),
-        command: vec!["/bin/sh".into(), "-c".into(), script.into()],
-    })
+    init::run(
+        &InitArgs {
+            ctl: PathBuf::from(ctl),
+            landlock: Some(PathBuf::from(plan)),
+            pod: false,
+            command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        },
+        None,
+    )
 }
 
 fn spawn_init(ctl: &Path, plan: &Path, script: &str) -> std::process::Child {

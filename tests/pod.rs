@@ -1,0 +1,250 @@
+//! Issue 11's acceptance in the real topology: the three victims run in the Kubernetes pod
+//! topology built with the Docker engine (holder, net-init with NET_ADMIN only, a proxy without
+//! capabilities, the agent in its own pid namespace), against the fakes on an internal network
+//! of their own, observed and then enforced — with the same assertions as the Docker mode:
+//! requests logged and decrypted, writes outside the workspace refused, the policy enforced,
+//! nothing reaching an unmapped address, nothing left behind.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+
+const VICTIMS: [&str; 3] = ["python-scrape", "node-openai", "go-escape"];
+
+fn audit(root: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(IDAGENT)
+        .args(["audit", "--topology", "pod", "--run-root"])
+        .arg(root)
+        .args(extra)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("idagent audit");
+    let text = format!(
+        "{}\n--- stderr ---\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+fn log(root: &Path, victim: &str) -> Vec<Value> {
+    read_audit(&root.join(victim).join("audit.jsonl"))
+}
+
+fn kinds<'a>(events: &'a [Value], kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+    events.iter().filter(move |e| e["kind"] == kind)
+}
+
+/// The invariants every run's log keeps, checked on a pod run: contiguous `seq`, `run_start`
+/// first and `run_end` last, the observers said, the run's containers and network gone.
+fn check_pod_log(events: &[Value], what: &str) {
+    assert!(!events.is_empty(), "{what}: empty log");
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["seq"].as_u64(), Some(i as u64 + 1), "{what}: seq hole");
+    }
+    let start = &events[0];
+    assert_eq!(start["kind"], "run_start", "{what}");
+    assert!(
+        start["container"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("pod:")),
+        "{what}: {start}"
+    );
+    let obs = &start["observation"];
+    assert_eq!(obs["seccomp"], true, "{what}: {obs}");
+    assert_eq!(obs["fswatch"], true, "{what}: {obs}");
+    // Said, never silent: a pod is not the initial network namespace.
+    assert_eq!(obs["proc_connector"], false, "{what}: {obs}");
+    assert_eq!(obs["exits"], "init+seccomp", "{what}: {obs}");
+    assert!(
+        obs["missing"].as_array().is_some_and(|m| m
+            .iter()
+            .any(|s| s.as_str().is_some_and(|s| s.contains("proc connector")))),
+        "{what}: {obs}"
+    );
+    let end = events.last().expect("last");
+    assert_eq!(end["kind"], "run_end", "{what}");
+    assert_eq!(end["reason"], "exited", "{what}: {end}");
+    let run = start["run"].as_str().expect("run id");
+    assert_no_leftovers(run);
+    // Every exec of the run is recorded by the agent's own supervisor, the command's first.
+    assert!(kinds(events, "exec").next().is_some(), "{what}: no exec");
+    // Hermetic: every TCP flow that left idagent's stack went to a mapped fake.
+    for tcp in kinds(events, "tcp").filter(|e| e["phase"] == "open") {
+        let name = tcp["name"].as_str().unwrap_or_default();
+        assert!(
+            ["www.google.com", "api.openai.com"].contains(&name),
+            "{what}: a flow to an unmapped destination: {tcp}"
+        );
+    }
+}
+
+fn no_networks_left() {
+    let out = Command::new("docker")
+        .args(["network", "ls", "--format", "{{.Name}}"])
+        .output()
+        .expect("docker network ls");
+    let names = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !names.lines().any(|n| n.starts_with("idagent-net-")),
+        "a pod network left behind: {names}"
+    );
+}
+
+#[test]
+fn the_three_victims_pass_in_the_pod_topology_observed_then_enforced() {
+    ensure_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // Observe.
+    let observed = dir.path().join("observe");
+    let (code, text) = audit(&observed, &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("VERDICT: PASS"), "{text}");
+    for v in VICTIMS {
+        check_pod_log(&log(&observed, v), v);
+    }
+    // Requests logged and decrypted from the proxy's capture.
+    let py = log(&observed, "python-scrape");
+    assert!(kinds(&py, "http").any(|e| e["method"] == "GET"
+        && e["url"] == "https://www.google.com/"
+        && e["status"] == 200));
+    assert_eq!(
+        tshark(
+            &observed.join("python-scrape/traffic.pcapng"),
+            &["http.request.method", "http.request.full_uri"],
+            "http.request"
+        ),
+        ["GET https://www.google.com/"]
+    );
+    // The page written in the agent's workspace is recorded with its hash.
+    assert!(
+        kinds(&py, "file").any(|e| e["path"] == "/tmp/workspace/google.html"
+            && e["outcome"] == "ok"
+            && e["sha256"] == sha256_hex(idagent_fakes::google_html()))
+    );
+    let node = log(&observed, "node-openai");
+    let post = kinds(&node, "http")
+        .find(|e| e["method"] == "POST" && e["url"] == "https://api.openai.com/v1/chat/completions")
+        .expect("the OpenAI call");
+    assert_eq!(post["status"], 200);
+    // Writes outside the workspace refused by the kernel (read-only root), and logged.
+    let go = log(&observed, "go-escape");
+    for path in [
+        "/etc/idagent-escape",
+        "/usr/local/bin/idagent-escape",
+        "/idagent-escape",
+    ] {
+        assert!(
+            kinds(&go, "file")
+                .any(|e| e["path"] == path && e["outcome"] == "denied" && e["errno"] == "EROFS"),
+            "{path} not denied"
+        );
+        assert!(!Path::new(path).exists(), "{path} on the host");
+    }
+
+    // Learn over the pod runs, then enforce: the victims do only what they did, so they pass,
+    // and every decision is an allow.
+    let policy = dir.path().join("policy.yaml");
+    let st = Command::new(IDAGENT)
+        .args(["policy", "learn"])
+        .arg(&observed)
+        .arg("-o")
+        .arg(&policy)
+        .status()
+        .expect("policy learn");
+    assert!(st.success());
+    let enforced = dir.path().join("enforce");
+    let p = policy.to_str().expect("utf-8 path");
+    let (code, text) = audit(&enforced, &["--policy", p, "--mode", "enforce"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("VERDICT: PASS"), "{text}");
+    for v in VICTIMS {
+        let events = log(&enforced, v);
+        check_pod_log(&events, v);
+        assert_eq!(events[0]["observation"]["landlock"], true, "{v}");
+        let decisions: Vec<&Value> = kinds(&events, "decision").collect();
+        assert!(!decisions.is_empty(), "{v}: no decision recorded");
+        for d in decisions {
+            assert_eq!(d["verdict"], "allow", "{v}: {d}");
+        }
+    }
+
+    // A policy learned without the Python run: its exec is refused by Landlock in the agent
+    // (the kernel, not a check of ours), and nothing of it reaches the fake.
+    let narrow = dir.path().join("narrow.yaml");
+    let st = Command::new(IDAGENT)
+        .args(["policy", "learn"])
+        .arg(observed.join("node-openai"))
+        .arg(observed.join("go-escape"))
+        .arg("-o")
+        .arg(&narrow)
+        .status()
+        .expect("policy learn");
+    assert!(st.success());
+    let refused = dir.path().join("narrow");
+    let n = narrow.to_str().expect("utf-8 path");
+    let (code, text) = audit(&refused, &["--policy", n, "--mode", "enforce"]);
+    assert_ne!(code, Some(0), "{text}");
+    assert!(text.contains("python-scrape — FAIL"), "{text}");
+    let py = log(&refused, "python-scrape");
+    check_pod_log(&py, "python-scrape (narrow)");
+    assert!(
+        kinds(&py, "decision").any(|d| d["layer"] == "exec" && d["verdict"] == "deny"),
+        "no exec denial"
+    );
+    assert!(
+        kinds(&py, "exec").any(|e| e["error"] == "EACCES"),
+        "the refused exec is not recorded"
+    );
+    assert!(kinds(&py, "http").next().is_none(), "python ran anyway");
+    // The other two still pass under it.
+    for v in ["node-openai", "go-escape"] {
+        assert!(text.contains(&format!("{v} — PASS")), "{text}");
+    }
+    no_networks_left();
+}
+
+#[test]
+fn a_pod_run_that_cannot_start_says_why_in_one_line_and_leaves_nothing() {
+    ensure_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A network that does not exist: the holder cannot be created.
+    let out = Command::new(IDAGENT)
+        .args([
+            "run",
+            "--topology",
+            "pod",
+            "--pod-network",
+            "idagent-no-such-network",
+            "--offline",
+            "--run-dir",
+        ])
+        .arg(dir.path().join("run"))
+        .args(["--image", GUEST_IMAGE, "--", "true"])
+        .output()
+        .expect("idagent run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("idagent: error:") && last.contains("idagent-no-such-network"),
+        "{err}"
+    );
+    let ps = Command::new("docker")
+        .args(["ps", "-aq", "--filter", "label=idagent.pod-role"])
+        .output()
+        .expect("docker ps");
+    assert!(ps.stdout.is_empty(), "pod containers left behind");
+    // The same with the workspace seeded: refused before anything exists.
+    let out = Command::new(IDAGENT)
+        .args(["run", "--topology", "pod", "--offline", "--workspace"])
+        .arg(dir.path())
+        .args(["--image", GUEST_IMAGE, "--", "true"])
+        .output()
+        .expect("idagent run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--workspace"));
+}

@@ -114,7 +114,77 @@ pub async fn build(
             reason: format!("tag latest: {e}"),
         })?;
     eprintln!("idagent: built {tag} and {GUEST_REPO}:latest");
+    build_pod_image(rt, &tag).await?;
     Ok(tag)
+}
+
+/// The image `idagent k8s manifest` names (`--idagent-image`, default `idagent:latest`): the
+/// guest image (it has `ip` and `iptables`, which net-init runs) with this idagent binary at
+/// `/usr/local/bin/idagent`, running as the proxy's uid by default.
+pub const POD_REPO: &str = "idagent";
+
+async fn build_pod_image(rt: &DockerRuntime, guest_tag: &str) -> Result<(), ImageError> {
+    let tag = format!("{POD_REPO}:{}", env!("CARGO_PKG_VERSION"));
+    let exe = std::env::current_exe().map_err(|e| ImageError::Build {
+        image: tag.clone(),
+        reason: format!("locate idagent's own binary: {e}"),
+    })?;
+    let dockerfile = format!(
+        "FROM {guest_tag}\nCOPY idagent /usr/local/bin/idagent\nUSER {}:{}\n",
+        crate::pod::PROXY_UID,
+        crate::pod::PROXY_GID
+    );
+    let pack = || -> std::io::Result<Vec<u8>> {
+        let mut b = tar::Builder::new(Vec::new());
+        // The engine's tar reader refuses GNU sparse entries (type 'S').
+        b.sparse(false);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(dockerfile.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        b.append_data(&mut header, "Dockerfile", dockerfile.as_bytes())?;
+        let mut f = std::fs::File::open(&exe)?;
+        b.append_file("idagent", &mut f)?;
+        b.into_inner()
+    };
+    let body = pack().map_err(|e| ImageError::Build {
+        image: tag.clone(),
+        reason: format!("pack the build context: {e}"),
+    })?;
+    let opts = BuildImageOptionsBuilder::default()
+        .dockerfile("Dockerfile")
+        .t(&tag)
+        .rm(true)
+        .forcerm(true)
+        .build();
+    let mut stream = rt
+        .client()
+        .build_image(opts, None, Some(bollard::body_full(body.into())));
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| ImageError::Build {
+            image: tag.clone(),
+            reason: e.to_string(),
+        })?;
+        if let Some(err) = info.error_detail.and_then(|d| d.message) {
+            return Err(ImageError::Build {
+                image: tag,
+                reason: err,
+            });
+        }
+    }
+    let tag_opts = TagImageOptionsBuilder::default()
+        .repo(POD_REPO)
+        .tag("latest")
+        .build();
+    rt.client()
+        .tag_image(&tag, Some(tag_opts))
+        .await
+        .map_err(|e| ImageError::Build {
+            image: tag.clone(),
+            reason: format!("tag latest: {e}"),
+        })?;
+    eprintln!("idagent: built {tag} and {POD_REPO}:latest (for `idagent k8s manifest`)");
+    Ok(())
 }
 
 async fn choose_base(

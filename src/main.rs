@@ -72,7 +72,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             let rt = connect(&cli.docker_host).await?;
             let removed = runtime::gc(&rt, false).await.map_err(runtime_failure)?;
             idagent::sandbox::gc_ctl_dirs();
-            println!("idagent: removed {} leftover container(s)", removed.len());
+            let networks = idagent::pod::docker::gc_networks(&rt).await;
+            println!(
+                "idagent: removed {} leftover container(s) and {} network(s)",
+                removed.len(),
+                networks.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Image {
@@ -272,6 +277,7 @@ async fn audit(docker_host: &str, args: idagent::cli::AuditArgs) -> Result<ExitC
     let rt = connect(docker_host).await?;
     runtime::gc(&rt, false).await.map_err(runtime_failure)?;
     sandbox::gc_ctl_dirs();
+    idagent::pod::docker::gc_networks(&rt).await;
     let context = image::resolve_context(args.context.as_deref()).map_err(|e| (e.into(), None))?;
     let root = args.run_root.clone().unwrap_or_else(|| {
         std::path::PathBuf::from("captures")

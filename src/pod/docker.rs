@@ -488,3 +488,32 @@ impl ServiceNet {
         }
     }
 }
+
+/// Removes pod networks (label `idagent`) whose idagent process is gone — after their
+/// containers, which `runtime::gc` removes first. Returns the names removed.
+pub async fn gc_networks(rt: &crate::runtime::docker::DockerRuntime) -> Vec<String> {
+    let filters: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::from([(
+        "label".to_owned(),
+        vec![runtime::LABEL.to_owned()],
+    )]);
+    let opts = bollard::query_parameters::ListNetworksOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    let Ok(list) = rt.client().list_networks(Some(opts)).await else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for net in list {
+        let labels = net.labels.unwrap_or_default();
+        let alive = labels
+            .get(runtime::LABEL_OWNER_PID)
+            .and_then(|p| p.parse::<i32>().ok())
+            .is_some_and(runtime::process_is_idagent);
+        if let (false, Some(name)) = (alive, net.name) {
+            if rt.client().remove_network(&name).await.is_ok() {
+                removed.push(name);
+            }
+        }
+    }
+    removed
+}

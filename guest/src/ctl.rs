@@ -454,10 +454,12 @@ pub fn send_hello(
     send_with_fd(stream, line.as_bytes(), listener)
 }
 
-/// Receives one fd sent with [`send_with_fd`] (a pod's child handing its listener to init).
-pub fn recv_fd(stream: &UnixStream) -> Result<OwnedFd, CtlError> {
+/// Receives what a pod's child sent about its seccomp listener: the fd (sent with
+/// [`send_with_fd`]), or `N <reason>` without one when the kernel has no seccomp user
+/// notification (gVisor): then `Ok(Err(reason))`, and the run goes on without the supervisor.
+pub fn recv_fd(stream: &UnixStream) -> Result<Result<OwnedFd, String>, CtlError> {
     let mut fds = Vec::new();
-    let mut buf = [0u8; 16];
+    let mut buf = [0u8; 256];
     let n = recv_with_fds(stream.as_fd(), &mut buf, &mut fds)?;
     if n == 0 {
         return Err(CtlError::Closed("listener hand-over"));
@@ -466,8 +468,13 @@ pub fn recv_fd(stream: &UnixStream) -> Result<OwnedFd, CtlError> {
     match (fds.next(), fds.len()) {
         (Some(fd), 0) => {
             check_listener(&fd)?;
-            Ok(fd)
+            Ok(Ok(fd))
         }
+        (None, 0) if buf[0] == b'N' => Ok(Err(String::from_utf8_lossy(&buf[1..n])
+            .trim()
+            .chars()
+            .filter(|c| !c.is_control())
+            .collect())),
         (first, rest) => Err(CtlError::FdCount(usize::from(first.is_some()) + rest)),
     }
 }

@@ -64,7 +64,8 @@ pub struct InitArgs {
 /// it), and sends their records to the proxy over the event socket.
 #[derive(Debug)]
 pub struct PodStart {
-    pub listener: std::os::fd::OwnedFd,
+    /// The command's seccomp listener, or why the kernel gave none (gVisor).
+    pub listener: Result<std::os::fd::OwnedFd, String>,
     pub events: UnixStream,
     /// The control volume (policy, plan, CA files), read-only here.
     pub ctl_dir: PathBuf,
@@ -314,7 +315,10 @@ fn supervise(
     plan: Option<&Plan>,
     ctl: libc::c_int,
     observers: Option<
-        impl FnOnce(std::os::fd::OwnedFd, libc::pid_t) -> Result<Box<dyn FnOnce()>, String>,
+        impl FnOnce(
+            Result<std::os::fd::OwnedFd, String>,
+            libc::pid_t,
+        ) -> Result<Box<dyn FnOnce()>, String>,
     >,
 ) -> Result<i32, InitError> {
     let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
@@ -395,9 +399,28 @@ fn supervise(
             // read this process's memory at its first exec. The exec would reset it anyway.
             // SAFETY: prctl with PR_SET_DUMPABLE and a constant argument; no pointers.
             unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
-            let handed = filter::install_with_listener(&filter::program())
-                .map_err(|e| e.to_string())
-                .and_then(|l| ctl::send_with_fd(&back, b"L", l.as_fd()).map_err(|e| e.to_string()));
+            // No new privileges whatever happens next: it is not the filter's to give.
+            // SAFETY: prctl with integer arguments only.
+            if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+                eprintln!(
+                    "idagent guest-init: no_new_privs: {}",
+                    std::io::Error::last_os_error()
+                );
+                // SAFETY: _exit skips atexit handlers and stdio buffers inherited from init.
+                unsafe { libc::_exit(EXIT_SETUP) }
+            }
+            let handed = match filter::install_with_listener(&filter::program()) {
+                Ok(l) => ctl::send_with_fd(&back, b"L", l.as_fd()).map_err(|e| e.to_string()),
+                // A kernel without seccomp user notification (gVisor): the command runs
+                // unobserved by the supervisor, and init tells the proxy, which says so in the
+                // log. The read-only root and the missing capabilities still refuse.
+                Err(e) => {
+                    use std::io::Write;
+                    (&back)
+                        .write_all(format!("N {e}").as_bytes())
+                        .map_err(|e| e.to_string())
+                }
+            };
             // The listener is dropped here: the program exec'd below never holds it.
             if let Err(e) = handed {
                 eprintln!("idagent guest-init: seccomp listener: {e}");

@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 /// has exited (init exits after it; the proxy is waiting for both).
 pub const FINISH_WITHIN: Duration = Duration::from_secs(30);
 
+/// The notice the agent's init sends when the kernel gave the command no seccomp listener.
+pub const SECCOMP_MISSING_NOTICE: &str = "observer_missing_seccomp";
+
 /// The hook `guest-init --pod` calls ([`idagent_guest::init::PodHook`]).
 pub fn start(pod: PodStart) -> Result<Box<dyn FnOnce()>, String> {
     let relay = AuditSink::relay(pod.events, crate::audit::DEFAULT_AUDIT_QUEUE)
@@ -52,28 +55,46 @@ pub fn start(pod: PodStart) -> Result<Box<dyn FnOnce()>, String> {
     let known = Arc::new(crate::redact::KnownSecrets::new(None));
     known.learn_env(&std::env::vars().collect());
     let attribution = Arc::new(Attribution::default());
-    let sup = supervisor::spawn(
-        pod.listener,
-        sink.clone(),
-        attribution.clone(),
-        enforcer.clone(),
-        // No proc connector in a pod: each process's exit_group is its exit record.
-        supervisor::SupervisorOptions { exits: true },
-    )
-    .map_err(|e| format!("supervisor: {e}"))?;
-    sup.exec_confirm().set_known(known);
-    if policy
-        .as_ref()
-        .is_some_and(|p| p.fs_plan().exec_mode == idagent_policy::Mode::Enforce)
-    {
-        let guard = procevents::ExecGuard {
-            enforcer: Some(enforcer),
-            confirm: Some(sup.exec_confirm()),
-        };
-        sup.exec_confirm()
-            .set_guard(Box::new(move |pid, exe, guest| {
-                guard.check(pid, exe, guest)
+    let sup = match pod.listener {
+        Ok(listener) => Some(
+            supervisor::spawn(
+                listener,
+                sink.clone(),
+                attribution.clone(),
+                enforcer.clone(),
+                // No proc connector in a pod: each process's exit_group is its exit record.
+                supervisor::SupervisorOptions { exits: true },
+            )
+            .map_err(|e| format!("supervisor: {e}"))?,
+        ),
+        Err(reason) => {
+            // Said once, first: the proxy turns it into run_end's `observation`.
+            sink.emit(EventBody::Notice(Notice {
+                what: SECCOMP_MISSING_NOTICE.into(),
+                detail: format!(
+                    "no seccomp user notification in this kernel ({reason}): execs, write \
+                     attempts outside the workspace and exit_group are not observed; the \
+                     workspace watcher and init's exit reports still are"
+                ),
             }));
+            None
+        }
+    };
+    if let Some(sup) = &sup {
+        sup.exec_confirm().set_known(known);
+        if policy
+            .as_ref()
+            .is_some_and(|p| p.fs_plan().exec_mode == idagent_policy::Mode::Enforce)
+        {
+            let guard = procevents::ExecGuard {
+                enforcer: Some(enforcer),
+                confirm: Some(sup.exec_confirm()),
+            };
+            sup.exec_confirm()
+                .set_guard(Box::new(move |pid, exe, guest| {
+                    guard.check(pid, exe, guest)
+                }));
+        }
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

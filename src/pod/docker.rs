@@ -492,10 +492,8 @@ impl ServiceNet {
 /// Removes pod networks (label `idagent`) whose idagent process is gone — after their
 /// containers, which `runtime::gc` removes first. Returns the names removed.
 pub async fn gc_networks(rt: &crate::runtime::docker::DockerRuntime) -> Vec<String> {
-    let filters: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::from([(
-        "label".to_owned(),
-        vec![runtime::LABEL.to_owned()],
-    )]);
+    let filters: std::collections::HashMap<String, Vec<String>> =
+        std::collections::HashMap::from([("label".to_owned(), vec![runtime::LABEL.to_owned()])]);
     let opts = bollard::query_parameters::ListNetworksOptionsBuilder::default()
         .filters(&filters)
         .build();

@@ -152,7 +152,24 @@ pub async fn command(args: ProxyArgs) -> anyhow::Result<ExitCode> {
             detail,
         }));
     }
-    let result = serve(&args, &run_id, &run_dir, policy, landlock, &audit, &sink).await;
+    let degraded = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let result = serve(
+        &args,
+        &run_id,
+        &run_dir,
+        policy,
+        landlock,
+        &audit,
+        &sink,
+        degraded.clone(),
+    )
+    .await;
+    // What the agent's init said did not run (gVisor: no seccomp user notification).
+    let mut observation = observation;
+    for missing in degraded.lock().map(|d| d.clone()).unwrap_or_default() {
+        observation.seccomp = false;
+        observation.missing.push(missing);
+    }
     let (end, ending) = match result {
         Ok(done) => done,
         Err(e) => {
@@ -231,6 +248,7 @@ async fn serve(
     landlock: Option<idagent_guest::landlock::Plan>,
     audit: &AuditLog,
     sink: &AuditSink,
+    degraded: Arc<std::sync::Mutex<Vec<String>>>,
 ) -> anyhow::Result<(RunEnd, anyhow::Result<Ending>)> {
     let ctl = &args.ctl;
     for stale in [super::READY_FILE, super::CTL_SOCK, super::EVENTS_SOCK] {
@@ -354,7 +372,7 @@ async fn serve(
     }
     let reports = conn.reports().context("init reports")?;
     let reports = crate::sandbox::exits::spawn(reports, sink.clone());
-    let relayed = spawn_event_reader(events, sink.clone());
+    let relayed = spawn_event_reader(events, sink.clone(), degraded);
     conn.reply.go()?;
     info!("agent started");
     let both = tokio::task::spawn_blocking(move || {
@@ -454,6 +472,7 @@ fn relayable(body: &EventBody) -> bool {
 fn spawn_event_reader(
     stream: std::os::unix::net::UnixStream,
     sink: AuditSink,
+    degraded: Arc<std::sync::Mutex<Vec<String>>>,
 ) -> std::thread::JoinHandle<u64> {
     std::thread::Builder::new()
         .name("pod-events".into())
@@ -473,6 +492,13 @@ fn spawn_event_reader(
                     }
                     Ok(_) => match serde_json::from_slice::<EventBody>(&line) {
                         Ok(body) if relayable(&body) => {
+                            if let EventBody::Notice(n) = &body {
+                                if n.what == super::agent::SECCOMP_MISSING_NOTICE {
+                                    if let Ok(mut d) = degraded.lock() {
+                                        d.push(n.detail.clone());
+                                    }
+                                }
+                            }
                             sink.emit(body);
                             n += 1;
                         }

@@ -697,6 +697,41 @@ mod tests {
         }
     }
 
+    /// The manifest's proxy and net-init commands are what `idagent` itself parses (a flag
+    /// renamed in one place and not the other would fail here, not in a cluster).
+    #[test]
+    fn the_pods_commands_parse_as_idagent_commands() {
+        use clap::Parser;
+        let mut s = spec(&[
+            "--image",
+            "img",
+            "--offline",
+            "--upstream-map",
+            "a.example:443=10.1.2.3:443",
+            "--",
+            "node",
+            "x.js",
+        ]);
+        s.files.policy = Some("version: 1\n".into());
+        s.files.mode = Some(ModeArg::Enforce);
+        let argv = proxy_command(&s);
+        let cli = crate::cli::Cli::try_parse_from(&argv).expect("proxy command parses");
+        match cli.command {
+            crate::cli::Command::Proxy(p) => {
+                assert!(p.net.offline);
+                assert!(p.policy.policy.is_some() && p.mode_file.is_some());
+                assert_eq!(p.agent_command, ["node", "x.js"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut argv = vec!["idagent".to_owned()];
+        argv.extend(pod::net_init_args());
+        let cli = crate::cli::Cli::try_parse_from(&argv).expect("net-init parses");
+        assert!(
+            matches!(cli.command, crate::cli::Command::NetInit(a) if a.proxy_uid == pod::PROXY_UID)
+        );
+    }
+
     fn spec(extra: &[&str]) -> Spec {
         let a = args(extra);
         let secret_keys = a

@@ -198,3 +198,74 @@ fn reports_are_read_until_eof() {
     );
     assert!(reader.next_report().is_none());
 }
+
+#[test]
+fn a_pod_hello_carries_no_fd_and_its_uid() {
+    let (_dir, server) = server();
+    let path = server.path().to_owned();
+    let client = std::thread::spawn(move || {
+        let mut stream = connect(&path).expect("connect");
+        send_hello_pod(&stream, 1).expect("hello");
+        read_reply(&mut stream).expect("reply")
+    });
+    let mut conn = server.accept_pod(Duration::from_secs(10)).expect("accept");
+    assert!(conn.hello.pod);
+    use std::os::unix::fs::MetadataExt;
+    let me = std::fs::metadata("/proc/self").expect("stat").uid();
+    assert_eq!(conn.peer_uid, Some(me));
+    conn.reply.go().expect("go");
+    assert_eq!(client.join().expect("client"), Reply::Go);
+}
+
+#[test]
+fn a_pod_hello_is_not_a_guest_hello_nor_the_reverse() {
+    let (_dir, server) = server();
+    let path = server.path().to_owned();
+    let c = std::thread::spawn(move || {
+        let stream = connect(&path).expect("connect");
+        send_hello_pod(&stream, 1).expect("hello");
+        stream
+    });
+    assert!(server.accept_init(Duration::from_secs(10)).is_err());
+    drop(c.join());
+    let path = server.path().to_owned();
+    let listener = real_listener();
+    let c = std::thread::spawn(move || {
+        let stream = connect(&path).expect("connect");
+        send_hello(&stream, 1, listener.as_fd()).expect("hello");
+        stream
+    });
+    assert!(server.accept_pod(Duration::from_secs(10)).is_err());
+    drop(c.join());
+    assert!(parse_hello(b"idagent-init 1 1 pod\n").is_ok_and(|h| h.pod));
+    assert!(parse_hello(b"idagent-init 1 1 pods\n").is_err());
+    assert!(parse_hello(b"idagent-init 1 1 pod x\n").is_err());
+}
+
+#[test]
+fn the_childs_listener_or_its_reason_comes_back() {
+    let (a, b) = UnixStream::pair().expect("pair");
+    let listener = real_listener();
+    send_with_fd(&a, b"L", listener.as_fd()).expect("send");
+    assert!(matches!(recv_fd(&b), Ok(Ok(_))));
+    (&a).write_all(b"N Function not implemented (os error 38)\x1b[2J")
+        .expect("write");
+    match recv_fd(&b) {
+        Ok(Err(reason)) => assert_eq!(reason, "Function not implemented (os error 38)[2J"),
+        other => panic!("{other:?}"),
+    }
+    // A pipe is not a listener, even from our own child.
+    let (r, _w) = std::io::pipe().expect("pipe");
+    send_with_fd(&a, b"L", r.as_fd()).expect("send");
+    assert!(recv_fd(&b).is_err());
+    drop(a);
+    assert!(recv_fd(&b).is_err(), "EOF is an error");
+}
+
+#[test]
+fn main_reports_round_trip() {
+    let r = InitReport::Main(7);
+    assert_eq!(r.line(), "MAIN 7\n");
+    assert_eq!(InitReport::parse(b"MAIN 7").ok(), Some(r));
+    assert!(InitReport::parse(b"MAIN x").is_err());
+}

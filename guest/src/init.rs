@@ -667,6 +667,19 @@ mod tests {
     }
 
     #[test]
+    fn parses_pod_once_anywhere_before_the_command() {
+        let a = parse_args(os(&["--pod", "--ctl", "/c", "--", "x"])).expect("ok");
+        assert!(a.pod);
+        let a = parse_args(os(&["--ctl", "/c", "--pod", "--", "x"])).expect("ok");
+        assert!(a.pod);
+        assert!(parse_args(os(&["--pod", "--pod", "--ctl", "/c", "--", "x"])).is_err());
+        // After `--` it is the command's.
+        let a = parse_args(os(&["--ctl", "/c", "--", "--pod"])).expect("ok");
+        assert!(!a.pod);
+        assert_eq!(a.command, os(&["--pod"]));
+    }
+
+    #[test]
     fn parses_landlock_before_or_after_ctl() {
         for args in [
             &["--landlock", "/p.plan", "--ctl", "/c", "--", "sh"][..],

@@ -519,3 +519,41 @@ fn spawn_event_reader(
         })
         .unwrap_or_else(|_| std::thread::spawn(|| 0))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_agent_observers_kinds_are_relayed() {
+        let line = |json: &str| serde_json::from_str::<EventBody>(json).expect(json);
+        assert!(relayable(&line(
+            r#"{"kind":"notice","what":"x","detail":"y"}"#
+        )));
+        assert!(relayable(&line(r#"{"kind":"exit","pid":3,"code":0}"#)));
+        // A forged end, network or setup record is the proxy's to write, never the agent's.
+        assert!(!relayable(&EventBody::RunEnd(RunEnd::default())));
+        assert!(!relayable(&line(
+            r#"{"kind":"blocked","what":"dns","target":"x","reason":"offline"}"#
+        )));
+    }
+
+    #[test]
+    fn run_ids_from_files_are_folder_safe() {
+        assert!(RunId::parse("3f2a9c1e-7b4d-4e8a-9c2b-1d5e6f7a8b9c").is_some());
+        for bad in ["", ".", "..", "../x", "a/b", "a b", "x\n", &"a".repeat(129)] {
+            assert!(RunId::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_restarted_sidecar_starts_a_second_folder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id = RunId::parse("r1").expect("id");
+        let first = fresh_run_dir(dir.path(), &id).expect("first");
+        assert_eq!(first, dir.path().join("r1"));
+        std::fs::write(first.join("audit.jsonl"), "").expect("write");
+        let second = fresh_run_dir(dir.path(), &id).expect("second");
+        assert_eq!(second, dir.path().join("r1.1"));
+    }
+}

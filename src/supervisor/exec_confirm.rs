@@ -286,6 +286,9 @@ impl ExecConfirm {
         match Signature::probe(pid) {
             Probe::Runs(now) if now == e.before => Some(e),
             Probe::Changing => Some(e),
+            // The new program's code is mapped but its argv not yet written (the kernel sets
+            // the exe link and the maps before it copies the arguments): looked at again.
+            Probe::Runs(_) if !argv_written(pid) => Some(e),
             Probe::Runs(_) => {
                 self.emit(pid, e, source, None);
                 None
@@ -349,6 +352,17 @@ impl ExecConfirm {
             unconfirmed: unconfirmed.map(str::to_owned),
         }));
     }
+}
+
+/// Whether the process's argument area is filled in: a program always has at least one byte
+/// of `cmdline` (an exec with an empty argv gets `""` from the kernel), so an empty read is an
+/// exec still in progress.
+fn argv_written(pid: u32) -> bool {
+    use std::io::Read;
+    let mut byte = [0u8; 1];
+    std::fs::File::open(format!("/proc/{pid}/cmdline"))
+        .and_then(|mut f| f.read(&mut byte))
+        .is_ok_and(|n| n > 0)
 }
 
 /// `/proc/<pid>/cmdline` as argv (at most [`procfs::MAX_ARGV`] entries of

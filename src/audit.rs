@@ -693,6 +693,39 @@ fn escape_line_separators(line: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_relay_sends_each_event_as_a_typed_line_and_its_losses_last() {
+        use std::io::BufRead;
+        let (a, b) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let relay = AuditSink::relay(a, 1).expect("relay");
+        let sink = relay.sink();
+        sink.emit(EventBody::Notice(Notice {
+            what: "w".into(),
+            detail: "d\u{2028}".into(),
+        }));
+        // The queue holds one: a burst loses some, counted.
+        for _ in 0..1000 {
+            sink.emit(EventBody::Notice(Notice {
+                what: "burst".into(),
+                detail: String::new(),
+            }));
+        }
+        relay.finish(Duration::from_secs(5));
+        let lines: Vec<EventBody> = std::io::BufReader::new(b)
+            .lines()
+            .map(|l| serde_json::from_str(&l.expect("line")).expect("typed"))
+            .collect();
+        assert!(
+            matches!(&lines[0], EventBody::Notice(n) if n.what == "w" && n.detail == "d\u{2028}")
+        );
+        let last = lines.last().expect("last");
+        assert!(
+            matches!(last, EventBody::Notice(n) if n.what == RELAY_LOST_NOTICE),
+            "{last:?}"
+        );
+        assert!(lines.len() < 1001);
+    }
     use super::*;
 
     #[test]
@@ -964,6 +997,8 @@ pub struct Relay {
 /// Longest relayed line the receiving side accepts ([`crate::pod::proxy`]): an event is a few
 /// KiB; a line longer than this is a broken or hostile sender.
 pub const RELAY_LINE_MAX: usize = 4 << 20;
+/// The notice a relay sends last when it lost records on its side.
+pub const RELAY_LOST_NOTICE: &str = "pod_events_lost";
 
 impl AuditSink {
     /// A sink whose events are not written here but sent, one JSON line each (the
@@ -999,6 +1034,21 @@ impl AuditSink {
                         }
                         Msg::Tick => {}
                         Msg::Close(done) => {
+                            // What this side lost is said on the far side's log, last.
+                            let n = lost.load(Ordering::Relaxed);
+                            if n > 0 && !broken {
+                                let note = EventBody::Notice(Notice {
+                                    what: RELAY_LOST_NOTICE.into(),
+                                    detail: format!(
+                                        "{n} record(s) of the agent's observers were lost before \
+                                         they reached the proxy (queue full, or too large)"
+                                    ),
+                                });
+                                if let Ok(mut line) = serde_json::to_vec(&note) {
+                                    line.push(b'\n');
+                                    let _ = out.write_all(&line);
+                                }
+                            }
                             let _ = out.flush();
                             let _ = done.send(BTreeMap::new());
                             return;

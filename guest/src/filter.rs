@@ -18,10 +18,14 @@
 //!    `mknod`, `mknodat`; and `exit_group`, so process exits (with their code) are seen where
 //!    the host's proc connector is missing (the supervisor lets it continue at once unless
 //!    told to record exits).
-//! 5. `open` (flags in arg 1) and `openat` (flags in arg 2): `USER_NOTIF` only when the flags
+//! 5. `prlimit64` on pid 1 → `ERRNO(EPERM)`: PID 1 is idagent's init (same uid as the app,
+//!    which may otherwise lower its limits: a file-descriptor limit of 0 would blind a pod's
+//!    agent-side observers). The pid is a register value, not memory: nothing to race. Any
+//!    other pid (0 is the caller) is allowed.
+//! 6. `open` (flags in arg 1) and `openat` (flags in arg 2): `USER_NOTIF` only when the flags
 //!    have one of [`WRITE_FLAGS`]; read-only opens are allowed in the kernel, so reads stay fast.
 //!    `openat2` carries its flags in a struct the filter cannot read, hence step 4.
-//! 6. Everything else → `ALLOW`.
+//! 7. Everything else → `ALLOW`.
 //!
 //! Notifications are only as strong as the listener: once it is closed, notified syscalls fail
 //! with `ENOSYS` in the guest (fail closed).
@@ -97,6 +101,7 @@ const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Label {
     Next,
+    PrlimitPid,
     OpenFlags,
     OpenatFlags,
     Notify,
@@ -158,6 +163,12 @@ pub fn program() -> Vec<libc::sock_filter> {
     }
     p.push(jump(
         JEQ_K,
+        libc::SYS_prlimit64 as u32,
+        Label::PrlimitPid,
+        Label::Next,
+    ));
+    p.push(jump(
+        JEQ_K,
         libc::SYS_open as u32,
         Label::OpenFlags,
         Label::Next,
@@ -172,6 +183,9 @@ pub fn program() -> Vec<libc::sock_filter> {
     p.push(jump(JSET_K, WRITE_FLAGS, Label::Notify, Label::Allow));
     p.push(labelled(Label::OpenatFlags, stmt(LD_ABS_W, off_arg_low(2))));
     p.push(jump(JSET_K, WRITE_FLAGS, Label::Notify, Label::Allow));
+    // pid_t is 32 bits: the kernel reads the low half only.
+    p.push(labelled(Label::PrlimitPid, stmt(LD_ABS_W, off_arg_low(0))));
+    p.push(jump(JEQ_K, 1, Label::Eperm, Label::Allow));
     p.push(labelled(
         Label::Notify,
         stmt(RET_K, libc::SECCOMP_RET_USER_NOTIF),

@@ -172,3 +172,26 @@ fn kernel_accepts_program() {
     .expect("readlink");
     assert_eq!(link.as_os_str(), "anon_inode:seccomp notify");
 }
+
+#[test]
+fn prlimit_on_init_is_eperm_and_on_anyone_else_allowed() {
+    let eperm = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
+    assert_eq!(verdict(libc::SYS_prlimit64, [1, 7, 0x1000, 0, 0, 0]), eperm);
+    // Only the low 32 bits are the pid.
+    assert_eq!(
+        verdict(libc::SYS_prlimit64, [1 | (5 << 32), 7, 0, 0, 0, 0]),
+        eperm
+    );
+    for pid in [0u64, 2, 1234, u32::MAX as u64] {
+        assert_eq!(
+            verdict(libc::SYS_prlimit64, [pid, 7, 0x1000, 0, 0, 0]),
+            libc::SECCOMP_RET_ALLOW,
+            "pid {pid}"
+        );
+    }
+    // setrlimit changes only the caller.
+    assert_eq!(
+        verdict(libc::SYS_setrlimit, [7, 0x1000, 0, 0, 0, 0]),
+        libc::SECCOMP_RET_ALLOW
+    );
+}

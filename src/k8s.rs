@@ -158,7 +158,10 @@ fn read_pem(path: &Path) -> Result<String, K8sError> {
 }
 
 /// The map as the proxy will read it (`--upstream-map-file`), validated as `run` does.
-fn upstream_map(entries: &[String], file: Option<&Path>) -> Result<ConfigFiles, K8sError> {
+pub(crate) fn upstream_map(
+    entries: &[String],
+    file: Option<&Path>,
+) -> Result<ConfigFiles, K8sError> {
     let mut map = crate::upstream::UpstreamMap::from_entries(entries)
         .map_err(|e| K8sError::Map(e.to_string()))?;
     let mut text = String::new();
@@ -518,60 +521,20 @@ fn config_path(file: &str) -> String {
     format!("{}/{file}", pod::PROXY_CONFIG_DIR)
 }
 
-/// The proxy's command line (see `idagent proxy --help`).
+/// The proxy's command line (see `idagent proxy --help`): [`pod::proxy_args`], as the Docker
+/// pod runs it.
 pub fn proxy_command(spec: &Spec) -> Vec<String> {
-    let cfg = &spec.cfg;
     let f = &spec.files;
-    let mut c: Vec<String> = vec![
-        IMAGE_BIN.into(),
-        "proxy".into(),
-        "--ctl".into(),
-        pod::PROXY_CTL_DIR.into(),
-        "--out".into(),
-        pod::PROXY_RUNS_DIR.into(),
-        "--run-id-file".into(),
-        format!("{PODINFO_DIR}/run-id"),
-    ];
-    let mut flag = |name: &str, value: Option<String>| {
-        c.push(format!("--{name}"));
-        c.extend(value);
-    };
-    if f.policy.is_some() {
-        flag("policy", Some(config_path(pod::POLICY_FILE)));
-        if f.mode.is_some() {
-            flag("mode-file", Some(config_path("mode")));
-        }
-    }
-    if !f.upstream_map.is_empty() {
-        flag("upstream-map-file", Some(config_path("upstream-map.txt")));
-    }
-    if f.upstream_ca.is_some() {
-        flag("upstream-ca", Some(config_path("upstream-ca.pem")));
-    }
-    let net = &cfg.net;
-    if net.offline {
-        flag("offline", None);
-    }
-    if net.allow_private {
-        flag("allow-private", None);
-    }
-    if net.tls != crate::gateway::TlsMode::Intercept {
-        flag("tls", Some("passthrough".into()));
-    }
-    if net.http1_only {
-        flag("http1-only", None);
-    }
-    if net.capture_bytes != 65536 {
-        flag("capture-bytes", Some(net.capture_bytes.to_string()));
-    }
-    if net.snaplen != 0 {
-        flag("snaplen", Some(net.snaplen.to_string()));
-    }
-    flag("max-audit-bytes", Some(cfg.max_audit_bytes.to_string()));
-    flag("agent-image", Some(cfg.image.clone()));
-    flag("agent-user", Some(cfg.user.clone()));
-    c.push("--".into());
-    c.extend(cfg.command.iter().cloned());
+    let mut c = vec![IMAGE_BIN.to_owned()];
+    c.extend(pod::proxy_args(
+        &spec.cfg,
+        pod::ProxyFiles {
+            policy: f.policy.is_some(),
+            mode: f.mode.is_some(),
+            upstream_map: !f.upstream_map.is_empty(),
+            upstream_ca: f.upstream_ca.is_some(),
+        },
+    ));
     c
 }
 

@@ -110,45 +110,75 @@ pub fn net_init_args() -> Vec<String> {
 pub const PROXY_UPSTREAM_MAP: &str = "/idagent/config/upstream-map.txt";
 pub const PROXY_UPSTREAM_CA: &str = "/idagent/config/upstream-ca.pem";
 pub const PROXY_POLICY: &str = "/idagent/config/policy.yaml";
+pub const PROXY_MODE: &str = "/idagent/config/mode";
 pub const PROXY_RUN_ID: &str = "/idagent/podinfo/run-id";
 
-/// `idagent proxy`'s network flags for `net` (the same meaning as `run`'s). Files `net` names
-/// are expected at [`PROXY_UPSTREAM_MAP`] and [`PROXY_UPSTREAM_CA`]; the caller puts them
-/// there (a bind mount, a ConfigMap).
-pub fn proxy_net_args(net: &crate::cli::NetArgs) -> Vec<String> {
-    let mut a = Vec::new();
+/// Which of the proxy's configuration files exist (under [`PROXY_CONFIG_DIR`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProxyFiles {
+    /// `policy.yaml`.
+    pub policy: bool,
+    /// `mode` (`report` or `enforce`), overriding the policy file's.
+    pub mode: bool,
+    /// `upstream-map.txt`: every map entry, one a line.
+    pub upstream_map: bool,
+    /// `upstream-ca.pem`.
+    pub upstream_ca: bool,
+}
+
+/// `idagent proxy`'s arguments (after the binary) for `cfg`, the one place both the Kubernetes
+/// manifest and the Docker pod take them from: the same meaning as `run`'s options.
+pub fn proxy_args(cfg: &crate::config::RunConfig, files: ProxyFiles) -> Vec<String> {
+    let mut c: Vec<String> = [
+        "proxy",
+        "--ctl",
+        PROXY_CTL_DIR,
+        "--out",
+        PROXY_RUNS_DIR,
+        "--run-id-file",
+        PROXY_RUN_ID,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let mut flag = |name: &str, value: Option<String>| {
+        c.push(format!("--{name}"));
+        c.extend(value);
+    };
+    if files.policy {
+        flag("policy", Some(PROXY_POLICY.into()));
+        if files.mode {
+            flag("mode-file", Some(PROXY_MODE.into()));
+        }
+    }
+    if files.upstream_map {
+        flag("upstream-map-file", Some(PROXY_UPSTREAM_MAP.into()));
+    }
+    if files.upstream_ca {
+        flag("upstream-ca", Some(PROXY_UPSTREAM_CA.into()));
+    }
+    let net = &cfg.net;
     if net.offline {
-        a.push("--offline".to_owned());
-    }
-    for m in &net.upstream_map {
-        a.push("--upstream-map".to_owned());
-        a.push(m.clone());
-    }
-    if net.upstream_map_file.is_some() {
-        a.push("--upstream-map-file".to_owned());
-        a.push(PROXY_UPSTREAM_MAP.to_owned());
-    }
-    if net.upstream_ca.is_some() {
-        a.push("--upstream-ca".to_owned());
-        a.push(PROXY_UPSTREAM_CA.to_owned());
+        flag("offline", None);
     }
     if net.allow_private {
-        a.push("--allow-private".to_owned());
+        flag("allow-private", None);
+    }
+    if net.tls != crate::gateway::TlsMode::Intercept {
+        flag("tls", Some("passthrough".into()));
     }
     if net.http1_only {
-        a.push("--http1-only".to_owned());
+        flag("http1-only", None);
     }
-    a.push("--capture-bytes".to_owned());
-    a.push(net.capture_bytes.to_string());
-    a.push("--snaplen".to_owned());
-    a.push(net.snaplen.to_string());
-    a.push("--tls".to_owned());
-    a.push(
-        match net.tls {
-            crate::gateway::TlsMode::Intercept => "intercept",
-            crate::gateway::TlsMode::Passthrough => "passthrough",
-        }
-        .to_owned(),
-    );
-    a
+    if net.capture_bytes != crate::gateway::DEFAULT_CAPTURE_BYTES {
+        flag("capture-bytes", Some(net.capture_bytes.to_string()));
+    }
+    if net.snaplen != 0 {
+        flag("snaplen", Some(net.snaplen.to_string()));
+    }
+    flag("max-audit-bytes", Some(cfg.max_audit_bytes.to_string()));
+    flag("agent-image", Some(cfg.image.clone()));
+    flag("agent-user", Some(cfg.user.clone()));
+    c.push("--".into());
+    c.extend(cfg.command.iter().cloned());
+    c
 }

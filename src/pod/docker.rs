@@ -153,8 +153,17 @@ impl PodDirs {
             )?;
             Ok(())
         };
-        if let Some(f) = &cfg.net.upstream_map_file {
-            copy(f, "upstream-map.txt")?;
+        // One map file, as the manifest's ConfigMap has it: the `--upstream-map` values, then
+        // the file's lines.
+        if !cfg.net.upstream_map.is_empty() || cfg.net.upstream_map_file.is_some() {
+            let map = crate::k8s::upstream_map(
+                &cfg.net.upstream_map,
+                cfg.net.upstream_map_file.as_deref(),
+            )
+            .map_err(|e| anyhow!("{e}"))?;
+            let path = dirs.config.join("upstream-map.txt");
+            std::fs::write(&path, map.upstream_map)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
         }
         if let Some(f) = &cfg.net.upstream_ca {
             copy(f, "upstream-ca.pem")?;
@@ -261,27 +270,16 @@ async fn drive<R: ContainerRuntime>(
 
     // 3. The proxy: no capability, its own uid.
     let mut proxy = base_spec(run_id, "proxy", POD_IMAGE)?;
-    let mut args = vec![
-        "proxy".to_owned(),
-        "--ctl".into(),
-        super::PROXY_CTL_DIR.into(),
-        "--out".into(),
-        super::PROXY_RUNS_DIR.into(),
-        "--run-id-file".into(),
-        super::PROXY_RUN_ID.into(),
-        "--max-audit-bytes".into(),
-        cfg.max_audit_bytes.to_string(),
-        "--agent-image".into(),
-        cfg.image.clone(),
-        "--agent-user".into(),
-        cfg.user.clone(),
-    ];
-    if cfg.policy.is_some() {
-        args.extend(["--policy".into(), super::PROXY_POLICY.into()]);
-    }
-    args.extend(super::proxy_net_args(&cfg.net));
-    args.push("--".into());
-    args.extend(crate::redact::KnownSecrets::new(None).redact_argv(&cfg.command));
+    // The policy is written with its mode resolved (`--mode` applied): no mode file.
+    let args = super::proxy_args(
+        cfg,
+        super::ProxyFiles {
+            policy: cfg.policy.is_some(),
+            mode: false,
+            upstream_map: dirs.config.join("upstream-map.txt").is_file(),
+            upstream_ca: cfg.net.upstream_ca.is_some(),
+        },
+    );
     proxy.cmd = args;
     proxy.network = joined.clone();
     proxy.user = format!("{}:{}", super::PROXY_UID, super::PROXY_GID);

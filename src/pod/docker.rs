@@ -402,15 +402,35 @@ async fn drive<R: ContainerRuntime>(
     Ok(ending)
 }
 
-/// The proxy's own diagnostics (never the guest's bytes) go to our stderr.
+/// The proxy's own diagnostics (never the guest's bytes) go to our stderr, a line at a time.
+/// Chunks are joined first: the engine hands over each write, and one `eprintln!` of the
+/// proxy's is several writes (stderr is unbuffered), so a line can arrive in pieces.
 async fn relay_proxy_output(mut rx: tokio::sync::mpsc::Receiver<runtime::Output>) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let emit = |line: &[u8]| {
+        let line = String::from_utf8_lossy(line);
+        if !line.trim().is_empty() {
+            eprintln!("idagent: proxy: {}", line.trim_end());
+        }
+    };
     while let Some(chunk) = rx.recv().await {
-        let (runtime::Output::Stdout(d) | runtime::Output::Stderr(d)) = chunk;
-        let text = String::from_utf8_lossy(&d);
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            eprintln!("idagent: proxy: {line}");
+        let (buf, d) = match chunk {
+            runtime::Output::Stdout(d) => (&mut out, d),
+            runtime::Output::Stderr(d) => (&mut err, d),
+        };
+        buf.extend_from_slice(&d);
+        while let Some(end) = buf.iter().position(|&b| b == b'\n') {
+            emit(&buf[..end]);
+            buf.drain(..=end);
+        }
+        // A proxy that never ends a line must not grow this without bound.
+        if buf.len() > 64 << 10 {
+            emit(buf);
+            buf.clear();
         }
     }
+    emit(&out);
+    emit(&err);
 }
 
 /// A cluster network for hermetic pod runs, made with the engine: an internal Docker network

@@ -517,10 +517,6 @@ fn mount(name: &str, path: &str, read_only: bool) -> Value {
     json!({"name": name, "mountPath": path, "readOnly": read_only})
 }
 
-fn config_path(file: &str) -> String {
-    format!("{}/{file}", pod::PROXY_CONFIG_DIR)
-}
-
 /// The proxy's command line (see `idagent proxy --help`): [`pod::proxy_args`], as the Docker
 /// pod runs it.
 pub fn proxy_command(spec: &Spec) -> Vec<String> {

@@ -109,6 +109,7 @@ struct PodDirs {
     config: PathBuf,
     podinfo: PathBuf,
     run_dir: PathBuf,
+    resolv_conf: PathBuf,
 }
 
 impl PodDirs {
@@ -133,6 +134,7 @@ impl PodDirs {
             config: host.join("config"),
             podinfo: host.join("podinfo"),
             run_dir: run_dir.to_owned(),
+            resolv_conf: host.join("resolv.conf"),
         };
         mk(host, 0o755, None)?;
         std::fs::write(host.join("owner"), std::process::id().to_string())?;
@@ -144,6 +146,14 @@ impl PodDirs {
         }
         mk(run_dir, 0o700, Some(super::PROXY_UID))?;
         std::fs::write(dirs.podinfo.join("run-id"), run_id.as_str())?;
+        std::fs::write(
+            &dirs.resolv_conf,
+            format!(
+                "# idagent: every DNS query goes to the proxy, whatever resolver is named\nnameserver {}\noptions edns0\n",
+                crate::netns::GATEWAY_V4
+            ),
+        )?;
+        std::fs::set_permissions(&dirs.resolv_conf, std::fs::Permissions::from_mode(0o644))?;
         let copy = |src: &Path, name: &str| -> anyhow::Result<()> {
             std::fs::copy(src, dirs.config.join(name))
                 .with_context(|| format!("copy {}", src.display()))?;
@@ -400,15 +410,35 @@ async fn drive<R: ContainerRuntime>(
     Ok(ending)
 }
 
-/// The proxy's own diagnostics (never the guest's bytes) go to our stderr.
+/// The proxy's own diagnostics (never the guest's bytes) go to our stderr, a line at a time.
+/// Chunks are joined first: the engine hands over each write, and one `eprintln!` of the
+/// proxy's is several writes (stderr is unbuffered), so a line can arrive in pieces.
 async fn relay_proxy_output(mut rx: tokio::sync::mpsc::Receiver<runtime::Output>) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let emit = |line: &[u8]| {
+        let line = String::from_utf8_lossy(line);
+        if !line.trim().is_empty() {
+            eprintln!("idagent: proxy: {}", line.trim_end());
+        }
+    };
     while let Some(chunk) = rx.recv().await {
-        let (runtime::Output::Stdout(d) | runtime::Output::Stderr(d)) = chunk;
-        let text = String::from_utf8_lossy(&d);
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            eprintln!("idagent: proxy: {line}");
+        let (buf, d) = match chunk {
+            runtime::Output::Stdout(d) => (&mut out, d),
+            runtime::Output::Stderr(d) => (&mut err, d),
+        };
+        buf.extend_from_slice(&d);
+        while let Some(end) = buf.iter().position(|&b| b == b'\n') {
+            emit(&buf[..end]);
+            buf.drain(..=end);
+        }
+        // A proxy that never ends a line must not grow this without bound.
+        if buf.len() > 64 << 10 {
+            emit(buf);
+            buf.clear();
         }
     }
+    emit(&out);
+    emit(&err);
 }
 
 /// A cluster network for hermetic pod runs, made with the engine: an internal Docker network

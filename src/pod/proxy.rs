@@ -5,7 +5,8 @@
 //! connects over the shared control volume, and the agent's observers send their records
 //! over the event socket.
 //!
-//! Order: run folder and audit log (`run_start`) → TUN → interceptor → CA files, policy and
+//! Order: TUN (a pod without net-init's device is a setup failure: one line, exit 2, no run
+//! folder) → run folder and audit log (`run_start`) → interceptor → CA files, policy and
 //! Landlock plan into the control volume → control and event sockets → `ready` → the agent's
 //! hello (its uid checked) and event connection → sockets unlinked → `GO` → until the agent's
 //! init hangs up (or SIGTERM, or the log failing: then the network is cut) → drain → `run_end`
@@ -83,6 +84,9 @@ pub async fn command(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     let max_audit_bytes = crate::config::parse_size(&args.max_audit_bytes)
         .map_err(|e| anyhow!("--max-audit-bytes: {e}"))?
         .max(0) as u64;
+    // Before the run folder: without net-init's TUN there is no run to record, and a proxy
+    // restarted in a loop must not leave a folder per attempt.
+    let device = super::netinit::attach_tun().map_err(|e| anyhow!(e))?;
     let run_dir = fresh_run_dir(&args.out, &run_id)?;
     let started = Instant::now();
     let ctl = &args.ctl;
@@ -155,6 +159,7 @@ pub async fn command(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     let degraded = Arc::new(std::sync::Mutex::new(Vec::new()));
     let result = serve(
         &args,
+        device,
         &run_id,
         &run_dir,
         policy,
@@ -242,6 +247,7 @@ fn publish(path: &Path) -> anyhow::Result<()> {
 #[allow(clippy::too_many_arguments)]
 async fn serve(
     args: &ProxyArgs,
+    device: tun::Device,
     run_id: &RunId,
     run_dir: &Path,
     policy: Option<idagent_policy::Policy>,
@@ -254,7 +260,6 @@ async fn serve(
     for stale in [super::READY_FILE, super::CTL_SOCK, super::EVENTS_SOCK] {
         let _ = std::fs::remove_file(ctl.join(stale));
     }
-    let device = super::netinit::attach_tun().map_err(|e| anyhow!(e))?;
     let enforcer = Arc::new(match &policy {
         Some(p) => enforce::Enforcer::new(p.clone(), sink.clone()),
         None => enforce::Enforcer::disabled(sink.clone()),

@@ -286,9 +286,6 @@ impl ExecConfirm {
         match Signature::probe(pid) {
             Probe::Runs(now) if now == e.before => Some(e),
             Probe::Changing => Some(e),
-            // The new program's code is mapped but its argv not yet written (the kernel sets
-            // the exe link and the maps before it copies the arguments): looked at again.
-            Probe::Runs(_) if !argv_written(pid) => Some(e),
             Probe::Runs(_) => {
                 self.emit(pid, e, source, None);
                 None
@@ -317,6 +314,14 @@ impl ExecConfirm {
         };
         let (argv, argv_truncated) = match &ran {
             Some(_) => {
+                // The kernel sets the exe link and maps the new program before it copies the
+                // arguments: an exec caught in between has an empty cmdline for a moment.
+                for _ in 0..ARGV_WAIT_TRIES {
+                    if argv_written(pid) {
+                        break;
+                    }
+                    std::thread::sleep(ARGV_WAIT_STEP);
+                }
                 let (argv, truncated) = read_cmdline(pid);
                 (self.redact_argv(&argv), truncated)
             }
@@ -353,6 +358,10 @@ impl ExecConfirm {
         }));
     }
 }
+
+/// How long an exec's confirmation waits for its argv to be written: 20 × 250 µs.
+const ARGV_WAIT_TRIES: u32 = 20;
+const ARGV_WAIT_STEP: Duration = Duration::from_micros(250);
 
 /// Whether the process's argument area is filled in: a program always has at least one byte
 /// of `cmdline` (an exec with an empty argv gets `""` from the kernel), so an empty read is an

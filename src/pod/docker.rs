@@ -356,6 +356,12 @@ async fn drive<R: ContainerRuntime>(
     agent
         .binds
         .push(bind(&dirs.ctl, super::AGENT_CTL_DIR, true));
+    // Docker gives a container on a user-defined network its embedded resolver (127.0.0.11,
+    // on loopback); the agent's resolver is idagent's, as in a cluster (where it is the
+    // cluster DNS, reached through the TUN).
+    agent
+        .binds
+        .push(bind(&dirs.resolv_conf, "/etc/resolv.conf", true));
     let bundle = dirs.ctl.join(super::CA_BUNDLE);
     if bundle.is_file() {
         agent

@@ -892,3 +892,63 @@ fn the_proxy_refuses_to_start_without_its_tun_or_as_root() {
         assert!(!ctl.join(f).exists(), "{f}");
     }
 }
+
+const DNS: &str = r#"
+import json, socket, struct, sys
+r = {"resolv": open("/etc/resolv.conf").read()}
+# The service container by its name: Docker's embedded resolver (127.0.0.11) would know it.
+name = sys.argv[1]
+q = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
+q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+try:
+    s.sendto(q, ("127.0.0.11", 53))
+    s.recvfrom(512)
+    r["docker_dns"] = "answered"
+except socket.timeout:
+    r["docker_dns"] = "timeout"
+except OSError as e:
+    r["docker_dns"] = "error %s" % e.errno
+try:
+    r["getaddrinfo"] = socket.getaddrinfo(name, 80)[0][4][0]
+except OSError as e:
+    r["getaddrinfo"] = "error %s" % e
+print("RESULT " + json.dumps(r))
+"#;
+
+/// Every name the agent looks up is answered, and logged, by idagent: its resolver is the
+/// proxy's address, and Docker's embedded resolver on the pod's loopback (which knows the
+/// network's container names) does not answer it.
+#[test]
+fn the_agents_names_are_idagents_not_dockers() {
+    let net = PodNet::new();
+    let service = docker(&["inspect", "-f", "{{.Name}}", &net.service])
+        .trim_start_matches('/')
+        .to_owned();
+    let run = net.python(&[], DNS, &[&service]);
+    assert_eq!(run.code(), Some(0), "{}", run.explain());
+    let r = run.result();
+    assert!(
+        r["resolv"]
+            .as_str()
+            .is_some_and(|t| t.contains("nameserver 10.77.0.1")),
+        "{}",
+        run.explain()
+    );
+    assert_ne!(r["docker_dns"], "answered", "{}", run.explain());
+    // Hermetic: the service's name is not mapped, so idagent refuses it — and says so.
+    assert!(
+        r["getaddrinfo"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("error")),
+        "{}",
+        run.explain()
+    );
+    assert!(
+        run.of_kind("dns").any(|e| e["name"] == service.as_str()),
+        "the lookup of {service} is not in the log\n{}",
+        run.explain()
+    );
+    net.teardown();
+}

@@ -55,6 +55,9 @@ pub const CTL_SOCK: &str = "ctl.sock";
 pub const EVENTS_SOCK: &str = "events.sock";
 /// In the control volume: written last by the proxy, when the agent may start.
 pub const READY_FILE: &str = "ready";
+/// In the control volume: written by the proxy once its run is recorded; a sidecar restarted
+/// after it finds it and only waits to be stopped.
+pub const DONE_FILE: &str = "done";
 /// In the control volume: the Landlock plan (when the policy has file or exec rules).
 pub const LANDLOCK_PLAN: &str = "landlock.plan";
 /// In the control volume: the run's policy as the proxy resolved it (the agent's observers

@@ -81,6 +81,18 @@ pub async fn command(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         });
     }
     let policy = enforce::load_run_policy(&policy_args)?;
+    // A sidecar restarted after its run was written (Kubernetes restarts a native sidecar
+    // that exits while the pod is still completing): the run is over, nothing to record.
+    if args.ctl.join(super::DONE_FILE).is_file() {
+        eprintln!("idagent proxy: this pod's run is finished; waiting to be stopped");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("signals")?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let max_audit_bytes = crate::config::parse_size(&args.max_audit_bytes)
         .map_err(|e| anyhow!("--max-audit-bytes: {e}"))?
         .max(0) as u64;
@@ -208,6 +220,9 @@ pub async fn command(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         "idagent proxy: run {run_id}: {reason}; log in {}",
         run_dir.display()
     );
+    if ending.is_ok() {
+        let _ = std::fs::write(args.ctl.join(super::DONE_FILE), run_id.as_str());
+    }
     ending.map(|_| ExitCode::SUCCESS)
 }
 

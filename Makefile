@@ -45,6 +45,8 @@ leftovers:
 	@left=$$(docker ps -aq --filter label=idagent | wc -l); \
 	 if [ "$$left" -ne 0 ]; then echo "leftovers: $$left idagent container(s)"; docker ps -a --filter label=idagent; exit 1; fi
 	@if [ -d /run/idagent ] && [ -n "$$(ls -A /run/idagent)" ]; then echo "leftovers: /run/idagent not empty"; ls -la /run/idagent; exit 1; fi
+	@nets=$$( (docker network ls -q --filter label=idagent; docker network ls -q --filter label=idagent-test) | wc -l); \
+	 if [ "$$nets" -ne 0 ]; then echo "leftovers: $$nets idagent network(s)"; docker network ls; exit 1; fi
 	@if ip -o link show type tun | grep -q .; then echo "leftovers: TUN device in the host namespace"; exit 1; fi
 	@if [ -n "$$(ip netns list)" ]; then echo "leftovers: network namespaces: $$(ip netns list)"; exit 1; fi
 	@if grep -q idagent-test /proc/self/mountinfo; then echo "leftovers: test mounts"; grep idagent-test /proc/self/mountinfo; exit 1; fi

@@ -132,8 +132,10 @@ impl PodNet {
             "network",
             "create",
             "--internal",
+            // Not `idagent=1` either: `idagent gc` (and every audit) removes such networks
+            // whose owner is no live idagent process.
             "--label",
-            "idagent=1",
+            "idagent-test=1",
             &name,
         ]);
         // Not labelled `idagent=1`: `idagent run` removes every container with that label

@@ -267,18 +267,7 @@ impl AuditLog {
                     _ => return,
                 }
             });
-        let repeats = Arc::new(repeat::Repeats::default());
-        let (weak_tx, tick_dropped) = (tx.downgrade(), dropped.clone());
-        repeat::spawn_ticker(Arc::downgrade(&repeats), move |body| {
-            let Some(tx) = weak_tx.upgrade() else {
-                return false;
-            };
-            if tx.try_send(Msg::Event(Box::new(body))).is_err() {
-                tick_dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            true
-        })
-        .map_err(|e| AuditError::Writer(e.to_string()))?;
+        let repeats = repeats_for(&tx, &dropped)?;
         Ok(Self {
             sink: AuditSink {
                 tx,
@@ -987,6 +976,27 @@ mod tests {
     }
 }
 
+/// The repeat aggregator of a sink on `tx`, with its ticker (which writes a window's count when
+/// the window closes, and ends once every sender is gone).
+fn repeats_for(
+    tx: &mpsc::Sender<Msg>,
+    dropped: &Arc<AtomicU64>,
+) -> Result<Arc<repeat::Repeats>, AuditError> {
+    let repeats = Arc::new(repeat::Repeats::default());
+    let (weak_tx, tick_dropped) = (tx.downgrade(), dropped.clone());
+    repeat::spawn_ticker(Arc::downgrade(&repeats), move |body| {
+        let Some(tx) = weak_tx.upgrade() else {
+            return false;
+        };
+        if tx.try_send(Msg::Event(Box::new(body))).is_err() {
+            tick_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        true
+    })
+    .map_err(|e| AuditError::Writer(e.to_string()))?;
+    Ok(repeats)
+}
+
 /// The far end of an [`AuditSink::relay`]: the thread writing its events as lines.
 #[derive(Debug)]
 pub struct Relay {
@@ -1057,18 +1067,7 @@ impl AuditSink {
                 }
             })
             .map_err(|e| AuditError::Writer(e.to_string()))?;
-        let repeats = Arc::new(repeat::Repeats::default());
-        let (weak_tx, tick_dropped) = (tx.downgrade(), dropped.clone());
-        repeat::spawn_ticker(Arc::downgrade(&repeats), move |body| {
-            let Some(tx) = weak_tx.upgrade() else {
-                return false;
-            };
-            if tx.try_send(Msg::Event(Box::new(body))).is_err() {
-                tick_dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            true
-        })
-        .map_err(|e| AuditError::Writer(e.to_string()))?;
+        let repeats = repeats_for(&tx, &dropped)?;
         Ok(Relay {
             sink: AuditSink {
                 tx,

@@ -81,38 +81,7 @@ pub async fn build(
         .forcerm(true)
         .buildargs(&HashMap::from([("BASE".to_owned(), base.clone())]))
         .build();
-    let mut stream = rt
-        .client()
-        .build_image(opts, None, Some(bollard::body_full(body.into())));
-    while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| ImageError::Build {
-            image: tag.clone(),
-            reason: e.to_string(),
-        })?;
-        if let Some(err) = info.error_detail.and_then(|d| d.message) {
-            return Err(ImageError::Build {
-                image: tag,
-                reason: err,
-            });
-        }
-        if let Some(line) = info.stream {
-            let line = line.trim_end();
-            if !line.is_empty() {
-                eprintln!("  {line}");
-            }
-        }
-    }
-    let tag_opts = TagImageOptionsBuilder::default()
-        .repo(GUEST_REPO)
-        .tag("latest")
-        .build();
-    rt.client()
-        .tag_image(&tag, Some(tag_opts))
-        .await
-        .map_err(|e| ImageError::Build {
-            image: tag.clone(),
-            reason: format!("tag latest: {e}"),
-        })?;
+    build_and_tag(rt, opts, body, &tag, GUEST_REPO, true).await?;
     eprintln!("idagent: built {tag} and {GUEST_REPO}:latest");
     build_pod_image(rt, &tag).await?;
     Ok(tag)
@@ -122,6 +91,45 @@ pub async fn build(
 /// guest image (it has `ip` and `iptables`, which net-init runs) with this idagent binary at
 /// `/usr/local/bin/idagent`, running as the proxy's uid by default.
 pub const POD_REPO: &str = "idagent";
+
+/// Runs one image build (`opts`, the tar `body`) to its end, then tags `tag` as
+/// `repo:latest`; with `progress`, the build's lines go to stderr.
+async fn build_and_tag(
+    rt: &DockerRuntime,
+    opts: bollard::query_parameters::BuildImageOptions,
+    body: Vec<u8>,
+    tag: &str,
+    repo: &str,
+    progress: bool,
+) -> Result<(), ImageError> {
+    let fail = |reason: String| ImageError::Build {
+        image: tag.to_owned(),
+        reason,
+    };
+    let mut stream = rt
+        .client()
+        .build_image(opts, None, Some(bollard::body_full(body.into())));
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| fail(e.to_string()))?;
+        if let Some(err) = info.error_detail.and_then(|d| d.message) {
+            return Err(fail(err));
+        }
+        if let (true, Some(line)) = (progress, info.stream) {
+            let line = line.trim_end();
+            if !line.is_empty() {
+                eprintln!("  {line}");
+            }
+        }
+    }
+    let tag_opts = TagImageOptionsBuilder::default()
+        .repo(repo)
+        .tag("latest")
+        .build();
+    rt.client()
+        .tag_image(tag, Some(tag_opts))
+        .await
+        .map_err(|e| fail(format!("tag latest: {e}")))
+}
 
 async fn build_pod_image(rt: &DockerRuntime, guest_tag: &str) -> Result<(), ImageError> {
     let tag = format!("{POD_REPO}:{}", env!("CARGO_PKG_VERSION"));
@@ -157,32 +165,7 @@ async fn build_pod_image(rt: &DockerRuntime, guest_tag: &str) -> Result<(), Imag
         .rm(true)
         .forcerm(true)
         .build();
-    let mut stream = rt
-        .client()
-        .build_image(opts, None, Some(bollard::body_full(body.into())));
-    while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| ImageError::Build {
-            image: tag.clone(),
-            reason: e.to_string(),
-        })?;
-        if let Some(err) = info.error_detail.and_then(|d| d.message) {
-            return Err(ImageError::Build {
-                image: tag,
-                reason: err,
-            });
-        }
-    }
-    let tag_opts = TagImageOptionsBuilder::default()
-        .repo(POD_REPO)
-        .tag("latest")
-        .build();
-    rt.client()
-        .tag_image(&tag, Some(tag_opts))
-        .await
-        .map_err(|e| ImageError::Build {
-            image: tag.clone(),
-            reason: format!("tag latest: {e}"),
-        })?;
+    build_and_tag(rt, opts, body, &tag, POD_REPO, false).await?;
     eprintln!("idagent: built {tag} and {POD_REPO}:latest (for `idagent k8s manifest`)");
     Ok(())
 }

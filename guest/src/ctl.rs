@@ -157,12 +157,7 @@ impl CtlServer {
     /// The caller should unlink [`Self::path`] right after.
     pub fn accept_init(&self, timeout: Duration) -> Result<InitConn, CtlError> {
         let deadline = Instant::now() + timeout;
-        wait_readable(self.listener.as_fd(), deadline).map_err(|e| match e {
-            WaitError::Timeout => CtlError::Timeout(timeout),
-            WaitError::Io(e) => CtlError::Accept(e),
-        })?;
-        let (stream, _) = self.listener.accept().map_err(CtlError::Accept)?;
-        stream.set_nonblocking(false).map_err(CtlError::Accept)?;
+        let stream = self.accept_stream(timeout)?;
         let (line, fds) = read_hello(&stream, deadline, timeout)?;
         let hello = parse_hello(&line)?;
         if hello.pod {

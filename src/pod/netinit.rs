@@ -97,77 +97,17 @@ pub fn command(args: &crate::cli::NetInitArgs) -> Result<(), NetInitError> {
             argv.extend(["table", PROXY_TABLE]);
             run(&argv, None)?;
         }
-        run(
-            &[
-                "ip",
-                family,
-                "rule",
-                "add",
-                "pref",
-                PROXY_RULE_PREF,
-                "uidrange",
-                &uids,
-                "lookup",
-                PROXY_TABLE,
-            ],
-            None,
-        )?;
-        // A destination the pod's routes do not cover must not fall through to the TUN for
-        // the proxy: its dial would come back into its own stack, and around again.
-        run(
-            &[
-                "ip",
-                family,
-                "rule",
-                "add",
-                "pref",
-                PROXY_STOP_PREF,
-                "uidrange",
-                &uids,
-                "prohibit",
-            ],
-            None,
-        )?;
-        // Every other uid looks up the TUN's table first, so its packets get the TUN's source
-        // address and `-o tun0` in the firewall (which sees the first routing decision, not
-        // the fwmark's re-route) — the pod's own subnet included.
-        run(
-            &[
-                "ip",
-                family,
-                "rule",
-                "add",
-                "pref",
-                OTHERS_PREF,
-                "not",
-                "uidrange",
-                &uids,
-                "lookup",
-                netns::ROUTE_TABLE,
-            ],
-            None,
-        )?;
         let default = ["ip", family, "route", "replace", "default", "dev", name];
         run(&default, None)?;
         run(
             &[&default[..], &["table", netns::ROUTE_TABLE]].concat(),
             None,
         )?;
-        run(
-            &[
-                "ip",
-                family,
-                "rule",
-                "add",
-                "pref",
-                "100",
-                "fwmark",
-                netns::FWMARK,
-                "lookup",
-                netns::ROUTE_TABLE,
-            ],
-            None,
-        )?;
+        for (pref, selector, action) in policy_rules(&uids) {
+            let mut argv = vec!["ip", family, "rule", "add", "pref", pref];
+            argv.extend(selector.iter().chain(action.iter()).map(String::as_str));
+            run(&argv, None)?;
+        }
     }
     run(
         &["iptables-restore"],
@@ -191,6 +131,37 @@ pub fn command(args: &crate::cli::NetInitArgs) -> Result<(), NetInitError> {
         args.proxy_uid
     );
     Ok(())
+}
+
+/// The policy-routing rules, in order of preference: (pref, selector, action).
+///
+/// - 90: the proxy's uid looks up the pod's own routes (its upstream dials leave by `eth0`);
+/// - 91: and nothing else — a destination those routes do not cover must not fall through to
+///   the TUN for the proxy: its dial would come back into its own stack, and around again;
+/// - 95: every other uid looks up the TUN's table first, so its packets get the TUN's source
+///   address and `-o tun0` in the firewall (which sees the first routing decision, not the
+///   fwmark's re-route) — the pod's own subnet included;
+/// - 100: the Docker guest's fwmark rule, for what the mangle table marks.
+fn policy_rules(uids: &str) -> Vec<(&'static str, Vec<String>, Vec<String>)> {
+    let v = |words: &[&str]| words.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
+    vec![
+        (
+            PROXY_RULE_PREF,
+            v(&["uidrange", uids]),
+            v(&["lookup", PROXY_TABLE]),
+        ),
+        (PROXY_STOP_PREF, v(&["uidrange", uids]), v(&["prohibit"])),
+        (
+            OTHERS_PREF,
+            v(&["not", "uidrange", uids]),
+            v(&["lookup", netns::ROUTE_TABLE]),
+        ),
+        (
+            "100",
+            v(&["fwmark", netns::FWMARK]),
+            v(&["lookup", netns::ROUTE_TABLE]),
+        ),
+    ]
 }
 
 fn create_persistent_tun(uid: u32, gid: u32) -> Result<tun::Device, NetInitError> {
@@ -229,6 +200,17 @@ pub fn attach_tun() -> Result<tun::Device, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_proxy_reaches_the_pods_routes_and_everyone_else_the_tun_first() {
+        let rules = policy_rules("7700-7700");
+        let prefs: Vec<u32> = rules.iter().map(|r| r.0.parse().expect("pref")).collect();
+        assert!(prefs.windows(2).all(|w| w[0] < w[1]), "{prefs:?}");
+        assert_eq!(rules[0].2, ["lookup", PROXY_TABLE]);
+        assert_eq!(rules[1].2, ["prohibit"]);
+        assert_eq!(rules[2].1, ["not", "uidrange", "7700-7700"]);
+        assert_eq!(rules[2].2, ["lookup", netns::ROUTE_TABLE]);
+    }
 
     #[test]
     fn the_proxy_uid_is_filled_in_everywhere() {

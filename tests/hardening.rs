@@ -22,7 +22,18 @@ print("RESULT " + json.dumps(r))
 
 #[test]
 fn the_guest_cannot_touch_its_init_and_the_run_folder_is_private() {
-    let run = offline_python(&[], PROBE);
+    cannot_touch_init(&[]);
+}
+
+/// The same in the pod topology: the agent's init (which also runs its observers) is as
+/// untouchable, and the proxy writes the run folder as privately.
+#[test]
+fn in_a_pod_the_guest_cannot_touch_its_init_and_the_run_folder_is_private() {
+    cannot_touch_init(&["--topology", "pod"]);
+}
+
+fn cannot_touch_init(extra: &[&str]) {
+    let run = offline_python(extra, PROBE);
     assert_eq!(run.code(), Some(0), "{}", run.explain());
     let got = run.result();
     assert_eq!(got["environ"], "denied", "{}", run.explain());
@@ -71,7 +82,16 @@ s.recv(100)
 /// any flow exists, so the record comes from the stack's typed drop reason).
 #[test]
 fn pings_beyond_the_gateway_are_dropped_and_recorded() {
-    let run = offline_python(&[], PING);
+    pings_dropped(&[]);
+}
+
+#[test]
+fn in_a_pod_pings_beyond_the_gateway_are_dropped_and_recorded() {
+    pings_dropped(&["--topology", "pod"]);
+}
+
+fn pings_dropped(extra: &[&str]) {
+    let run = offline_python(extra, PING);
     assert_eq!(run.code(), Some(0), "{}", run.explain());
     assert!(
         run.stdout().contains("RESULT unanswered"),

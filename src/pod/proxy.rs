@@ -450,27 +450,49 @@ async fn stop_network(
 }
 
 /// The routes this namespace has, as far as an unprivileged process can read them
-/// (`/proc/net/route`: IPv4 main table), for `net_setup`.
+/// (`/proc/net/route` and `/proc/net/ipv6_route`: the main tables, no policy rules), for
+/// `net_setup`. net-init's container log has the whole setup.
 fn routes_seen() -> Vec<String> {
-    let Ok(text) = std::fs::read_to_string("/proc/net/route") else {
-        return Vec::new();
-    };
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let (iface, dst, mask) = (f.first()?, f.get(1)?, f.get(7)?);
-            let dst = u32::from_str_radix(dst, 16).ok()?;
-            let mask = u32::from_str_radix(mask, 16).ok()?;
-            let dst = std::net::Ipv4Addr::from(dst.swap_bytes());
-            let bits = mask.count_ones();
-            Some(if bits == 0 {
-                format!("default dev {iface}")
-            } else {
-                format!("{dst}/{bits} dev {iface}")
-            })
-        })
-        .collect()
+    let mut routes = Vec::new();
+    if let Ok(text) = std::fs::read_to_string("/proc/net/route") {
+        routes.extend(text.lines().skip(1).filter_map(parse_route_v4));
+    }
+    if let Ok(text) = std::fs::read_to_string("/proc/net/ipv6_route") {
+        routes.extend(text.lines().filter_map(parse_route_v6));
+    }
+    routes
+}
+
+fn route_line(dst: String, bits: u32, iface: &str) -> String {
+    if bits == 0 {
+        format!("default dev {iface}")
+    } else {
+        format!("{dst}/{bits} dev {iface}")
+    }
+}
+
+/// One line of `/proc/net/route`: `Iface Destination Gateway Flags … Mask …` (hex, host order).
+fn parse_route_v4(line: &str) -> Option<String> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let (iface, dst, mask) = (f.first()?, f.get(1)?, f.get(7)?);
+    let dst = u32::from_str_radix(dst, 16).ok()?;
+    let mask = u32::from_str_radix(mask, 16).ok()?;
+    let dst = std::net::Ipv4Addr::from(dst.swap_bytes());
+    Some(route_line(dst.to_string(), mask.count_ones(), iface))
+}
+
+/// One line of `/proc/net/ipv6_route`: `dst plen src plen next-hop metric refs use flags iface`;
+/// loopback and multicast routes are left out.
+fn parse_route_v6(line: &str) -> Option<String> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let (dst, plen, iface) = (f.first()?, f.get(1)?, f.get(9)?);
+    let dst = u128::from_str_radix(dst, 16).ok()?;
+    let bits = u32::from_str_radix(plen, 16).ok()?;
+    let dst = std::net::Ipv6Addr::from(dst);
+    if *iface == "lo" || dst.is_multicast() {
+        return None;
+    }
+    Some(route_line(dst.to_string(), bits, iface))
 }
 
 /// Kinds the agent's observers make; anything else on the event socket (a forged `run_end`, a
@@ -556,6 +578,25 @@ mod tests {
         assert!(!relayable(&line(
             r#"{"kind":"blocked","what":"dns","target":"x","reason":"offline"}"#
         )));
+    }
+
+    #[test]
+    fn routes_are_read_from_procfs_lines() {
+        assert_eq!(
+            parse_route_v4("tun0\t00000000\t00000000\t0001\t0\t0\t0\t00000000\t0\t0\t0"),
+            Some("default dev tun0".into())
+        );
+        assert_eq!(
+            parse_route_v4("eth0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0"),
+            Some("172.17.0.0/16 dev eth0".into())
+        );
+        let v6 = "fd000077000000000000000000000000 40 00000000000000000000000000000000 00 \
+                  00000000000000000000000000000000 00000100 00000001 00000000 00000001     tun0";
+        assert_eq!(parse_route_v6(v6), Some("fd00:77::/64 dev tun0".into()));
+        let lo = "00000000000000000000000000000001 80 00000000000000000000000000000000 00 \
+                  00000000000000000000000000000000 00000000 00000002 00000000 80200001       lo";
+        assert_eq!(parse_route_v6(lo), None);
+        assert_eq!(parse_route_v4("garbage"), None);
     }
 
     #[test]

@@ -53,7 +53,17 @@ pub fn start(pod: PodStart) -> Result<Box<dyn FnOnce()>, String> {
     }
     // The run's secrets as this container was given them: scrubbed from exec records.
     let known = Arc::new(crate::redact::KnownSecrets::new(None));
-    known.learn_env(&std::env::vars().collect());
+    // vars_os: a variable that is not UTF-8 must not stop the observers (vars() would panic).
+    known.learn_env(
+        &std::env::vars_os()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.to_string_lossy().into_owned(),
+                )
+            })
+            .collect(),
+    );
     let attribution = Arc::new(Attribution::default());
     let sup = match pod.listener {
         Ok(listener) => Some(

@@ -58,6 +58,9 @@ pub const READY_FILE: &str = "ready";
 /// In the control volume: written by the proxy once its run is recorded; a sidecar restarted
 /// after it finds it and only waits to be stopped.
 pub const DONE_FILE: &str = "done";
+/// In the control volume: why the orchestrator stopped the agent (`timeout`, `interrupted`),
+/// written before it does; the proxy's `run_end.reason`.
+pub const STOP_FILE: &str = "stop-reason";
 /// In the control volume: the Landlock plan (when the policy has file or exec rules).
 pub const LANDLOCK_PLAN: &str = "landlock.plan";
 /// In the control volume: the run's policy as the proxy resolved it (the agent's observers

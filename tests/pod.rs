@@ -248,3 +248,27 @@ fn a_pod_run_that_cannot_start_says_why_in_one_line_and_leaves_nothing() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--workspace"));
 }
+
+#[test]
+fn a_pod_run_past_its_timeout_is_stopped_and_says_so() {
+    ensure_image();
+    let run = idagent_run(&[
+        "--topology",
+        "pod",
+        "--offline",
+        "--timeout",
+        "3",
+        "--image",
+        GUEST_IMAGE,
+        "--",
+        "sh",
+        "-c",
+        "echo started; sleep 60",
+    ]);
+    assert_eq!(run.code(), Some(124), "{}", run.explain());
+    check_audit_invariants(&run);
+    let end = run.events.last().expect("run_end");
+    assert_eq!(end["reason"], "timeout", "{}", run.explain());
+    assert!(run.stdout().contains("started"));
+    assert_no_leftovers(&run.run_id());
+}

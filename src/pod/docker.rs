@@ -395,6 +395,14 @@ async fn drive<R: ContainerRuntime>(
         _ = sigterm.recv() => Ending::Interrupted,
     };
     if !matches!(ending, Ending::Exited(_)) {
+        // Said to the proxy before the agent goes, so run_end names why (it sees only the
+        // agent's init hanging up).
+        let why = if ending == Ending::Timeout {
+            "timeout"
+        } else {
+            "interrupted"
+        };
+        let _ = std::fs::write(dirs.ctl.join(super::STOP_FILE), why);
         rt.kill(&agent_id).await?;
         let _ = rt.wait(&agent_id).await;
     }

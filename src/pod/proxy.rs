@@ -201,6 +201,7 @@ pub async fn command(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         Ok(Ending::Exited(code)) => (*code, "exited"),
         Ok(Ending::AgentLost) => (None, "agent_lost"),
         Ok(Ending::Interrupted) => (None, "interrupted"),
+        Ok(Ending::Timeout) => (None, "timeout"),
         Ok(Ending::AuditFailed(r)) => (None, *r),
         Err(_) => (None, "error"),
     };
@@ -230,7 +231,18 @@ enum Ending {
     Exited(Option<i64>),
     AgentLost,
     Interrupted,
+    Timeout,
     AuditFailed(&'static str),
+}
+
+/// What the orchestrator said before it stopped the agent ([`super::STOP_FILE`]), if anything.
+fn stopped_because(ctl: &Path) -> Option<Ending> {
+    let text = std::fs::read_to_string(ctl.join(super::STOP_FILE)).ok()?;
+    match text.trim() {
+        "timeout" => Some(Ending::Timeout),
+        "interrupted" => Some(Ending::Interrupted),
+        _ => None,
+    }
 }
 
 /// `OUT/<run-id>`, created 0700; a folder already holding a log (the sidecar restarted) gets a
@@ -272,7 +284,12 @@ async fn serve(
     degraded: Arc<std::sync::Mutex<Vec<String>>>,
 ) -> anyhow::Result<(RunEnd, anyhow::Result<Ending>)> {
     let ctl = &args.ctl;
-    for stale in [super::READY_FILE, super::CTL_SOCK, super::EVENTS_SOCK] {
+    for stale in [
+        super::READY_FILE,
+        super::CTL_SOCK,
+        super::EVENTS_SOCK,
+        super::STOP_FILE,
+    ] {
         let _ = std::fs::remove_file(ctl.join(stale));
     }
     let enforcer = Arc::new(match &policy {
@@ -402,9 +419,10 @@ async fn serve(
     });
     let audit_failed = audit.failed();
     let ending = tokio::select! {
-        r = both => match r {
-            Ok((Some(code), _)) => Ending::Exited(Some(code)),
-            _ => Ending::AgentLost,
+        r = both => match (stopped_because(ctl), r) {
+            (Some(why), _) => why,
+            (None, Ok((Some(code), _))) => Ending::Exited(Some(code)),
+            (None, _) => Ending::AgentLost,
         },
         failure = audit_failed => {
             sink.emit(EventBody::Notice(Notice {

@@ -64,7 +64,12 @@ pub struct ContainerSpec {
 pub struct Labelled {
     pub id: String,
     pub labels: BTreeMap<String, String>,
+    /// The engine says it is running.
+    pub running: bool,
 }
+
+/// The label naming a pod container's part (`holder`, `proxy`, `agent`, …).
+pub const LABEL_POD_ROLE: &str = "idagent.pod-role";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -120,17 +125,36 @@ pub trait ContainerRuntime {
 
 /// Reaps containers whose owning idagent process is gone (or all of them with `all`).
 /// Returns the ids removed.
+///
+/// A pod whose agent or proxy still runs is not a leftover, even with its orchestrator gone:
+/// the proxy is idagent too and is still writing the run's log (as a kubelet's death does not
+/// stop its pods). It is reaped once both have ended.
 pub async fn gc<R: ContainerRuntime>(rt: &R, all: bool) -> Result<Vec<String>, RuntimeError> {
     let mut removed = Vec::new();
-    for c in rt.list_labelled().await? {
+    let listed = rt.list_labelled().await?;
+    let working_pods: std::collections::BTreeSet<&str> = listed
+        .iter()
+        .filter(|c| {
+            c.running
+                && c.labels
+                    .get(LABEL_POD_ROLE)
+                    .is_some_and(|r| r == "agent" || r == "proxy")
+        })
+        .filter_map(|c| c.labels.get(LABEL_RUN).map(String::as_str))
+        .collect();
+    for c in &listed {
         let owner_alive = c
             .labels
             .get(LABEL_OWNER_PID)
             .and_then(|p| p.parse::<i32>().ok())
             .is_some_and(process_is_idagent);
-        if all || !owner_alive {
+        let working = c
+            .labels
+            .get(LABEL_RUN)
+            .is_some_and(|r| working_pods.contains(r.as_str()));
+        if all || (!owner_alive && !working) {
             rt.remove(&c.id).await?;
-            removed.push(c.id);
+            removed.push(c.id.clone());
         }
     }
     Ok(removed)
@@ -167,6 +191,7 @@ mod tests {
                     Labelled {
                         id: format!("c{i}"),
                         labels,
+                        running: false,
                     }
                 })
                 .collect();
@@ -227,6 +252,41 @@ mod tests {
         let removed = gc(&rt, false).await.expect("gc");
         assert_eq!(removed.len(), 4);
         assert!(rt.ids().is_empty());
+    }
+
+    /// A pod whose orchestrator died but whose agent runs is still being recorded by its proxy:
+    /// kept whole until its agent has ended, then reaped whole.
+    #[tokio::test]
+    async fn gc_keeps_a_pod_whose_agent_still_runs() {
+        let pod = |run: &str, role: &str, running: bool| Labelled {
+            id: format!("{run}-{role}"),
+            labels: BTreeMap::from([
+                (LABEL.to_owned(), "1".to_owned()),
+                (LABEL_RUN.to_owned(), run.to_owned()),
+                (LABEL_OWNER_PID.to_owned(), "999999999".to_owned()),
+                (LABEL_POD_ROLE.to_owned(), role.to_owned()),
+            ]),
+            running,
+        };
+        let rt = FakeRuntime {
+            containers: Mutex::new(vec![
+                pod("a", "holder", true),
+                pod("a", "proxy", true),
+                pod("a", "agent", true),
+                pod("b", "holder", true),
+                pod("b", "proxy", false),
+                pod("b", "agent", false),
+                // The agent is done and the proxy is finishing the log.
+                pod("c", "proxy", true),
+                pod("c", "agent", false),
+            ]),
+        };
+        let removed = gc(&rt, false).await.expect("gc");
+        assert_eq!(removed, ["b-holder", "b-proxy", "b-agent"]);
+        assert_eq!(
+            rt.ids(),
+            ["a-holder", "a-proxy", "a-agent", "c-proxy", "c-agent"]
+        );
     }
 
     #[tokio::test]

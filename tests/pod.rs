@@ -272,3 +272,70 @@ fn a_pod_run_past_its_timeout_is_stopped_and_says_so() {
     assert!(run.stdout().contains("started"));
     assert_no_leftovers(&run.run_id());
 }
+
+/// Killing `idagent run --topology pod` is killing the kubelet, not the pod: the proxy keeps
+/// observing, the agent finishes, the log is complete; `idagent gc` then removes what the dead
+/// orchestrator left (containers, control folder).
+#[test]
+fn a_killed_pod_orchestrator_leaves_a_complete_log_and_gc_reaps_the_rest() {
+    ensure_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run_dir = dir.path().join("run");
+    let mut child = Command::new(IDAGENT)
+        .args(["run", "--topology", "pod", "--offline", "--run-dir"])
+        .arg(&run_dir)
+        .args([
+            "--image",
+            GUEST_IMAGE,
+            "--",
+            "sh",
+            "-c",
+            "sleep 4; echo done > /tmp/workspace/after",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start idagent");
+    // Wait for the agent to be running, then kill the orchestrator.
+    let started = std::time::Instant::now();
+    loop {
+        let out = Command::new("docker")
+            .args(["ps", "-q", "--filter", "label=idagent.pod-role=agent"])
+            .output()
+            .expect("docker ps");
+        if !out.stdout.is_empty() && run_dir.join("audit.jsonl").is_file() {
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 60, "the pod never started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill().expect("SIGKILL idagent");
+    child.wait().expect("reap");
+    let audit = run_dir.join("audit.jsonl");
+    // The proxy finishes the run by itself once the agent is done.
+    let started = std::time::Instant::now();
+    let events = loop {
+        let events = read_audit(&audit);
+        if events.last().is_some_and(|e| e["kind"] == "run_end") {
+            break events;
+        }
+        assert!(started.elapsed().as_secs() < 60, "no run_end: {events:?}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["seq"].as_u64(), Some(i as u64 + 1));
+    }
+    assert_eq!(events.last().expect("end")["reason"], "exited");
+    assert!(kinds(&events, "file").any(|e| e["path"] == "/tmp/workspace/after"));
+    let run_id = events[0]["run"].as_str().expect("run id").to_owned();
+    let gc = Command::new(IDAGENT)
+        .arg("gc")
+        .output()
+        .expect("idagent gc");
+    assert!(
+        gc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+    assert_no_leftovers(&run_id);
+}

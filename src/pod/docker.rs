@@ -195,7 +195,7 @@ fn labels(run_id: &RunId, role: &str) -> BTreeMap<String, String> {
             runtime::LABEL_OWNER_PID.to_owned(),
             std::process::id().to_string(),
         ),
-        ("idagent.pod-role".to_owned(), role.to_owned()),
+        (runtime::LABEL_POD_ROLE.to_owned(), role.to_owned()),
     ])
 }
 

@@ -328,6 +328,7 @@ impl ContainerRuntime for DockerRuntime {
             .into_iter()
             .filter_map(|c| {
                 Some(Labelled {
+                    running: c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING),
                     id: c.id?,
                     labels: c.labels.unwrap_or_default().into_iter().collect(),
                 })

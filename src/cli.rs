@@ -56,8 +56,9 @@ pub enum Command {
     /// Write a run's audit log in another schema for a log pipeline (OCSF v1.1.0 JSON Lines;
     /// see docs/ocsf.md).
     Export(ExportArgs),
-    /// Remove leftovers (containers labelled by idagent whose run is no longer alive).
-    Gc,
+    /// Remove leftovers (containers labelled by idagent whose run is no longer alive; a pod
+    /// whose agent or proxy still runs is kept until they end, unless --all).
+    Gc(GcArgs),
     /// Pod step 1 (one-shot, NET_ADMIN only): create the persistent TUN owned by the proxy's
     /// uid in this network namespace, make it the only default route for every other uid, and
     /// install the in-namespace firewall. See README "Kubernetes".
@@ -270,6 +271,13 @@ pub struct NetArgs {
     /// Bytes kept of each packet in the pcapng (0: whole packets).
     #[arg(long, default_value_t = 0)]
     pub snaplen: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Also stop and remove what live runs and orphaned pods still use.
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// Where a run's containers come from.

@@ -67,10 +67,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             }
             Err(e) => Err((e.into(), None)),
         },
-        Command::Gc => {
+        Command::Gc(args) => {
             require_root()?;
             let rt = connect(&cli.docker_host).await?;
-            let removed = runtime::gc(&rt, false).await.map_err(runtime_failure)?;
+            let removed = runtime::gc(&rt, args.all).await.map_err(runtime_failure)?;
             idagent::sandbox::gc_ctl_dirs();
             let networks = idagent::pod::docker::gc_networks(&rt).await;
             println!(

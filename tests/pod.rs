@@ -247,6 +247,28 @@ fn a_pod_run_that_cannot_start_says_why_in_one_line_and_leaves_nothing() {
         .expect("idagent run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--workspace"));
+    // An upstream on the host's loopback: a pod does not share it; said, not timed out.
+    let out = Command::new(IDAGENT)
+        .args([
+            "run",
+            "--topology",
+            "pod",
+            "--offline",
+            "--upstream-map",
+            "www.google.com:443=127.0.0.1:9",
+            "--image",
+            GUEST_IMAGE,
+            "--",
+            "true",
+        ])
+        .output()
+        .expect("idagent run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("loopback") && err.contains("--pod-network"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -77,6 +77,19 @@ pub async fn run<R: ContainerRuntime>(rt: &R, cfg: &RunConfig) -> anyhow::Result
             cfg.user
         );
     }
+    // The proxy dials from the pod's namespace: the host's loopback is not there.
+    if !cfg.net.upstream_map.is_empty() || cfg.net.upstream_map_file.is_some() {
+        let map =
+            crate::k8s::upstream_map(&cfg.net.upstream_map, cfg.net.upstream_map_file.as_deref())
+                .map_err(|e| anyhow!("{e}"))?;
+        if let Some(t) = map.map_targets.iter().find(|t| t.ip().is_loopback()) {
+            bail!(
+                "--upstream-map target {t} is a loopback address, which a pod does not share \
+                 with the host; serve it on the pod network (--pod-network NET) instead, as \
+                 `idagent audit --topology pod` does with its fakes"
+            );
+        }
+    }
     let run_id = RunId::generate();
     let run_dir = cfg
         .run_dir

@@ -247,12 +247,16 @@ fn a_pod_run_that_cannot_start_says_why_in_one_line_and_leaves_nothing() {
         .expect("idagent run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--workspace"));
-    // An upstream on the host's loopback: a pod does not share it; said, not timed out.
+    // An upstream on the host's loopback, with a pod network of the user's: a pod does not
+    // share the host's loopback; said, not timed out. (Without --pod-network it is relayed:
+    // see the next test.)
     let out = Command::new(IDAGENT)
         .args([
             "run",
             "--topology",
             "pod",
+            "--pod-network",
+            "idagent-test-user-network",
             "--offline",
             "--upstream-map",
             "www.google.com:443=127.0.0.1:9",
@@ -269,6 +273,68 @@ fn a_pod_run_that_cannot_start_says_why_in_one_line_and_leaves_nothing() {
         err.contains("loopback") && err.contains("--pod-network"),
         "{err}"
     );
+}
+
+/// The Docker mode's way to reach fakes — on the host's loopback, through the upstream map —
+/// works in the pod topology too: the map's loopback targets are relayed from a network of
+/// the run's own, which the pod's real interface is on, and the agent still cannot reach them
+/// itself.
+#[test]
+fn fakes_on_the_hosts_loopback_serve_a_pod_run_through_its_proxy() {
+    ensure_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fakes = idagent_fakes::start_blocking(dir.path()).expect("fakes");
+    let google = fakes.addr(idagent_fakes::FakeServer::GoogleHttps);
+    let mut args: Vec<String> = ["--topology", "pod", "--offline"]
+        .map(str::to_owned)
+        .to_vec();
+    args.extend(fakes.idagent_args());
+    args.push("victims/python-scrape".into());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = idagent_run(&refs);
+    assert_eq!(run.code(), Some(0), "{}", run.explain());
+    check_audit_invariants(&run);
+    assert!(run
+        .of_kind("http")
+        .any(|e| e["url"] == "https://www.google.com/" && e["status"] == 200));
+    assert_eq!(
+        fakes
+            .requests_to(idagent_fakes::FakeServer::GoogleHttps)
+            .len(),
+        1,
+        "the fake saw the one request, through the proxy"
+    );
+    assert_no_leftovers(&run.run_id());
+    no_networks_left();
+    // The agent dialling the fake's host address itself dials its pod's own loopback, where
+    // nothing listens: the host's stays out of reach.
+    let probe = format!(
+        "import socket\ns = socket.socket()\ns.settimeout(3)\ntry:\n    s.connect(('{}', {}))\n    s.send(b'x')\n    print('RESULT %r' % repr(s.recv(20)))\nexcept Exception as e:\n    print('RESULT %r' % repr(e))\n",
+        google.ip(),
+        google.port()
+    );
+    let mut args: Vec<String> = ["--topology", "pod", "--offline"]
+        .map(str::to_owned)
+        .to_vec();
+    args.extend(fakes.idagent_args());
+    args.extend(["--image", GUEST_IMAGE, "--", "python3", "-c", &probe].map(str::to_owned));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = idagent_run(&refs);
+    assert_eq!(run.code(), Some(0), "{}", run.explain());
+    assert_eq!(
+        fakes
+            .requests_to(idagent_fakes::FakeServer::GoogleHttps)
+            .len(),
+        1,
+        "the agent reached the fake by itself"
+    );
+    assert!(
+        run.stdout().contains("Connection refused"),
+        "{}",
+        run.explain()
+    );
+    assert_no_leftovers(&run.run_id());
+    no_networks_left();
 }
 
 #[test]

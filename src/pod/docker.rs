@@ -60,7 +60,10 @@ struct Pod {
 }
 
 /// Runs `cfg` in the pod topology on Docker, to completion.
-pub async fn run<R: ContainerRuntime>(rt: &R, cfg: &RunConfig) -> anyhow::Result<RunOutcome> {
+pub async fn run(
+    rt: &crate::runtime::docker::DockerRuntime,
+    cfg: &RunConfig,
+) -> anyhow::Result<RunOutcome> {
     if cfg.workspace_seed.is_some() {
         bail!("--workspace is not supported with --topology pod yet (the agent's workspace volume starts empty)");
     }
@@ -77,26 +80,35 @@ pub async fn run<R: ContainerRuntime>(rt: &R, cfg: &RunConfig) -> anyhow::Result
             cfg.user
         );
     }
-    // The proxy dials from the pod's namespace: the host's loopback is not there.
-    if !cfg.net.upstream_map.is_empty() || cfg.net.upstream_map_file.is_some() {
-        let map =
-            crate::k8s::upstream_map(&cfg.net.upstream_map, cfg.net.upstream_map_file.as_deref())
-                .map_err(|e| anyhow!("{e}"))?;
-        if let Some(t) = map.map_targets.iter().find(|t| t.ip().is_loopback()) {
-            bail!(
-                "--upstream-map target {t} is a loopback address, which a pod does not share \
-                 with the host; serve it on the pod network (--pod-network NET) instead, as \
-                 `idagent audit --topology pod` does with its fakes"
-            );
-        }
-    }
     let run_id = RunId::generate();
     let run_dir = cfg
         .run_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("captures").join(run_id.as_str()));
     let host = PathBuf::from(HOST_CTL_ROOT).join(run_id.as_str());
-    let dirs = PodDirs::create(&host, &run_dir, &run_id, cfg)?;
+    // The proxy dials from the pod's namespace, which does not have the host's loopback: map
+    // targets there are served on a network of the run's own, relayed to the host's loopback.
+    std::fs::create_dir_all(&host).with_context(|| format!("create {}", host.display()))?;
+    let bridged = host.join("upstream-map.bridged");
+    let (cfg, bridge) = match LoopbackBridge::for_run(rt, cfg, &run_id, &bridged).await {
+        Ok(Some((cfg, bridge))) => (std::borrow::Cow::Owned(cfg), Some(bridge)),
+        Ok(None) => (std::borrow::Cow::Borrowed(cfg), None),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&host);
+            return Err(e);
+        }
+    };
+    let cfg = cfg.as_ref();
+    let dirs = match PodDirs::create(&host, &run_dir, &run_id, cfg) {
+        Ok(d) => d,
+        Err(e) => {
+            if let Some(b) = bridge {
+                b.remove(rt).await;
+            }
+            let _ = std::fs::remove_dir_all(&host);
+            return Err(e);
+        }
+    };
     let mut pod = Pod::default();
     let result = drive(rt, cfg, &run_id, &dirs, &mut pod).await;
     for id in pod.containers.iter().rev() {
@@ -106,12 +118,142 @@ pub async fn run<R: ContainerRuntime>(rt: &R, cfg: &RunConfig) -> anyhow::Result
         }
     }
     let _ = std::fs::remove_dir_all(&host);
+    if let Some(b) = bridge {
+        b.remove(rt).await;
+    }
     let ending = result?;
     Ok(RunOutcome {
         run_id,
         run_dir,
         ending,
     })
+}
+
+/// Map targets on the host's loopback, made reachable from a pod: a [`ServiceNet`] of the
+/// run's own is the pod network, and for each such target a relay listens at the service
+/// container's address (in its namespace) and connects to the target on the host's loopback.
+/// The pod's agent cannot reach the relays (they are on the pod's real interface); the proxy
+/// reaches them as it would a cluster service. Every target is the operator's own mapping.
+struct LoopbackBridge {
+    net: ServiceNet,
+    relays: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl LoopbackBridge {
+    /// With loopback targets in `cfg`'s map: the bridge, and `cfg` with its map rewritten into
+    /// `map_file` (one entry a line).
+    async fn for_run(
+        rt: &crate::runtime::docker::DockerRuntime,
+        cfg: &RunConfig,
+        run_id: &RunId,
+        map_file: &Path,
+    ) -> anyhow::Result<Option<(RunConfig, LoopbackBridge)>> {
+        if cfg.net.upstream_map.is_empty() && cfg.net.upstream_map_file.is_none() {
+            return Ok(None);
+        }
+        let map =
+            crate::k8s::upstream_map(&cfg.net.upstream_map, cfg.net.upstream_map_file.as_deref())
+                .map_err(|e| anyhow!("{e}"))?;
+        let loopback: std::collections::BTreeSet<std::net::SocketAddr> = map
+            .map_targets
+            .iter()
+            .copied()
+            .filter(|t| t.ip().is_loopback())
+            .collect();
+        if loopback.is_empty() {
+            return Ok(None);
+        }
+        if cfg.pod_network != "bridge" {
+            bail!(
+                "--upstream-map target {} is a loopback address, which a pod on --pod-network {} \
+                 does not share with the host; serve it on that network instead",
+                loopback.first().map(|t| t.to_string()).unwrap_or_default(),
+                cfg.pod_network
+            );
+        }
+        let net = ServiceNet::create(rt, run_id).await?;
+        let mut bridge = LoopbackBridge {
+            relays: Vec::new(),
+            net,
+        };
+        let mut moved = BTreeMap::new();
+        for target in loopback {
+            match relay_into(&bridge.net.netns(), bridge.net.ip, target) {
+                Ok((at, task)) => {
+                    moved.insert(target, at);
+                    bridge.relays.push(task);
+                }
+                Err(e) => {
+                    bridge.remove(rt).await;
+                    return Err(e.context(format!("relay to {target}")));
+                }
+            }
+        }
+        // The same entries, their loopback targets replaced by the relays' addresses.
+        let mut text = String::from("# idagent: the run's map, loopback targets relayed\n");
+        for line in map.upstream_map.lines().map(str::trim) {
+            match line.rsplit_once('=') {
+                Some((key, target)) if !line.starts_with('#') => {
+                    let target = target
+                        .parse::<std::net::SocketAddr>()
+                        .ok()
+                        .and_then(|t| moved.get(&t))
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| target.to_owned());
+                    text.push_str(&format!("{key}={target}\n"));
+                }
+                _ => {}
+            }
+        }
+        if let Err(e) = std::fs::write(map_file, text) {
+            bridge.remove(rt).await;
+            return Err(anyhow!("write {}: {e}", map_file.display()));
+        }
+        let mut cfg = cfg.clone();
+        cfg.net.upstream_map = Vec::new();
+        cfg.net.upstream_map_file = Some(map_file.to_owned());
+        cfg.pod_network = bridge.net.network.clone();
+        info!(relayed = moved.len(), network = %cfg.pod_network, "loopback upstreams relayed into the pod network");
+        Ok(Some((cfg, bridge)))
+    }
+
+    async fn remove(self, rt: &crate::runtime::docker::DockerRuntime) {
+        for r in &self.relays {
+            r.abort();
+        }
+        self.net.remove(rt).await;
+    }
+}
+
+/// A TCP relay listening at `ip:0` inside the namespace `netns` (a listening socket stays in
+/// the namespace it was made in), connecting each accepted stream to `target` from this
+/// process's namespace.
+fn relay_into(
+    netns: &Path,
+    ip: std::net::IpAddr,
+    target: std::net::SocketAddr,
+) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    let ns = std::fs::File::open(netns).with_context(|| format!("open {}", netns.display()))?;
+    let listener = std::thread::spawn(move || -> std::io::Result<std::net::TcpListener> {
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(std::io::Error::from)?;
+        std::net::TcpListener::bind((ip, 0))
+    })
+    .join()
+    .map_err(|_| anyhow!("relay bind thread panicked"))??;
+    listener.set_nonblocking(true)?;
+    let at = listener.local_addr()?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let task = tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                }
+            });
+        }
+    });
+    Ok((at, task))
 }
 
 /// Host folders bound into the pod's containers.

@@ -81,6 +81,19 @@ fn check_pod_log(events: &[Value], what: &str) {
     }
 }
 
+/// `idagent policy learn RUNS... -o OUT`; returns OUT.
+fn learn(runs: &[&Path], out: &Path) -> std::path::PathBuf {
+    let st = Command::new(IDAGENT)
+        .args(["policy", "learn"])
+        .args(runs)
+        .arg("-o")
+        .arg(out)
+        .status()
+        .expect("policy learn");
+    assert!(st.success());
+    out.to_owned()
+}
+
 fn no_networks_left() {
     let out = Command::new("docker")
         .args(["network", "ls", "--format", "{{.Name}}"])
@@ -147,15 +160,7 @@ fn the_three_victims_pass_in_the_pod_topology_observed_then_enforced() {
 
     // Learn over the pod runs, then enforce: the victims do only what they did, so they pass,
     // and every decision is an allow.
-    let policy = dir.path().join("policy.yaml");
-    let st = Command::new(IDAGENT)
-        .args(["policy", "learn"])
-        .arg(&observed)
-        .arg("-o")
-        .arg(&policy)
-        .status()
-        .expect("policy learn");
-    assert!(st.success());
+    let policy = learn(&[&observed], &dir.path().join("policy.yaml"));
     let enforced = dir.path().join("enforce");
     let p = policy.to_str().expect("utf-8 path");
     let (code, text) = audit(&enforced, &["--policy", p, "--mode", "enforce"]);
@@ -174,16 +179,10 @@ fn the_three_victims_pass_in_the_pod_topology_observed_then_enforced() {
 
     // A policy learned without the Python run: its exec is refused by Landlock in the agent
     // (the kernel, not a check of ours), and nothing of it reaches the fake.
-    let narrow = dir.path().join("narrow.yaml");
-    let st = Command::new(IDAGENT)
-        .args(["policy", "learn"])
-        .arg(observed.join("node-openai"))
-        .arg(observed.join("go-escape"))
-        .arg("-o")
-        .arg(&narrow)
-        .status()
-        .expect("policy learn");
-    assert!(st.success());
+    let narrow = learn(
+        &[&observed.join("node-openai"), &observed.join("go-escape")],
+        &dir.path().join("narrow.yaml"),
+    );
     let refused = dir.path().join("narrow");
     let n = narrow.to_str().expect("utf-8 path");
     let (code, text) = audit(&refused, &["--policy", n, "--mode", "enforce"]);

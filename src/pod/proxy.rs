@@ -271,6 +271,20 @@ fn publish(path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("chmod {}", path.display()))
 }
 
+/// Writes `text` at `path` for the agent to read, or removes what an earlier run left there.
+fn place(path: &Path, text: Option<String>) -> anyhow::Result<()> {
+    match text {
+        Some(text) => {
+            std::fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
+            publish(path)
+        }
+        None => {
+            let _ = std::fs::remove_file(path);
+            Ok(())
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn serve(
     args: &ProxyArgs,
@@ -307,35 +321,19 @@ async fn serve(
     enforcer.set_known(icpt.gateway.known.clone());
     if let Some(ca) = &icpt.ca {
         let (bundle, ca_only) = net::write_ca_files(ca, &ctl.join("ca"))?;
-        publish(&ctl.join("ca")).and_then(|()| {
-            std::fs::set_permissions(ctl.join("ca"), PermissionsExt::from_mode(0o755))
-                .context("chmod ca")
-        })?;
+        std::fs::set_permissions(ctl.join("ca"), PermissionsExt::from_mode(0o755))
+            .context("chmod ca")?;
         publish(&bundle)?;
         publish(&ca_only)?;
     }
-    match &policy {
-        Some(p) => {
-            let path = ctl.join(super::POLICY_FILE);
-            std::fs::write(&path, p.to_yaml())
-                .with_context(|| format!("write {}", path.display()))?;
-            publish(&path)?;
-        }
-        None => {
-            let _ = std::fs::remove_file(ctl.join(super::POLICY_FILE));
-        }
-    }
-    match &landlock {
-        Some(plan) => {
-            let path = ctl.join(super::LANDLOCK_PLAN);
-            std::fs::write(&path, plan.render())
-                .with_context(|| format!("write {}", path.display()))?;
-            publish(&path)?;
-        }
-        None => {
-            let _ = std::fs::remove_file(ctl.join(super::LANDLOCK_PLAN));
-        }
-    }
+    place(
+        &ctl.join(super::POLICY_FILE),
+        policy.as_ref().map(|p| p.to_yaml()),
+    )?;
+    place(
+        &ctl.join(super::LANDLOCK_PLAN),
+        landlock.as_ref().map(|plan| plan.render()),
+    )?;
     let mut setup = crate::audit::NetSetup {
         tun: netns::TUN_NAME.into(),
         mtu: u32::from(netns::TUN_MTU),

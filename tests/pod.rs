@@ -13,14 +13,21 @@ use std::process::Command;
 
 const VICTIMS: [&str; 3] = ["python-scrape", "node-openai", "go-escape"];
 
+/// `idagent audit --topology pod --run-root ROOT EXTRA...`: its exit code and output; the
+/// network it made is gone afterwards.
 fn audit(root: &Path, extra: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(IDAGENT)
+    let child = Command::new(IDAGENT)
         .args(["audit", "--topology", "pod", "--run-root"])
         .arg(root)
         .args(extra)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("idagent audit");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("idagent audit");
+    no_network_owned_by(pid);
     let text = format!(
         "{}\n--- stderr ---\n{}",
         String::from_utf8_lossy(&out.stdout),
@@ -94,15 +101,35 @@ fn learn(runs: &[&Path], out: &Path) -> std::path::PathBuf {
     out.to_owned()
 }
 
-fn no_networks_left() {
+/// No network of run `run_id` (a pod run's relay network is named after it) is left; other
+/// tests' runs may have theirs meanwhile.
+fn no_network_of(run_id: &str) {
     let out = Command::new("docker")
         .args(["network", "ls", "--format", "{{.Name}}"])
         .output()
         .expect("docker network ls");
     let names = String::from_utf8_lossy(&out.stdout);
     assert!(
-        !names.lines().any(|n| n.starts_with("idagent-net-")),
+        !names.lines().any(|n| n == format!("idagent-net-{run_id}")),
         "a pod network left behind: {names}"
+    );
+}
+
+/// No network that an `idagent audit` run (process `pid`) made is left.
+fn no_network_owned_by(pid: u32) {
+    let out = Command::new("docker")
+        .args([
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=idagent.owner-pid={pid}"),
+        ])
+        .output()
+        .expect("docker network ls");
+    assert!(
+        out.stdout.is_empty(),
+        "a network of process {pid} left behind"
     );
 }
 
@@ -203,7 +230,6 @@ fn the_three_victims_pass_in_the_pod_topology_observed_then_enforced() {
     for v in ["node-openai", "go-escape"] {
         assert!(text.contains(&format!("{v} — PASS")), "{text}");
     }
-    no_networks_left();
 }
 
 #[test]
@@ -223,8 +249,12 @@ fn a_pod_run_that_cannot_start_says_why_in_one_line_and_leaves_nothing() {
         ])
         .arg(dir.path().join("run"))
         .args(["--image", GUEST_IMAGE, "--", "true"])
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("idagent run");
+    let owner = out.id();
+    let out = out.wait_with_output().expect("idagent run");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     let last = err.lines().last().unwrap_or_default();
@@ -232,8 +262,14 @@ fn a_pod_run_that_cannot_start_says_why_in_one_line_and_leaves_nothing() {
         last.starts_with("idagent: error:") && last.contains("idagent-no-such-network"),
         "{err}"
     );
+    // Nothing of that run (other tests' pods may be running meanwhile: only its owner's).
     let ps = Command::new("docker")
-        .args(["ps", "-aq", "--filter", "label=idagent.pod-role"])
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=idagent.owner-pid={owner}"),
+        ])
         .output()
         .expect("docker ps");
     assert!(ps.stdout.is_empty(), "pod containers left behind");
@@ -304,7 +340,7 @@ fn fakes_on_the_hosts_loopback_serve_a_pod_run_through_its_proxy() {
         "the fake saw the one request, through the proxy"
     );
     assert_no_leftovers(&run.run_id());
-    no_networks_left();
+    no_network_of(&run.run_id());
     // The agent dialling the fake's host address itself dials its pod's own loopback, where
     // nothing listens: the host's stays out of reach.
     let probe = format!(
@@ -333,7 +369,7 @@ fn fakes_on_the_hosts_loopback_serve_a_pod_run_through_its_proxy() {
         run.explain()
     );
     assert_no_leftovers(&run.run_id());
-    no_networks_left();
+    no_network_of(&run.run_id());
 }
 
 #[test]
@@ -415,6 +451,33 @@ fn a_killed_pod_orchestrator_leaves_a_complete_log_and_gc_reaps_the_rest() {
     assert_eq!(events.last().expect("end")["reason"], "exited");
     assert!(kinds(&events, "file").any(|e| e["path"] == "/tmp/workspace/after"));
     let run_id = events[0]["run"].as_str().expect("run id").to_owned();
+    // gc keeps the pod while its agent or proxy still runs (the proxy writes report.html after
+    // run_end); once both are done it is a leftover.
+    let started = std::time::Instant::now();
+    loop {
+        let out = Command::new("docker")
+            .args([
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label=idagent.run={run_id}"),
+            ])
+            .args(["--filter", "status=running"])
+            .output()
+            .expect("docker ps");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let running = String::from_utf8_lossy(&out.stdout).lines().count();
+        // The holder (pause) runs until removed; the proxy and the agent end by themselves.
+        if running <= 1 {
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 60, "the pod never finished");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     let gc = Command::new(IDAGENT)
         .arg("gc")
         .output()

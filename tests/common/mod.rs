@@ -164,10 +164,20 @@ pub fn assert_no_leftovers(run_id: &str) {
         ])
         .output()
         .expect("docker ps");
-    assert!(
-        out.stdout.is_empty(),
-        "container of run {run_id} left behind"
-    );
+    if !out.stdout.is_empty() {
+        let listing = Command::new("docker")
+            .args([
+                "ps",
+                "-a",
+                "--filter",
+                &format!("label=idagent.run={run_id}"),
+            ])
+            .args(["--format", "{{.ID}} {{.Names}} {{.Status}} {{.Labels}}"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        panic!("container of run {run_id} left behind: {listing}");
+    }
     assert!(
         !Path::new("/run/idagent").join(run_id).exists(),
         "control folder of run {run_id} left behind"

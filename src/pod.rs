@@ -13,11 +13,13 @@
 //!    and the policy into the control volume, binds the control and event sockets there and
 //!    then says it is ready ([`READY_FILE`]).
 //! 3. `agent` (uid ≠ [`PROXY_UID`], no capability, read-only root): its entrypoint is
-//!    `idagent guest-init --pod` ([`agent`]), PID 1 of the agent's own pid namespace. It
-//!    installs the seccomp listener and keeps it: the supervisor and the workspace watcher run
-//!    in this PID 1 (the only process that can read the app's memory without a capability:
-//!    same uid, its ancestor), and every record they make is sent, typed, to the proxy over the
-//!    event socket; the proxy writes them into the run's one audit log. Exits are init's
+//!    `idagent guest-init --pod` ([`agent`]), PID 1 of the agent's own pid namespace. It forks
+//!    the command, which installs the seccomp filter and hands its listener back to PID 1
+//!    (PID 1 itself stays unfiltered: its observers' own syscalls must not wait on them); the
+//!    supervisor and the workspace watcher run in this PID 1 (the only process that can read
+//!    the app's memory without a capability: same uid, its ancestor), and every record they
+//!    make is sent, typed, to the proxy over the event socket; the proxy writes them into the
+//!    run's one audit log. Exits are init's
 //!    `EXIT` reports over the control socket, as on Docker without the proc connector.
 //!
 //! Why the listener stays in the agent container (the one departure from `run`, where the

@@ -1,5 +1,13 @@
-//! `idagent guest-init [--landlock PLAN] --ctl PATH [--landlock PLAN] -- CMD ARGS...`: the
-//! guest container's PID 1.
+//! `idagent guest-init [--pod] [--landlock PLAN] --ctl PATH [--landlock PLAN] -- CMD ARGS...`:
+//! the guest container's PID 1.
+//!
+//! With `--pod` (a pod's agent, see `idagent::pod`) the order differs: no fd in the hello and
+//! a second connection, to `events.sock` beside the control socket; after `GO`, the fork comes
+//! first — the child restores nothing yet, becomes dumpable for its supervisor, sets
+//! no-new-privs, installs the filter and sends its listener back over a socketpair (a kernel
+//! without user notification sends its reason instead), then waits on a pipe — while PID 1
+//! says `MAIN <pid>`, starts its observers ([`PodHook`]) on the listener and lets the child go.
+//! PID 1 must be 1 (its own pid namespace), and the plan is the control folder's when present.
 //!
 //! Owns: the order of the guest's start-up and PID 1's duties afterwards. In order:
 //! 0. with `--landlock`, read and parse the plan file ([`crate::landlock::Plan`]);

@@ -6,9 +6,10 @@
 
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-const IDAGENT: &str = env!("CARGO_BIN_EXE_idagent");
+mod common;
+use common::{idagent, output_text};
 /// Debian's Python, where host-setup.sh installs kubernetes-validate (and its PyYAML).
 const PYTHON: &str = "/usr/bin/python3";
 /// The Kubernetes version the objects are validated against: native sidecars
@@ -39,23 +40,6 @@ files:
       allow: [create_file]
 ";
 
-fn idagent(args: &[&str]) -> Output {
-    Command::new(IDAGENT)
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("start idagent")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// The YAML stream's documents, as PyYAML reads them.
 fn parse(dir: &Path, yaml: &str) -> Vec<Value> {
     let file = dir.join("manifest.yaml");
@@ -71,7 +55,7 @@ fn parse(dir: &Path, yaml: &str) -> Vec<Value> {
     assert!(
         out.status.success(),
         "PyYAML cannot read it\n{}",
-        text(&out)
+        output_text(&out)
     );
     serde_json::from_slice(&out.stdout).expect("json")
 }
@@ -86,7 +70,7 @@ fn validate(dir: &Path, docs: &[Value]) -> Result<(), String> {
         .arg(&file)
         .output()
         .expect("start python3");
-    let report = text(&out);
+    let report = output_text(&out);
     assert!(
         !report.contains("No module named kubernetes_validate"),
         "kubernetes-validate is not installed: run scripts/host-setup.sh test\n{report}"
@@ -180,7 +164,7 @@ fn every_kind_is_valid_kubernetes_and_keeps_the_contract() {
             "enforce",
             "victims/node-openai",
         ]);
-        assert_eq!(out.status.code(), Some(0), "{kind}\n{}", text(&out));
+        assert_eq!(out.status.code(), Some(0), "{kind}\n{}", output_text(&out));
         let yaml = String::from_utf8(out.stdout.clone()).expect("utf-8");
         assert!(!yaml.contains(KEY), "{kind}: the key is in clear\n{yaml}");
         let docs = parse(dir.path(), &yaml);
@@ -335,7 +319,7 @@ fn offline_without_a_policy_reaches_only_the_map_targets() {
         "api.openai.com=127.0.0.1:8443",
         "victims/node-openai",
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     let docs = parse(dir.path(), &String::from_utf8_lossy(&out.stdout));
     let np = docs
         .iter()
@@ -358,8 +342,8 @@ fn offline_without_a_policy_reaches_only_the_map_targets() {
 fn the_proxy_uid_is_refused_in_one_line() {
     for user in ["7700", "7700:7700", "0"] {
         let out = idagent(&["k8s", "manifest", "--user", user, "victims/node-openai"]);
-        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-        assert!(out.stdout.is_empty(), "{}", text(&out));
+        assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+        assert!(out.stdout.is_empty(), "{}", output_text(&out));
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(

@@ -4,17 +4,10 @@
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
-const IDAGENT: &str = env!("CARGO_BIN_EXE_idagent");
+mod common;
+use common::idagent;
 const CAPTURES: [&str; 3] = ["python-scrape", "node-openai", "go-escape"];
-
-fn idagent(args: &[&str]) -> Output {
-    std::process::Command::new(IDAGENT)
-        .args(args)
-        .output()
-        .expect("run idagent")
-}
 
 fn capture_log(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

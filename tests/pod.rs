@@ -16,17 +16,13 @@ const VICTIMS: [&str; 3] = ["python-scrape", "node-openai", "go-escape"];
 /// `idagent audit --topology pod --run-root ROOT EXTRA...`: its exit code and output; the
 /// network it made is gone afterwards.
 fn audit(root: &Path, extra: &[&str]) -> (Option<i32>, String) {
-    let child = Command::new(IDAGENT)
-        .args(["audit", "--topology", "pod", "--run-root"])
-        .arg(root)
-        .args(extra)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("idagent audit");
-    let pid = child.id();
-    let out = child.wait_with_output().expect("idagent audit");
+    let (pid, out) = output_with_pid(
+        Command::new(IDAGENT)
+            .args(["audit", "--topology", "pod", "--run-root"])
+            .arg(root)
+            .args(extra)
+            .current_dir(env!("CARGO_MANIFEST_DIR")),
+    );
     no_network_owned_by(pid);
     let text = format!(
         "{}\n--- stderr ---\n{}",
@@ -34,6 +30,18 @@ fn audit(root: &Path, extra: &[&str]) -> (Option<i32>, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.code(), text)
+}
+
+/// Runs `cmd` to its end with its output captured; its pid comes along (what it made is
+/// labelled with it).
+fn output_with_pid(cmd: &mut Command) -> (u32, std::process::Output) {
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start idagent");
+    let pid = child.id();
+    (pid, child.wait_with_output().expect("wait for idagent"))
 }
 
 fn log(root: &Path, victim: &str) -> Vec<Value> {
@@ -237,24 +245,20 @@ fn a_pod_run_that_cannot_start_says_why_in_one_line_and_leaves_nothing() {
     ensure_image();
     let dir = tempfile::tempdir().expect("tempdir");
     // A network that does not exist: the holder cannot be created.
-    let out = Command::new(IDAGENT)
-        .args([
-            "run",
-            "--topology",
-            "pod",
-            "--pod-network",
-            "idagent-no-such-network",
-            "--offline",
-            "--run-dir",
-        ])
-        .arg(dir.path().join("run"))
-        .args(["--image", GUEST_IMAGE, "--", "true"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("idagent run");
-    let owner = out.id();
-    let out = out.wait_with_output().expect("idagent run");
+    let (owner, out) = output_with_pid(
+        Command::new(IDAGENT)
+            .args([
+                "run",
+                "--topology",
+                "pod",
+                "--pod-network",
+                "idagent-no-such-network",
+                "--offline",
+                "--run-dir",
+            ])
+            .arg(dir.path().join("run"))
+            .args(["--image", GUEST_IMAGE, "--", "true"]),
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     let last = err.lines().last().unwrap_or_default();

@@ -9,7 +9,7 @@ use common::*;
 use idagent_fakes::{start_blocking, FakeServer, FakesHandle};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn fakes() -> (tempfile::TempDir, FakesHandle) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -29,23 +29,6 @@ fn run_with(fakes: &FakesHandle, extra: &[String], target: &[&str]) -> Run {
     args.extend(target.iter().map(|s| s.to_string()));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     idagent_run(&refs)
-}
-
-fn idagent(args: &[&str]) -> Output {
-    Command::new(IDAGENT)
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("start idagent")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Keeps a run folder after its `Run` is gone (the temp dirs are per run).
@@ -91,7 +74,7 @@ fn each_victim_learns_checks_and_reruns_confined() {
         let dir = keep(&first, keep_dir.path(), victim);
         let policy = keep_dir.path().join(format!("{victim}.yaml"));
         let out = learn(&[&dir], &policy);
-        assert!(out.status.success(), "{victim}: {}", text(&out));
+        assert!(out.status.success(), "{victim}: {}", output_text(&out));
         let yaml = std::fs::read_to_string(&policy).expect("policy written");
         assert!(
             yaml.contains("version: 1") && yaml.contains("observation: complete"),
@@ -107,7 +90,7 @@ fn each_victim_learns_checks_and_reruns_confined() {
             out.status.code(),
             Some(0),
             "{victim}: check\n{}",
-            text(&out)
+            output_text(&out)
         );
 
         let mut extra = env.to_vec();
@@ -458,11 +441,11 @@ fn attacker_under_the_learned_policy_is_refused_in_enforce_and_only_recorded_in_
     let enforced_dir = keep(&enforced, keep_dir.path(), "enforced");
     let relearned = keep_dir.path().join("relearned.yaml");
     let out = learn(&[&enforced_dir], &relearned);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("not learned"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     let yaml = std::fs::read_to_string(&relearned).expect("read");
     for refused in [
@@ -541,7 +524,7 @@ fn one_policy_from_two_victims_determinism_and_diff() {
             &both.display().to_string(),
             &run.display().to_string(),
         ]);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     }
     // A single-victim policy does not let the other victim through.
     let scrape_only = keep_dir.path().join("scrape.yaml");
@@ -552,15 +535,15 @@ fn one_policy_from_two_victims_determinism_and_diff() {
         &scrape_only.display().to_string(),
         &n1.display().to_string(),
     ]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("api.openai.com"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     // Same victim twice: nothing new. Another victim: its host and path are new.
     let out = idagent(&["diff", &s1.display().to_string(), &s2.display().to_string()]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     let out = idagent(&[
         "diff",
         &s1.display().to_string(),
@@ -568,7 +551,7 @@ fn one_policy_from_two_victims_determinism_and_diff() {
         "--format",
         "json",
     ]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
     let d: Value = serde_json::from_slice(&out.stdout).expect("diff json");
     let new: Vec<String> = d["kinds"]
         .as_array()
@@ -583,12 +566,12 @@ fn one_policy_from_two_victims_determinism_and_diff() {
         "{new:?}"
     );
     let out = idagent(&["diff", &s1.display().to_string(), "/nonexistent/run"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).lines().count(),
         1,
         "{}",
-        text(&out)
+        output_text(&out)
     );
 }
 
@@ -620,14 +603,14 @@ fn bad_policy_files_are_refused_with_file_line_col_before_any_container() {
             "--",
             "true",
         ]);
-        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(err.contains(&format!("{p}:{line}:")), "{name}: {err}");
         // Refused before anything was made: no run folder, so no container either.
         assert!(!run_dir.exists(), "{name}: the run started");
         let out = idagent(&["policy", "explain", &p]);
-        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
     }
     // Method/path rules on HTTPS cannot be enforced on TLS the gateway does not open.
     let l7 = dir.path().join("l7.yaml");
@@ -650,11 +633,11 @@ fn bad_policy_files_are_refused_with_file_line_col_before_any_container() {
         "--",
         "true",
     ]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("passthrough"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     // Default deny per section: an enforced policy without exec rules lets nothing start, and
     // says so before the run and in the record.

@@ -31,6 +31,25 @@ pub fn ensure_image() {
     });
 }
 
+/// `idagent ARGS...` from the source checkout (victim folders resolve), to its end.
+pub fn idagent(args: &[&str]) -> Output {
+    Command::new(IDAGENT)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("start idagent")
+}
+
+/// A command's exit code, stdout and stderr, for an assertion message.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// A finished run: its folder, output and parsed audit log.
 pub struct Run {
     pub dir: tempfile::TempDir,
